@@ -1,0 +1,1 @@
+"""What workers run: translate records into Braze calls, batch them, deliver, retry, dead-letter."""

@@ -1,0 +1,81 @@
+"""What a worker process builds once and every job reuses: settings, Redis, Braze sessions, limiter."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+
+import redis
+import requests
+
+from handlers.braze import BrazeClient, Verdict, classify
+from handlers.ordering import Claims
+from handlers.packing import BrazeRequest
+from handlers.ratelimit import Limiter
+from relay import store
+from relay.config import Settings, load_settings
+
+log = logging.getLogger("relay.braze")
+
+
+class Context:
+    """Process-wide clients for jobs; jobs receive only JSON-safe arguments and build from here."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = client or store.connect(settings)
+        self._clients: dict[str, BrazeClient] = {}
+
+    @cached_property
+    def claims(self) -> Claims:
+        """The no-stale-overwrite checker."""
+        return Claims(self.redis, self.settings.delivery.watermark_ttl_s)
+
+    @cached_property
+    def limiter(self) -> Limiter:
+        """The shared rate limiter."""
+        return Limiter(self.redis, self.settings.delivery)
+
+    def braze(self, workspace: str) -> BrazeClient:
+        """The kept-alive client of a workspace (KeyError if the routes file no longer names it)."""
+        client = self._clients.get(workspace)
+        if client is None:
+            client = BrazeClient(self.settings.workspaces[workspace], self.settings.delivery)
+            self._clients[workspace] = client
+        return client
+
+    def classify(self, response: requests.Response | None, error: Exception | None) -> Verdict:
+        """Read Braze's answer (and let the limiter read its rate-limit headers)."""
+        return classify(response, error)
+
+    def observe(self, workspace: str, request: BrazeRequest, response: requests.Response | None, verdict: Verdict) -> None:
+        """Log the call and feed Braze's rate-limit headers to the limiter."""
+        family = request.items[0].family
+        if response is not None:
+            self.limiter.observe(workspace, family, response.headers)
+        log.info(
+            "braze call",
+            extra={
+                "endpoint": request.endpoint,
+                "objects": request.count(),
+                "status": response.status_code if response is not None else None,
+                "verdict": type(verdict).__name__,
+            },
+        )
+
+
+_context: Context | None = None
+
+
+def install(context: Context) -> None:
+    """Make `context` the one this process's jobs use (the worker does this at start)."""
+    global _context  # noqa: PLW0603 - one per process, by design
+    _context = context
+
+
+def get() -> Context:
+    """This process's context, built from the environment on first use."""
+    if _context is None:
+        install(Context(load_settings()))
+    assert _context is not None
+    return _context

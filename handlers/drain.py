@@ -1,0 +1,249 @@
+"""The drain job: the one owner of a lane takes its records in batches and delivers them to Braze.
+
+Records stay at the head of the lane's Redis list until the outcome of their batch is committed
+(trimmed from the list, put on the retry set, or dead-lettered) in one transaction that checks
+the owner still holds the lease. A worker killed mid-batch commits nothing, its lease expires,
+and the next owner delivers the same records again: at least once, never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from handlers import context
+from handlers.braze import Delivered, RateLimited, Rejected, TooLarge, Unavailable, Verdict
+from handlers.packing import BrazeRequest, pack
+from handlers.retry import backoff, exhausted
+from handlers.translate import NOT_IDEMPOTENT, Item, to_items
+from relay import deadletters, lanes, store
+from relay.envelope import Envelope, dumps, loads
+
+log = logging.getLogger("relay.worker")
+
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class Outcome:
+    """Where each record of a batch ends: delivered, retried later, or dead-lettered."""
+
+    delivered: set[str] = field(default_factory=set)
+    superseded: set[str] = field(default_factory=set)
+    retry: dict[str, tuple[float, str, bool]] = field(default_factory=dict)  # id -> (due, why, counts)
+    dead: dict[str, tuple[str, int | None, str]] = field(default_factory=dict)  # id -> (reason, status, msg)
+
+    def fail(self, item: Item, reason: str, status: int | None = None, message: str = "") -> None:
+        """Dead-letter the item's record (a dead item outranks any other outcome of the record)."""
+        self.dead.setdefault(item.envelope["id"], (reason, status, message))
+
+    def later(self, item: Item, due: float, why: str, *, counts: bool = True) -> None:
+        """Retry the item's record at `due`; `counts`: the failure uses up one of its attempts."""
+        current = self.retry.get(item.envelope["id"])
+        if current is None or due > current[0]:
+            self.retry[item.envelope["id"]] = (due, why, counts)
+
+
+class Drainer:
+    """One run of a lane's drain job, for at most one time slice."""
+
+    def __init__(self, lane: str, token: str) -> None:
+        self.ctx = context.get()
+        self.client: redis.Redis = self.ctx.redis
+        self.delivery = self.ctx.settings.delivery
+        self.lane, self.token = lane, token
+        self.workspace = lane.split(":", 1)[0]
+        self.queue_key, self.retry_key = store.lane_queue(lane), store.lane_retry(lane)
+        self.armed_key = store.lane_armed(lane)
+        self.renew_script = self.client.register_script(RENEW)
+        self.release_script = self.client.register_script(RELEASE)
+        family = lane.split(":", 1)[1]
+        self.batch_size = self.delivery.track_combined or self.delivery.track_per_array
+        if family != "track":
+            self.batch_size = self.delivery.batch_limit
+
+    def renew(self) -> bool:
+        """Extend the lease; False if another owner took the lane (then stop at once)."""
+        return bool(self.renew_script(keys=[self.armed_key], args=[self.token, int(self.delivery.lease_s * 1000)]))
+
+    def run(self) -> dict[str, Any]:
+        """Deliver batches until the lane is empty or the slice is over; then release or hand over."""
+        deadline = time.monotonic() + self.delivery.slice_s
+        batches = 0
+        while self.renew():
+            if time.monotonic() >= deadline:
+                # Hand over to a fresh job at the back of the queue, so other lanes get a turn.
+                lanes.enqueue_drain(self.client, self.lane, self.token, self.delivery)
+                return {"lane": self.lane, "batches": batches, "handed_over": True}
+            chunk = self.take()
+            if chunk is None:
+                continue  # lingering for company
+            if not chunk:
+                if self.release():
+                    return {"lane": self.lane, "batches": batches}
+                continue
+            self.deliver(chunk)
+            batches += 1
+        return {"lane": self.lane, "batches": batches, "lease_lost": True}
+
+    def take(self) -> list[tuple[bytes, Envelope, bool]] | None:
+        """Due retries first, then the list head; None while a short batch lingers for company."""
+        now = time.time()
+        due = self.client.zrangebyscore(self.retry_key, "-inf", now, start=0, num=self.batch_size)
+        if due:
+            return [(raw, loads(raw), True) for raw in due]
+        raws = self.client.lrange(self.queue_key, 0, self.batch_size - 1)
+        if not raws:
+            return []
+        chunk = [(raw, loads(raw), False) for raw in raws]
+        age = now - chunk[0][1]["at"]
+        if len(chunk) < self.batch_size and age < self.delivery.linger_s:
+            time.sleep(min(self.delivery.linger_s - age, 0.05))
+            return None
+        return chunk
+
+    def release(self) -> bool:
+        """Give the lane up when it is empty; False if records arrived meanwhile and we kept it."""
+        self.release_script(keys=[self.armed_key], args=[self.token])
+        pending = self.client.llen(self.queue_key) or self.client.zcount(self.retry_key, "-inf", time.time())
+        if not pending:
+            return True
+        # Records came in between our last look and the release: take the lane back if still free.
+        return not self.client.set(self.armed_key, self.token, nx=True, px=int(self.delivery.lease_s * 1000))
+
+    def deliver(self, chunk: list[tuple[bytes, Envelope, bool]]) -> None:
+        """Send one batch and commit where each of its records ends."""
+        outcome = Outcome()
+        items: list[Item] = []
+        for _, env, _ in chunk:
+            try:
+                items.extend(to_items(env))
+            except (KeyError, ValueError, TypeError) as exc:
+                outcome.dead[env["id"]] = ("untranslatable", None, f"{type(exc).__name__}: {exc}")
+        kept = self.ctx.claims.keep_newest(items)
+        kept_ids = {id(item) for item in kept}
+        for item in items:
+            if id(item) not in kept_ids:
+                outcome.superseded.add(item.envelope["id"])
+        for request in pack(kept, self.delivery):
+            self.send(request, outcome)
+        self.commit(chunk, outcome)
+
+    def send(self, request: BrazeRequest, outcome: Outcome) -> None:
+        """Send one request (waiting for the shared rate limit) and sort its items by the verdict."""
+        family = request.items[0].family
+        wait_until = self.ctx.limiter.acquire(self.workspace, family)
+        if wait_until is not None:
+            for item in request.items:
+                outcome.later(item, wait_until, "rate limited (waiting for the window)", counts=False)
+            return
+        self.renew()
+        client = self.ctx.braze(self.workspace)
+        response, error = client.post(request.endpoint, request.body())
+        verdict = self.ctx.classify(response, error)
+        self.ctx.observe(self.workspace, request, response, verdict)
+        self.apply(request, verdict, outcome)
+
+    def apply(self, request: BrazeRequest, verdict: Verdict, outcome: Outcome) -> None:
+        """What each verdict means for the items of the request."""
+        now = time.time()
+        items = request.items
+        if isinstance(verdict, Delivered):
+            refused: set[int] = set()
+            for array, index, reason in verdict.errors:
+                for item in request.items_at(array, index):
+                    outcome.fail(item, "braze_rejected_item", verdict.status, reason)
+                    refused.add(id(item))
+            for item in items:
+                if id(item) not in refused:
+                    outcome.delivered.add(item.envelope["id"])
+        elif isinstance(verdict, RateLimited):
+            self.ctx.limiter.pause(self.workspace, items[0].family, verdict.reset_at)
+            for item in items:
+                outcome.later(item, verdict.reset_at, "rate limited by Braze (429)", counts=False)
+        elif isinstance(verdict, Unavailable):
+            for item in items:
+                if verdict.ambiguous and item.array in NOT_IDEMPOTENT:
+                    # Braze may have stored it; a resend could store it twice. An operator decides.
+                    outcome.fail(item, "ambiguous", verdict.status, verdict.reason)
+                else:
+                    attempts = item.envelope.get("n", 0) + 1
+                    outcome.later(item, now + backoff(attempts, self.delivery), verdict.reason)
+        elif isinstance(verdict, (TooLarge, Rejected)):
+            status = 413 if isinstance(verdict, TooLarge) else verdict.status
+            # One bad record must not take the rest of the batch with it: halve and resend.
+            if len(items) > 1 and status in (400, 413):
+                for half in (items[: len(items) // 2], items[len(items) // 2 :]):
+                    for sub in pack(half, self.delivery):
+                        self.send(sub, outcome)
+                return
+            for item in items:
+                outcome.fail(item, "braze_rejected", status, verdict.message)
+
+    def commit(self, chunk: list[tuple[bytes, Envelope, bool]], outcome: Outcome) -> None:
+        """Record every outcome in one transaction, only if we still own the lane."""
+        now = time.time()
+        from_list = sum(1 for _, _, retried in chunk if not retried)
+        with self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(self.armed_key)
+                if pipe.get(self.armed_key) != self.token.encode():
+                    log.warning("lease lost before commit; the next owner delivers again", extra={"lane": self.lane})
+                    return
+                pipe.multi()
+                if from_list:
+                    pipe.ltrim(self.queue_key, from_list, -1)
+                retried = [raw for raw, _, was_retry in chunk if was_retry]
+                if retried:
+                    pipe.zrem(self.retry_key, *retried)
+                counts = self.settle(pipe, chunk, outcome, now)
+                for name, value in counts.items():
+                    if value:
+                        pipe.hincrby(store.STATS, name, value)
+                pipe.execute()
+            except redis.WatchError:
+                log.warning("lease changed during commit; the next owner delivers again", extra={"lane": self.lane})
+
+    def settle(self, pipe: Any, chunk: list[tuple[bytes, Envelope, bool]], outcome: Outcome, now: float) -> dict[str, int]:
+        """Queue each record's ending on the transaction; return the counters to add."""
+        counts = {"delivered": 0, "superseded": 0, "retried": 0}
+        for _, env, _ in chunk:
+            rid = env["id"]
+            if rid in outcome.dead:
+                reason, status, message = outcome.dead[rid]
+                env["n"] = env.get("n", 0) + (1 if reason != "untranslatable" else 0)
+                deadletters.add(pipe, deadletters.entry(env, reason=reason, status=status, message=message))
+                log.info("dead-lettered", extra={"record": rid, "route": env["route"], "reason": reason, "status": status})
+            elif rid in outcome.retry:
+                due, why, uses_attempt = outcome.retry[rid]
+                env["n"] = env.get("n", 0) + (1 if uses_attempt else 0)
+                env.setdefault("first", now)
+                env["why"] = why
+                if exhausted(env["n"], env["first"], now, self.delivery):
+                    entry = deadletters.entry(env, reason="retries_exhausted", message=why)
+                    deadletters.add(pipe, entry)
+                    log.info("dead-lettered", extra={"record": rid, "route": env["route"], "reason": "retries_exhausted"})
+                else:
+                    pipe.zadd(self.retry_key, {dumps(env): due})
+                    counts["retried"] += 1
+            elif rid in outcome.delivered:
+                counts["delivered"] += 1
+            else:
+                counts["superseded"] += 1  # every field it set was already newer in Braze
+        return counts
+
+
+def drain_lane(lane: str, token: str) -> dict[str, Any]:
+    """RQ job: deliver a lane's records for one time slice (only the lease holder does anything)."""
+    return Drainer(lane, token).run()

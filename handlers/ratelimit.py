@@ -1,0 +1,72 @@
+"""Braze's rate limits, kept for the relay as a whole: one window per workspace and family in Redis.
+
+Every worker asks the same moving window (the `limits` library, Redis storage) before each call,
+so however many workers run, a family never gets more requests than its limit. After a 429, or an
+answer saying no requests remain, the family is paused until Braze's X-RateLimit-Reset for all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import redis
+from limits import parse, strategies
+from limits.storage import RedisStorage
+
+from relay import store
+from relay.config import Delivery
+
+SHORT_WAIT_S = 1.0  # waits this short are slept through; longer ones hand the records to the retry set
+
+
+class Limiter:
+    """Shared per-family request windows and 429 pauses."""
+
+    def __init__(self, client: redis.Redis, delivery: Delivery) -> None:
+        self.client = client
+        storage = RedisStorage("redis://", connection_pool=client.connection_pool, key_prefix="relay:rate")
+        self.window = strategies.MovingWindowRateLimiter(storage)
+        self.items = {
+            "track": parse(delivery.rate_track),
+            "users": parse(delivery.rate_users),
+            "subscription": parse(delivery.rate_subscription),
+            "default": parse(delivery.rate_default),
+        }
+
+    def paused_until(self, workspace: str, family: str) -> float:
+        """The time before which nothing may go to this family (0 if not paused)."""
+        raw = self.client.get(store.pause_key(workspace, family))
+        return float(raw) if raw else 0.0
+
+    def pause(self, workspace: str, family: str, until: float) -> None:
+        """Stop every worker sending to this family until `until` (UNIX seconds)."""
+        if until > time.time():
+            self.client.set(store.pause_key(workspace, family), repr(until), pxat=int(until * 1000) + 1)
+
+    def acquire(self, workspace: str, family: str) -> float | None:
+        """Take one request from the family's window: None to send now, or when to try again."""
+        item = self.items[family]
+        while True:
+            now = time.time()
+            paused = self.paused_until(workspace, family)
+            if paused > now:
+                if paused - now > SHORT_WAIT_S:
+                    return paused
+                time.sleep(paused - now)
+                continue
+            if self.window.hit(item, workspace, family):
+                return None
+            reset = self.window.get_window_stats(item, workspace, family).reset_time
+            if reset - now > SHORT_WAIT_S:
+                return reset
+            time.sleep(max(reset - now, 0.01))
+
+    def observe(self, workspace: str, family: str, headers: Mapping[str, str]) -> None:
+        """Braze's own count: when it says no requests remain, pause until its reset."""
+        remaining, reset = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset")
+        if remaining is not None and reset is not None and remaining.strip() == "0":
+            try:
+                self.pause(workspace, family, float(reset))
+            except ValueError:
+                return

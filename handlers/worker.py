@@ -1,0 +1,97 @@
+"""The worker process: an RQ worker (no fork per job) plus a ticker that wakes idle lanes.
+
+Run it as `python -m handlers.worker` (the Procfile's `worker`). It takes consent drain jobs
+before bulk ones, keeps its Redis and Braze connections across jobs, and every second looks for
+lanes that hold records or due retries but have no owner (after a crash, or when a retry falls
+due) and enqueues their drain job.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+
+import redis
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from handlers import context
+from relay import lanes, store
+from relay.config import Delivery, load_settings
+from relay.logs import configure_logging
+from relay.secrets import ConfigError
+
+log = logging.getLogger("relay.worker")
+TICK_S = 1.0
+
+
+class RelayWorker(SimpleWorker):
+    """RQ's SimpleWorker: jobs run in this process, so sessions and pools survive between jobs."""
+
+
+def tick(client: redis.Redis, delivery: Delivery) -> int:
+    """Arm every lane with work and no owner; return how many this call armed."""
+    names = sorted(name.decode() for name in client.smembers(store.LANES))
+    if not names:
+        return 0
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    for lane in names:
+        pipe.llen(store.lane_queue(lane))
+        pipe.zcount(store.lane_retry(lane), "-inf", now)
+        pipe.exists(store.lane_armed(lane))
+    results = pipe.execute()
+    armed = 0
+    for index, lane in enumerate(names):
+        waiting, due, owned = results[3 * index : 3 * index + 3]
+        if (waiting or due) and not owned and lanes.try_arm(client, lane, delivery):
+            log.info("lane woken by ticker", extra={"lane": lane, "waiting": waiting, "due_retries": due})
+            armed += 1
+    return armed
+
+
+class Ticker(threading.Thread):
+    """Calls `tick` every second until stopped; a Redis outage is logged and waited out."""
+
+    def __init__(self, client: redis.Redis, delivery: Delivery) -> None:
+        super().__init__(name="relay-ticker", daemon=True)
+        self.client, self.delivery = client, delivery
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        """Loop until `stopping` is set."""
+        while not self.stopping.wait(TICK_S):
+            try:
+                tick(self.client, self.delivery)
+            except redis.RedisError as exc:
+                log.warning("ticker: redis unavailable", extra={"error": type(exc).__name__})
+
+
+def main() -> int:
+    """Start one worker process; exit 2 with one message when the configuration cannot run."""
+    configure_logging()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"braze-relay worker: configuration error: {exc}", file=sys.stderr)
+        return 2
+    client = store.connect(settings)
+    ctx = context.Context(settings, client)
+    context.install(ctx)
+    ticker = Ticker(client, settings.delivery)
+    ticker.start()
+    worker = RelayWorker(
+        [store.QUEUE_CONSENT, store.QUEUE_BULK], connection=client, serializer=JSONSerializer
+    )
+    log.info("worker started", extra={"sandbox": settings.sandbox, "routes": len(settings.routes)})
+    try:
+        worker.work(logging_level="WARNING")
+    finally:
+        ticker.stopping.set()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

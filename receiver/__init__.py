@@ -1,0 +1,28 @@
+"""The HTTP edge: validates every payload and stores accepted records in Redis for the workers."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from relay import store
+from relay.config import Settings, load_settings
+
+
+def create_app(config: Settings | None = None) -> Flask:
+    """Build the Flask app: load settings, open the shared clients, register blueprints and errors."""
+    from receiver.errors import register_error_handlers
+    from relay.logs import configure_logging
+    from receiver.schemas import schema_for
+    from receiver.views import bp
+
+    settings = config or load_settings()
+    configure_logging()
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["relay.settings"] = settings
+    app.extensions["relay.schemas"] = {name: schema_for(route) for name, route in settings.routes.items()}
+    # Short timeouts: when Redis is away the caller hears 503 quickly instead of hanging.
+    app.extensions["redis"] = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
+    app.register_blueprint(bp)
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,85 @@
+"""Storing accepted records: one Redis transaction per request, then waking the lane's drain job.
+
+A 2xx is sent only after the transaction has run, so every record it accepts is in Redis; if
+Redis refuses (down, out of memory) nothing of the request is stored and the caller gets a 503.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from relay import deadletters, lanes, store
+from relay.config import Delivery
+from relay.envelope import Envelope, dumps
+from relay.routes import Route
+
+PUSH_CHUNK = 1000  # records per RPUSH inside the transaction (keeps each command's size sane)
+
+
+@dataclass
+class Batch:
+    """What one request brings: records that passed validation and records that did not."""
+
+    route: Route
+    request_id: str
+    received: float = field(default_factory=time.time)
+    valid: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    invalid: list[tuple[int, Any, dict[str, Any]]] = field(default_factory=list)
+
+    def envelope(self, index: int, record: dict[str, Any], received_ns: int) -> Envelope:
+        """Wrap one loaded record for the queue; the receive time stands in for a missing `time`."""
+        if record.get("time") is None:
+            record["time"] = self.received
+        env: Envelope = {
+            "id": f"{self.request_id}.{index}",
+            "route": self.route.name,
+            "kind": self.route.kind,
+            "ws": self.route.workspace,
+            "rec": record,
+            "t": record["time"],
+            "seq": f"{received_ns:020d}.{index:06d}",
+            "at": self.received,
+            "n": 0,
+        }
+        if self.route.update_existing_only:
+            env["uxo"] = True
+        return env
+
+
+def store_batch(client: redis.Redis, batch: Batch, delivery: Delivery) -> None:
+    """Write the batch's records (and its dead-lettered invalid records) in one MULTI/EXEC."""
+    lane = batch.route.lane
+    received_ns = time.time_ns()
+    token = lanes.new_token()
+    pipe = client.pipeline(transaction=True)
+    payloads = [dumps(batch.envelope(index, record, received_ns)) for index, record in batch.valid]
+    for start in range(0, len(payloads), PUSH_CHUNK):
+        pipe.rpush(store.lane_queue(lane), *payloads[start : start + PUSH_CHUNK])
+    for index, raw, errors in batch.invalid:
+        env = batch.envelope(index, {"raw": raw}, received_ns)
+        deadletters.add(pipe, deadletters.entry(env, reason="invalid", message=_flatten(errors)))
+    pipe.hincrby(store.STATS, "accepted", len(payloads))
+    pipe.hincrby(store.STATS, "rejected", len(batch.invalid))
+    if payloads:
+        pipe.sadd(store.LANES, lane)
+        pipe.set(store.lane_armed(lane), token, nx=True, px=int(delivery.lease_s * 1000))
+    results = pipe.execute()
+    if payloads and results[-1]:
+        # The lane had no owner: this request woke it. If this process dies right here, the lease
+        # expires and a worker's ticker re-arms the lane, so the records still go out.
+        lanes.enqueue_drain(client, lane, token, delivery)
+
+
+def _flatten(errors: dict[str, Any]) -> str:
+    """A validation error dict as one line: 'field: message; field: message'."""
+    parts = []
+    for key, value in errors.items():
+        if isinstance(value, dict):
+            parts.append(f"{key}.{_flatten(value)}")
+        else:
+            parts.append(f"{key}: {' '.join(map(str, value)) if isinstance(value, list) else value}")
+    return "; ".join(parts)

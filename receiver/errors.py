@@ -1,0 +1,63 @@
+"""One error type and one JSON shape for every error answer: {code, status, message, errors}."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import redis
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("relay.receiver")
+
+
+class ApiError(Exception):
+    """An answer other than success; `errors` says what was wrong, keyed by record index and field."""
+
+    def __init__(self, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.errors = errors or {}
+
+
+def error_response(code: int, message: str, errors: dict[str, Any] | None = None) -> Response:
+    """The one JSON shape of every error."""
+    body = {"code": code, "status": HTTPStatus(code).phrase, "message": message, "errors": errors or {}}
+    response = jsonify(body)
+    response.status_code = code
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map every failure, ours or Werkzeug's or Redis's, to the JSON shape; never a stack trace."""
+
+    @app.errorhandler(ApiError)
+    def _api(exc: ApiError) -> Response:
+        return error_response(exc.code, exc.message, exc.errors)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        messages = {
+            404: "No such endpoint or route.",
+            405: "Method not allowed here.",
+            413: "Request body too large.",
+        }
+        response = error_response(code, messages.get(code, HTTPStatus(code).phrase))
+        if code == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(redis.RedisError)
+    def _redis(exc: redis.RedisError) -> Response:
+        # The message of a Redis error can hold the server address; log the class, not the text.
+        log.error("redis unavailable", extra={"error": type(exc).__name__})
+        return error_response(503, "Storage unavailable: nothing was stored. Retry later.")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.error("unexpected error", extra={"error": type(exc).__name__}, exc_info=exc)
+        return error_response(500, "Internal error: nothing was stored. Retry later.")

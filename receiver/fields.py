@@ -1,0 +1,103 @@
+"""Marshmallow fields for what TD and webhook callers send: times, aliases, numbers as strings."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import ValidationError, fields
+
+MAX_STRING = 255  # Braze: string values and keys up to 255 characters
+MS_THRESHOLD = 1e11  # a UNIX time in seconds stays below this until the year 5138
+
+
+def parse_time(value: Any) -> float:
+    """ISO-8601 or UNIX seconds (number or numeric string) as UNIX seconds; naive times are UTC."""
+    if isinstance(value, bool):
+        raise ValidationError("Not a valid time: use ISO-8601 or UNIX seconds.")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+            except ValueError:
+                raise ValidationError("Not a valid time: use ISO-8601 or UNIX seconds.") from None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return parsed.timestamp()
+    else:
+        raise ValidationError("Not a valid time: use ISO-8601 or UNIX seconds.")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValidationError("Not a valid time: use ISO-8601 or UNIX seconds.")
+    if seconds >= MS_THRESHOLD:
+        raise ValidationError("Looks like milliseconds: send UNIX seconds.")
+    return seconds
+
+
+class Time(fields.Field):
+    """A record time: ISO-8601 or UNIX seconds, loaded as float UNIX seconds."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        return parse_time(value)
+
+
+class BrazeString(fields.String):
+    """A string Braze will accept: at most 255 characters."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # TD exports ids as numbers when the column is a long
+        text: str = super()._deserialize(value, attr, data, **kwargs)
+        if not text:
+            raise ValidationError("Must not be empty.")
+        if len(text) > MAX_STRING:
+            raise ValidationError(f"Longer than {MAX_STRING} characters.")
+        return text
+
+
+class LooseFloat(fields.Float):
+    """A number that may arrive as a string, as TD postbacks send every value."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_nan=False, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return float(super()._deserialize(value, attr, data, **kwargs))
+
+
+class LooseInteger(fields.Integer):
+    """An integer that may arrive as a string ("2") or a whole float (2.0)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif isinstance(value, str) and value.strip().endswith(".0"):
+            value = value.strip()[:-2]
+        return int(super()._deserialize(value, attr, data, **kwargs))
+
+
+class UserAlias(fields.Field):
+    """Braze's user_alias: an object {alias_name, alias_label}, or that object as a JSON string."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValidationError("Not a valid user_alias: expected {alias_name, alias_label}.") from None
+        if not isinstance(value, dict) or set(value) != {"alias_name", "alias_label"}:
+            raise ValidationError("Not a valid user_alias: expected {alias_name, alias_label}.")
+        for key in ("alias_name", "alias_label"):
+            if not isinstance(value[key], str) or not value[key] or len(value[key]) > MAX_STRING:
+                raise ValidationError(f"user_alias.{key} must be a string of 1 to {MAX_STRING} characters.")
+        return {"alias_name": value["alias_name"], "alias_label": value["alias_label"]}

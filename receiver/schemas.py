@@ -1,0 +1,305 @@
+"""Marshmallow schemas for one record of each mode, checked against Braze's own field rules.
+
+A loaded record is a flat JSON-safe dict: the user identifier under `_id` (one key of Braze's
+identifier object), `time` as UNIX seconds (None when absent: the edge fills in the receive time),
+and the mode's own fields. Handlers translate it into a Braze object without looking anything up.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from marshmallow import (
+    EXCLUDE,
+    INCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    pre_load,
+    validate,
+    validates_schema,
+)
+
+from receiver.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias
+from receiver.iso4217 import CURRENCIES
+from relay.routes import Route
+
+IDENTIFIERS = ("external_id", "braze_id", "user_alias", "email", "phone")
+RESERVED_PROPERTIES = frozenset({"time", "event_name"})
+SUBSCRIPTION_STATES = ("subscribed", "unsubscribed")
+GLOBAL_STATES = ("opted_in", "subscribed", "unsubscribed")
+IDENTIFIER_HELP = "One identifier is required: external_id, braze_id, user_alias (or alias_name + alias_label), email or phone."
+
+
+def check_free_fields(values: dict[str, Any], *, what: str, property_rules: bool) -> dict[str, list[str]]:
+    """Braze's rules for free-form keys and values: 255-character keys and strings, reserved names."""
+    errors: dict[str, list[str]] = {}
+    for key, value in values.items():
+        problems = []
+        if len(key) > MAX_STRING:
+            problems.append(f"{what} name longer than {MAX_STRING} characters.")
+        if property_rules and key.startswith("$"):
+            problems.append(f"{what} names must not start with '$'.")
+        if property_rules and key in RESERVED_PROPERTIES:
+            problems.append(f"'{key}' is reserved by Braze and cannot be a {what} name.")
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            problems.append(f"String value longer than {MAX_STRING} characters.")
+        if problems:
+            errors[key[:64]] = problems
+    return errors
+
+
+class RecordSchema(Schema):
+    """What every record has: the route's preprocessing, an identifier and a time."""
+
+    time = Time(load_default=None)
+    # Identifier fields may be null (a TD column with no value): null means absent.
+    external_id = BrazeString(allow_none=True)
+    braze_id = BrazeString(allow_none=True)
+    user_alias = UserAlias(allow_none=True)
+    alias_name = BrazeString(allow_none=True)
+    alias_label = BrazeString(allow_none=True)
+    email = BrazeString(allow_none=True)
+    phone = BrazeString(allow_none=True)
+
+    # Which identifier fields may stand for the user in this mode (None: this mode has none).
+    identifier_fields: tuple[str, ...] | None = IDENTIFIERS
+    # Profile attributes take the strongest identifier and keep the others (email, phone) as attributes.
+    several_identifiers_allowed = False
+
+    def __init__(self, route: Route, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.route = route
+
+    @pre_load
+    def _prepare(self, data: Any, **_: Any) -> Any:
+        """Drop TD's own fields, take td_record_time as the time, parse pre-formatted JSON fields."""
+        if not isinstance(data, dict):
+            raise ValidationError("A record must be a JSON object.", "_record")
+        out = {key: value for key, value in data.items() if not key.startswith("td_")}
+        if "time" not in out and "td_record_time" in data:
+            out["time"] = data["td_record_time"]
+        errors = {}
+        for name in self.route.pre_formatted_fields:
+            value = out.get(name)
+            if isinstance(value, str):
+                try:
+                    out[name] = json.loads(value)
+                except ValueError:
+                    errors[name] = ["Not valid JSON (listed in pre_formatted_fields)."]
+        if errors:
+            raise ValidationError(errors)
+        return out
+
+    def identifier(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Pop the user's identifier out of the loaded fields as Braze's identifier object."""
+        for name in (*IDENTIFIERS, "alias_name", "alias_label"):
+            if name in data and data[name] is None:
+                del data[name]
+        if "alias_name" in data or "alias_label" in data:
+            if "alias_name" not in data or "alias_label" not in data:
+                missing = "alias_label" if "alias_name" in data else "alias_name"
+                raise ValidationError({missing: ["alias_name and alias_label go together."]})
+            if "user_alias" in data:
+                raise ValidationError({"user_alias": ["Give user_alias or alias_name + alias_label, not both."]})
+            data["user_alias"] = {"alias_name": data.pop("alias_name"), "alias_label": data.pop("alias_label")}
+        allowed = self.identifier_fields or ()
+        present = [name for name in allowed if name in data]
+        if not present:
+            raise ValidationError({"identifier": [IDENTIFIER_HELP]})
+        if len(present) > 1 and not self.several_identifiers_allowed:
+            raise ValidationError({"identifier": [f"Exactly one identifier is allowed; got {', '.join(present)}."]})
+        name = present[0]
+        return {name: data.pop(name)}
+
+    def extras(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Fields this schema does not declare (INCLUDE schemas keep them for properties/attributes)."""
+        return {key: data.pop(key) for key in list(data) if key not in self.declared_fields}
+
+
+class _TrackSchema(RecordSchema):
+    """What events and purchases share: app_id, properties, and extra fields taken as properties."""
+
+    class Meta:
+        unknown = INCLUDE  # extra columns are properties, as TD's Braze export does
+
+    app_id = BrazeString()
+    properties = fields.Dict(keys=fields.String(), load_default=dict)
+
+    def shape(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Identifier out, extra fields merged into properties, Braze's property rules checked."""
+        ident = self.identifier(data)
+        properties = {**self.extras(data), **data.pop("properties")}
+        errors = check_free_fields(properties, what="property", property_rules=True)
+        if errors:
+            raise ValidationError({"properties": errors})
+        return {"_id": ident, **data, "properties": properties}
+
+
+class EventSchema(_TrackSchema):
+    """user_track / custom_events: Braze's event object."""
+
+    name = BrazeString(required=True)
+
+    @post_load
+    def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return self.shape(data)
+
+
+class PurchaseSchema(_TrackSchema):
+    """user_track / purchases: Braze's purchase object."""
+
+    product_id = BrazeString(required=True)
+    currency = fields.String(required=True)
+    price = LooseFloat(required=True)
+    quantity = LooseInteger(load_default=1, validate=validate.Range(1, 100, error="Must be from 1 to 100."))
+
+    @validates_schema
+    def _currency(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("currency") is not None and data["currency"].upper() not in CURRENCIES:
+            raise ValidationError("Not an ISO 4217 currency code.", "currency")
+
+    @post_load
+    def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["currency"] = data["currency"].upper()
+        return self.shape(data)
+
+
+class AttributesSchema(RecordSchema):
+    """user_track / user_profile_attributes: every field but the identifier and time is an attribute."""
+
+    class Meta:
+        unknown = INCLUDE  # the attributes are the undeclared fields
+
+    several_identifiers_allowed = True
+
+    @post_load
+    def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        ident = self.identifier(data)
+        time = data.pop("time")
+        attributes = {**self.extras(data), **data}  # email/phone left after the identifier are attributes
+        if not self.route.null_unsets:
+            attributes = {key: value for key, value in attributes.items() if value is not None}
+        errors = check_free_fields(attributes, what="attribute", property_rules=False)
+        if errors:
+            raise ValidationError(errors)
+        if not attributes:
+            raise ValidationError({"_record": ["No attributes to set: the record holds only an identifier."]})
+        return {"_id": ident, "time": time, "attributes": attributes}
+
+
+class AliasSchema(RecordSchema):
+    """user_new_alias: a new alias, for an existing external_id or as a new alias-only user."""
+
+    class Meta:
+        unknown = EXCLUDE  # other columns mean nothing to /users/alias/new; ignore, as TD does
+
+    identifier_fields = None
+    alias_name = BrazeString(required=True)
+    alias_label = BrazeString(required=True)
+
+    @post_load
+    def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        keep = ("time", "alias_name", "alias_label", "external_id")
+        return {key: data[key] for key in keep if key in data}
+
+
+class IdentifySchema(RecordSchema):
+    """user_identifying: attach an alias-only user to an external_id."""
+
+    class Meta:
+        unknown = EXCLUDE  # other columns mean nothing to /users/identify
+
+    external_id = BrazeString(required=True)
+    identifier_fields = ("user_alias",)
+
+    @post_load
+    def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        alias = self.identifier(data)
+        return {"time": data.get("time"), "external_id": data["external_id"], **alias}
+
+
+class DeleteSchema(RecordSchema):
+    """user_delete: the one identifier of the user to delete."""
+
+    class Meta:
+        unknown = EXCLUDE  # other columns mean nothing to /users/delete
+
+    @post_load
+    def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return {"_id": self.identifier(data), "time": data.get("time")}
+
+
+class SubscriptionSchema(RecordSchema):
+    """user_subscription: a subscription group state and/or the global email/push states."""
+
+    class Meta:
+        unknown = EXCLUDE  # other columns mean nothing to a consent change
+
+    identifier_fields = ("external_id", "email", "phone")
+    subscription_group_id = BrazeString()
+    subscription_state = fields.String(validate=validate.OneOf(SUBSCRIPTION_STATES))
+    email_subscribe = fields.String(validate=validate.OneOf(GLOBAL_STATES))
+    push_subscribe = fields.String(validate=validate.OneOf(GLOBAL_STATES))
+
+    @validates_schema
+    def _something_to_set(self, data: dict[str, Any], **_: Any) -> None:
+        if bool(data.get("subscription_group_id")) != bool(data.get("subscription_state")):
+            missing = "subscription_state" if data.get("subscription_group_id") else "subscription_group_id"
+            raise ValidationError("subscription_group_id and subscription_state go together.", missing)
+        if not any(data.get(key) for key in ("subscription_group_id", "email_subscribe", "push_subscribe")):
+            raise ValidationError(
+                "Nothing to set: give subscription_group_id + subscription_state, email_subscribe or push_subscribe.",
+                "_record",
+            )
+
+    @post_load
+    def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return {"_id": self.identifier(data), **data}
+
+
+SCHEMA_OF_KIND: dict[str, type[RecordSchema]] = {
+    "events": EventSchema,
+    "purchases": PurchaseSchema,
+    "attributes": AttributesSchema,
+    "alias": AliasSchema,
+    "identify": IdentifySchema,
+    "delete": DeleteSchema,
+    "subscription": SubscriptionSchema,
+}
+
+
+def schema_for(route: Route) -> RecordSchema:
+    """The record schema of a route's mode, bound to its options (build once per route)."""
+    return SCHEMA_OF_KIND[route.kind](route)
+
+
+class IngestSchema(Schema):
+    """TD Data Ingestion API body: {"records": [ ... ]}."""
+
+    class Meta:
+        unknown = EXCLUDE  # TD may add envelope keys; records are what counts
+
+    records = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
+
+
+class ExportSchema(Schema):
+    """TD query-result export to a web server: column names, column types and rows."""
+
+    class Meta:
+        unknown = EXCLUDE  # keys TD may add beside the three it documents are not ours to refuse
+
+    column_names = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+    column_types = fields.List(fields.String(), load_default=None)
+    data = fields.List(fields.Raw(), required=True)
+
+    @validates_schema
+    def _shape(self, body: dict[str, Any], **_: Any) -> None:
+        names = body["column_names"]
+        if len(set(names)) != len(names):
+            raise ValidationError("Column names must be unique.", "column_names")
+        types = body.get("column_types")
+        if types is not None and len(types) != len(names):
+            raise ValidationError("column_types must have one entry per column name.", "column_types")

@@ -1,0 +1,244 @@
+"""The ingest endpoints of SPEC.md: TD postback, TD ingestion, TD export, webhooks, health."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, current_app, jsonify, request
+from marshmallow import ValidationError
+
+from receiver import auth
+from receiver.enqueue import Batch, store_batch
+from receiver.errors import ApiError
+from receiver.schemas import ExportSchema, IngestSchema, RecordSchema
+from relay.config import Settings
+from relay.routes import Route
+
+bp = Blueprint("ingest", __name__)
+
+JSON_TYPES = ("application/json", "application/vnd.treasuredata.v1+json")
+
+
+def settings() -> Settings:
+    """The settings loaded at start."""
+    return current_app.extensions["relay.settings"]  # type: ignore[no-any-return]
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_body(limit: int, *, lenient_type: bool = False) -> bytes:
+    """The raw body within the byte limit; 415 for a non-JSON type, 413 over the limit."""
+    mimetype = request.mimetype
+    is_json = mimetype in JSON_TYPES or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+    # TD's web export does not document its Content-Type; take an untyped or text body there.
+    if not is_json and not (lenient_type and mimetype in ("", "text/plain", "application/octet-stream")):
+        raise ApiError(415, f"Content-Type must be application/json (got {mimetype or 'none'}).")
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"Request body over the limit of {limit} bytes.", {"limit": limit})
+    request.max_content_length = limit  # a chunked body without Content-Length is cut off here
+    body = request.get_data(cache=True)
+    if not body:
+        raise ApiError(400, "Empty body: expected JSON.")
+    return body
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON; 400 with the reason for anything that is not strict JSON."""
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise ApiError(400, "Body is not valid UTF-8.") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"Malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.") from None
+    except RecursionError:
+        raise ApiError(400, "JSON nested too deeply.") from None
+    except ValueError as exc:  # NaN/Infinity, integers too long to parse
+        raise ApiError(400, f"Malformed JSON: {exc}.") from None
+
+
+def read_json(limit: int, *, lenient_type: bool = False) -> Any:
+    """Read and parse the body."""
+    return parse_json(read_body(limit, lenient_type=lenient_type))
+
+
+def route_by_name(name: str) -> Route:
+    """The route named in the path, or 404."""
+    route = settings().routes.get(name)
+    if route is None:
+        raise ApiError(404, f"No route named {name!r}.")
+    return route
+
+
+def route_by_table(database: str, table: str) -> Route:
+    """The route whose database and table match the path, or 404."""
+    for route in settings().routes.values():
+        if route.database == database and route.table == table:
+            return route
+    raise ApiError(404, f"No route for database {database!r} and table {table!r}.")
+
+
+def authenticate(route: Route, *, td_style: bool, allow_query: bool = False, allow_basic: bool = False) -> None:
+    """Check the caller's credential for this route; raise 401 (fail closed)."""
+    conf = settings()
+    if conf.insecure_no_auth:
+        return
+    keys = route.write_keys or conf.write_keys
+    try:
+        if td_style:
+            presented = auth.td_write_key(request.headers, request.args, allow_query=allow_query, allow_basic=allow_basic)
+            auth.verify_write_key(presented, keys=keys)
+            return
+        token = auth.bearer_token(request.headers)
+        if token is not None:
+            auth.verify_write_key(token, keys=keys)
+            return
+        body = request.get_data(cache=True)
+        auth.verify_signature(body, headers=request.headers, secrets=route.webhook_secrets or conf.webhook_secrets)
+    except auth.AuthError as exc:
+        raise ApiError(401, str(exc)) from None
+
+
+def load_records(route: Route, raw_records: list[Any]) -> Batch:
+    """Validate every record; 422 naming index and field unless the route skips invalid records."""
+    schema: RecordSchema = current_app.extensions["relay.schemas"][route.name]
+    batch = Batch(route=route, request_id=request_id())
+    errors: dict[str, Any] = {}
+    for index, raw in enumerate(raw_records):
+        try:
+            batch.valid.append((index, schema.load(raw)))
+        except ValidationError as exc:
+            messages = exc.messages if isinstance(exc.messages, dict) else {"_record": exc.messages}
+            errors[str(index)] = messages
+            batch.invalid.append((index, raw, messages))
+    if errors and not route.skip_on_invalid_records:
+        count = len(errors)
+        raise ApiError(
+            422,
+            f"{count} of {len(raw_records)} record(s) failed validation; nothing was stored.",
+            {"records": errors},
+        )
+    return batch
+
+
+def request_id() -> str:
+    """The id of this request: the caller's webhook-id or Idempotency-Key is not trusted for it."""
+    rid: str | None = getattr(request, "_relay_id", None)
+    if rid is None:
+        rid = f"{int(time.time() * 1000):x}-{secrets.token_hex(6)}"
+        request._relay_id = rid  # type: ignore[attr-defined]
+    return rid
+
+
+def accept(batch: Batch) -> None:
+    """Store the batch in Redis; only then may the caller hear success."""
+    client: redis.Redis = current_app.extensions["redis"]
+    store_batch(client, batch, settings().delivery)
+
+
+def rejected(batch: Batch) -> list[dict[str, Any]]:
+    """The records the route skipped as invalid, named by index with their errors."""
+    return [{"index": index, "errors": errors} for index, _, errors in batch.invalid]
+
+
+@bp.post("/postback/v3/event/<database>/<table>")
+def postback(database: str, table: str) -> Response:
+    """TD Postback API: one JSON object is one record; answers `{}` as TD does."""
+    route = route_by_table(database, table)
+    authenticate(route, td_style=True, allow_query=True)
+    body = read_json(settings().limits.postback_bytes)
+    if not isinstance(body, dict):
+        raise ApiError(400, "A postback body must be one JSON object (one record).")
+    batch = load_records(route, [body])
+    accept(batch)
+    return jsonify({"rejected": rejected(batch)} if batch.invalid else {})
+
+
+@bp.post("/<database>/<table>")
+def ingest(database: str, table: str) -> Response:
+    """TD Data Ingestion API: {"records": [...]}, 1 to 500 records."""
+    route = route_by_table(database, table)
+    authenticate(route, td_style=True)
+    limits = settings().limits
+    body = read_json(limits.ingest_bytes)
+    if not isinstance(body, dict):
+        raise ApiError(400, 'The body must be a JSON object: {"records": [ ... ]}.')
+    try:
+        envelope = IngestSchema().load(body)
+    except ValidationError as exc:
+        raise ApiError(400, 'The body must be {"records": [ ... ]} with at least one record.', exc.messages) from None
+    if len(envelope["records"]) > limits.ingest_records:
+        raise ApiError(413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records})
+    batch = load_records(route, envelope["records"])
+    accept(batch)
+    return jsonify({"accepted": len(batch.valid), "rejected": rejected(batch), "id": batch.request_id})
+
+
+@bp.route("/export/<name>", methods=["PUT", "POST"])
+def export(name: str) -> Response:
+    """TD query-result export to a web server: column_names, column_types, data rows."""
+    route = route_by_name(name)
+    authenticate(route, td_style=True, allow_basic=True)
+    limits = settings().limits
+    body = read_json(limits.export_bytes, lenient_type=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "The body must be a JSON object with column_names and data.")
+    try:
+        table = ExportSchema().load(body)
+    except ValidationError as exc:
+        raise ApiError(400, "The body must hold column_names and data (TD's export shape).", exc.messages) from None
+    if len(table["data"]) > limits.export_rows:
+        raise ApiError(413, f"At most {limits.export_rows} rows per export.", {"limit": limits.export_rows})
+    names = table["column_names"]
+    records: list[Any] = []
+    shape_errors: dict[str, Any] = {}
+    for index, row in enumerate(table["data"]):
+        if not isinstance(row, list) or len(row) != len(names):
+            shape_errors[str(index)] = {"_row": [f"A row must be a list of {len(names)} values, one per column."]}
+        records.append(dict(zip(names, row, strict=False)) if isinstance(row, list) else row)
+    if shape_errors:
+        raise ApiError(422, f"{len(shape_errors)} row(s) do not match column_names; nothing was stored.",
+                       {"records": shape_errors})
+    batch = load_records(route, records)
+    accept(batch)
+    return jsonify({"accepted": len(batch.valid), "rejected": rejected(batch), "id": batch.request_id})
+
+
+@bp.post("/webhooks/<name>")
+def webhook(name: str) -> tuple[Response, int]:
+    """Any caller: one JSON object or an array of them, signed or with a Bearer write key."""
+    route = route_by_name(name)
+    limits = settings().limits
+    raw = read_body(limits.webhook_bytes)  # the signature covers the raw bytes: read them first
+    authenticate(route, td_style=False)
+    body = parse_json(raw)
+    records = body if isinstance(body, list) else [body]
+    if not records:
+        raise ApiError(400, "The body holds no record.")
+    if len(records) > limits.webhook_records:
+        raise ApiError(413, f"At most {limits.webhook_records} records per request.")
+    batch = load_records(route, records)
+    accept(batch)
+    return jsonify({"id": batch.request_id, "accepted": len(batch.valid), "rejected": rejected(batch)}), 202
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Readiness: configuration loaded and Redis answering."""
+    client: redis.Redis = current_app.extensions["redis"]
+    try:
+        client.ping()
+    except redis.RedisError:
+        return jsonify({"status": "unavailable", "redis": "unreachable"}), 503
+    return jsonify({"status": "ready", "routes": len(settings().routes), "sandbox": settings().sandbox}), 200

@@ -1,0 +1,155 @@
+"""Settings read once from the environment at start (environs), with the defaults the README lists."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from environs import Env, EnvError
+
+from relay.routes import Route, Workspace, load_routes
+from relay.secrets import ConfigError, Secret, split_secrets
+
+SANDBOX_BRAZE_URL = "http://127.0.0.1:9100"
+SANDBOX_BRAZE_KEY = "sandbox-braze-key"  # the bundled simulator's key; not a secret
+DEFAULT_WORKSPACE = "default"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request size and shape limits at the edge (bytes and counts)."""
+
+    postback_bytes: int = 1024 * 1024
+    ingest_bytes: int = 5_000_000
+    export_bytes: int = 64_000_000
+    webhook_bytes: int = 1024 * 1024
+    ingest_records: int = 500
+    export_rows: int = 100_000
+    webhook_records: int = 500
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How workers batch, pace and retry deliveries to Braze."""
+
+    track_per_array: int = 75
+    track_combined: int | None = None  # 50 for Braze's newer "combined" contracts
+    batch_limit: int = 50  # alias, identify, delete, subscription
+    max_body_bytes: int = 3_900_000  # Braze refuses 4 MB; keep a margin for headers
+    linger_s: float = 0.2
+    lease_s: float = 30.0
+    slice_s: float = 5.0
+    connect_timeout_s: float = 3.05
+    read_timeout_s: float = 10.0
+    max_attempts: int = 8
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 300.0
+    retry_max_age_s: float = 6 * 3600.0
+    rate_track: str = "3000/3 seconds"
+    rate_users: str = "20000/minute"
+    rate_subscription: str = "5000/minute"
+    rate_default: str = "250000/hour"
+    watermark_ttl_s: int = 72 * 3600
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a web or worker process needs, loaded once at start."""
+
+    redis_url: str | None
+    routes: Mapping[str, Route]
+    workspaces: Mapping[str, Workspace]
+    write_keys: tuple[Secret, ...]
+    webhook_secrets: tuple[Secret, ...]
+    insecure_no_auth: bool = False
+    sandbox: bool = False
+    config_path: str = ""
+    embedded_redis_path: str = "var/relay.db"
+    limits: Limits = field(default_factory=Limits)
+    delivery: Delivery = field(default_factory=Delivery)
+    dedup_window_s: int = 72 * 3600
+    dead_letter_ttl_s: int = 30 * 86400
+
+
+def load_settings() -> Settings:
+    """Read the environment and the routes file; raise ConfigError naming what is wrong."""
+    return _load(Env(eager=False), os.environ)
+
+
+def _load(env: Env, source: Mapping[str, str]) -> Settings:
+    redis_url = env.str("REDIS_URL", None) or None
+    endpoint = env.str("BRAZE_REST_ENDPOINT", "") or ""
+    api_key = env.str("BRAZE_API_KEY", "") or ""
+    config_path = env.str("RELAY_CONFIG", "relay.toml")
+    write_keys = split_secrets(env.str("RELAY_WRITE_KEYS", ""))
+    secrets = split_secrets(env.str("RELAY_WEBHOOK_SECRETS", ""))
+    insecure = env.bool("RELAY_INSECURE_NO_AUTH", False)
+    limits = Limits(
+        postback_bytes=env.int("RELAY_POSTBACK_MAX_BYTES", Limits.postback_bytes),
+        ingest_bytes=env.int("RELAY_INGEST_MAX_BYTES", Limits.ingest_bytes),
+        export_bytes=env.int("RELAY_EXPORT_MAX_BYTES", Limits.export_bytes),
+        webhook_bytes=env.int("RELAY_WEBHOOK_MAX_BYTES", Limits.webhook_bytes),
+        export_rows=env.int("RELAY_EXPORT_MAX_ROWS", Limits.export_rows),
+    )
+    combined = env.int("BRAZE_TRACK_COMBINED_LIMIT", 0) or None
+    delivery = Delivery(
+        track_per_array=env.int("BRAZE_TRACK_PER_ARRAY", Delivery.track_per_array),
+        track_combined=combined,
+        linger_s=env.float("RELAY_LINGER_MS", Delivery.linger_s * 1000) / 1000,
+        lease_s=env.float("RELAY_LEASE_S", Delivery.lease_s),
+        slice_s=env.float("RELAY_SLICE_S", Delivery.slice_s),
+        connect_timeout_s=env.float("BRAZE_CONNECT_TIMEOUT_S", Delivery.connect_timeout_s),
+        read_timeout_s=env.float("BRAZE_READ_TIMEOUT_S", Delivery.read_timeout_s),
+        max_attempts=env.int("RELAY_MAX_ATTEMPTS", Delivery.max_attempts),
+        retry_base_s=env.float("RELAY_RETRY_BASE_S", Delivery.retry_base_s),
+        retry_cap_s=env.float("RELAY_RETRY_CAP_S", Delivery.retry_cap_s),
+        retry_max_age_s=env.float("RELAY_RETRY_MAX_AGE_S", Delivery.retry_max_age_s),
+        rate_track=env.str("BRAZE_RATE_TRACK", Delivery.rate_track),
+        rate_users=env.str("BRAZE_RATE_USERS", Delivery.rate_users),
+        rate_subscription=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_subscription),
+        rate_default=env.str("BRAZE_RATE_DEFAULT", Delivery.rate_default),
+    )
+    dedup_window = env.int("RELAY_DEDUP_WINDOW_S", 72 * 3600)
+    dead_ttl = env.int("RELAY_DEAD_LETTER_TTL_S", 30 * 86400)
+    embedded = env.str("RELAY_EMBEDDED_REDIS", "var/relay.db")
+    sandbox_url = env.str("RELAY_SANDBOX_BRAZE_URL", SANDBOX_BRAZE_URL)
+    try:
+        env.seal()
+    except EnvError as exc:
+        raise ConfigError(f"bad environment: {exc}") from None
+
+    if bool(endpoint) != bool(api_key):
+        missing = "BRAZE_API_KEY" if endpoint else "BRAZE_REST_ENDPOINT"
+        raise ConfigError(f"{missing} is not set: set both BRAZE_REST_ENDPOINT and BRAZE_API_KEY, or neither")
+    sandbox = not endpoint
+    if sandbox:
+        endpoint = sandbox_url
+        api_key = SANDBOX_BRAZE_KEY
+    default = Workspace(DEFAULT_WORKSPACE, endpoint.rstrip("/"), Secret(api_key))
+    routes, workspaces = load_routes(config_path, default, source)
+    for route in routes.values():
+        has_keys = route.write_keys or route.webhook_secrets or write_keys or secrets
+        if not (has_keys or insecure):
+            raise ConfigError(
+                f"no credentials for route {route.name!r}: set RELAY_WRITE_KEYS and/or RELAY_WEBHOOK_SECRETS "
+                "(or RELAY_INSECURE_NO_AUTH=1, for local use only)"
+            )
+        for secret in (*route.webhook_secrets, *secrets):
+            if not secret.reveal().startswith("whsec_"):
+                raise ConfigError("webhook secrets must be 'whsec_' followed by base64 (Standard Webhooks)")
+    return Settings(
+        redis_url=redis_url,
+        routes=routes,
+        workspaces=workspaces,
+        write_keys=write_keys,
+        webhook_secrets=secrets,
+        insecure_no_auth=insecure,
+        sandbox=sandbox,
+        config_path=config_path,
+        embedded_redis_path=embedded,
+        limits=limits,
+        delivery=delivery,
+        dedup_window_s=dedup_window,
+        dead_letter_ttl_s=dead_ttl,
+    )

@@ -1,0 +1,81 @@
+"""The dead-letter store: every record that will not reach Braze, with its reason, kept to replay.
+
+Entries live in one Redis hash (id -> JSON) with a sorted-set index by last failure time, so they
+can be listed by route and reason, shown, replayed through the normal delivery path, and purged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+
+from relay import store
+from relay.envelope import Envelope
+from relay.routes import LANE_OF_KIND
+
+
+def entry(envelope: Envelope, *, reason: str, status: int | None = None, message: str = "") -> dict[str, Any]:
+    """A dead letter: the record, why it stopped, Braze's answer, attempts and first/last times."""
+    now = time.time()
+    return {
+        "id": envelope["id"],
+        "route": envelope["route"],
+        "lane": f"{envelope['ws']}:{store_family(envelope)}",
+        "reason": reason,
+        "status": status,
+        "message": message[:1000],
+        "attempts": envelope.get("n", 0),
+        "first_failed_at": envelope.get("first", now),
+        "last_failed_at": now,
+        "envelope": envelope,
+    }
+
+
+def store_family(envelope: Envelope) -> str:
+    """The lane family of a record kind (track, alias, identify, delete, consent)."""
+    return LANE_OF_KIND[envelope["kind"]]
+
+
+def add(pipe: redis.client.Pipeline, item: dict[str, Any]) -> None:
+    """Queue the writes of one dead letter on a pipeline (the caller runs it in its transaction)."""
+    pipe.hset(store.DEAD, item["id"], json.dumps(item, separators=(",", ":")))
+    pipe.zadd(store.DEAD_INDEX, {item["id"]: item["last_failed_at"]})
+    pipe.hincrby(store.STATS, "dead_lettered", 1)
+
+
+def iter_entries(
+    client: redis.Redis, *, route: str | None = None, reason: str | None = None, limit: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Dead letters, newest first, optionally only one route's or those whose reason starts so."""
+    ids = client.zrevrange(store.DEAD_INDEX, 0, -1)
+    count = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for raw in client.hmget(store.DEAD, chunk):
+            if raw is None:
+                continue
+            item = json.loads(raw)
+            if route and item["route"] != route:
+                continue
+            if reason and not item["reason"].startswith(reason):
+                continue
+            yield item
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+
+def get(client: redis.Redis, dead_id: str) -> dict[str, Any] | None:
+    """One dead letter by id."""
+    raw = client.hget(store.DEAD, dead_id)
+    return json.loads(raw) if raw else None
+
+
+def remove(pipe: redis.client.Pipeline, dead_id: str) -> None:
+    """Queue the removal of one dead letter on a pipeline."""
+    pipe.hdel(store.DEAD, dead_id)
+    pipe.zrem(store.DEAD_INDEX, dead_id)

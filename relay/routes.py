@@ -1,0 +1,189 @@
+"""The routes file (TOML): each route names a mode and where its records go, validated at start."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from relay.secrets import ConfigError, Secret, split_secrets
+
+MODES = ("user_new_alias", "user_identifying", "user_track", "user_delete", "user_subscription")
+TRACK_TYPES = ("custom_events", "purchases", "user_profile_attributes")
+NAME = validate.Regexp(r"^[A-Za-z0-9_]{1,128}$", error="only letters, digits and '_' are allowed")
+ROUTE_NAME = validate.Regexp(r"^[A-Za-z0-9_\-]{1,128}$", error="only letters, digits, '_' and '-' are allowed")
+ENV_NAME = validate.Regexp(r"^[A-Z_][A-Z0-9_]*$", error="must be an environment variable name")
+
+# A record's kind decides how it is translated; its lane (kind -> family of Braze calls) decides
+# which queue and which worker batch it travels in.
+LANE_OF_KIND = {
+    "events": "track",
+    "purchases": "track",
+    "attributes": "track",
+    "alias": "alias",
+    "identify": "identify",
+    "delete": "delete",
+    "subscription": "consent",
+}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """One Braze connection: REST endpoint and API key. Rate limits are kept per workspace."""
+
+    id: str
+    endpoint: str
+    api_key: Secret
+
+
+@dataclass(frozen=True)
+class Route:
+    """One configured route, as the routes file says, plus what follows from it."""
+
+    name: str
+    mode: str
+    database: str | None = None
+    table: str | None = None
+    track_record_type: str | None = None
+    pre_formatted_fields: tuple[str, ...] = ()
+    skip_on_invalid_records: bool = False
+    update_existing_only: bool = False
+    null_unsets: bool = False
+    workspace: str = "default"
+    write_keys_env: str | None = None
+    webhook_secrets_env: str | None = None
+    # The route's own credentials, when it names variables for them; they replace the global ones.
+    write_keys: tuple[Secret, ...] = ()
+    webhook_secrets: tuple[Secret, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """What a record of this route becomes: events, purchases, attributes, alias, ..."""
+        if self.mode == "user_track":
+            return {"custom_events": "events", "purchases": "purchases"}.get(
+                self.track_record_type or "", "attributes"
+            )
+        return {
+            "user_new_alias": "alias",
+            "user_identifying": "identify",
+            "user_delete": "delete",
+            "user_subscription": "subscription",
+        }[self.mode]
+
+    @property
+    def lane(self) -> str:
+        """The queue this route's records travel in: '<workspace>:<family>'."""
+        return f"{self.workspace}:{LANE_OF_KIND[self.kind]}"
+
+
+class RouteSchema(Schema):
+    """One `[routes.NAME]` table of the routes file."""
+
+    class Meta:
+        unknown = RAISE  # a typo in a key must stop the boot, not be silently ignored
+
+    database = fields.String(validate=NAME, load_default=None)
+    table = fields.String(validate=NAME, load_default=None)
+    mode = fields.String(required=True, validate=validate.OneOf(MODES))
+    track_record_type = fields.String(validate=validate.OneOf(TRACK_TYPES), load_default=None)
+    pre_formatted_fields = fields.List(fields.String(), load_default=list)
+    # TD's older docs spell it this way; accept both so a copied TD config works.
+    pre_formated_fields = fields.List(fields.String(), load_default=None)
+    skip_on_invalid_records = fields.Boolean(load_default=False)
+    update_existing_only = fields.Boolean(load_default=False)
+    null_unsets = fields.Boolean(load_default=False)
+    braze_endpoint = fields.Url(load_default=None, schemes={"http", "https"}, require_tld=False)
+    braze_api_key_env = fields.String(validate=ENV_NAME, load_default=None)
+    write_keys_env = fields.String(validate=ENV_NAME, load_default=None)
+    webhook_secrets_env = fields.String(validate=ENV_NAME, load_default=None)
+
+    @validates_schema
+    def _consistent(self, data: dict[str, Any], **_: Any) -> None:
+        if data["mode"] == "user_track" and not data.get("track_record_type"):
+            raise ValidationError("required when mode is user_track", "track_record_type")
+        if data["mode"] != "user_track" and data.get("track_record_type"):
+            raise ValidationError("only allowed when mode is user_track", "track_record_type")
+        if bool(data.get("database")) != bool(data.get("table")):
+            raise ValidationError("database and table go together", "table")
+        if bool(data.get("braze_endpoint")) != bool(data.get("braze_api_key_env")):
+            raise ValidationError("braze_endpoint and braze_api_key_env go together", "braze_api_key_env")
+
+
+def _first_error(messages: Any, prefix: str = "") -> str:
+    """Flatten marshmallow's nested messages into 'key: message' for a one-line boot error."""
+    if isinstance(messages, dict):
+        key, value = next(iter(messages.items()))
+        return _first_error(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}")
+    if isinstance(messages, list):
+        return f"key '{prefix}': {messages[0]}" if prefix else str(messages[0])
+    return f"key '{prefix}': {messages}"
+
+
+def load_routes(
+    path: str,
+    default: Workspace,
+    environ: Mapping[str, str],
+) -> tuple[dict[str, Route], dict[str, Workspace]]:
+    """Parse and validate the routes file; raise ConfigError that names the route and the key."""
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"routes file {path!r} not found (set RELAY_CONFIG)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"routes file {path!r} is not valid TOML: {exc}") from None
+    tables = doc.get("routes")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"routes file {path!r} defines no [routes.NAME] table")
+    extra = set(doc) - {"routes"}
+    if extra:
+        raise ConfigError(f"routes file {path!r}: unknown top-level key {sorted(extra)[0]!r}")
+
+    routes: dict[str, Route] = {}
+    workspaces = {default.id: default}
+    seen_tables: dict[tuple[str, str], str] = {}
+    for name, table in tables.items():
+        where = f"routes file {path!r}: route {name!r}"
+        if ROUTE_NAME.regex.match(name) is None:
+            raise ConfigError(f"{where}: the name may hold only letters, digits, '_' and '-'")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: must be a table")
+        try:
+            data = RouteSchema().load(table)
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: {_first_error(exc.messages)}") from None
+        for key in ("write_keys_env", "webhook_secrets_env", "braze_api_key_env"):
+            if data.get(key) and not environ.get(data[key]):
+                raise ConfigError(f"{where}: key '{key}' names {data[key]}, which is not set")
+        workspace = default.id
+        if data["braze_endpoint"]:
+            endpoint = data["braze_endpoint"].rstrip("/")
+            digest = hashlib.sha256(f"{endpoint}|{data['braze_api_key_env']}".encode()).hexdigest()[:10]
+            workspace = f"ws-{digest}"
+            workspaces[workspace] = Workspace(workspace, endpoint, Secret(environ[data["braze_api_key_env"]]))
+        if data["database"]:
+            pair = (data["database"], data["table"])
+            if pair in seen_tables:
+                raise ConfigError(f"{where}: database/table {'/'.join(pair)} already used by {seen_tables[pair]!r}")
+            seen_tables[pair] = name
+        routes[name] = Route(
+            name=name,
+            mode=data["mode"],
+            database=data["database"],
+            table=data["table"],
+            track_record_type=data["track_record_type"],
+            pre_formatted_fields=tuple(data["pre_formatted_fields"] or data["pre_formated_fields"] or ()),
+            skip_on_invalid_records=data["skip_on_invalid_records"],
+            update_existing_only=data["update_existing_only"],
+            null_unsets=data["null_unsets"],
+            workspace=workspace,
+            write_keys_env=data["write_keys_env"],
+            webhook_secrets_env=data["webhook_secrets_env"],
+            write_keys=split_secrets(environ.get(data["write_keys_env"] or "", "")),
+            webhook_secrets=split_secrets(environ.get(data["webhook_secrets_env"] or "", "")),
+        )
+    return routes, workspaces

