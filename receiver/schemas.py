@@ -79,6 +79,11 @@ class RecordSchema(Schema):
         if not isinstance(data, dict):
             raise ValidationError("A record must be a JSON object.", "_record")
         out = {key: value for key, value in data.items() if not key.startswith("td_")}
+        for key in set(out) & set(self.declared_fields):
+            # A null in a declared field means absent (an export row with an empty column), except
+            # identifiers, which `identifier` sorts out (null email/phone can be attributes).
+            if out[key] is None and key not in IDENTIFIERS and key not in ("alias_name", "alias_label"):
+                del out[key]
         if "time" not in out and "td_record_time" in data:
             out["time"] = data["td_record_time"]
         errors = {}
@@ -95,8 +100,9 @@ class RecordSchema(Schema):
 
     def identifier(self, data: dict[str, Any]) -> dict[str, Any]:
         """Pop the user's identifier out of the loaded fields as Braze's identifier object."""
+        keep_null = ("email", "phone") if self.several_identifiers_allowed else ()
         for name in (*IDENTIFIERS, "alias_name", "alias_label"):
-            if name in data and data[name] is None:
+            if name in data and data[name] is None and name not in keep_null:
                 del data[name]
         if "alias_name" in data or "alias_label" in data:
             if "alias_name" not in data or "alias_label" not in data:
@@ -106,7 +112,7 @@ class RecordSchema(Schema):
                 raise ValidationError({"user_alias": ["Give user_alias or alias_name + alias_label, not both."]})
             data["user_alias"] = {"alias_name": data.pop("alias_name"), "alias_label": data.pop("alias_label")}
         allowed = self.identifier_fields or ()
-        present = [name for name in allowed if name in data]
+        present = [name for name in allowed if data.get(name) is not None]
         if not present:
             raise ValidationError({"identifier": [IDENTIFIER_HELP]})
         if len(present) > 1 and not self.several_identifiers_allowed:

@@ -1,0 +1,205 @@
+"""Shared fixtures: the real Redis on this machine, a Braze simulator on loopback, the relay's app.
+
+Nothing inside the project is patched: tests set environment variables, as an operator would, and
+run the real RQ worker code in-process (`drain`) or as separate processes (the e2e tests).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from braze_sim.server import Simulator
+from handlers import context
+from handlers.worker import RelayWorker, tick
+from relay import store
+from relay.config import Settings, load_settings
+from rq.serializers import JSONSerializer
+
+REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+BRAZE_KEY = "test-braze-key-5f1c"
+WRITE_KEY = "test-write-key-81aa"
+OTHER_WRITE_KEY = "test-write-key-rotated-22bb"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SAMPLES = Path(__file__).parent / "samples"
+
+ROUTES = """
+[routes.events]
+database = "db"
+table = "events"
+mode = "user_track"
+track_record_type = "custom_events"
+pre_formatted_fields = ["properties", "tags"]
+
+[routes.purchases]
+database = "db"
+table = "purchases"
+mode = "user_track"
+track_record_type = "purchases"
+
+[routes.profiles]
+database = "db"
+table = "profiles"
+mode = "user_track"
+track_record_type = "user_profile_attributes"
+
+[routes.profiles_skip]
+database = "db"
+table = "profiles_skip"
+mode = "user_track"
+track_record_type = "user_profile_attributes"
+skip_on_invalid_records = true
+
+[routes.aliases]
+database = "db"
+table = "aliases"
+mode = "user_new_alias"
+
+[routes.identify]
+database = "db"
+table = "identify"
+mode = "user_identifying"
+
+[routes.deletes]
+database = "db"
+table = "deletes"
+mode = "user_delete"
+
+[routes.consent]
+database = "db"
+table = "consent"
+mode = "user_subscription"
+"""
+
+
+def relay_environment(redis_url: str, braze_url: str, routes_path: Path) -> dict[str, str]:
+    """The variables an operator would set to run the relay against this simulator."""
+    return {
+        "REDIS_URL": redis_url,
+        "BRAZE_REST_ENDPOINT": braze_url,
+        "BRAZE_API_KEY": BRAZE_KEY,
+        "RELAY_CONFIG": str(routes_path),
+        "RELAY_WRITE_KEYS": f"{WRITE_KEY},{OTHER_WRITE_KEY}",
+        "RELAY_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+        "RELAY_LINGER_MS": "20",
+        "RELAY_RETRY_BASE_S": "0.05",
+        "RELAY_RETRY_CAP_S": "0.2",
+        "RELAY_LEASE_S": "3",
+        "RELAY_SLICE_S": "2",
+        "BRAZE_READ_TIMEOUT_S": "2",
+    }
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> redis.Redis:
+    """The real Redis on this machine (a database of its own for the tests)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    return client
+
+
+@pytest.fixture
+def clean_redis(redis_client: redis.Redis) -> redis.Redis:
+    """The test database, emptied."""
+    redis_client.flushdb()
+    return redis_client
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[Simulator]:
+    """One Braze simulator on loopback for the session."""
+    with Simulator(api_key=BRAZE_KEY) as sim:
+        yield sim
+
+
+@pytest.fixture
+def braze(simulator: Simulator) -> Simulator:
+    """The simulator with empty state, no faults and Braze's default limits."""
+    simulator.reset()
+    simulator.config.combined_limit = None
+    simulator.config.limits.update({"track": (3000, 3.0), "users": (20000, 60.0), "subscription": (5000, 60.0)})
+    return simulator
+
+
+@pytest.fixture
+def routes_file(tmp_path: Path) -> Path:
+    """A routes file with one route per mode."""
+    path = tmp_path / "relay.toml"
+    path.write_text(ROUTES)
+    return path
+
+
+@pytest.fixture
+def relay_env(
+    routes_file: Path, braze: Simulator, clean_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The relay's environment, set in this process."""
+    env = relay_environment(REDIS_URL, braze.url, routes_file)
+    for name in ("RELAY_INSECURE_NO_AUTH", "RELAY_SANDBOX_BRAZE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def settings(relay_env: dict[str, str]) -> Settings:
+    """Settings loaded from that environment."""
+    return load_settings()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Flask:
+    """The relay's Flask app."""
+    return create_app_for(settings)
+
+
+def create_app_for(settings: Settings) -> Flask:
+    """The app factory, imported late so a collection error names the test that needs it."""
+    from receiver import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A client for the relay's app (a real Redis behind it)."""
+    return app.test_client()
+
+
+def lanes_busy(client: redis.Redis) -> bool:
+    """True while any lane holds records or retries."""
+    for raw in client.smembers(store.LANES):
+        lane = raw.decode()
+        if client.llen(store.lane_queue(lane)) or client.zcard(store.lane_retry(lane)):
+            return True
+    return False
+
+
+@pytest.fixture
+def drain(settings: Settings, clean_redis: redis.Redis) -> Callable[..., None]:
+    """Run the real RQ worker in this process until every lane is empty (or fail after `timeout`)."""
+    context.install(context.Context(settings, clean_redis))
+
+    def run(timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            tick(clean_redis, settings.delivery)
+            worker = RelayWorker(
+                [store.QUEUE_CONSENT, store.QUEUE_BULK], connection=clean_redis, serializer=JSONSerializer
+            )
+            worker.work(burst=True, logging_level="WARNING")
+            if not lanes_busy(clean_redis):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("lanes still hold records after the timeout")
+            time.sleep(0.05)
+
+    return run
