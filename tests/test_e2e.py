@@ -1,0 +1,163 @@
+"""The Procfile's own commands as separate processes: gunicorn and RQ workers, real HTTP all the way."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from braze_sim.server import Simulator
+from tests.conftest import REDIS_URL, WRITE_KEY, relay_environment
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.e2e
+
+
+def procfile_command(role: str) -> str:
+    """The command the Procfile gives a role."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == role:
+            return command.strip()
+    raise KeyError(role)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `check` until it holds, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Processes:
+    """Procfile roles started as real processes with an operator's environment."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, role: str) -> subprocess.Popen[bytes]:
+        """Start one role from the Procfile; its output goes to a log file per process."""
+        log = open(self.log_dir / f"{role}-{len(self.running)}.log", "wb")  # noqa: SIM115 - closed by the process
+        proc = subprocess.Popen(
+            ["bash", "-c", f"exec {procfile_command(role)}"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.running.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        """Everything the processes printed."""
+        return "\n".join(path.read_text(errors="replace") for path in sorted(self.log_dir.glob("*.log")))
+
+    def stop_all(self) -> None:
+        """SIGTERM every process, then SIGKILL what is left."""
+        for proc in self.running:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.running:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, routes_file: Path, braze: Simulator, clean_redis: object) -> Iterator[tuple[Processes, str]]:
+    """Web (gunicorn, 2 workers) and the environment for workers, against the simulator."""
+    port = free_port()
+    env = {**os.environ, **relay_environment(REDIS_URL, braze.url, routes_file)}
+    env.update({"PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2", "PYTHONUNBUFFERED": "1"})
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    procs = Processes(env, tmp_path)
+    procs.start("web")
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return requests.get(base + "/readyz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(ready, 30, "gunicorn to answer /readyz")
+        yield procs, base
+    finally:
+        procs.stop_all()
+
+
+def post_events(base: str, user: str, count: int) -> None:
+    """`count` one-record TD postbacks of custom events for one user, numbered in `seq`."""
+    session = requests.Session()
+    for seq in range(count):
+        response = session.post(
+            f"{base}/postback/v3/event/db/events",
+            data=json.dumps({"external_id": user, "name": "tap", "seq": str(seq)}),
+            headers={"Content-Type": "application/json", "X-TD-Write-Key": WRITE_KEY},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {}
+
+
+def delivered_seqs(braze: Simulator, user: str) -> list[int]:
+    """The `seq` property of every event Braze holds for the user."""
+    profile = braze.state.profile(user)
+    return [int(event["properties"]["seq"]) for event in (profile or {}).get("events", [])]
+
+
+def test_procfile_processes_deliver_postbacks(stack: tuple[Processes, str], braze: Simulator) -> None:
+    """Postbacks to gunicorn reach Braze through a separately running RQ worker, batched."""
+    procs, base = stack
+    procs.start("worker")
+    post_events(base, "e2e-user", 120)
+    response = requests.post(
+        f"{base}/webhooks/consent",
+        json={"external_id": "e2e-user", "subscription_group_id": "g1", "subscription_state": "unsubscribed"},
+        headers={"Authorization": f"Bearer {WRITE_KEY}"},
+        timeout=10,
+    )
+    assert response.status_code == 202
+    wait_for(lambda: len(delivered_seqs(braze, "e2e-user")) >= 120, 30, "120 events in Braze")
+    wait_for(lambda: (braze.state.profile("e2e-user") or {}).get("subscription_groups") == {"g1": "unsubscribed"},
+             10, "the consent change in Braze")
+    assert sorted(delivered_seqs(braze, "e2e-user")) == list(range(120))
+    track_calls = [r for r in braze.requests if r["path"] == "/users/track"]
+    assert len(track_calls) < 120 / 5, "records were not batched"
+    assert WRITE_KEY not in procs.logs()
+
+
+def test_worker_killed_mid_delivery_loses_nothing(stack: tuple[Processes, str], braze: Simulator) -> None:
+    """A worker SIGKILLed while Braze is answering: another worker delivers every record within seconds."""
+    procs, base = stack
+    braze.faults.latency_ms = 300  # slow answers, so the kill lands while a request is in flight
+    post_events(base, "crash-user", 300)
+    victim = procs.start("worker")
+    wait_for(lambda: any(r["path"] == "/users/track" for r in braze.requests), 20, "the first Braze call")
+    time.sleep(0.15)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=5)
+    killed_at = time.monotonic()
+    procs.start("worker")
+    wait_for(lambda: set(delivered_seqs(braze, "crash-user")) == set(range(300)), 30, "all 300 events after the kill")
+    recovered_in = time.monotonic() - killed_at
+    # The lease in the test environment is 3 s: recovery is bounded by it, not by RQ's 10-minute cleanup.
+    assert recovered_in < 20
