@@ -173,13 +173,15 @@ class Drainer:
             for item in items:
                 outcome.later(item, verdict.reset_at, "rate limited by Braze (429)", counts=False)
         elif isinstance(verdict, Unavailable):
+            # One due time for the whole request, so its records come back as one batch.
+            attempts = max(item.envelope.get("n", 0) for item in items) + 1
+            due = now + backoff(attempts, self.delivery)
             for item in items:
                 if verdict.ambiguous and item.array in NOT_IDEMPOTENT:
                     # Braze may have stored it; a resend could store it twice. An operator decides.
                     outcome.fail(item, "ambiguous", verdict.status, verdict.reason)
                 else:
-                    attempts = item.envelope.get("n", 0) + 1
-                    outcome.later(item, now + backoff(attempts, self.delivery), verdict.reason)
+                    outcome.later(item, due, verdict.reason)
         elif isinstance(verdict, (TooLarge, Rejected)):
             status = 413 if isinstance(verdict, TooLarge) else verdict.status
             # One bad record must not take the rest of the batch with it: halve and resend.

@@ -188,7 +188,7 @@ def drain(settings: Settings, clean_redis: redis.Redis) -> Callable[..., None]:
     """Run the real RQ worker in this process until every lane is empty (or fail after `timeout`)."""
     context.install(context.Context(settings, clean_redis))
 
-    def run(timeout: float = 15.0) -> None:
+    def run(timeout: float = 15.0, *, once: bool = False) -> None:
         deadline = time.monotonic() + timeout
         while True:
             tick(clean_redis, settings.delivery)
@@ -196,7 +196,7 @@ def drain(settings: Settings, clean_redis: redis.Redis) -> Callable[..., None]:
                 [store.QUEUE_CONSENT, store.QUEUE_BULK], connection=clean_redis, serializer=JSONSerializer
             )
             worker.work(burst=True, logging_level="WARNING")
-            if not lanes_busy(clean_redis):
+            if once or not lanes_busy(clean_redis):
                 return
             if time.monotonic() > deadline:
                 raise AssertionError("lanes still hold records after the timeout")

@@ -1,0 +1,236 @@
+"""Delivery under Braze's faults: retries, 429 pauses, partial errors, splits, dead letters, ordering."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from braze_sim.server import Simulator
+from relay import deadletters, store
+from tests.conftest import WRITE_KEY
+
+HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
+
+
+def ingest(client: FlaskClient, table: str, records: list[dict[str, Any]]) -> None:
+    """Send records through the TD ingestion endpoint; require a 200."""
+    response = client.post(f"/db/{table}", json={"records": records}, headers=HEADERS)
+    assert response.status_code == 200, response.get_json()
+
+
+def events(user: str, count: int, name: str = "tap") -> list[dict[str, Any]]:
+    """`count` custom events for one user, numbered in `seq`."""
+    return [{"external_id": user, "name": name, "seq": seq} for seq in range(count)]
+
+
+def seqs(braze: Simulator, user: str) -> list[int]:
+    """The `seq` property of the user's events in Braze."""
+    profile = braze.state.profile(user) or {}
+    return sorted(event["properties"]["seq"] for event in profile.get("events", []))
+
+
+def dead(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every dead letter."""
+    return list(deadletters.iter_entries(client))
+
+
+def track_calls(braze: Simulator) -> list[dict[str, Any]]:
+    """The simulator's log of /users/track requests."""
+    return [entry for entry in braze.requests if entry["path"] == "/users/track"]
+
+
+def test_one_record_postbacks_are_batched(client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
+    """300 one-record postbacks cost a handful of Braze requests, never more than 75 events each."""
+    for record in events("batch-user", 300):
+        response = client.post("/postback/v3/event/db/events", json=record, headers={"X-TD-Write-Key": WRITE_KEY})
+        assert response.status_code == 200
+    drain()
+    assert seqs(braze, "batch-user") == list(range(300))
+    calls = track_calls(braze)
+    assert len(calls) == 4
+    assert all(len(call["body"]["events"]) <= 75 for call in calls)
+
+
+def test_5xx_is_retried_until_delivered(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """Two 500s in a row: the batch is sent again with backoff and lands once, nothing dead-lettered."""
+    braze.faults.fail_next = 2
+    ingest(client, "events", events("retry-user", 10))
+    drain()
+    assert seqs(braze, "retry-user") == list(range(10))
+    assert [call["status"] for call in track_calls(braze)] == [500, 500, 201]
+    assert dead(clean_redis) == []
+
+
+def test_persistent_5xx_ends_in_dead_letters(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Braze down for good: after the configured attempts every record is dead-lettered with its reason."""
+    braze.faults.error_rate = 1.0
+    braze.faults.error_status = 503
+    ingest(client, "events", events("down-user", 5))
+    drain(timeout=30)
+    letters = dead(clean_redis)
+    assert len(letters) == 5
+    assert {letter["reason"] for letter in letters} == {"retries_exhausted"}
+    assert all(letter["attempts"] == 8 for letter in letters)
+    assert all("503" in letter["message"] for letter in letters)
+    assert len(track_calls(braze)) == 8
+
+
+def test_429_pauses_the_family_until_reset(client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
+    """After a 429, no request goes to /users/track before X-RateLimit-Reset; then all is delivered."""
+    braze.faults.rate_limit_next = 1
+    braze.faults.rate_limit_reset_s = 1.5
+    ingest(client, "events", events("limited-user", 20))
+    drain()
+    calls = track_calls(braze)
+    limited = [call for call in calls if call["status"] == 429]
+    assert len(limited) == 1
+    reset = math.ceil(limited[0]["time"] + 1.5)  # the simulator's X-RateLimit-Reset for this fault
+    later = [call for call in calls if call["time"] > limited[0]["time"]]
+    assert later and all(call["time"] >= reset for call in later)
+    assert seqs(braze, "limited-user") == list(range(20))
+
+
+def test_partial_errors_dead_letter_only_the_named_items(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """A 201 with `errors`: only the items Braze named are dead-lettered, the rest land once, no resend."""
+    braze.faults.reject_item = lambda array, obj: "bad event" if obj.get("name") == "bad" else None
+    records = events("partial-user", 10)
+    records[3]["name"] = records[7]["name"] = "bad"
+    ingest(client, "events", records)
+    drain()
+    assert seqs(braze, "partial-user") == [0, 1, 2, 4, 5, 6, 8, 9]
+    letters = dead(clean_redis)
+    assert sorted(letter["envelope"]["rec"]["properties"]["seq"] for letter in letters) == [3, 7]
+    assert {letter["reason"] for letter in letters} == {"braze_rejected_item"}
+    assert all("bad event" in letter["message"] for letter in letters)
+    assert len(track_calls(braze)) == 1
+
+
+def test_413_splits_the_batch(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """Braze refuses a body as too large: halves are sent until they fit; one record over the limit is dead."""
+    braze.config.max_body_bytes = 3000
+    records = [{**record, "note": "x" * 200} for record in events("big-user", 20)]
+    records.append({"external_id": "big-user", "name": "huge", "seq": 99, "blob": ["y" * 250] * 20})
+    ingest(client, "events", records)
+    drain()
+    assert seqs(braze, "big-user") == list(range(20))
+    (letter,) = dead(clean_redis)
+    assert letter["status"] == 413 and letter["envelope"]["rec"]["properties"]["seq"] == 99
+    braze.config.max_body_bytes = 4 * 1024 * 1024
+
+
+def test_401_dead_letters_at_once(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """A wrong Braze key is not retried: every record is dead-lettered with Braze's status and message."""
+    braze.config.api_key = "rotated-in-braze"
+    try:
+        ingest(client, "events", events("auth-user", 3))
+        drain()
+    finally:
+        braze.config.api_key = "test-braze-key-5f1c"
+    letters = dead(clean_redis)
+    assert len(letters) == 3
+    assert {(letter["reason"], letter["status"]) for letter in letters} == {("braze_rejected", 401)}
+    assert len(track_calls(braze)) == 1
+
+
+def test_ambiguous_timeout_is_not_resent_for_events(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """No answer after the body was sent: events are dead-lettered as ambiguous, never sent twice."""
+    braze.faults.slow_rate = 1.0
+    braze.faults.slow_ms = 2500  # over the relay's 2 s read timeout in the test environment
+    ingest(client, "events", events("slow-user", 3))
+    drain()
+    letters = dead(clean_redis)
+    assert len(letters) == 3
+    assert {letter["reason"] for letter in letters} == {"ambiguous"}
+    assert len(track_calls(braze)) == 1
+
+
+def test_ambiguous_timeout_is_retried_for_attributes(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """Attributes are safe to resend: after a timeout they are retried and nothing is dead-lettered."""
+    braze.faults.slow_rate = 1.0
+    braze.faults.slow_ms = 2500
+    ingest(client, "profiles", [{"external_id": "slow-attr", "plan": "gold"}])
+    # Let the first attempt time out, then answer promptly.
+    braze.faults.slow_rate = 0.0
+    drain()
+    assert braze.state.profile("slow-attr")["attributes"] == {"plan": "gold"}
+    assert dead(clean_redis) == []
+
+
+def test_newest_attribute_wins_over_a_late_older_record(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """A newer value that needed a retry is not overwritten by an older record that arrives later."""
+    braze.faults.fail_next = 1
+    ingest(client, "profiles", [{"external_id": "order-user", "tier": "new", "time": 2000}])
+    drain(once=True)  # the first attempt fails: the newer record waits in the retry set
+    ingest(client, "profiles", [{"external_id": "order-user", "tier": "old", "time": 1000}])
+    drain()
+    assert braze.state.profile("order-user")["attributes"] == {"tier": "new"}
+    stats = {k.decode(): int(v) for k, v in clean_redis.hgetall(store.STATS).items()}
+    assert stats["superseded"] == 1
+
+
+def test_records_in_one_batch_keep_the_newest(client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
+    """Within one batch, an older record after a newer one for the same field is dropped."""
+    ingest(client, "profiles", [
+        {"external_id": "batch-order", "tier": "b", "time": 2000},
+        {"external_id": "batch-order", "tier": "a", "time": 1000, "city": "Oslo"},
+    ])
+    drain()
+    assert braze.state.profile("batch-order")["attributes"] == {"tier": "b", "city": "Oslo"}
+
+
+def test_shared_rate_limit_holds(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a limit of 3 track requests per second, the relay never sends more, and never sees a 429."""
+    braze.config.limits["track"] = (3, 1.0)
+    monkeypatch.setenv("BRAZE_RATE_TRACK", "3/second")
+    from relay.config import load_settings
+    from handlers import context
+
+    context.install(context.Context(load_settings(), clean_redis))
+    ingest(client, "events", events("paced-user", 500))
+    ingest(client, "events", events("paced-user-2", 400))
+    drain(timeout=30)
+    context.install(context.Context(load_settings(), clean_redis))
+    assert braze.max_accepted_in_window("track", 1.0) <= 3
+    assert all(call["status"] != 429 for call in track_calls(braze))
+    assert seqs(braze, "paced-user") == list(range(500))
+
+
+def test_dead_letter_entry_holds_route_reason_and_times(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """A dead letter says its route, record, reason, Braze status and message, attempts and times."""
+    braze.faults.reject_item = lambda array, obj: "no good"
+    ingest(client, "events", events("dl-user", 1))
+    drain()
+    (letter,) = dead(clean_redis)
+    assert letter["route"] == "events"
+    assert letter["status"] == 400  # every item refused: Braze answers 400 for the request
+    assert letter["attempts"] == 1
+    assert letter["first_failed_at"] <= letter["last_failed_at"]
+    assert json.dumps(letter)  # JSON-safe as stored
