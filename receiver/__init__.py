@@ -10,6 +10,7 @@ from relay.config import Settings, load_settings
 
 def create_app(config: Settings | None = None) -> Flask:
     """Build the Flask app: load settings, open the shared clients, register blueprints and errors."""
+    from receiver import cli
     from receiver.errors import register_error_handlers
     from relay.logs import configure_logging
     from receiver.schemas import schema_for
@@ -25,4 +26,5 @@ def create_app(config: Settings | None = None) -> Flask:
     app.extensions["redis"] = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
     app.register_blueprint(bp)
     register_error_handlers(app)
+    cli.register(app)
     return app

@@ -79,3 +79,29 @@ def remove(pipe: redis.client.Pipeline, dead_id: str) -> None:
     """Queue the removal of one dead letter on a pipeline."""
     pipe.hdel(store.DEAD, dead_id)
     pipe.zrem(store.DEAD_INDEX, dead_id)
+
+
+def requeue(client: redis.Redis, item: dict[str, Any], delivery: Any, record: dict[str, Any] | None = None) -> str:
+    """Put a dead letter's record back on its lane (fresh attempts) and remove the dead letter.
+
+    `record` replaces the stored record (a re-validated invalid one). Returns the lane. The lane's
+    drain job then delivers it through the normal path, ordering check included.
+    """
+    from relay import lanes  # lanes imports rq; keep this module light for the edge
+
+    envelope: Envelope = dict(item["envelope"])  # type: ignore[assignment]
+    for key in ("first", "why"):
+        envelope.pop(key, None)  # type: ignore[misc]
+    envelope["n"] = 0
+    if record is not None:
+        envelope["rec"] = record
+        envelope["t"] = record["time"]
+    lane = f"{envelope['ws']}:{LANE_OF_KIND[envelope['kind']]}"
+    with client.pipeline(transaction=True) as pipe:
+        pipe.rpush(store.lane_queue(lane), json.dumps(envelope, separators=(",", ":"), ensure_ascii=False))
+        pipe.sadd(store.LANES, lane)
+        remove(pipe, item["id"])
+        pipe.hincrby(store.STATS, "replayed", 1)
+        pipe.execute()
+    lanes.try_arm(client, lane, delivery)
+    return lane

@@ -1,0 +1,148 @@
+"""Command-line tools for operators: `flask --app receiver check|dead ...`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+import redis
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+from marshmallow import ValidationError
+
+from receiver.schemas import RecordSchema
+from relay import deadletters
+from relay.config import Settings
+
+dead = AppGroup("dead", help="List, show, replay and purge dead letters (records that did not reach Braze).")
+
+
+def _settings() -> Settings:
+    return current_app.extensions["relay.settings"]  # type: ignore[no-any-return]
+
+
+def _redis() -> redis.Redis:
+    return current_app.extensions["redis"]  # type: ignore[no-any-return]
+
+
+def _ago(then: float) -> str:
+    seconds = max(time.time() - then, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def _select(ids: tuple[str, ...], route: str | None, reason: str | None, all_: bool) -> list[dict[str, Any]]:
+    if ids:
+        found = [deadletters.get(_redis(), dead_id) for dead_id in ids]
+        missing = [dead_id for dead_id, item in zip(ids, found, strict=True) if item is None]
+        if missing:
+            raise click.ClickException(f"no dead letter with id {', '.join(missing)}")
+        return [item for item in found if item is not None]
+    if not (route or reason or all_):
+        raise click.UsageError("name dead-letter ids, or select with --route/--reason, or pass --all")
+    return list(deadletters.iter_entries(_redis(), route=route, reason=reason))
+
+
+@dead.command("list")
+@click.option("--route", help="Only this route's dead letters.")
+@click.option("--reason", help="Only reasons starting with this (invalid, braze_rejected, retries_exhausted, ...).")
+@click.option("--limit", default=50, show_default=True, help="Show at most this many (newest first).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with the record.")
+def list_command(route: str | None, reason: str | None, limit: int, as_json: bool) -> None:
+    """List dead letters, newest first."""
+    items = list(deadletters.iter_entries(_redis(), route=route, reason=reason, limit=limit))
+    for item in items:
+        if as_json:
+            click.echo(json.dumps(item))
+        else:
+            status = item["status"] if item["status"] is not None else "-"
+            click.echo(
+                f"{item['id']}  {item['route']}  {item['reason']}  status={status}  "
+                f"attempts={item['attempts']}  {_ago(item['last_failed_at'])}  {item['message'][:80]}"
+            )
+    total = _redis().zcard("relay:dead:index")
+    click.echo(f"{len(items)} shown, {total} dead letter(s) in the store", err=True)
+
+
+@dead.command("show")
+@click.argument("dead_id")
+def show_command(dead_id: str) -> None:
+    """Show one dead letter in full: record, reason, Braze's answer, attempts and times."""
+    (item,) = _select((dead_id,), None, None, False)
+    click.echo(json.dumps(item, indent=2))
+
+
+@dead.command("replay")
+@click.argument("ids", nargs=-1)
+@click.option("--route", help="Replay this route's dead letters.")
+@click.option("--reason", help="Replay dead letters whose reason starts with this.")
+@click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
+def replay_command(ids: tuple[str, ...], route: str | None, reason: str | None, all_: bool) -> None:
+    """Send dead letters again through the normal delivery path (invalid ones are validated again)."""
+    replayed, still_invalid = 0, 0
+    for item in _select(ids, route, reason, all_):
+        try:
+            record = revalidate(item)
+        except ValidationError as exc:
+            still_invalid += 1
+            click.echo(f"{item['id']}: still invalid, left in place: {json.dumps(exc.messages)}", err=True)
+            continue
+        deadletters.requeue(_redis(), item, _settings().delivery, record)
+        replayed += 1
+    click.echo(f"replayed {replayed} record(s); {still_invalid} still invalid")
+
+
+def revalidate(item: dict[str, Any]) -> dict[str, Any] | None:
+    """For a record refused at the edge, load it again with its route's current schema."""
+    if item["reason"] != "invalid":
+        return None
+    route = _settings().routes.get(item["route"])
+    if route is None:
+        raise ValidationError({"_route": [f"route {item['route']!r} is no longer configured"]})
+    schema: RecordSchema = current_app.extensions["relay.schemas"][route.name]
+    record: dict[str, Any] = schema.load(item["envelope"]["rec"]["raw"])
+    if record.get("time") is None:
+        record["time"] = item["envelope"]["at"]
+    return record
+
+
+@dead.command("purge")
+@click.argument("ids", nargs=-1)
+@click.option("--route", help="Purge this route's dead letters.")
+@click.option("--reason", help="Purge dead letters whose reason starts with this.")
+@click.option("--all", "all_", is_flag=True, help="Purge every dead letter.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def purge_command(ids: tuple[str, ...], route: str | None, reason: str | None, all_: bool, yes: bool) -> None:
+    """Delete dead letters for good."""
+    items = _select(ids, route, reason, all_)
+    if items and not yes:
+        click.confirm(f"Delete {len(items)} dead letter(s) for good?", abort=True)
+    with _redis().pipeline(transaction=True) as pipe:
+        for item in items:
+            deadletters.remove(pipe, item["id"])
+        pipe.execute()
+    click.echo(f"purged {len(items)} dead letter(s)")
+
+
+@click.command("check")
+@with_appcontext
+def check_command() -> None:
+    """Check the configuration and Redis, and print the routes (no secret is printed)."""
+    settings = _settings()
+    _redis().ping()
+    mode = "sandbox (bundled Braze simulator)" if settings.sandbox else "live Braze"
+    click.echo(f"configuration OK: {len(settings.routes)} route(s) from {settings.config_path}; {mode}; Redis answers")
+    for route in settings.routes.values():
+        table = f"{route.database}/{route.table}" if route.database else "-"
+        workspace = settings.workspaces[route.workspace].endpoint
+        click.echo(f"  {route.name}: {route.mode}/{route.kind}  table={table}  lane={route.lane}  braze={workspace}")
+
+
+def register(app: Flask) -> None:
+    """Attach the commands to the app's CLI."""
+    app.cli.add_command(dead)
+    app.cli.add_command(check_command)

@@ -1,0 +1,76 @@
+"""The operator's command line: check, and the dead-letter list, show, replay and purge."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from braze_sim.server import Simulator
+from relay import deadletters
+from tests.conftest import BRAZE_KEY, WRITE_KEY
+
+HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
+
+
+def dead_ids(client: redis.Redis) -> list[str]:
+    """Ids of every dead letter."""
+    return [item["id"] for item in deadletters.iter_entries(client)]
+
+
+def test_check_prints_routes_without_secrets(app: Flask) -> None:
+    """`check` confirms the configuration and Redis, lists the routes and prints no key."""
+    result = app.test_cli_runner().invoke(args=["check"])
+    assert result.exit_code == 0, result.output
+    assert "configuration OK: 8 route(s)" in result.output
+    assert "consent: user_subscription/subscription" in result.output
+    assert BRAZE_KEY not in result.output and WRITE_KEY not in result.output
+
+
+def test_replay_delivers_dead_letters_through_the_normal_path(
+    app: Flask, client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """Records dead-lettered by a wrong Braze key are listed, shown, replayed once it is fixed, and land."""
+    braze.config.api_key = "not-the-relays-key"
+    client.post("/db/events", json={"records": [{"external_id": "cli-u", "name": "a"},
+                                                {"external_id": "cli-u", "name": "b"}]}, headers=HEADERS)
+    drain()
+    braze.config.api_key = BRAZE_KEY
+    runner = app.test_cli_runner()
+    listed = runner.invoke(args=["dead", "list", "--route", "events"])
+    assert listed.exit_code == 0 and listed.output.count("braze_rejected") == 2
+    first = dead_ids(clean_redis)[0]
+    shown = runner.invoke(args=["dead", "show", first])
+    assert json.loads(shown.output)["status"] == 401
+    replayed = runner.invoke(args=["dead", "replay", "--reason", "braze_rejected"])
+    assert "replayed 2 record(s)" in replayed.output
+    drain()
+    assert sorted(event["name"] for event in braze.state.profile("cli-u")["events"]) == ["a", "b"]
+    assert dead_ids(clean_redis) == []
+
+
+def test_replay_validates_invalid_records_again(
+    app: Flask, client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """A record refused at the edge stays dead while still invalid; a named replay says why."""
+    response = client.post("/db/profiles_skip", json={"records": [{"external_id": "ok", "a": 1}, {"a": 2}]},
+                           headers=HEADERS)
+    assert response.get_json()["rejected"][0]["index"] == 1
+    (dead_id,) = dead_ids(clean_redis)
+    result = app.test_cli_runner().invoke(args=["dead", "replay", dead_id])
+    assert "still invalid" in result.output and "identifier" in result.output
+    assert dead_ids(clean_redis) == [dead_id]
+
+
+def test_purge_needs_a_selection_and_removes(app: Flask, client: FlaskClient, clean_redis: redis.Redis) -> None:
+    """`purge` refuses to run without ids or a filter, and removes what it is told to."""
+    client.post("/db/profiles_skip", json={"records": [{"a": 1}, {"b": 2}]}, headers=HEADERS)
+    runner = app.test_cli_runner()
+    refused = runner.invoke(args=["dead", "purge"])
+    assert refused.exit_code != 0 and "--all" in refused.output
+    done = runner.invoke(args=["dead", "purge", "--route", "profiles_skip", "--yes"])
+    assert "purged 2 dead letter(s)" in done.output
+    assert dead_ids(clean_redis) == []
