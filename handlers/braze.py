@@ -87,7 +87,9 @@ def _errors(body: Any) -> list[tuple[str, int, str]]:
     return found
 
 
-def classify(response: requests.Response | None, error: Exception | None = None, *, now: float | None = None) -> Verdict:
+def classify(
+    response: requests.Response | None, error: Exception | None = None, *, now: float | None = None
+) -> Verdict:
     """What Braze's answer (or the failure to get one) means for the items of the request."""
     if response is None:
         if _never_sent(error):
@@ -145,6 +147,8 @@ class BrazeClient:
         """POST one body; return the response, or the exception when there was none."""
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         try:
-            return self.session.post(self.workspace.endpoint + endpoint, data=data, timeout=self.timeout), None
+            return self.session.post(
+                self.workspace.endpoint + endpoint, data=data, timeout=self.timeout
+            ), None
         except requests.RequestException as exc:
             return None, exc

@@ -48,7 +48,9 @@ class Context:
         """Read Braze's answer (and let the limiter read its rate-limit headers)."""
         return classify(response, error)
 
-    def observe(self, workspace: str, request: BrazeRequest, response: requests.Response | None, verdict: Verdict) -> None:
+    def observe(
+        self, workspace: str, request: BrazeRequest, response: requests.Response | None, verdict: Verdict
+    ) -> None:
         """Log the call and feed Braze's rate-limit headers to the limiter."""
         family = request.items[0].family
         if response is not None:

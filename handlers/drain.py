@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -75,7 +75,9 @@ class Drainer:
 
     def renew(self) -> bool:
         """Extend the lease; False if another owner took the lane (then stop at once)."""
-        return bool(self.renew_script(keys=[self.armed_key], args=[self.token, int(self.delivery.lease_s * 1000)]))
+        return bool(
+            self.renew_script(keys=[self.armed_key], args=[self.token, int(self.delivery.lease_s * 1000)])
+        )
 
     def run(self) -> dict[str, Any]:
         """Deliver batches until the lane is empty or the slice is over; then release or hand over."""
@@ -100,10 +102,13 @@ class Drainer:
     def take(self) -> list[tuple[bytes, Envelope, bool]] | None:
         """Due retries first, then the list head; None while a short batch lingers for company."""
         now = time.time()
-        due = self.client.zrangebyscore(self.retry_key, "-inf", now, start=0, num=self.batch_size)
+        due = cast(
+            "list[bytes]",
+            self.client.zrangebyscore(self.retry_key, "-inf", now, start=0, num=self.batch_size),
+        )
         if due:
             return [(raw, loads(raw), True) for raw in due]
-        raws = self.client.lrange(self.queue_key, 0, self.batch_size - 1)
+        raws = cast("list[bytes]", self.client.lrange(self.queue_key, 0, self.batch_size - 1))
         if not raws:
             return []
         chunk = [(raw, loads(raw), False) for raw in raws]
@@ -201,7 +206,9 @@ class Drainer:
             try:
                 pipe.watch(self.armed_key)
                 if pipe.get(self.armed_key) != self.token.encode():
-                    log.warning("lease lost before commit; the next owner delivers again", extra={"lane": self.lane})
+                    log.warning(
+                        "lease lost before commit; the next owner delivers again", extra={"lane": self.lane}
+                    )
                     return
                 pipe.multi()
                 if from_list:
@@ -215,9 +222,13 @@ class Drainer:
                         pipe.hincrby(store.STATS, name, value)
                 pipe.execute()
             except redis.WatchError:
-                log.warning("lease changed during commit; the next owner delivers again", extra={"lane": self.lane})
+                log.warning(
+                    "lease changed during commit; the next owner delivers again", extra={"lane": self.lane}
+                )
 
-    def settle(self, pipe: Any, chunk: list[tuple[bytes, Envelope, bool]], outcome: Outcome, now: float) -> dict[str, int]:
+    def settle(
+        self, pipe: Any, chunk: list[tuple[bytes, Envelope, bool]], outcome: Outcome, now: float
+    ) -> dict[str, int]:
         """Queue each record's ending on the transaction; return the counters to add."""
         counts = {"delivered": 0, "superseded": 0, "retried": 0}
         for _, env, _ in chunk:
@@ -226,7 +237,10 @@ class Drainer:
                 reason, status, message = outcome.dead[rid]
                 env["n"] = env.get("n", 0) + (1 if reason != "untranslatable" else 0)
                 deadletters.add(pipe, deadletters.entry(env, reason=reason, status=status, message=message))
-                log.info("dead-lettered", extra={"record": rid, "route": env["route"], "reason": reason, "status": status})
+                log.info(
+                    "dead-lettered",
+                    extra={"record": rid, "route": env["route"], "reason": reason, "status": status},
+                )
             elif rid in outcome.retry:
                 due, why, uses_attempt = outcome.retry[rid]
                 env["n"] = env.get("n", 0) + (1 if uses_attempt else 0)
@@ -235,7 +249,10 @@ class Drainer:
                 if exhausted(env["n"], env["first"], now, self.delivery):
                     entry = deadletters.entry(env, reason="retries_exhausted", message=why)
                     deadletters.add(pipe, entry)
-                    log.info("dead-lettered", extra={"record": rid, "route": env["route"], "reason": "retries_exhausted"})
+                    log.info(
+                        "dead-lettered",
+                        extra={"record": rid, "route": env["route"], "reason": "retries_exhausted"},
+                    )
                 else:
                     pipe.zadd(self.retry_key, {dumps(env): due})
                     counts["retried"] += 1

@@ -57,7 +57,12 @@ class Claims:
         keys, args = [], [str(self.ttl_s)]
         for item in claiming:
             keys.append(store.watermark_key(item.envelope["ws"], item.user))
-            args += [repr(float(item.envelope["t"])), item.envelope["seq"], str(len(item.claims)), *item.claims]
+            args += [
+                repr(float(item.envelope["t"])),
+                item.envelope["seq"],
+                str(len(item.claims)),
+                *item.claims,
+            ]
         results = self.script(keys=keys, args=args)
         kept_items = {id(item) for item in items if not item.claims}
         for item, kept in zip(claiming, results, strict=True):

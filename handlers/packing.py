@@ -41,7 +41,10 @@ class BrazeRequest:
     def body(self) -> dict[str, Any]:
         """The JSON body to send."""
         if self.endpoint == SUBSCRIPTION:
-            groups = [{k: v for k, v in group.items() if k != "_ids"} for group in self.arrays["subscription_groups"]]
+            groups = [
+                {k: v for k, v in group.items() if k != "_ids"}
+                for group in self.arrays["subscription_groups"]
+            ]
             return {"subscription_groups": groups}
         if self.group and self.endpoint == "/email/status":
             return {"email": self.arrays["email"], "subscription_state": self.group[0]}
@@ -93,7 +96,7 @@ class Packer:
         for group in request.arrays.get("subscription_groups", []):
             same = group["subscription_group_id"] == gid and group["subscription_state"] == state
             if same and group["_ids"] == ids and len(group[ids]) < V2_IDS_PER_GROUP:
-                return group  # type: ignore[no-any-return]
+                return group
         return None
 
     def _place(self, request: BrazeRequest, item: Item) -> None:

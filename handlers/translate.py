@@ -66,7 +66,7 @@ def braze_time(seconds: float) -> str:
 
 def user_key(ident: dict[str, Any]) -> str:
     """A stable string for one identifier object (for per-user ordering state)."""
-    (name, value), = ident.items()
+    ((name, value),) = ident.items()
     return f"{name}:{json.dumps(value, sort_keys=True) if isinstance(value, dict) else value}"
 
 
@@ -104,7 +104,7 @@ def to_items(env: Envelope) -> list[Item]:
         obj = {"external_id": rec["external_id"], "user_alias": rec["user_alias"]}
         return [Item(env, IDENTIFY, "aliases_to_identify", obj)]
     if kind == "delete":
-        (name, value), = rec["_id"].items()
+        ((name, value),) = rec["_id"].items()
         if name == "email":
             value = {"email": value, "prioritization": ["most_recently_updated"]}
         return [Item(env, DELETE, DELETE_ARRAY[name], value)]
@@ -122,7 +122,7 @@ def subscription_items(env: Envelope) -> list[Item]:
     """
     rec = env["rec"]
     ident = rec["_id"]
-    (id_name, id_value), = ident.items()
+    ((id_name, id_value),) = ident.items()
     user = user_key(ident)
     items = []
     if rec.get("subscription_group_id"):
@@ -133,7 +133,9 @@ def subscription_items(env: Envelope) -> list[Item]:
         )
     if rec.get("email_subscribe") and id_name == "email":
         state = rec["email_subscribe"]
-        items.append(Item(env, EMAIL_STATUS, "email", id_value, group=(state,), claims=["email_subscribe"], user=user))
+        items.append(
+            Item(env, EMAIL_STATUS, "email", id_value, group=(state,), claims=["email_subscribe"], user=user)
+        )
     attrs = {name: rec[name] for name in ("email_subscribe", "push_subscribe") if rec.get(name)}
     if id_name == "email":
         attrs.pop("email_subscribe", None)

@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 import time
+from typing import cast
 
 import redis
 from rq import SimpleWorker
@@ -33,7 +34,8 @@ class RelayWorker(SimpleWorker):
 
 def tick(client: redis.Redis, delivery: Delivery) -> int:
     """Arm every lane with work and no owner; return how many this call armed."""
-    names = sorted(name.decode() for name in client.smembers(store.LANES))
+    members = cast("set[bytes]", client.smembers(store.LANES))
+    names = sorted(name.decode() for name in members)
     if not names:
         return 0
     now = time.time()

@@ -12,9 +12,9 @@ def create_app(config: Settings | None = None) -> Flask:
     """Build the Flask app: load settings, open the shared clients, register blueprints and errors."""
     from receiver import cli
     from receiver.errors import register_error_handlers
-    from relay.logs import configure_logging
     from receiver.schemas import schema_for
     from receiver.views import bp
+    from relay.logs import configure_logging
 
     settings = config or load_settings()
     configure_logging()

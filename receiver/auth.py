@@ -15,6 +15,11 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from relay.secrets import Secret
 
 
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header names compared case-insensitively, as HTTP says."""
+    return {name.lower(): value for name, value in headers.items()}
+
+
 class AuthError(Exception):
     """The request carries no valid credential; the message says which kind was expected."""
 
@@ -28,14 +33,17 @@ def key_matches(presented: str, keys: Iterable[Secret]) -> bool:
     return matched
 
 
-def td_write_key(headers: Mapping[str, str], query: Mapping[str, str], *, allow_query: bool, allow_basic: bool) -> str | None:
+def td_write_key(
+    headers: Mapping[str, str], query: Mapping[str, str], *, allow_query: bool, allow_basic: bool
+) -> str | None:
     """The write key as TD sends it: X-TD-Write-Key, `Authorization: TD1 <key>`, ?td_write_key, Basic."""
-    authorization = headers.get("Authorization", "")
+    headers = _lower(headers)
+    authorization = headers.get("authorization", "")
     scheme, _, value = authorization.partition(" ")
     if scheme.upper() == "TD1" and value.strip():
         return value.strip()  # TD's v2 rule: Authorization wins over X-TD-Write-Key
-    if headers.get("X-TD-Write-Key"):
-        return headers["X-TD-Write-Key"]
+    if headers.get("x-td-write-key"):
+        return headers["x-td-write-key"]
     if allow_basic and scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode()
@@ -49,7 +57,8 @@ def td_write_key(headers: Mapping[str, str], query: Mapping[str, str], *, allow_
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
     """The token of `Authorization: Bearer <token>`, if that is what was sent."""
-    scheme, _, value = headers.get("Authorization", "").partition(" ")
+    headers = _lower(headers)
+    scheme, _, value = headers.get("authorization", "").partition(" ")
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
@@ -67,7 +76,10 @@ def verify_signature(body: bytes, *, headers: Mapping[str, str], secrets: Iterab
     The library checks the ±5 minute timestamp window and compares in constant time; several
     space-separated signatures (secret rotation) are each tried against each configured secret.
     """
-    wanted = {name: headers.get(name, "") for name in ("webhook-id", "webhook-timestamp", "webhook-signature")}
+    headers = _lower(headers)
+    wanted = {
+        name: headers.get(name, "") for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    }
     if not all(wanted.values()):
         raise AuthError("Missing webhook-id, webhook-timestamp or webhook-signature header.")
     try:

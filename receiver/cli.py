@@ -20,11 +20,13 @@ dead = AppGroup("dead", help="List, show, replay and purge dead letters (records
 
 
 def _settings() -> Settings:
-    return current_app.extensions["relay.settings"]  # type: ignore[no-any-return]
+    settings: Settings = current_app.extensions["relay.settings"]
+    return settings
 
 
 def _redis() -> redis.Redis:
-    return current_app.extensions["redis"]  # type: ignore[no-any-return]
+    client: redis.Redis = current_app.extensions["redis"]
+    return client
 
 
 def _ago(then: float) -> str:
@@ -49,7 +51,9 @@ def _select(ids: tuple[str, ...], route: str | None, reason: str | None, all_: b
 
 @dead.command("list")
 @click.option("--route", help="Only this route's dead letters.")
-@click.option("--reason", help="Only reasons starting with this (invalid, braze_rejected, retries_exhausted, ...).")
+@click.option(
+    "--reason", help="Only reasons starting with this (invalid, braze_rejected, retries_exhausted, ...)."
+)
 @click.option("--limit", default=50, show_default=True, help="Show at most this many (newest first).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with the record.")
 def list_command(route: str | None, reason: str | None, limit: int, as_json: bool) -> None:
@@ -135,11 +139,16 @@ def check_command() -> None:
     settings = _settings()
     _redis().ping()
     mode = "sandbox (bundled Braze simulator)" if settings.sandbox else "live Braze"
-    click.echo(f"configuration OK: {len(settings.routes)} route(s) from {settings.config_path}; {mode}; Redis answers")
+    click.echo(
+        f"configuration OK: {len(settings.routes)} route(s) from {settings.config_path}; "
+        f"{mode}; Redis answers"
+    )
     for route in settings.routes.values():
         table = f"{route.database}/{route.table}" if route.database else "-"
         workspace = settings.workspaces[route.workspace].endpoint
-        click.echo(f"  {route.name}: {route.mode}/{route.kind}  table={table}  lane={route.lane}  braze={workspace}")
+        click.echo(
+            f"  {route.name}: {route.mode}/{route.kind}  table={table}  lane={route.lane}  braze={workspace}"
+        )
 
 
 def register(app: Flask) -> None:

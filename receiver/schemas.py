@@ -30,7 +30,10 @@ IDENTIFIERS = ("external_id", "braze_id", "user_alias", "email", "phone")
 RESERVED_PROPERTIES = frozenset({"time", "event_name"})
 SUBSCRIPTION_STATES = ("subscribed", "unsubscribed")
 GLOBAL_STATES = ("opted_in", "subscribed", "unsubscribed")
-IDENTIFIER_HELP = "One identifier is required: external_id, braze_id, user_alias (or alias_name + alias_label), email or phone."
+IDENTIFIER_HELP = (
+    "One identifier is required: external_id, braze_id, user_alias "
+    "(or alias_name + alias_label), email or phone."
+)
 
 
 def check_free_fields(values: dict[str, Any], *, what: str, property_rules: bool) -> dict[str, list[str]]:
@@ -109,14 +112,21 @@ class RecordSchema(Schema):
                 missing = "alias_label" if "alias_name" in data else "alias_name"
                 raise ValidationError({missing: ["alias_name and alias_label go together."]})
             if "user_alias" in data:
-                raise ValidationError({"user_alias": ["Give user_alias or alias_name + alias_label, not both."]})
-            data["user_alias"] = {"alias_name": data.pop("alias_name"), "alias_label": data.pop("alias_label")}
+                raise ValidationError(
+                    {"user_alias": ["Give user_alias or alias_name + alias_label, not both."]}
+                )
+            data["user_alias"] = {
+                "alias_name": data.pop("alias_name"),
+                "alias_label": data.pop("alias_label"),
+            }
         allowed = self.identifier_fields or ()
         present = [name for name in allowed if data.get(name) is not None]
         if not present:
             raise ValidationError({"identifier": [IDENTIFIER_HELP]})
         if len(present) > 1 and not self.several_identifiers_allowed:
-            raise ValidationError({"identifier": [f"Exactly one identifier is allowed; got {', '.join(present)}."]})
+            raise ValidationError(
+                {"identifier": [f"Exactly one identifier is allowed; got {', '.join(present)}."]}
+            )
         name = present[0]
         return {name: data.pop(name)}
 
@@ -257,7 +267,8 @@ class SubscriptionSchema(RecordSchema):
             raise ValidationError("subscription_group_id and subscription_state go together.", missing)
         if not any(data.get(key) for key in ("subscription_group_id", "email_subscribe", "push_subscribe")):
             raise ValidationError(
-                "Nothing to set: give subscription_group_id + subscription_state, email_subscribe or push_subscribe.",
+                "Nothing to set: give subscription_group_id + subscription_state, "
+                "email_subscribe or push_subscribe.",
                 "_record",
             )
 

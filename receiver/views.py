@@ -25,7 +25,8 @@ JSON_TYPES = ("application/json", "application/vnd.treasuredata.v1+json")
 
 def settings() -> Settings:
     """The settings loaded at start."""
-    return current_app.extensions["relay.settings"]  # type: ignore[no-any-return]
+    conf: Settings = current_app.extensions["relay.settings"]
+    return conf
 
 
 def _reject_constant(name: str) -> None:
@@ -67,6 +68,11 @@ def read_json(limit: int, *, lenient_type: bool = False) -> Any:
     return parse_json(read_body(limit, lenient_type=lenient_type))
 
 
+def as_dict(messages: Any) -> dict[str, Any]:
+    """Marshmallow's messages keyed by field (a bare list is about the whole record)."""
+    return messages if isinstance(messages, dict) else {"_record": messages}
+
+
 def route_by_name(name: str) -> Route:
     """The route named in the path, or 404."""
     route = settings().routes.get(name)
@@ -83,7 +89,9 @@ def route_by_table(database: str, table: str) -> Route:
     raise ApiError(404, f"No route for database {database!r} and table {table!r}.")
 
 
-def authenticate(route: Route, *, td_style: bool, allow_query: bool = False, allow_basic: bool = False) -> None:
+def authenticate(
+    route: Route, *, td_style: bool, allow_query: bool = False, allow_basic: bool = False
+) -> None:
     """Check the caller's credential for this route; raise 401 (fail closed)."""
     conf = settings()
     if conf.insecure_no_auth:
@@ -91,15 +99,19 @@ def authenticate(route: Route, *, td_style: bool, allow_query: bool = False, all
     keys = route.write_keys or conf.write_keys
     try:
         if td_style:
-            presented = auth.td_write_key(request.headers, request.args, allow_query=allow_query, allow_basic=allow_basic)
+            presented = auth.td_write_key(
+                dict(request.headers), request.args.to_dict(), allow_query=allow_query, allow_basic=allow_basic
+            )
             auth.verify_write_key(presented, keys=keys)
             return
-        token = auth.bearer_token(request.headers)
+        token = auth.bearer_token(dict(request.headers))
         if token is not None:
             auth.verify_write_key(token, keys=keys)
             return
         body = request.get_data(cache=True)
-        auth.verify_signature(body, headers=request.headers, secrets=route.webhook_secrets or conf.webhook_secrets)
+        auth.verify_signature(
+            body, headers=dict(request.headers), secrets=route.webhook_secrets or conf.webhook_secrets
+        )
     except auth.AuthError as exc:
         raise ApiError(401, str(exc)) from None
 
@@ -113,7 +125,7 @@ def load_records(route: Route, raw_records: list[Any]) -> Batch:
         try:
             batch.valid.append((index, schema.load(raw)))
         except ValidationError as exc:
-            messages = exc.messages if isinstance(exc.messages, dict) else {"_record": exc.messages}
+            messages = as_dict(exc.messages)
             errors[str(index)] = messages
             batch.invalid.append((index, raw, messages))
     if errors and not route.skip_on_invalid_records:
@@ -171,9 +183,13 @@ def ingest(database: str, table: str) -> Response:
     try:
         envelope = IngestSchema().load(body)
     except ValidationError as exc:
-        raise ApiError(400, 'The body must be {"records": [ ... ]} with at least one record.', exc.messages) from None
+        raise ApiError(
+            400, 'The body must be {"records": [ ... ]} with at least one record.', as_dict(exc.messages)
+        ) from None
     if len(envelope["records"]) > limits.ingest_records:
-        raise ApiError(413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records})
+        raise ApiError(
+            413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records}
+        )
     batch = load_records(route, envelope["records"])
     accept(batch)
     return jsonify({"accepted": len(batch.valid), "rejected": rejected(batch), "id": batch.request_id})
@@ -191,7 +207,9 @@ def export(name: str) -> Response:
     try:
         table = ExportSchema().load(body)
     except ValidationError as exc:
-        raise ApiError(400, "The body must hold column_names and data (TD's export shape).", exc.messages) from None
+        raise ApiError(
+            400, "The body must hold column_names and data (TD's export shape).", as_dict(exc.messages)
+        ) from None
     if len(table["data"]) > limits.export_rows:
         raise ApiError(413, f"At most {limits.export_rows} rows per export.", {"limit": limits.export_rows})
     names = table["column_names"]
@@ -199,11 +217,16 @@ def export(name: str) -> Response:
     shape_errors: dict[str, Any] = {}
     for index, row in enumerate(table["data"]):
         if not isinstance(row, list) or len(row) != len(names):
-            shape_errors[str(index)] = {"_row": [f"A row must be a list of {len(names)} values, one per column."]}
+            shape_errors[str(index)] = {
+                "_row": [f"A row must be a list of {len(names)} values, one per column."]
+            }
         records.append(dict(zip(names, row, strict=False)) if isinstance(row, list) else row)
     if shape_errors:
-        raise ApiError(422, f"{len(shape_errors)} row(s) do not match column_names; nothing was stored.",
-                       {"records": shape_errors})
+        raise ApiError(
+            422,
+            f"{len(shape_errors)} row(s) do not match column_names; nothing was stored.",
+            {"records": shape_errors},
+        )
     batch = load_records(route, records)
     accept(batch)
     return jsonify({"accepted": len(batch.valid), "rejected": rejected(batch), "id": batch.request_id})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -51,7 +51,7 @@ def iter_entries(
     client: redis.Redis, *, route: str | None = None, reason: str | None = None, limit: int | None = None
 ) -> Iterator[dict[str, Any]]:
     """Dead letters, newest first, optionally only one route's or those whose reason starts so."""
-    ids = client.zrevrange(store.DEAD_INDEX, 0, -1)
+    ids = cast("list[bytes]", client.zrevrange(store.DEAD_INDEX, 0, -1))
     count = 0
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
@@ -81,7 +81,9 @@ def remove(pipe: redis.client.Pipeline, dead_id: str) -> None:
     pipe.zrem(store.DEAD_INDEX, dead_id)
 
 
-def requeue(client: redis.Redis, item: dict[str, Any], delivery: Any, record: dict[str, Any] | None = None) -> str:
+def requeue(
+    client: redis.Redis, item: dict[str, Any], delivery: Any, record: dict[str, Any] | None = None
+) -> str:
     """Put a dead letter's record back on its lane (fresh attempts) and remove the dead letter.
 
     `record` replaces the stored record (a re-validated invalid one). Returns the lane. The lane's

@@ -15,7 +15,9 @@ from relay.secrets import ConfigError, Secret, split_secrets
 MODES = ("user_new_alias", "user_identifying", "user_track", "user_delete", "user_subscription")
 TRACK_TYPES = ("custom_events", "purchases", "user_profile_attributes")
 NAME = validate.Regexp(r"^[A-Za-z0-9_]{1,128}$", error="only letters, digits and '_' are allowed")
-ROUTE_NAME = validate.Regexp(r"^[A-Za-z0-9_\-]{1,128}$", error="only letters, digits, '_' and '-' are allowed")
+ROUTE_NAME = validate.Regexp(
+    r"^[A-Za-z0-9_\-]{1,128}$", error="only letters, digits, '_' and '-' are allowed"
+)
 ENV_NAME = validate.Regexp(r"^[A-Z_][A-Z0-9_]*$", error="must be an environment variable name")
 
 # A record's kind decides how it is translated; its lane (kind -> family of Braze calls) decides
@@ -168,7 +170,9 @@ def load_routes(
         if data["database"]:
             pair = (data["database"], data["table"])
             if pair in seen_tables:
-                raise ConfigError(f"{where}: database/table {'/'.join(pair)} already used by {seen_tables[pair]!r}")
+                raise ConfigError(
+                    f"{where}: database/table {'/'.join(pair)} already used by {seen_tables[pair]!r}"
+                )
             seen_tables[pair] = name
         routes[name] = Route(
             name=name,

@@ -15,13 +15,13 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from rq.serializers import JSONSerializer
 
 from braze_sim.server import Simulator
 from handlers import context
 from handlers.worker import RelayWorker, tick
 from relay import store
 from relay.config import Settings, load_settings
-from rq.serializers import JSONSerializer
 
 REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 BRAZE_KEY = "test-braze-key-5f1c"
@@ -124,7 +124,9 @@ def braze(simulator: Simulator) -> Simulator:
     """The simulator with empty state, no faults and Braze's default limits."""
     simulator.reset()
     simulator.config.combined_limit = None
-    simulator.config.limits.update({"track": (3000, 3.0), "users": (20000, 60.0), "subscription": (5000, 60.0)})
+    simulator.config.limits.update(
+        {"track": (3000, 3.0), "users": (20000, 60.0), "subscription": (5000, 60.0)}
+    )
     return simulator
 
 

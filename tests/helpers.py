@@ -21,8 +21,9 @@ def route_table(route: str) -> str:
     return section.split('table = "')[1].split('"')[0]
 
 
-def signed_headers(body: bytes, *, secret: str = WEBHOOK_SECRET, msg_id: str | None = None,
-                   timestamp: float | None = None) -> dict[str, str]:
+def signed_headers(
+    body: bytes, *, secret: str = WEBHOOK_SECRET, msg_id: str | None = None, timestamp: float | None = None
+) -> dict[str, str]:
     """Standard Webhooks headers for a body, signed with the spec's own library."""
     from datetime import UTC, datetime
 
@@ -43,22 +44,42 @@ def requests_for(shape: str, route: str, records: list[dict[str, Any]]) -> list[
     json_type = {"Content-Type": "application/json"}
     if shape == "postback":
         return [
-            {"method": "POST", "path": f"/postback/v3/event/db/{table}",
-             "headers": {**json_type, "X-TD-Write-Key": WRITE_KEY}, "body": json.dumps(record).encode()}
+            {
+                "method": "POST",
+                "path": f"/postback/v3/event/db/{table}",
+                "headers": {**json_type, "X-TD-Write-Key": WRITE_KEY},
+                "body": json.dumps(record).encode(),
+            }
             for record in records
         ]
     if shape == "ingest":
-        return [{"method": "POST", "path": f"/db/{table}",
-                 "headers": {"Content-Type": "application/vnd.treasuredata.v1+json", "Authorization": f"TD1 {WRITE_KEY}"},
-                 "body": json.dumps({"records": records}).encode()}]
+        return [
+            {
+                "method": "POST",
+                "path": f"/db/{table}",
+                "headers": {
+                    "Content-Type": "application/vnd.treasuredata.v1+json",
+                    "Authorization": f"TD1 {WRITE_KEY}",
+                },
+                "body": json.dumps({"records": records}).encode(),
+            }
+        ]
     if shape == "export":
         names = list(dict.fromkeys(key for record in records for key in record))
         rows = [[record.get(name) for name in names] for record in records]
         basic = base64.b64encode(f"td:{WRITE_KEY}".encode()).decode()
         body = {"column_names": names, "column_types": ["string"] * len(names), "data": rows}
-        return [{"method": "PUT", "path": f"/export/{route}",
-                 "headers": {**json_type, "Authorization": f"Basic {basic}"}, "body": json.dumps(body).encode()}]
+        return [
+            {
+                "method": "PUT",
+                "path": f"/export/{route}",
+                "headers": {**json_type, "Authorization": f"Basic {basic}"},
+                "body": json.dumps(body).encode(),
+            }
+        ]
     if shape == "webhook":
         body = json.dumps(records).encode()
-        return [{"method": "POST", "path": f"/webhooks/{route}", "headers": signed_headers(body), "body": body}]
+        return [
+            {"method": "POST", "path": f"/webhooks/{route}", "headers": signed_headers(body), "body": body}
+        ]
     raise ValueError(shape)

@@ -35,8 +35,11 @@ def test_replay_delivers_dead_letters_through_the_normal_path(
 ) -> None:
     """Records dead-lettered by a wrong Braze key are listed, shown, replayed once it is fixed, and land."""
     braze.config.api_key = "not-the-relays-key"
-    client.post("/db/events", json={"records": [{"external_id": "cli-u", "name": "a"},
-                                                {"external_id": "cli-u", "name": "b"}]}, headers=HEADERS)
+    client.post(
+        "/db/events",
+        json={"records": [{"external_id": "cli-u", "name": "a"}, {"external_id": "cli-u", "name": "b"}]},
+        headers=HEADERS,
+    )
     drain()
     braze.config.api_key = BRAZE_KEY
     runner = app.test_cli_runner()
@@ -56,8 +59,9 @@ def test_replay_validates_invalid_records_again(
     app: Flask, client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
 ) -> None:
     """A record refused at the edge stays dead while still invalid; a named replay says why."""
-    response = client.post("/db/profiles_skip", json={"records": [{"external_id": "ok", "a": 1}, {"a": 2}]},
-                           headers=HEADERS)
+    response = client.post(
+        "/db/profiles_skip", json={"records": [{"external_id": "ok", "a": 1}, {"a": 2}]}, headers=HEADERS
+    )
     assert response.get_json()["rejected"][0]["index"] == 1
     (dead_id,) = dead_ids(clean_redis)
     result = app.test_cli_runner().invoke(args=["dead", "replay", dead_id])
@@ -65,7 +69,9 @@ def test_replay_validates_invalid_records_again(
     assert dead_ids(clean_redis) == [dead_id]
 
 
-def test_purge_needs_a_selection_and_removes(app: Flask, client: FlaskClient, clean_redis: redis.Redis) -> None:
+def test_purge_needs_a_selection_and_removes(
+    app: Flask, client: FlaskClient, clean_redis: redis.Redis
+) -> None:
     """`purge` refuses to run without ids or a filter, and removes what it is told to."""
     client.post("/db/profiles_skip", json={"records": [{"a": 1}, {"b": 2}]}, headers=HEADERS)
     runner = app.test_cli_runner()

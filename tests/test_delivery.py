@@ -45,10 +45,14 @@ def track_calls(braze: Simulator) -> list[dict[str, Any]]:
     return [entry for entry in braze.requests if entry["path"] == "/users/track"]
 
 
-def test_one_record_postbacks_are_batched(client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
+def test_one_record_postbacks_are_batched(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
     """300 one-record postbacks cost a handful of Braze requests, never more than 75 events each."""
     for record in events("batch-user", 300):
-        response = client.post("/postback/v3/event/db/events", json=record, headers={"X-TD-Write-Key": WRITE_KEY})
+        response = client.post(
+            "/postback/v3/event/db/events", json=record, headers={"X-TD-Write-Key": WRITE_KEY}
+        )
         assert response.status_code == 200
     drain()
     assert seqs(braze, "batch-user") == list(range(300))
@@ -70,7 +74,10 @@ def test_5xx_is_retried_until_delivered(
 
 
 def test_persistent_5xx_ends_in_dead_letters(
-    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis,
+    client: FlaskClient,
+    drain: Callable[..., None],
+    braze: Simulator,
+    clean_redis: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Braze down for good: after the configured attempts every record is dead-lettered with its reason."""
@@ -86,7 +93,9 @@ def test_persistent_5xx_ends_in_dead_letters(
     assert len(track_calls(braze)) == 8
 
 
-def test_429_pauses_the_family_until_reset(client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
+def test_429_pauses_the_family_until_reset(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
     """After a 429, no request goes to /users/track before X-RateLimit-Reset; then all is delivered."""
     braze.faults.rate_limit_next = 1
     braze.faults.rate_limit_reset_s = 1.5
@@ -121,7 +130,7 @@ def test_partial_errors_dead_letter_only_the_named_items(
 def test_413_splits_the_batch(
     client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
 ) -> None:
-    """Braze refuses a body as too large: halves are sent until they fit; one record over the limit is dead."""
+    """Braze refuses a body as too large: halves go until they fit; a record over the limit is dead."""
     braze.config.max_body_bytes = 3000
     records = [{**record, "note": "x" * 200} for record in events("big-user", 20)]
     records.append({"external_id": "big-user", "name": "huge", "seq": 99, "blob": ["y" * 250] * 20})
@@ -191,25 +200,34 @@ def test_newest_attribute_wins_over_a_late_older_record(
     assert stats["superseded"] == 1
 
 
-def test_records_in_one_batch_keep_the_newest(client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
+def test_records_in_one_batch_keep_the_newest(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
     """Within one batch, an older record after a newer one for the same field is dropped."""
-    ingest(client, "profiles", [
-        {"external_id": "batch-order", "tier": "b", "time": 2000},
-        {"external_id": "batch-order", "tier": "a", "time": 1000, "city": "Oslo"},
-    ])
+    ingest(
+        client,
+        "profiles",
+        [
+            {"external_id": "batch-order", "tier": "b", "time": 2000},
+            {"external_id": "batch-order", "tier": "a", "time": 1000, "city": "Oslo"},
+        ],
+    )
     drain()
     assert braze.state.profile("batch-order")["attributes"] == {"tier": "b", "city": "Oslo"}
 
 
 def test_shared_rate_limit_holds(
-    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis,
+    client: FlaskClient,
+    drain: Callable[..., None],
+    braze: Simulator,
+    clean_redis: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With a limit of 3 track requests per second, the relay never sends more, and never sees a 429."""
     braze.config.limits["track"] = (3, 1.0)
     monkeypatch.setenv("BRAZE_RATE_TRACK", "3/second")
-    from relay.config import load_settings
     from handlers import context
+    from relay.config import load_settings
 
     context.install(context.Context(load_settings(), clean_redis))
     ingest(client, "events", events("paced-user", 500))

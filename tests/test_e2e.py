@@ -59,7 +59,11 @@ class Processes:
         """Start one role from the Procfile; its output goes to a log file per process."""
         log = open(self.log_dir / f"{role}-{len(self.running)}.log", "wb")  # noqa: SIM115 - closed by the process
         proc = subprocess.Popen(
-            ["bash", "-c", f"exec {procfile_command(role)}"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            ["bash", "-c", f"exec {procfile_command(role)}"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.running.append(proc)
         return proc
@@ -81,7 +85,9 @@ class Processes:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, routes_file: Path, braze: Simulator, clean_redis: object) -> Iterator[tuple[Processes, str]]:
+def stack(
+    tmp_path: Path, routes_file: Path, braze: Simulator, clean_redis: object
+) -> Iterator[tuple[Processes, str]]:
     """Web (gunicorn, 2 workers) and the environment for workers, against the simulator."""
     port = free_port()
     env = {**os.environ, **relay_environment(REDIS_URL, braze.url, routes_file)}
@@ -137,8 +143,11 @@ def test_procfile_processes_deliver_postbacks(stack: tuple[Processes, str], braz
     )
     assert response.status_code == 202
     wait_for(lambda: len(delivered_seqs(braze, "e2e-user")) >= 120, 30, "120 events in Braze")
-    wait_for(lambda: (braze.state.profile("e2e-user") or {}).get("subscription_groups") == {"g1": "unsubscribed"},
-             10, "the consent change in Braze")
+    wait_for(
+        lambda: (braze.state.profile("e2e-user") or {}).get("subscription_groups") == {"g1": "unsubscribed"},
+        10,
+        "the consent change in Braze",
+    )
     assert sorted(delivered_seqs(braze, "e2e-user")) == list(range(120))
     track_calls = [r for r in braze.requests if r["path"] == "/users/track"]
     assert len(track_calls) < 120 / 5, "records were not batched"
@@ -157,7 +166,11 @@ def test_worker_killed_mid_delivery_loses_nothing(stack: tuple[Processes, str], 
     victim.wait(timeout=5)
     killed_at = time.monotonic()
     procs.start("worker")
-    wait_for(lambda: set(delivered_seqs(braze, "crash-user")) == set(range(300)), 30, "all 300 events after the kill")
+    wait_for(
+        lambda: set(delivered_seqs(braze, "crash-user")) == set(range(300)),
+        30,
+        "all 300 events after the kill",
+    )
     recovered_in = time.monotonic() - killed_at
     # The lease in the test environment is 3 s: recovery is bounded by it, not by RQ's 10-minute cleanup.
     assert recovered_in < 20

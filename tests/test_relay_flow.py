@@ -29,10 +29,18 @@ def only(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_custom_event_reaches_braze(shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
+def test_custom_event_reaches_braze(
+    shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
     """A custom event arrives with its name, time and properties (extra fields and parsed JSON)."""
-    record = {"external_id": "u1", "name": "signup", "time": T1, "plan": "pro",
-              "properties": '{"source": "ad", "n": 2}', "td_client_id": "dropped"}
+    record = {
+        "external_id": "u1",
+        "name": "signup",
+        "time": T1,
+        "plan": "pro",
+        "properties": '{"source": "ad", "n": 2}',
+        "td_client_id": "dropped",
+    }
     post_all(client, shape, "events", [record])
     drain()
     event = only(braze.state.profile("u1")["events"])
@@ -42,10 +50,19 @@ def test_custom_event_reaches_braze(shape: str, client: FlaskClient, drain: Call
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_purchase_reaches_braze(shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
-    """A purchase arrives with numbers coerced from strings, the currency upper-cased, extras as properties."""
-    record = {"external_id": "u2", "product_id": "sku-1", "currency": "usd", "price": "9.99",
-              "quantity": "2", "time": "2025-11-24T16:00:00Z", "color": "red"}
+def test_purchase_reaches_braze(
+    shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
+    """A purchase arrives with numbers coerced from strings, currency upper-cased, extras as properties."""
+    record = {
+        "external_id": "u2",
+        "product_id": "sku-1",
+        "currency": "usd",
+        "price": "9.99",
+        "quantity": "2",
+        "time": "2025-11-24T16:00:00Z",
+        "color": "red",
+    }
     post_all(client, shape, "purchases", [record])
     drain()
     purchase = only(braze.state.profile("u2")["purchases"])
@@ -58,13 +75,29 @@ def test_purchase_reaches_braze(shape: str, client: FlaskClient, drain: Callable
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_profile_attributes_reach_braze(shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
+def test_profile_attributes_reach_braze(
+    shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
     """Every field but the identifier, time and td_ fields becomes an attribute; nulls are left out."""
     records = [
-        {"external_id": "u3", "first_name": "Ann", "email": "ann@example.com", "score": 5,
-         "home_city": None, "td_ip": "10.0.0.1", "time": T1},
-        {"user_alias": '{"alias_name": "anon-9", "alias_label": "device"}', "first_name": "Bo",
-         "email": None, "score": None, "home_city": "Oslo", "td_ip": None, "time": T1},
+        {
+            "external_id": "u3",
+            "first_name": "Ann",
+            "email": "ann@example.com",
+            "score": 5,
+            "home_city": None,
+            "td_ip": "10.0.0.1",
+            "time": T1,
+        },
+        {
+            "user_alias": '{"alias_name": "anon-9", "alias_label": "device"}',
+            "first_name": "Bo",
+            "email": None,
+            "score": None,
+            "home_city": "Oslo",
+            "td_ip": None,
+            "time": T1,
+        },
     ]
     post_all(client, shape, "profiles", records)
     drain()
@@ -76,11 +109,15 @@ def test_profile_attributes_reach_braze(shape: str, client: FlaskClient, drain: 
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_new_alias_reaches_braze(shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
+def test_new_alias_reaches_braze(
+    shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
     """An alias without external_id makes an alias-only user; with one, it joins that user."""
     braze.state.seed_profile(external_id="u4", attributes={"first_name": "Cy"})
-    records = [{"alias_name": "a-1", "alias_label": "crm"},
-               {"alias_name": "a-2", "alias_label": "crm", "external_id": "u4"}]
+    records = [
+        {"alias_name": "a-1", "alias_label": "crm"},
+        {"alias_name": "a-2", "alias_label": "crm", "external_id": "u4"},
+    ]
     post_all(client, shape, "aliases", records)
     drain()
     alone = braze.state.find(user_alias={"alias_name": "a-1", "alias_label": "crm"})
@@ -89,10 +126,16 @@ def test_new_alias_reaches_braze(shape: str, client: FlaskClient, drain: Callabl
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_identify_reaches_braze(shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
+def test_identify_reaches_braze(
+    shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
     """An alias-only user is identified with the external_id and keeps what it had."""
-    braze.state.seed_profile(user_alias={"alias_name": "anon-1", "alias_label": "device"}, attributes={"seen": True})
-    post_all(client, shape, "identify", [{"external_id": "u5", "alias_name": "anon-1", "alias_label": "device"}])
+    braze.state.seed_profile(
+        user_alias={"alias_name": "anon-1", "alias_label": "device"}, attributes={"seen": True}
+    )
+    post_all(
+        client, shape, "identify", [{"external_id": "u5", "alias_name": "anon-1", "alias_label": "device"}]
+    )
     drain()
     profile = braze.state.profile("u5")
     assert profile is not None
@@ -101,7 +144,9 @@ def test_identify_reaches_braze(shape: str, client: FlaskClient, drain: Callable
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_delete_reaches_braze(shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
+def test_delete_reaches_braze(
+    shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
     """Users named by external_id, email or alias are deleted."""
     braze.state.seed_profile(external_id="u6")
     braze.state.seed_profile(email="gone@example.com")
@@ -117,14 +162,26 @@ def test_delete_reaches_braze(shape: str, client: FlaskClient, drain: Callable[.
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_subscription_reaches_braze(shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
+def test_subscription_reaches_braze(
+    shape: str, client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
     """Group states by external_id and by an email with no profile, and global email/push states."""
     braze.state.seed_profile(external_id="u7")
     records = [
-        {"external_id": "u7", "subscription_group_id": "g-news", "subscription_state": "unsubscribed",
-         "push_subscribe": "opted_in", "time": T1},
-        {"email": "new@example.com", "subscription_group_id": "g-news", "subscription_state": "subscribed",
-         "email_subscribe": "unsubscribed", "time": T1},
+        {
+            "external_id": "u7",
+            "subscription_group_id": "g-news",
+            "subscription_state": "unsubscribed",
+            "push_subscribe": "opted_in",
+            "time": T1,
+        },
+        {
+            "email": "new@example.com",
+            "subscription_group_id": "g-news",
+            "subscription_state": "subscribed",
+            "email_subscribe": "unsubscribed",
+            "time": T1,
+        },
     ]
     post_all(client, shape, "consent", records)
     drain()
