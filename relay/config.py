@@ -68,8 +68,6 @@ class Settings:
     embedded_redis_path: str = "var/relay.db"
     limits: Limits = field(default_factory=Limits)
     delivery: Delivery = field(default_factory=Delivery)
-    dedup_window_s: int = 72 * 3600
-    dead_letter_ttl_s: int = 30 * 86400
 
 
 def load_settings() -> Settings:
@@ -110,8 +108,6 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         rate_subscription=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_subscription),
         rate_default=env.str("BRAZE_RATE_DEFAULT", Delivery.rate_default),
     )
-    dedup_window = env.int("RELAY_DEDUP_WINDOW_S", 72 * 3600)
-    dead_ttl = env.int("RELAY_DEAD_LETTER_TTL_S", 30 * 86400)
     embedded = env.str("RELAY_EMBEDDED_REDIS", "var/relay.db")
     sandbox_url = env.str("RELAY_SANDBOX_BRAZE_URL", SANDBOX_BRAZE_URL)
     try:
@@ -150,6 +146,4 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         embedded_redis_path=embedded,
         limits=limits,
         delivery=delivery,
-        dedup_window_s=dedup_window,
-        dead_letter_ttl_s=dead_ttl,
     )
