@@ -12,10 +12,15 @@ worker_class = "sync"  # each request is short: parse, validate, one Redis round
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
+# gunicorn's control socket defaults to one path per user: several relays (or tests) on one machine
+# would fight over it, and nothing here uses it.
+control_socket_disable = True
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
 # A query string may hold ?td_write_key=...: log the path only, never the query.
-access_log_format = '{"remote": "%(h)s", "method": "%(m)s", "path": "%(U)s", "status": %(s)s, "bytes": %(B)s, "ms": %(M)s}'
+access_log_format = (
+    '{"remote": "%(h)s", "method": "%(m)s", "path": "%(U)s", "status": %(s)s, "bytes": %(B)s, "ms": %(M)s}'
+)
 
 
 def on_starting(server: object) -> None:
