@@ -102,6 +102,10 @@ def _accepted(
         return faults.error_status, {"message": _phrase(faults.error_status)}
     if body is None:
         return 400, {"message": "Bad Request", "errors": [{"type": "the body must be a JSON object"}]}
+    refusal = faults.reject_request(request.path, body) if faults.reject_request else None
+    if refusal:
+        entry["fault"] = "reject_request"
+        return 400, {"message": refusal}
     try:
         status, answer = endpoint.handle(sim, body)
     except Invalid as problem:

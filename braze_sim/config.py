@@ -6,7 +6,9 @@ every request, so assigning a field (or `config.limits["track"] = (5, 60.0)`) ta
 
 `Faults` fields (all settable from Python or with `Faults.update`, which `POST /_sim/faults` calls):
 latency_ms, error_rate, error_status, fail_next, rate_limit_next, rate_limit_reset_s, slow_rate, slow_ms,
-and the Python-only hook reject_item(array_name, obj) -> error type or None.
+and the Python-only hooks reject_item(array_name, obj) -> error type or None, and
+reject_request(path, body) -> message or None (the whole request answered 400 with that message,
+as Braze does for a request it cannot take at all).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
 }
 
 RejectItem = Callable[[str, dict[str, Any]], "str | None"]
+RejectRequest = Callable[[str, dict[str, Any]], "str | None"]
 
 
 def parse_limit(text: str) -> tuple[int, float]:
@@ -80,6 +83,7 @@ class Faults:
     slow_rate: float = 0.0
     slow_ms: float = 0.0
     reject_item: RejectItem | None = None
+    reject_request: RejectRequest | None = None
     seed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _rng: random.Random = field(init=False, repr=False, compare=False)
@@ -133,4 +137,5 @@ class Faults:
         """The settable fields as JSON, plus whether a reject_item hook is installed."""
         data: dict[str, Any] = {name: getattr(self, name) for name in _BOUNDS}
         data["reject_item"] = self.reject_item is not None
+        data["reject_request"] = self.reject_request is not None
         return data

@@ -252,3 +252,25 @@ def test_dead_letter_entry_holds_route_reason_and_times(
     assert letter["attempts"] == 1
     assert letter["first_failed_at"] <= letter["last_failed_at"]
     assert json.dumps(letter)  # JSON-safe as stored
+
+
+def test_400_batch_is_narrowed_to_the_bad_record(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """Braze refuses a whole batch for one record: halving isolates it; the other 74 land."""
+
+    def poisoned(path: str, body: dict[str, Any]) -> str | None:
+        names = [event.get("name") for event in body.get("events", [])]
+        return "'name' is malformed" if "poison" in names else None
+
+    braze.faults.reject_request = poisoned
+    records = events("narrow-user", 75)
+    records[41]["name"] = "poison"
+    ingest(client, "events", records)
+    drain()
+    assert seqs(braze, "narrow-user") == [seq for seq in range(75) if seq != 41]
+    (letter,) = dead(clean_redis)
+    assert letter["envelope"]["rec"]["properties"]["seq"] == 41
+    assert (letter["reason"], letter["status"]) == ("braze_rejected", 400)
+    assert "'name' is malformed" in letter["message"]
+    assert len(track_calls(braze)) <= 1 + 2 * 7  # log2(75) rounds of two halves at most

@@ -108,6 +108,7 @@ def stack(
         yield procs, base
     finally:
         procs.stop_all()
+        print(procs.logs()[-20000:])  # shown by pytest when the test failed
 
 
 def post_events(base: str, user: str, count: int) -> None:
@@ -135,6 +136,8 @@ def test_procfile_processes_deliver_postbacks(stack: tuple[Processes, str], braz
     procs, base = stack
     procs.start("worker")
     post_events(base, "e2e-user", 120)
+    wait_for(lambda: len(delivered_seqs(braze, "e2e-user")) >= 120, 30, "120 events in Braze")
+    # Consent has its own lane and may overtake track records: post it once the profile exists.
     response = requests.post(
         f"{base}/webhooks/consent",
         json={"external_id": "e2e-user", "subscription_group_id": "g1", "subscription_state": "unsubscribed"},
@@ -142,7 +145,6 @@ def test_procfile_processes_deliver_postbacks(stack: tuple[Processes, str], braz
         timeout=10,
     )
     assert response.status_code == 202
-    wait_for(lambda: len(delivered_seqs(braze, "e2e-user")) >= 120, 30, "120 events in Braze")
     wait_for(
         lambda: (braze.state.profile("e2e-user") or {}).get("subscription_groups") == {"g1": "unsubscribed"},
         10,
@@ -174,3 +176,61 @@ def test_worker_killed_mid_delivery_loses_nothing(stack: tuple[Processes, str], 
     recovered_in = time.monotonic() - killed_at
     # The lease in the test environment is 3 s: recovery is bounded by it, not by RQ's 10-minute cleanup.
     assert recovered_in < 20
+
+
+def test_sigterm_lets_a_worker_finish_its_batch(stack: tuple[Processes, str], braze: Simulator) -> None:
+    """SIGTERM mid-delivery: the worker commits what it sent and exits; the next one goes on, no duplicates."""
+    procs, base = stack
+    braze.faults.latency_ms = 300
+    post_events(base, "term-user", 300)
+    first = procs.start("worker")
+    wait_for(lambda: any(r["path"] == "/users/track" for r in braze.requests), 20, "the first Braze call")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=15) == 0
+    procs.start("worker")
+    wait_for(lambda: len(delivered_seqs(braze, "term-user")) >= 300, 30, "all 300 events")
+    time.sleep(0.5)
+    assert sorted(delivered_seqs(braze, "term-user")) == list(range(300))
+
+
+def test_parallel_workers_and_retries_keep_the_newest_value(
+    stack: tuple[Processes, str], braze: Simulator
+) -> None:
+    """Two workers, 30% 5xx answers, shuffled times: each user's attribute ends as its newest record's."""
+    import random
+
+    procs, base = stack
+    braze.faults.error_rate = 0.3
+    rng = random.Random(7)
+    records = [
+        {"external_id": f"ord-{user}", "tier": f"v{stamp}", "time": 1_700_000_000 + stamp}
+        for user in range(15)
+        for stamp in rng.sample(range(1000), 8)
+    ]
+    rng.shuffle(records)
+    procs.start("worker")
+    procs.start("worker")
+    session = requests.Session()
+    for record in records:
+        response = session.post(
+            f"{base}/postback/v3/event/db/profiles",
+            json=record,
+            headers={"X-TD-Write-Key": WRITE_KEY},
+            timeout=10,
+        )
+        assert response.status_code == 200
+    newest = {}
+    for record in records:
+        user = record["external_id"]
+        if user not in newest or record["time"] > newest[user]["time"]:
+            newest[user] = record
+
+    def settled() -> bool:
+        return all(
+            (braze.state.profile(user) or {}).get("attributes", {}).get("tier") == record["tier"]
+            for user, record in newest.items()
+        )
+
+    wait_for(settled, 40, "every user's newest tier in Braze")
+    time.sleep(1.0)  # late retries must not overwrite it either
+    assert settled()
