@@ -179,7 +179,7 @@ def test_worker_killed_mid_delivery_loses_nothing(stack: tuple[Processes, str], 
 
 
 def test_sigterm_lets_a_worker_finish_its_batch(stack: tuple[Processes, str], braze: Simulator) -> None:
-    """SIGTERM mid-delivery: the worker commits what it sent and exits; the next one goes on, no duplicates."""
+    """SIGTERM mid-delivery: the worker commits what it sent and exits; the next goes on, no duplicates."""
     procs, base = stack
     braze.faults.latency_ms = 300
     post_events(base, "term-user", 300)
