@@ -20,7 +20,7 @@ from handlers.braze import Delivered, RateLimited, Rejected, TooLarge, Unavailab
 from handlers.packing import BrazeRequest, pack
 from handlers.retry import backoff, exhausted
 from handlers.translate import NOT_IDEMPOTENT, Item, to_items
-from relay import deadletters, lanes, store
+from relay import audit, deadletters, lanes, store
 from relay.envelope import Envelope, dumps, loads
 
 log = logging.getLogger("relay.worker")
@@ -231,36 +231,47 @@ class Drainer:
     ) -> dict[str, int]:
         """Queue each record's ending on the transaction; return the counters to add."""
         counts = {"delivered": 0, "superseded": 0, "retried": 0}
+        ttl = self.ctx.settings.audit_ttl_s
         for _, env, _ in chunk:
             rid = env["id"]
+            consent = env["kind"] == "subscription"
             if rid in outcome.dead:
                 reason, status, message = outcome.dead[rid]
                 env["n"] = env.get("n", 0) + (1 if reason != "untranslatable" else 0)
-                deadletters.add(pipe, deadletters.entry(env, reason=reason, status=status, message=message))
-                log.info(
-                    "dead-lettered",
-                    extra={"record": rid, "route": env["route"], "reason": reason, "status": status},
-                )
+                self.dead_letter(pipe, env, reason, status, message)
             elif rid in outcome.retry:
                 due, why, uses_attempt = outcome.retry[rid]
                 env["n"] = env.get("n", 0) + (1 if uses_attempt else 0)
                 env.setdefault("first", now)
                 env["why"] = why
                 if exhausted(env["n"], env["first"], now, self.delivery):
-                    entry = deadletters.entry(env, reason="retries_exhausted", message=why)
-                    deadletters.add(pipe, entry)
-                    log.info(
-                        "dead-lettered",
-                        extra={"record": rid, "route": env["route"], "reason": "retries_exhausted"},
-                    )
+                    self.dead_letter(pipe, env, "retries_exhausted", None, why)
                 else:
                     pipe.zadd(self.retry_key, {dumps(env): due})
                     counts["retried"] += 1
+                    if consent:
+                        audit.note(pipe, env, "retrying", ttl, reason=why, due=due)
             elif rid in outcome.delivered:
                 counts["delivered"] += 1
+                if consent:
+                    audit.note(pipe, env, "confirmed", ttl)
             else:
                 counts["superseded"] += 1  # every field it set was already newer in Braze
+                if consent:
+                    audit.note(pipe, env, "superseded", ttl)
         return counts
+
+    def dead_letter(self, pipe: Any, env: Envelope, reason: str, status: int | None, message: str) -> None:
+        """Queue one dead letter (and its audit event) on the transaction, and log it."""
+        deadletters.add(pipe, deadletters.entry(env, reason=reason, status=status, message=message))
+        if env["kind"] == "subscription":
+            audit.note(
+                pipe, env, "dead_lettered", self.ctx.settings.audit_ttl_s, reason=reason, status=status
+            )
+        log.info(
+            "dead-lettered",
+            extra={"record": env["id"], "route": env["route"], "reason": reason, "status": status},
+        )
 
 
 def drain_lane(lane: str, token: str) -> dict[str, Any]:

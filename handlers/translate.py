@@ -7,11 +7,11 @@ subscription states), for the no-stale-overwrite check.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from relay.audit import user_key
 from relay.envelope import Envelope
 
 TRACK = "/users/track"
@@ -62,12 +62,6 @@ class Item:
 def braze_time(seconds: float) -> str:
     """UNIX seconds as the ISO-8601 UTC form Braze documents."""
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def user_key(ident: dict[str, Any]) -> str:
-    """A stable string for one identifier object (for per-user ordering state)."""
-    ((name, value),) = ident.items()
-    return f"{name}:{json.dumps(value, sort_keys=True) if isinstance(value, dict) else value}"
 
 
 def to_items(env: Envelope) -> list[Item]:

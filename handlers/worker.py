@@ -8,6 +8,7 @@ due) and enqueues their drain job.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import threading
@@ -71,8 +72,20 @@ class Ticker(threading.Thread):
                 log.warning("ticker: redis unavailable", extra={"error": type(exc).__name__})
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The worker's options."""
+    parser = argparse.ArgumentParser(prog="python -m handlers.worker", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--consent-only",
+        action="store_true",
+        help="take only consent drain jobs: a worker kept free for unsubscribes, whatever the bulk backlog",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
     """Start one worker process; exit 2 with one message when the configuration cannot run."""
+    args = parse_args(argv)
     configure_logging()
     try:
         settings = load_settings()
@@ -84,10 +97,12 @@ def main() -> int:
     context.install(ctx)
     ticker = Ticker(client, settings.delivery)
     ticker.start()
-    worker = RelayWorker(
-        [store.QUEUE_CONSENT, store.QUEUE_BULK], connection=client, serializer=JSONSerializer
+    queues = [store.QUEUE_CONSENT] if args.consent_only else [store.QUEUE_CONSENT, store.QUEUE_BULK]
+    worker = RelayWorker(queues, connection=client, serializer=JSONSerializer)
+    log.info(
+        "worker started",
+        extra={"sandbox": settings.sandbox, "routes": len(settings.routes), "queues": queues},
     )
-    log.info("worker started", extra={"sandbox": settings.sandbox, "routes": len(settings.routes)})
     try:
         worker.work(logging_level="WARNING")
     finally:

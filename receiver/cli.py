@@ -13,7 +13,7 @@ from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 
 from receiver.schemas import RecordSchema
-from relay import deadletters
+from relay import audit, deadletters
 from relay.config import Settings
 
 dead = AppGroup("dead", help="List, show, replay and purge dead letters (records that did not reach Braze).")
@@ -132,6 +132,40 @@ def purge_command(ids: tuple[str, ...], route: str | None, reason: str | None, a
     click.echo(f"purged {len(items)} dead letter(s)")
 
 
+consent = AppGroup("consent", help="The consent audit trail: what was received and what Braze confirmed.")
+
+
+@consent.command("history")
+@click.option("--external-id", help="The user's external_id.")
+@click.option("--email", help="The user's email (looked up by hash; it is not logged).")
+@click.option("--phone", help="The user's phone (looked up by hash; it is not logged).")
+@click.option("--workspace", default="default", show_default=True, help="The Braze workspace of the route.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def history_command(
+    external_id: str | None, email: str | None, phone: str | None, workspace: str, as_json: bool
+) -> None:
+    """Show one user's consent changes, newest first: received, confirmed, superseded, dead-lettered."""
+    given = {
+        name: value
+        for name, value in (("external_id", external_id), ("email", email), ("phone", phone))
+        if value
+    }
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --external-id, --email, --phone")
+    events = audit.history(_redis(), workspace, given)
+    for event in events:
+        if as_json:
+            click.echo(json.dumps(event))
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event["at"]))
+        changes = " ".join(f"{key}={value}" for key, value in event["changes"].items())
+        extra = f"  reason={event['reason']}" if event.get("reason") else ""
+        click.echo(
+            f"{when}Z  {event['event']:<13} {changes}  record_time={event['time']}  {event['record']}{extra}"
+        )
+    click.echo(f"{len(events)} event(s)", err=True)
+
+
 @click.command("check")
 @with_appcontext
 def check_command() -> None:
@@ -154,4 +188,5 @@ def check_command() -> None:
 def register(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
     app.cli.add_command(dead)
+    app.cli.add_command(consent)
     app.cli.add_command(check_command)

@@ -12,8 +12,8 @@ from typing import Any
 
 import redis
 
-from relay import deadletters, lanes, store
-from relay.config import Delivery
+from relay import audit, deadletters, lanes, store
+from relay.config import Settings
 from relay.envelope import Envelope, dumps
 from relay.routes import Route
 
@@ -50,13 +50,18 @@ class Batch:
         return env
 
 
-def store_batch(client: redis.Redis, batch: Batch, delivery: Delivery) -> None:
+def store_batch(client: redis.Redis, batch: Batch, settings: Settings) -> None:
     """Write the batch's records (and its dead-lettered invalid records) in one MULTI/EXEC."""
+    delivery = settings.delivery
     lane = batch.route.lane
     received_ns = time.time_ns()
     token = lanes.new_token()
     pipe = client.pipeline(transaction=True)
-    payloads = [dumps(batch.envelope(index, record, received_ns)) for index, record in batch.valid]
+    envelopes = [batch.envelope(index, record, received_ns) for index, record in batch.valid]
+    payloads = [dumps(env) for env in envelopes]
+    if batch.route.kind == "subscription":
+        for env in envelopes:
+            audit.note(pipe, env, "received", settings.audit_ttl_s)
     for start in range(0, len(payloads), PUSH_CHUNK):
         pipe.rpush(store.lane_queue(lane), *payloads[start : start + PUSH_CHUNK])
     for index, raw, errors in batch.invalid:

@@ -100,7 +100,10 @@ def authenticate(
     try:
         if td_style:
             presented = auth.td_write_key(
-                dict(request.headers), request.args.to_dict(), allow_query=allow_query, allow_basic=allow_basic
+                dict(request.headers),
+                request.args.to_dict(),
+                allow_query=allow_query,
+                allow_basic=allow_basic,
             )
             auth.verify_write_key(presented, keys=keys)
             return
@@ -150,7 +153,7 @@ def request_id() -> str:
 def accept(batch: Batch) -> None:
     """Store the batch in Redis; only then may the caller hear success."""
     client: redis.Redis = current_app.extensions["redis"]
-    store_batch(client, batch, settings().delivery)
+    store_batch(client, batch, settings())
 
 
 def rejected(batch: Batch) -> list[dict[str, Any]]:

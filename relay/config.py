@@ -68,6 +68,7 @@ class Settings:
     embedded_redis_path: str = "var/relay.db"
     limits: Limits = field(default_factory=Limits)
     delivery: Delivery = field(default_factory=Delivery)
+    audit_ttl_s: int = 30 * 86400
 
 
 def load_settings() -> Settings:
@@ -108,6 +109,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         rate_subscription=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_subscription),
         rate_default=env.str("BRAZE_RATE_DEFAULT", Delivery.rate_default),
     )
+    audit_ttl = env.int("RELAY_AUDIT_TTL_S", 30 * 86400)
     embedded = env.str("RELAY_EMBEDDED_REDIS", "var/relay.db")
     sandbox_url = env.str("RELAY_SANDBOX_BRAZE_URL", SANDBOX_BRAZE_URL)
     try:
@@ -146,4 +148,5 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         embedded_redis_path=embedded,
         limits=limits,
         delivery=delivery,
+        audit_ttl_s=audit_ttl,
     )

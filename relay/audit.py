@@ -1,0 +1,59 @@
+"""The consent audit trail: per identifier, when each consent change was received and how it ended.
+
+Entries are kept under a hash of the identifier (no raw email or phone in key names or logs), newest
+first, at most `KEEP` per identifier, for `audit_ttl_s` after the last change. Events: `received`
+(the edge stored it), `confirmed` (Braze accepted it), `retrying`, `superseded` (a newer state for
+the same user and group was already sent), `dead_lettered` (with the reason).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import redis
+
+from relay import store
+from relay.envelope import Envelope
+
+KEEP = 200
+CHANGE_FIELDS = ("subscription_group_id", "subscription_state", "email_subscribe", "push_subscribe")
+
+
+def user_key(ident: dict[str, Any]) -> str:
+    """A stable string for one identifier object, e.g. 'email:a@b.c' (for per-user state)."""
+    ((name, value),) = ident.items()
+    return f"{name}:{json.dumps(value, sort_keys=True) if isinstance(value, dict) else value}"
+
+
+def audit_key(workspace: str, ident: dict[str, Any]) -> str:
+    """The Redis key of one identifier's trail: a hash, so the key itself names no one."""
+    digest = hashlib.sha256(f"{workspace}|{user_key(ident)}".encode()).hexdigest()[:32]
+    return f"{store.PREFIX}:audit:{digest}"
+
+
+def note(pipe: Any, envelope: Envelope, event: str, ttl_s: int, **details: Any) -> None:
+    """Queue one audit event for a consent record on a pipeline (the caller's transaction)."""
+    record = envelope["rec"]
+    entry = {
+        "at": time.time(),
+        "event": event,
+        "record": envelope["id"],
+        "route": envelope["route"],
+        "time": datetime.fromtimestamp(envelope["t"], UTC).isoformat(),
+        "changes": {name: record[name] for name in CHANGE_FIELDS if record.get(name)},
+        **details,
+    }
+    key = audit_key(envelope["ws"], record["_id"])
+    pipe.lpush(key, json.dumps(entry, separators=(",", ":")))
+    pipe.ltrim(key, 0, KEEP - 1)
+    pipe.expire(key, ttl_s)
+
+
+def history(client: redis.Redis, workspace: str, ident: dict[str, Any]) -> list[dict[str, Any]]:
+    """One identifier's consent events, newest first."""
+    raws = cast("list[bytes]", client.lrange(audit_key(workspace, ident), 0, -1))
+    return [json.loads(raw) for raw in raws]
