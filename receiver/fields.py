@@ -13,12 +13,37 @@ MAX_STRING = 255  # Braze: string values and keys up to 255 characters
 MS_THRESHOLD = 1e11  # a UNIX time in seconds stays below this until the year 5138
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def strict_json(text: str | bytes) -> Any:
+    """Parse JSON as Braze and the relay's own storage need it: no NaN or Infinity, bounded nesting.
+
+    Raises ValueError for anything else (malformed, too deep, a number too large to be finite).
+    """
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
 def parse_time(value: Any) -> float:
     """ISO-8601 or UNIX seconds (number or numeric string) as UNIX seconds; naive times are UTC."""
     if isinstance(value, bool):
         raise ValidationError("Not a valid time: use ISO-8601 or UNIX seconds.")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValidationError("Not a valid time: use ISO-8601 or UNIX seconds.") from None
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -30,6 +55,8 @@ def parse_time(value: Any) -> float:
                 raise ValidationError("Not a valid time: use ISO-8601 or UNIX seconds.") from None
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
+            if parsed.timestamp() < 0:
+                raise ValidationError("Not a valid time: before 1970.") from None
             return parsed.timestamp()
     else:
         raise ValidationError("Not a valid time: use ISO-8601 or UNIX seconds.")
@@ -79,7 +106,9 @@ class LooseInteger(fields.Integer):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool):
             raise self.make_error("invalid")
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise self.make_error("invalid")
             value = int(value)
         elif isinstance(value, str) and value.strip().endswith(".0"):
             value = value.strip()[:-2]
@@ -92,7 +121,7 @@ class UserAlias(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
         if isinstance(value, str):
             try:
-                value = json.loads(value)
+                value = strict_json(value)
             except ValueError:
                 raise ValidationError("Not a valid user_alias: expected {alias_name, alias_label}.") from None
         if not isinstance(value, dict) or set(value) != {"alias_name", "alias_label"}:

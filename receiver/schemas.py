@@ -7,7 +7,6 @@ and the mode's own fields. Handlers translate it into a Braze object without loo
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from marshmallow import (
@@ -22,7 +21,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from receiver.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias
+from receiver.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias, strict_json
 from receiver.iso4217 import CURRENCIES
 from relay.routes import Route
 
@@ -94,7 +93,7 @@ class RecordSchema(Schema):
             value = out.get(name)
             if isinstance(value, str):
                 try:
-                    out[name] = json.loads(value)
+                    out[name] = strict_json(value)
                 except ValueError:
                     errors[name] = ["Not valid JSON (listed in pre_formatted_fields)."]
         if errors:
@@ -122,8 +121,11 @@ class RecordSchema(Schema):
         allowed = self.identifier_fields or ()
         present = [name for name in allowed if data.get(name) is not None]
         if not present:
-            raise ValidationError({"identifier": [IDENTIFIER_HELP]})
-        if len(present) > 1 and not self.several_identifiers_allowed:
+            if allowed == IDENTIFIERS:
+                raise ValidationError({"identifier": [IDENTIFIER_HELP]})
+            raise ValidationError({"identifier": [f"One identifier is required: {' or '.join(allowed)}."]})
+        strong = [name for name in present if name not in ("email", "phone")]
+        if len(strong) > 1 or (len(present) > 1 and not self.several_identifiers_allowed):
             raise ValidationError(
                 {"identifier": [f"Exactly one identifier is allowed; got {', '.join(present)}."]}
             )

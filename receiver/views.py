@@ -13,7 +13,8 @@ from marshmallow import ValidationError
 
 from receiver import auth
 from receiver.enqueue import Batch, store_batch
-from receiver.errors import ApiError
+from receiver.errors import ApiError, error_response
+from receiver.fields import strict_json
 from receiver.schemas import ExportSchema, IngestSchema, RecordSchema
 from relay.config import Settings
 from relay.routes import Route
@@ -29,10 +30,6 @@ def settings() -> Settings:
     return conf
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def read_body(limit: int, *, lenient_type: bool = False) -> bytes:
     """The raw body within the byte limit; 415 for a non-JSON type, 413 over the limit."""
     mimetype = request.mimetype
@@ -42,8 +39,11 @@ def read_body(limit: int, *, lenient_type: bool = False) -> bytes:
         raise ApiError(415, f"Content-Type must be application/json (got {mimetype or 'none'}).")
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"Request body over the limit of {limit} bytes.", {"limit": limit})
-    request.max_content_length = limit  # a chunked body without Content-Length is cut off here
+    # A chunked body has no Content-Length: read one byte past the limit to tell "over" from "at".
+    request.max_content_length = limit + 1
     body = request.get_data(cache=True)
+    if len(body) > limit:
+        raise ApiError(413, f"Request body over the limit of {limit} bytes.", {"limit": limit})
     if not body:
         raise ApiError(400, "Empty body: expected JSON.")
     return body
@@ -52,14 +52,14 @@ def read_body(limit: int, *, lenient_type: bool = False) -> bytes:
 def parse_json(body: bytes) -> Any:
     """The body as JSON; 400 with the reason for anything that is not strict JSON."""
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "Body is not valid UTF-8.") from None
+    try:
+        return strict_json(text)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"Malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.") from None
-    except RecursionError:
-        raise ApiError(400, "JSON nested too deeply.") from None
-    except ValueError as exc:  # NaN/Infinity, integers too long to parse
+    except ValueError as exc:  # NaN/Infinity, numbers out of range, integers too long, too deep
         raise ApiError(400, f"Malformed JSON: {exc}.") from None
 
 
@@ -243,6 +243,8 @@ def webhook(name: str) -> tuple[Response, int]:
     raw = read_body(limits.webhook_bytes)  # the signature covers the raw bytes: read them first
     authenticate(route, td_style=False)
     body = parse_json(raw)
+    if not isinstance(body, (dict, list)):
+        raise ApiError(400, "The body must be a JSON object or an array of objects.")
     records = body if isinstance(body, list) else [body]
     if not records:
         raise ApiError(400, "The body holds no record.")
@@ -266,5 +268,5 @@ def readyz() -> tuple[Response, int]:
     try:
         client.ping()
     except redis.RedisError:
-        return jsonify({"status": "unavailable", "redis": "unreachable"}), 503
+        return error_response(503, "Not ready: Redis is unreachable.", {"redis": "unreachable"}), 503
     return jsonify({"status": "ready", "routes": len(settings().routes), "sandbox": settings().sandbox}), 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class Delivery:
 class Settings:
     """Everything a web or worker process needs, loaded once at start."""
 
-    redis_url: str | None
+    redis_url: str | None = field(repr=False)  # may hold a password
     routes: Mapping[str, Route]
     workspaces: Mapping[str, Workspace]
     write_keys: tuple[Secret, ...]
@@ -69,6 +70,17 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     delivery: Delivery = field(default_factory=Delivery)
     audit_ttl_s: int = 30 * 86400
+
+
+def valid_webhook_secret(value: str) -> bool:
+    """True for 'whsec_' followed by non-empty base64, as the Standard Webhooks spec says."""
+    if not value.startswith("whsec_"):
+        return False
+    try:
+        encoded = value[len("whsec_") :]
+        return bool(base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True))
+    except ValueError:
+        return False
 
 
 def load_settings() -> Settings:
@@ -134,7 +146,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
                 "(or RELAY_INSECURE_NO_AUTH=1, for local use only)"
             )
         for secret in (*route.webhook_secrets, *secrets):
-            if not secret.reveal().startswith("whsec_"):
+            if not valid_webhook_secret(secret.reveal()):
                 raise ConfigError("webhook secrets must be 'whsec_' followed by base64 (Standard Webhooks)")
     return Settings(
         redis_url=redis_url,

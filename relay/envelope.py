@@ -33,7 +33,7 @@ class Envelope(TypedDict, total=False):
 
 def dumps(envelope: Envelope) -> str:
     """Compact JSON for Redis."""
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def loads(raw: bytes | str) -> Envelope:

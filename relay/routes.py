@@ -20,6 +20,8 @@ ROUTE_NAME = validate.Regexp(
 )
 ENV_NAME = validate.Regexp(r"^[A-Z_][A-Z0-9_]*$", error="must be an environment variable name")
 
+# /{database}/{table} would collide with these paths.
+RESERVED_DATABASES = frozenset({"webhooks", "export"})
 # A record's kind decides how it is translated; its lane (kind -> family of Braze calls) decides
 # which queue and which worker batch it travels in.
 LANE_OF_KIND = {
@@ -109,6 +111,10 @@ class RouteSchema(Schema):
             raise ValidationError("required when mode is user_track", "track_record_type")
         if data["mode"] != "user_track" and data.get("track_record_type"):
             raise ValidationError("only allowed when mode is user_track", "track_record_type")
+        if data.get("database") in RESERVED_DATABASES:
+            raise ValidationError(
+                f"'{data['database']}' is a path of its own; choose another name", "database"
+            )
         if bool(data.get("database")) != bool(data.get("table")):
             raise ValidationError("database and table go together", "table")
         if bool(data.get("braze_endpoint")) != bool(data.get("braze_api_key_env")):

@@ -23,6 +23,8 @@ from handlers.worker import RelayWorker, tick
 from relay import store
 from relay.config import Settings, load_settings
 
+pytest_plugins = ["tests.processes"]  # the `stack` fixture: gunicorn and workers as processes
+
 REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 BRAZE_KEY = "test-braze-key-5f1c"
 WRITE_KEY = "test-write-key-81aa"

@@ -1,0 +1,111 @@
+"""Running the Procfile's roles as real processes: gunicorn and RQ workers with an operator's environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from braze_sim.server import Simulator
+from tests.conftest import REDIS_URL, relay_environment
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def procfile_command(role: str) -> str:
+    """The command the Procfile gives a role."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == role:
+            return command.strip()
+    raise KeyError(role)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `check` until it holds, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Processes:
+    """Procfile roles started as real processes with an operator's environment."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, role: str) -> subprocess.Popen[bytes]:
+        """Start one role from the Procfile; its output goes to a log file per process."""
+        log = open(self.log_dir / f"{role}-{len(self.running)}.log", "wb")  # noqa: SIM115 - closed by the process
+        proc = subprocess.Popen(
+            ["bash", "-c", f"exec {procfile_command(role)}"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.running.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        """Everything the processes printed."""
+        return "\n".join(path.read_text(errors="replace") for path in sorted(self.log_dir.glob("*.log")))
+
+    def stop_all(self) -> None:
+        """SIGTERM every process, then SIGKILL what is left."""
+        for proc in self.running:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.running:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path, routes_file: Path, braze: Simulator, clean_redis: object
+) -> Iterator[tuple[Processes, str]]:
+    """Web (gunicorn, 2 workers) and the environment for workers, against the simulator."""
+    port = free_port()
+    env = {**os.environ, **relay_environment(REDIS_URL, braze.url, routes_file)}
+    env.update({"PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2", "PYTHONUNBUFFERED": "1"})
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    procs = Processes(env, tmp_path)
+    procs.start("web")
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return requests.get(base + "/readyz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(ready, 30, "gunicorn to answer /readyz")
+        yield procs, base
+    finally:
+        procs.stop_all()
+        print(procs.logs()[-20000:])  # shown by pytest when the test failed
+
+
