@@ -6,6 +6,7 @@ Redis refuses (down, out of memory) nothing of the request is stored and the cal
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,14 +51,58 @@ class Batch:
         return env
 
 
-def store_batch(client: redis.Redis, batch: Batch, settings: Settings) -> None:
-    """Write the batch's records (and its dead-lettered invalid records) in one MULTI/EXEC."""
-    delivery = settings.delivery
-    lane = batch.route.lane
+@dataclass(frozen=True)
+class Claim:
+    """An idempotency key taken by this request, and the answer to give its repeats."""
+
+    key: str
+    window_s: int
+    answer: dict[str, Any]
+
+
+def store_batch(
+    client: redis.Redis, batch: Batch, settings: Settings, claim: Claim | None = None
+) -> dict[str, Any] | None:
+    """Write the batch's records (and its dead-lettered invalid records) in one MULTI/EXEC.
+
+    With a claim, the idempotency key is written in the same transaction, watched so that of two
+    concurrent repeats only one stores anything; the other (and any later repeat) gets back the
+    first request's stored answer instead of None.
+    """
     received_ns = time.time_ns()
-    token = lanes.new_token()
-    pipe = client.pipeline(transaction=True)
     envelopes = [batch.envelope(index, record, received_ns) for index, record in batch.valid]
+    token = lanes.new_token()
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                if claim is not None:
+                    pipe.watch(claim.key)
+                    first = pipe.get(claim.key)
+                    if first is not None:
+                        pipe.unwatch()
+                        answer: dict[str, Any] = json.loads(first)
+                        return answer
+                    pipe.multi()
+                    pipe.set(claim.key, json.dumps(claim.answer), ex=claim.window_s)
+                armed = _queue_writes(
+                    pipe, batch, envelopes, received_ns=received_ns, settings=settings, token=token
+                )
+                results = pipe.execute()
+                break
+            except redis.WatchError:
+                continue  # a concurrent repeat stored first: read its answer
+    if armed and results[-1]:
+        # The lane had no owner: this request woke it. If this process dies right here, the lease
+        # expires and a worker's ticker re-arms the lane, so the records still go out.
+        lanes.enqueue_drain(client, batch.route.lane, token, settings.delivery)
+    return None
+
+
+def _queue_writes(
+    pipe: Any, batch: Batch, envelopes: list[Envelope], *, received_ns: int, settings: Settings, token: str
+) -> bool:
+    """Queue the batch's writes on the transaction; True if its last command arms the lane."""
+    lane = batch.route.lane
     payloads = [dumps(env) for env in envelopes]
     if batch.route.kind == "subscription":
         for env in envelopes:
@@ -69,14 +114,11 @@ def store_batch(client: redis.Redis, batch: Batch, settings: Settings) -> None:
         deadletters.add(pipe, deadletters.entry(env, reason="invalid", message=_flatten(errors)))
     pipe.hincrby(store.STATS, "accepted", len(payloads))
     pipe.hincrby(store.STATS, "rejected", len(batch.invalid))
-    if payloads:
-        pipe.sadd(store.LANES, lane)
-        pipe.set(store.lane_armed(lane), token, nx=True, px=int(delivery.lease_s * 1000))
-    results = pipe.execute()
-    if payloads and results[-1]:
-        # The lane had no owner: this request woke it. If this process dies right here, the lease
-        # expires and a worker's ticker re-arms the lane, so the records still go out.
-        lanes.enqueue_drain(client, lane, token, delivery)
+    if not payloads:
+        return False
+    pipe.sadd(store.LANES, lane)
+    pipe.set(store.lane_armed(lane), token, nx=True, px=int(settings.delivery.lease_s * 1000))
+    return True
 
 
 def _flatten(errors: dict[str, Any]) -> str:

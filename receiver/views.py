@@ -11,7 +11,7 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 
-from receiver import auth
+from receiver import auth, idempotency
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, error_response
 from receiver.fields import strict_json
@@ -150,10 +150,26 @@ def request_id() -> str:
     return rid
 
 
-def accept(batch: Batch) -> None:
-    """Store the batch in Redis; only then may the caller hear success."""
+def accept(batch: Batch, answer: dict[str, Any], status: int = 200) -> tuple[Response, int]:
+    """Store the batch in Redis and answer; only after the store may the caller hear success.
+
+    A request with an idempotency key that was seen before stores nothing and gets the first answer.
+    """
     client: redis.Redis = current_app.extensions["redis"]
-    store_batch(client, batch, settings())
+    conf = settings()
+    body = request.get_data(cache=True)
+    claim = idempotency.claim_for(
+        batch.route.name,
+        dict(request.headers),
+        body,
+        window_s=conf.dedup_window_s,
+        answer=answer,
+        status=status,
+    )
+    first = store_batch(client, batch, conf, claim)
+    if claim is not None and first is not None:
+        answer, status = idempotency.repeat_answer(claim, first)
+    return jsonify(answer), status
 
 
 def rejected(batch: Batch) -> list[dict[str, Any]]:
@@ -162,7 +178,7 @@ def rejected(batch: Batch) -> list[dict[str, Any]]:
 
 
 @bp.post("/postback/v3/event/<database>/<table>")
-def postback(database: str, table: str) -> Response:
+def postback(database: str, table: str) -> tuple[Response, int]:
     """TD Postback API: one JSON object is one record; answers `{}` as TD does."""
     route = route_by_table(database, table)
     authenticate(route, td_style=True, allow_query=True)
@@ -170,12 +186,11 @@ def postback(database: str, table: str) -> Response:
     if not isinstance(body, dict):
         raise ApiError(400, "A postback body must be one JSON object (one record).")
     batch = load_records(route, [body])
-    accept(batch)
-    return jsonify({"rejected": rejected(batch)} if batch.invalid else {})
+    return accept(batch, {"rejected": rejected(batch)} if batch.invalid else {})
 
 
 @bp.post("/<database>/<table>")
-def ingest(database: str, table: str) -> Response:
+def ingest(database: str, table: str) -> tuple[Response, int]:
     """TD Data Ingestion API: {"records": [...]}, 1 to 500 records."""
     route = route_by_table(database, table)
     authenticate(route, td_style=True)
@@ -194,12 +209,11 @@ def ingest(database: str, table: str) -> Response:
             413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records}
         )
     batch = load_records(route, envelope["records"])
-    accept(batch)
-    return jsonify({"accepted": len(batch.valid), "rejected": rejected(batch), "id": batch.request_id})
+    return accept(batch, {"accepted": len(batch.valid), "rejected": rejected(batch), "id": batch.request_id})
 
 
 @bp.route("/export/<name>", methods=["PUT", "POST"])
-def export(name: str) -> Response:
+def export(name: str) -> tuple[Response, int]:
     """TD query-result export to a web server: column_names, column_types, data rows."""
     route = route_by_name(name)
     authenticate(route, td_style=True, allow_basic=True)
@@ -231,8 +245,7 @@ def export(name: str) -> Response:
             {"records": shape_errors},
         )
     batch = load_records(route, records)
-    accept(batch)
-    return jsonify({"accepted": len(batch.valid), "rejected": rejected(batch), "id": batch.request_id})
+    return accept(batch, {"accepted": len(batch.valid), "rejected": rejected(batch), "id": batch.request_id})
 
 
 @bp.post("/webhooks/<name>")
@@ -251,8 +264,8 @@ def webhook(name: str) -> tuple[Response, int]:
     if len(records) > limits.webhook_records:
         raise ApiError(413, f"At most {limits.webhook_records} records per request.")
     batch = load_records(route, records)
-    accept(batch)
-    return jsonify({"id": batch.request_id, "accepted": len(batch.valid), "rejected": rejected(batch)}), 202
+    answer = {"id": batch.request_id, "accepted": len(batch.valid), "rejected": rejected(batch)}
+    return accept(batch, answer, 202)
 
 
 @bp.get("/healthz")

@@ -70,6 +70,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     delivery: Delivery = field(default_factory=Delivery)
     audit_ttl_s: int = 30 * 86400
+    dedup_window_s: int = 72 * 3600
 
 
 def valid_webhook_secret(value: str) -> bool:
@@ -122,6 +123,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         rate_default=env.str("BRAZE_RATE_DEFAULT", Delivery.rate_default),
     )
     audit_ttl = env.int("RELAY_AUDIT_TTL_S", 30 * 86400)
+    dedup_window = env.int("RELAY_DEDUP_WINDOW_S", 72 * 3600)
     embedded = env.str("RELAY_EMBEDDED_REDIS", "var/relay.db")
     sandbox_url = env.str("RELAY_SANDBOX_BRAZE_URL", SANDBOX_BRAZE_URL)
     try:
@@ -161,4 +163,5 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         limits=limits,
         delivery=delivery,
         audit_ttl_s=audit_ttl,
+        dedup_window_s=dedup_window,
     )

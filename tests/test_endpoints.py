@@ -789,9 +789,6 @@ def test_metrics_answers_prometheus_text(client: FlaskClient) -> None:
 # --- idempotency (409) -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="SPEC.md idempotency: receiver/views.py ignores webhook-id; a repeat is stored again"
-)
 def test_repeated_webhook_id_gets_same_answer_and_stores_nothing_new(
     client: FlaskClient, clean_redis: redis.Redis
 ) -> None:
@@ -805,7 +802,6 @@ def test_repeated_webhook_id_gets_same_answer_and_stores_nothing_new(
     assert clean_redis.llen(TRACK_LANE) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="SPEC.md 409: receiver/views.py ignores Idempotency-Key")
 def test_idempotency_key_reused_with_another_body_is_409(
     client: FlaskClient, clean_redis: redis.Redis
 ) -> None:

@@ -1,0 +1,83 @@
+"""Idempotency: a repeated webhook-id or Idempotency-Key gets the first answer and stores nothing new."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.conftest import WRITE_KEY
+from tests.helpers import signed_headers
+
+TRACK_LANE = "relay:q:default:track"
+TD = {"Authorization": f"TD1 {WRITE_KEY}", "Content-Type": "application/json"}
+EVENT = {"external_id": "idem-u", "name": "paid"}
+
+
+def test_concurrent_repeats_store_once(app: Flask, clean_redis: redis.Redis) -> None:
+    """Eight identical requests at once with one key: all answered alike, the records stored once."""
+    body = json.dumps({"records": [EVENT, EVENT]})
+    headers = {**TD, "Idempotency-Key": "race-1"}
+    answers: list[tuple[int, dict]] = []
+
+    def post() -> None:
+        response = app.test_client().post("/db/events", data=body, headers=headers)
+        answers.append((response.status_code, response.get_json()))
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({json.dumps(answer, sort_keys=True) for answer in answers}) == 1
+    assert answers[0][0] == 200
+    assert clean_redis.llen(TRACK_LANE) == 2
+
+
+def test_refused_request_is_not_remembered(client: FlaskClient, clean_redis: redis.Redis) -> None:
+    """A 422 stores nothing, so the corrected request with the same key is accepted."""
+    headers = {**TD, "Idempotency-Key": "fix-me"}
+    bad = client.post("/db/events", data=json.dumps({"records": [{"name": "x"}]}), headers=headers)
+    assert bad.status_code == 422
+    good = client.post("/db/events", data=json.dumps({"records": [EVENT]}), headers=headers)
+    assert good.status_code == 200
+    assert clean_redis.llen(TRACK_LANE) == 1
+
+
+def test_keys_are_per_route(client: FlaskClient, clean_redis: redis.Redis) -> None:
+    """The same key on two routes is two requests."""
+    headers = {**TD, "Idempotency-Key": "shared"}
+    assert (
+        client.post("/db/events", data=json.dumps({"records": [EVENT]}), headers=headers).status_code == 200
+    )
+    record = {"external_id": "idem-u", "plan": "gold"}
+    assert (
+        client.post("/db/profiles", data=json.dumps({"records": [record]}), headers=headers).status_code
+        == 200
+    )
+    assert clean_redis.llen(TRACK_LANE) == 2
+
+
+def test_signed_webhook_replayed_within_window_is_deduplicated(
+    client: FlaskClient, clean_redis: redis.Redis
+) -> None:
+    """A sender's retry of a signed webhook (same webhook-id) is answered 202 again and not stored twice."""
+    body = json.dumps([EVENT]).encode()
+    headers = signed_headers(body, msg_id="msg_retry")
+    first = client.post("/webhooks/events", data=body, headers=headers)
+    again = client.post("/webhooks/events", data=body, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.get_json() == again.get_json()
+    assert clean_redis.llen(TRACK_LANE) == 1
+
+
+def test_overlong_key_is_400(client: FlaskClient) -> None:
+    """An idempotency key over 255 characters is refused with 400."""
+    response = client.post(
+        "/db/events", data=json.dumps({"records": [EVENT]}), headers={**TD, "Idempotency-Key": "k" * 256}
+    )
+    assert response.status_code == 400
+    assert "Idempotency key" in response.get_json()["message"]
