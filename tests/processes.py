@@ -107,5 +107,3 @@ def stack(
     finally:
         procs.stop_all()
         print(procs.logs()[-20000:])  # shown by pytest when the test failed
-
-
