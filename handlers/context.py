@@ -55,9 +55,11 @@ class Context:
         family = request.items[0].family
         if response is not None:
             self.limiter.observe(workspace, family, response.headers)
+        request_ids = sorted({item.envelope["id"].rsplit(".", 1)[0] for item in request.items})
         log.info(
             "braze call",
             extra={
+                "request_ids": request_ids[:20],
                 "endpoint": request.endpoint,
                 "objects": request.count(),
                 "status": response.status_code if response is not None else None,

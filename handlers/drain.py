@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -20,7 +21,7 @@ from handlers.braze import Delivered, RateLimited, Rejected, TooLarge, Unavailab
 from handlers.packing import BrazeRequest, pack
 from handlers.retry import backoff, exhausted
 from handlers.translate import NOT_IDEMPOTENT, Item, to_items
-from relay import audit, deadletters, lanes, store
+from relay import audit, deadletters, lanes, metrics, store
 from relay.envelope import Envelope, dumps, loads
 
 log = logging.getLogger("relay.worker")
@@ -43,6 +44,8 @@ class Outcome:
     superseded: set[str] = field(default_factory=set)
     retry: dict[str, tuple[float, str, bool]] = field(default_factory=dict)  # id -> (due, why, counts)
     dead: dict[str, tuple[str, int | None, str]] = field(default_factory=dict)  # id -> (reason, status, msg)
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # (endpoint, status) -> requests
+    waits: Counter[tuple[str, str]] = field(default_factory=Counter)  # (family, source) -> rate-limit waits
 
     def fail(self, item: Item, reason: str, status: int | None = None, message: str = "") -> None:
         """Dead-letter the item's record (a dead item outranks any other outcome of the record)."""
@@ -152,12 +155,15 @@ class Drainer:
         if wait_until is not None:
             for item in request.items:
                 outcome.later(item, wait_until, "rate limited (waiting for the window)", counts=False)
+            outcome.waits[(family, "window")] += 1
             return
         self.renew()
         client = self.ctx.braze(self.workspace)
         response, error = client.post(request.endpoint, request.body())
         verdict = self.ctx.classify(response, error)
         self.ctx.observe(self.workspace, request, response, verdict)
+        status = str(response.status_code) if response is not None else type(error).__name__
+        outcome.calls[(request.endpoint, status)] += 1
         self.apply(request, verdict, outcome)
 
     def apply(self, request: BrazeRequest, verdict: Verdict, outcome: Outcome) -> None:
@@ -175,6 +181,7 @@ class Drainer:
                     outcome.delivered.add(item.envelope["id"])
         elif isinstance(verdict, RateLimited):
             self.ctx.limiter.pause(self.workspace, items[0].family, verdict.reset_at)
+            outcome.waits[(items[0].family, "braze")] += 1
             for item in items:
                 outcome.later(item, verdict.reset_at, "rate limited by Braze (429)", counts=False)
         elif isinstance(verdict, Unavailable):
@@ -216,10 +223,11 @@ class Drainer:
                 retried = [raw for raw, _, was_retry in chunk if was_retry]
                 if retried:
                     pipe.zrem(self.retry_key, *retried)
-                counts = self.settle(pipe, chunk, outcome, now)
-                for name, value in counts.items():
-                    if value:
-                        pipe.hincrby(store.STATS, name, value)
+                self.settle(pipe, chunk, outcome, now)
+                for (endpoint, status), count in outcome.calls.items():
+                    metrics.incr(pipe, "relay_braze_requests", count, endpoint=endpoint, status=status)
+                for (family, source), count in outcome.waits.items():
+                    metrics.incr(pipe, "relay_rate_limited", count, family=family, source=source)
                 pipe.execute()
             except redis.WatchError:
                 log.warning(
@@ -228,10 +236,11 @@ class Drainer:
 
     def settle(
         self, pipe: Any, chunk: list[tuple[bytes, Envelope, bool]], outcome: Outcome, now: float
-    ) -> dict[str, int]:
-        """Queue each record's ending on the transaction; return the counters to add."""
-        counts = {"delivered": 0, "superseded": 0, "retried": 0}
+    ) -> None:
+        """Queue each record's ending (and its metrics and audit events) on the transaction."""
         ttl = self.ctx.settings.audit_ttl_s
+        ended: Counter[tuple[str, str]] = Counter()  # (metric, route) -> records
+        lags: list[float] = []
         for _, env, _ in chunk:
             rid = env["id"]
             consent = env["kind"] == "subscription"
@@ -246,20 +255,23 @@ class Drainer:
                 env["why"] = why
                 if exhausted(env["n"], env["first"], now, self.delivery):
                     self.dead_letter(pipe, env, "retries_exhausted", None, why)
-                else:
-                    pipe.zadd(self.retry_key, {dumps(env): due})
-                    counts["retried"] += 1
-                    if consent:
-                        audit.note(pipe, env, "retrying", ttl, reason=why, due=due)
+                    continue
+                pipe.zadd(self.retry_key, {dumps(env): due})
+                metrics.incr(pipe, "relay_retries", route=env["route"], reason=why.split(":")[0][:40])
+                if consent:
+                    audit.note(pipe, env, "retrying", ttl, reason=why, due=due)
             elif rid in outcome.delivered:
-                counts["delivered"] += 1
+                ended[("relay_records_delivered", env["route"])] += 1
+                lags.append(now - env["at"])
                 if consent:
                     audit.note(pipe, env, "confirmed", ttl)
-            else:
-                counts["superseded"] += 1  # every field it set was already newer in Braze
+            else:  # every field it set was already newer in Braze
+                ended[("relay_records_superseded", env["route"])] += 1
                 if consent:
                     audit.note(pipe, env, "superseded", ttl)
-        return counts
+        for (name, route), count in ended.items():
+            metrics.incr(pipe, name, count, route=route)
+        metrics.observe(pipe, "relay_delivery_lag_seconds", lags, lane=self.lane)
 
     def dead_letter(self, pipe: Any, env: Envelope, reason: str, status: int | None, message: str) -> None:
         """Queue one dead letter (and its audit event) on the transaction, and log it."""

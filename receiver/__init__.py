@@ -10,11 +10,14 @@ from relay.config import Settings, load_settings
 
 def create_app(config: Settings | None = None) -> Flask:
     """Build the Flask app: load settings, open the shared clients, register blueprints and errors."""
+    from prometheus_client import CollectorRegistry
+
     from receiver import cli
     from receiver.errors import register_error_handlers
     from receiver.schemas import schema_for
     from receiver.views import bp
     from relay.logs import configure_logging
+    from relay.metrics import RelayCollector
 
     settings = config or load_settings()
     configure_logging()
@@ -24,6 +27,9 @@ def create_app(config: Settings | None = None) -> Flask:
     app.extensions["relay.schemas"] = {name: schema_for(route) for name, route in settings.routes.items()}
     # Short timeouts: when Redis is away the caller hears 503 quickly instead of hanging.
     app.extensions["redis"] = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RelayCollector(app.extensions["redis"]))
+    app.extensions["relay.metrics"] = registry
     app.register_blueprint(bp)
     register_error_handlers(app)
     cli.register(app)

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from relay import audit, deadletters, lanes, store
+from relay import audit, deadletters, lanes, metrics, store
 from relay.config import Settings
 from relay.envelope import Envelope, dumps
 from relay.routes import Route
@@ -112,8 +112,10 @@ def _queue_writes(
     for index, raw, errors in batch.invalid:
         env = batch.envelope(index, {"raw": raw}, received_ns)
         deadletters.add(pipe, deadletters.entry(env, reason="invalid", message=_flatten(errors)))
-    pipe.hincrby(store.STATS, "accepted", len(payloads))
-    pipe.hincrby(store.STATS, "rejected", len(batch.invalid))
+    route = batch.route.name
+    metrics.incr(pipe, "relay_records_received", len(payloads) + len(batch.invalid), route=route)
+    metrics.incr(pipe, "relay_records_accepted", len(payloads), route=route)
+    metrics.incr(pipe, "relay_records_rejected", len(batch.invalid), route=route, reason="invalid")
     if not payloads:
         return False
     pipe.sadd(store.LANES, lane)

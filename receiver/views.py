@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from typing import Any
@@ -10,16 +11,19 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from receiver import auth, idempotency
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, error_response
 from receiver.fields import strict_json
 from receiver.schemas import ExportSchema, IngestSchema, RecordSchema
+from relay import metrics
 from relay.config import Settings
 from relay.routes import Route
 
 bp = Blueprint("ingest", __name__)
+log = logging.getLogger("relay.receiver")
 
 JSON_TYPES = ("application/json", "application/vnd.treasuredata.v1+json")
 
@@ -133,12 +137,28 @@ def load_records(route: Route, raw_records: list[Any]) -> Batch:
             batch.invalid.append((index, raw, messages))
     if errors and not route.skip_on_invalid_records:
         count = len(errors)
+        count_refused(route, len(raw_records), count)
         raise ApiError(
             422,
             f"{count} of {len(raw_records)} record(s) failed validation; nothing was stored.",
             {"records": errors},
         )
     return batch
+
+
+def count_refused(route: Route, received: int, invalid: int) -> None:
+    """Count a request refused with 422 (best effort: the answer does not wait on it)."""
+    client: redis.Redis = current_app.extensions["redis"]
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            metrics.incr(pipe, "relay_records_received", received, route=route.name)
+            metrics.incr(pipe, "relay_records_rejected", invalid, route=route.name, reason="invalid")
+            # Valid records of a refused request are refused with it.
+            refused = received - invalid
+            metrics.incr(pipe, "relay_records_rejected", refused, route=route.name, reason="request_refused")
+            pipe.execute()
+    except redis.RedisError:
+        log.warning("metrics not counted: redis unavailable", extra={"route": route.name})
 
 
 def request_id() -> str:
@@ -167,9 +187,21 @@ def accept(batch: Batch, answer: dict[str, Any], status: int = 200) -> tuple[Res
         status=status,
     )
     first = store_batch(client, batch, conf, claim)
+    repeat = claim is not None and first is not None
     if claim is not None and first is not None:
         answer, status = idempotency.repeat_answer(claim, first)
-    return jsonify(answer), status
+    log.info(
+        "repeat answered" if repeat else "accepted",
+        extra={
+            "request_id": batch.request_id,
+            "route": batch.route.name,
+            "accepted": len(batch.valid),
+            "rejected": len(batch.invalid),
+        },
+    )
+    response = jsonify(answer)
+    response.headers["X-Request-Id"] = batch.request_id
+    return response, status
 
 
 def rejected(batch: Batch) -> list[dict[str, Any]]:
@@ -266,6 +298,13 @@ def webhook(name: str) -> tuple[Response, int]:
     batch = load_records(route, records)
     answer = {"id": batch.request_id, "accepted": len(batch.valid), "rejected": rejected(batch)}
     return accept(batch, answer, 202)
+
+
+@bp.get("/metrics")
+def metrics_view() -> Response:
+    """Prometheus text: counters and histograms from Redis (all processes), live lane depths."""
+    registry = current_app.extensions["relay.metrics"]
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/healthz")

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import redis
 
-from relay import store
+from relay import metrics, store
 from relay.envelope import Envelope
 from relay.routes import LANE_OF_KIND
 
@@ -44,7 +44,7 @@ def add(pipe: redis.client.Pipeline, item: dict[str, Any]) -> None:
     """Queue the writes of one dead letter on a pipeline (the caller runs it in its transaction)."""
     pipe.hset(store.DEAD, item["id"], json.dumps(item, separators=(",", ":")))
     pipe.zadd(store.DEAD_INDEX, {item["id"]: item["last_failed_at"]})
-    pipe.hincrby(store.STATS, "dead_lettered", 1)
+    metrics.incr(pipe, "relay_records_dead_lettered", route=item["route"], reason=item["reason"])
 
 
 def iter_entries(
@@ -103,7 +103,7 @@ def requeue(
         pipe.rpush(store.lane_queue(lane), json.dumps(envelope, separators=(",", ":"), ensure_ascii=False))
         pipe.sadd(store.LANES, lane)
         remove(pipe, item["id"])
-        pipe.hincrby(store.STATS, "replayed", 1)
+        metrics.incr(pipe, "relay_records_replayed", route=envelope["route"])
         pipe.execute()
     lanes.try_arm(client, lane, delivery)
     return lane

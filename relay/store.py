@@ -15,7 +15,6 @@ QUEUE_BULK = "relay-bulk"  # RQ queue for every other lane
 LANES = f"{PREFIX}:lanes"  # set of every lane that has ever held records
 DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON
 DEAD_INDEX = f"{PREFIX}:dead:index"  # zset: dead-letter id scored by last failure time
-STATS = f"{PREFIX}:stats"  # hash of plain counters (records accepted, delivered, ...)
 
 
 def lane_queue(lane: str) -> str:

@@ -12,7 +12,7 @@ import redis
 from flask.testing import FlaskClient
 
 from braze_sim.server import Simulator
-from relay import deadletters, store
+from relay import deadletters, metrics
 from tests.conftest import WRITE_KEY
 
 HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
@@ -196,8 +196,8 @@ def test_newest_attribute_wins_over_a_late_older_record(
     ingest(client, "profiles", [{"external_id": "order-user", "tier": "old", "time": 1000}])
     drain()
     assert braze.state.profile("order-user")["attributes"] == {"tier": "new"}
-    stats = {k.decode(): int(v) for k, v in clean_redis.hgetall(store.STATS).items()}
-    assert stats["superseded"] == 1
+    counted = metrics.read(clean_redis)
+    assert counted[("relay_records_superseded", (("route", "profiles"),))] == 1
 
 
 def test_records_in_one_batch_keep_the_newest(

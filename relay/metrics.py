@@ -1,0 +1,134 @@
+"""Metrics kept in Redis, so /metrics is exact however many web and worker processes write them.
+
+Writers add to one Redis hash inside the transactions they already run (no extra round trip);
+`/metrics` reads it at scrape time and renders it with prometheus-client, adding gauges read live
+(lane depths, retry sets, dead letters). Field names are JSON `[metric, {label: value}]`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from relay import store
+
+KEY = f"{store.PREFIX}:metrics"
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+
+COUNTERS = {
+    "relay_records_received": ("Records received at the edge, accepted or not", ("route",)),
+    "relay_records_accepted": ("Records stored for delivery", ("route",)),
+    "relay_records_rejected": ("Records refused at the edge", ("route", "reason")),
+    "relay_records_delivered": ("Records Braze accepted", ("route",)),
+    "relay_records_superseded": ("Records not sent: a newer value was already sent", ("route",)),
+    "relay_records_dead_lettered": ("Records put in the dead-letter store", ("route", "reason")),
+    "relay_records_replayed": ("Dead letters put back for delivery", ("route",)),
+    "relay_retries": ("Records scheduled for another attempt", ("route", "reason")),
+    "relay_braze_requests": ("Requests sent to Braze", ("endpoint", "status")),
+    "relay_rate_limited": ("429 answers from Braze, or waits for the shared window", ("family", "source")),
+}
+HISTOGRAMS = {
+    "relay_delivery_lag_seconds": ("From accepted at the edge to delivered to Braze", ("lane",)),
+}
+
+
+def _field(name: str, labels: dict[str, Any]) -> str:
+    return json.dumps(
+        [name, {key: str(value) for key, value in sorted(labels.items())}], separators=(",", ":")
+    )
+
+
+def incr(pipe: Any, name: str, value: int = 1, **labels: Any) -> None:
+    """Queue `name{labels} += value` on a pipeline (or a client)."""
+    if value:
+        pipe.hincrby(KEY, _field(name, labels), value)
+
+
+def observe(pipe: Any, name: str, values: Iterable[float], **labels: Any) -> None:
+    """Queue observations of a histogram: one HINCRBY per bucket touched, plus count and sum."""
+    values = list(values)
+    if not values:
+        return
+    buckets: Counter[str] = Counter()
+    for value in values:
+        buckets[next((str(b) for b in LAG_BUCKETS if value <= b), "+Inf")] += 1
+    for bound, count in buckets.items():
+        pipe.hincrby(KEY, _field(name, {**labels, "le": bound}), count)
+    pipe.hincrby(KEY, _field(f"{name}_count", labels), len(values))
+    pipe.hincrbyfloat(KEY, _field(f"{name}_sum", labels), sum(values))
+
+
+def read(client: redis.Redis) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every stored value, keyed by (metric, sorted labels)."""
+    raw = cast("dict[bytes, bytes]", client.hgetall(KEY))
+    values = {}
+    for field, value in raw.items():
+        name, labels = json.loads(field)
+        values[(name, tuple(sorted(labels.items())))] = float(value)
+    return values
+
+
+class RelayCollector(Collector):
+    """Renders the Redis-held metrics, plus live gauges, for prometheus-client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def collect(self) -> Iterator[Metric]:
+        """Read Redis once per scrape."""
+        values = read(self.client)
+        for name, (doc, label_names) in COUNTERS.items():
+            family = CounterMetricFamily(name, doc, labels=label_names)
+            for (metric, labels), value in sorted(values.items()):
+                if metric == name:
+                    found = dict(labels)
+                    family.add_metric([found.get(label, "") for label in label_names], value)
+            yield family
+        for name, (doc, label_names) in HISTOGRAMS.items():
+            yield self._histogram(name, doc, label_names, values)
+        yield from self._gauges()
+
+    @staticmethod
+    def _histogram(name: str, doc: str, label_names: tuple[str, ...], values: dict[Any, float]) -> Metric:
+        family = HistogramMetricFamily(name, doc, labels=label_names)
+        series: dict[tuple[str, ...], dict[str, float]] = {}
+        sums: dict[tuple[str, ...], float] = {}
+        for (metric, labels), value in values.items():
+            found = dict(labels)
+            key = tuple(found.get(label, "") for label in label_names)
+            if metric == name:
+                series.setdefault(key, {})[found["le"]] = value
+            elif metric == f"{name}_sum":
+                sums[key] = value
+        for key, counts in sorted(series.items()):
+            cumulative, buckets = 0.0, []
+            for bound in [*map(str, LAG_BUCKETS), "+Inf"]:
+                cumulative += counts.get(bound, 0.0)
+                buckets.append((bound, cumulative))
+            family.add_metric(list(key), buckets, sums.get(key, 0.0))
+        return family
+
+    def _gauges(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily("relay_queue_depth", "Records waiting in a lane", labels=["lane"])
+        retry = GaugeMetricFamily(
+            "relay_retry_depth", "Records of a lane waiting for a retry", labels=["lane"]
+        )
+        lanes = sorted(lane.decode() for lane in cast("set[bytes]", self.client.smembers(store.LANES)))
+        pipe = self.client.pipeline(transaction=False)
+        for lane in lanes:
+            pipe.llen(store.lane_queue(lane))
+            pipe.zcard(store.lane_retry(lane))
+        pipe.zcard(store.DEAD_INDEX)
+        results = pipe.execute()
+        for index, lane in enumerate(lanes):
+            depth.add_metric([lane], results[2 * index])
+            retry.add_metric([lane], results[2 * index + 1])
+        yield depth
+        yield retry
+        yield GaugeMetricFamily("relay_dead_letters", "Dead letters in the store", value=results[-1])
