@@ -776,9 +776,6 @@ def test_health_endpoints_answer_200(client: FlaskClient, path: str) -> None:
     assert client.get(path).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True, reason="SPEC.md lists GET /metrics (Prometheus text); receiver/views.py has none"
-)
 def test_metrics_answers_prometheus_text(client: FlaskClient) -> None:
     """GET /metrics answers 200 in Prometheus text format."""
     response = client.get("/metrics")
