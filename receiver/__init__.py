@@ -24,7 +24,9 @@ def create_app(config: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["relay.settings"] = settings
-    app.extensions["relay.schemas"] = {name: schema_for(route) for name, route in settings.routes.items()}
+    app.extensions["relay.schemas"] = {
+        name: schema_for(route, settings.limits) for name, route in settings.routes.items()
+    }
     # Short timeouts: when Redis is away the caller hears 503 quickly instead of hanging.
     app.extensions["redis"] = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
     registry = CollectorRegistry(auto_describe=False)

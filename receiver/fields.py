@@ -18,14 +18,28 @@ def _refuse_constant(name: str) -> None:
 
 
 def strict_json(text: str | bytes) -> Any:
-    """Parse JSON as Braze and the relay's own storage need it: no NaN or Infinity, bounded nesting.
+    """Parse JSON as Braze and the relay's storage need it: no NaN or Infinity, no repeated keys.
 
     Raises ValueError for anything else (malformed, too deep, a number too large to be finite).
     """
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+        )
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different: a repeated key makes the record ambiguous."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key[:64]!r}")
+            seen.add(key)
+    return obj
 
 
 def _finite_float(text: str) -> float:

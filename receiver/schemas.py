@@ -23,6 +23,7 @@ from marshmallow import (
 
 from receiver.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias, strict_json
 from receiver.iso4217 import CURRENCIES
+from relay.config import Limits
 from relay.routes import Route
 
 IDENTIFIERS = ("external_id", "braze_id", "user_alias", "email", "phone")
@@ -33,6 +34,14 @@ IDENTIFIER_HELP = (
     "One identifier is required: external_id, braze_id, user_alias "
     "(or alias_name + alias_label), email or phone."
 )
+
+
+def depth(value: Any, limit: int) -> int:
+    """How deep objects and arrays nest in `value`, counting stops once past `limit`."""
+    if not isinstance(value, (dict, list)) or limit < 0:
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((depth(child, limit - 1) for child in children), default=0)
 
 
 def check_free_fields(values: dict[str, Any], *, what: str, property_rules: bool) -> dict[str, list[str]]:
@@ -71,9 +80,10 @@ class RecordSchema(Schema):
     # Profile attributes take the strongest identifier and keep the others (email, phone) as attributes.
     several_identifiers_allowed = False
 
-    def __init__(self, route: Route, **kwargs: Any) -> None:
+    def __init__(self, route: Route, limits: Limits | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.route = route
+        self.limits = limits or Limits()
 
     @pre_load
     def _prepare(self, data: Any, **_: Any) -> Any:
@@ -98,7 +108,21 @@ class RecordSchema(Schema):
                     errors[name] = ["Not valid JSON (listed in pre_formatted_fields)."]
         if errors:
             raise ValidationError(errors)
+        self._check_shape(out)
         return out
+
+    def _check_shape(self, record: dict[str, Any]) -> None:
+        """Refuse records too wide or too deep to be a user's data (hostile or broken input)."""
+        if len(record) > self.limits.record_fields:
+            raise ValidationError(
+                f"Too many fields: {len(record)} (at most {self.limits.record_fields}).", "_record"
+            )
+        for key, value in record.items():
+            if (
+                isinstance(value, (dict, list))
+                and depth(value, self.limits.record_depth) > self.limits.record_depth
+            ):
+                raise ValidationError(f"Nested deeper than {self.limits.record_depth} levels.", key[:64])
 
     def identifier(self, data: dict[str, Any]) -> dict[str, Any]:
         """Pop the user's identifier out of the loaded fields as Braze's identifier object."""
@@ -290,9 +314,9 @@ SCHEMA_OF_KIND: dict[str, type[RecordSchema]] = {
 }
 
 
-def schema_for(route: Route) -> RecordSchema:
+def schema_for(route: Route, limits: Limits | None = None) -> RecordSchema:
     """The record schema of a route's mode, bound to its options (build once per route)."""
-    return SCHEMA_OF_KIND[route.kind](route)
+    return SCHEMA_OF_KIND[route.kind](route, limits)
 
 
 class IngestSchema(Schema):

@@ -28,6 +28,8 @@ class Limits:
     ingest_records: int = 500
     export_rows: int = 100_000
     webhook_records: int = 500
+    record_fields: int = 500  # fields in one record (after pre-formatted fields are parsed)
+    record_depth: int = 16  # nesting of objects and arrays inside one record
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Settings:
     delivery: Delivery = field(default_factory=Delivery)
     audit_ttl_s: int = 30 * 86400
     dedup_window_s: int = 72 * 3600
+    admin_keys: tuple[Secret, ...] = ()  # HTTP Basic passwords of the /admin/ pages; none: pages answer 404
 
 
 def valid_webhook_secret(value: str) -> bool:
@@ -96,6 +99,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
     config_path = env.str("RELAY_CONFIG", "relay.toml")
     write_keys = split_secrets(env.str("RELAY_WRITE_KEYS", ""))
     secrets = split_secrets(env.str("RELAY_WEBHOOK_SECRETS", ""))
+    admin_keys = split_secrets(env.str("RELAY_ADMIN_KEYS", ""))
     insecure = env.bool("RELAY_INSECURE_NO_AUTH", False)
     limits = Limits(
         postback_bytes=env.int("RELAY_POSTBACK_MAX_BYTES", Limits.postback_bytes),
@@ -103,6 +107,8 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         export_bytes=env.int("RELAY_EXPORT_MAX_BYTES", Limits.export_bytes),
         webhook_bytes=env.int("RELAY_WEBHOOK_MAX_BYTES", Limits.webhook_bytes),
         export_rows=env.int("RELAY_EXPORT_MAX_ROWS", Limits.export_rows),
+        record_fields=env.int("RELAY_RECORD_MAX_FIELDS", Limits.record_fields),
+        record_depth=env.int("RELAY_RECORD_MAX_DEPTH", Limits.record_depth),
     )
     combined = env.int("BRAZE_TRACK_COMBINED_LIMIT", 0) or None
     delivery = Delivery(
@@ -164,4 +170,5 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         delivery=delivery,
         audit_ttl_s=audit_ttl,
         dedup_window_s=dedup_window,
+        admin_keys=admin_keys,
     )

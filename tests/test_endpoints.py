@@ -913,3 +913,30 @@ def test_full_redis_still_takes_an_export_that_fits(
     response = full_redis_client.put(EXPORT, data=export_body([EVENT]), headers=TD_KEY)
     assert response.status_code == 200, response.get_json()
     assert small_redis.llen(TRACK_LANE) == 1
+
+
+# --- hostile shapes -----------------------------------------------------------------------------
+
+
+def test_duplicate_keys_are_400(client: FlaskClient) -> None:
+    """A body repeating a key (which value counts is ambiguous) is refused with 400 naming the key."""
+    body = b'{"external_id": "a", "external_id": "b", "name": "x"}'
+    answer = error_of(client.post(POSTBACK, data=body, headers=TD_KEY), 400)
+    assert "duplicate key 'external_id'" in answer["message"]
+
+
+def test_too_many_fields_is_422(client: FlaskClient) -> None:
+    """A record with more fields than the limit (500) is refused, naming the record."""
+    record = {"external_id": "wide", "name": "x", **{f"f{n}": n for n in range(600)}}
+    answer = error_of(client.post(INGEST, data=ingest_body([record]), headers=TD_KEY), 422)
+    assert "Too many fields" in answer["errors"]["records"]["0"]["_record"][0]
+
+
+def test_too_deep_a_property_is_422(client: FlaskClient) -> None:
+    """A property nested deeper than the limit (16) is refused, naming the field."""
+    deep: object = "leaf"
+    for _ in range(30):
+        deep = {"k": deep}
+    record = {"external_id": "deep", "name": "x", "blob": deep}
+    answer = error_of(client.post(INGEST, data=ingest_body([record]), headers=TD_KEY), 422)
+    assert "Nested deeper than 16" in answer["errors"]["records"]["0"]["blob"][0]
