@@ -23,15 +23,33 @@ PUSH_CHUNK = 1000  # records per RPUSH inside the transaction (keeps each comman
 
 @dataclass
 class Batch:
-    """What one request brings: records that passed validation and records that did not."""
+    """What one request brings: its accepted records, serialized for the queue, and the refused ones.
+
+    Records are wrapped and serialized as they are loaded, so a 100,000-row export holds one
+    compact string per record rather than every loaded dict at once.
+    """
 
     route: Route
     request_id: str
     received: float = field(default_factory=time.time)
-    valid: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    received_ns: int = field(default_factory=time.time_ns)
+    payloads: list[str] = field(default_factory=list)
+    consent: list[Envelope] = field(default_factory=list)  # kept for the audit trail
     invalid: list[tuple[int, Any, dict[str, Any]]] = field(default_factory=list)
 
-    def envelope(self, index: int, record: dict[str, Any], received_ns: int) -> Envelope:
+    @property
+    def accepted(self) -> int:
+        """How many records this request stores for delivery."""
+        return len(self.payloads)
+
+    def add(self, index: int, record: dict[str, Any]) -> None:
+        """Take one loaded record."""
+        env = self.envelope(index, record)
+        self.payloads.append(dumps(env))
+        if self.route.kind == "subscription":
+            self.consent.append(env)
+
+    def envelope(self, index: int, record: dict[str, Any]) -> Envelope:
         """Wrap one loaded record for the queue; the receive time stands in for a missing `time`."""
         if record.get("time") is None:
             record["time"] = self.received
@@ -42,7 +60,7 @@ class Batch:
             "ws": self.route.workspace,
             "rec": record,
             "t": record["time"],
-            "seq": f"{received_ns:020d}.{index:06d}",
+            "seq": f"{self.received_ns:020d}.{index:06d}",
             "at": self.received,
             "n": 0,
         }
@@ -69,8 +87,6 @@ def store_batch(
     concurrent repeats only one stores anything; the other (and any later repeat) gets back the
     first request's stored answer instead of None.
     """
-    received_ns = time.time_ns()
-    envelopes = [batch.envelope(index, record, received_ns) for index, record in batch.valid]
     token = lanes.new_token()
     with client.pipeline(transaction=True) as pipe:
         while True:
@@ -84,9 +100,7 @@ def store_batch(
                         return answer
                     pipe.multi()
                     pipe.set(claim.key, json.dumps(claim.answer), ex=claim.window_s)
-                armed = _queue_writes(
-                    pipe, batch, envelopes, received_ns=received_ns, settings=settings, token=token
-                )
+                armed = _queue_writes(pipe, batch, settings=settings, token=token)
                 results = pipe.execute()
                 break
             except redis.WatchError:
@@ -98,19 +112,16 @@ def store_batch(
     return None
 
 
-def _queue_writes(
-    pipe: Any, batch: Batch, envelopes: list[Envelope], *, received_ns: int, settings: Settings, token: str
-) -> bool:
+def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) -> bool:
     """Queue the batch's writes on the transaction; True if its last command arms the lane."""
     lane = batch.route.lane
-    payloads = [dumps(env) for env in envelopes]
-    if batch.route.kind == "subscription":
-        for env in envelopes:
-            audit.note(pipe, env, "received", settings.audit_ttl_s)
+    payloads = batch.payloads
+    for env in batch.consent:
+        audit.note(pipe, env, "received", settings.audit_ttl_s)
     for start in range(0, len(payloads), PUSH_CHUNK):
         pipe.rpush(store.lane_queue(lane), *payloads[start : start + PUSH_CHUNK])
     for index, raw, errors in batch.invalid:
-        env = batch.envelope(index, {"raw": raw}, received_ns)
+        env = batch.envelope(index, {"raw": raw})
         deadletters.add(pipe, deadletters.entry(env, reason="invalid", message=_flatten(errors)))
     route = batch.route.name
     metrics.incr(pipe, "relay_records_received", len(payloads) + len(batch.invalid), route=route)

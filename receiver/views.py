@@ -6,6 +6,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -123,24 +124,24 @@ def authenticate(
         raise ApiError(401, str(exc)) from None
 
 
-def load_records(route: Route, raw_records: list[Any]) -> Batch:
+def load_records(route: Route, raw_records: Iterable[Any], total: int) -> Batch:
     """Validate every record; 422 naming index and field unless the route skips invalid records."""
     schema: RecordSchema = current_app.extensions["relay.schemas"][route.name]
     batch = Batch(route=route, request_id=request_id())
     errors: dict[str, Any] = {}
     for index, raw in enumerate(raw_records):
         try:
-            batch.valid.append((index, schema.load(raw)))
+            batch.add(index, schema.load(raw))
         except ValidationError as exc:
             messages = as_dict(exc.messages)
             errors[str(index)] = messages
             batch.invalid.append((index, raw, messages))
     if errors and not route.skip_on_invalid_records:
         count = len(errors)
-        count_refused(route, len(raw_records), count)
+        count_refused(route, total, count)
         raise ApiError(
             422,
-            f"{count} of {len(raw_records)} record(s) failed validation; nothing was stored.",
+            f"{count} of {total} record(s) failed validation; nothing was stored.",
             {"records": errors},
         )
     return batch
@@ -195,7 +196,7 @@ def accept(batch: Batch, answer: dict[str, Any], status: int = 200) -> tuple[Res
         extra={
             "request_id": batch.request_id,
             "route": batch.route.name,
-            "accepted": len(batch.valid),
+            "accepted": batch.accepted,
             "rejected": len(batch.invalid),
         },
     )
@@ -217,7 +218,7 @@ def postback(database: str, table: str) -> tuple[Response, int]:
     body = read_json(settings().limits.postback_bytes)
     if not isinstance(body, dict):
         raise ApiError(400, "A postback body must be one JSON object (one record).")
-    batch = load_records(route, [body])
+    batch = load_records(route, [body], 1)
     return accept(batch, {"rejected": rejected(batch)} if batch.invalid else {})
 
 
@@ -240,8 +241,8 @@ def ingest(database: str, table: str) -> tuple[Response, int]:
         raise ApiError(
             413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records}
         )
-    batch = load_records(route, envelope["records"])
-    return accept(batch, {"accepted": len(batch.valid), "rejected": rejected(batch), "id": batch.request_id})
+    batch = load_records(route, envelope["records"], len(envelope["records"]))
+    return accept(batch, {"accepted": batch.accepted, "rejected": rejected(batch), "id": batch.request_id})
 
 
 @bp.route("/export/<name>", methods=["PUT", "POST"])
@@ -261,23 +262,21 @@ def export(name: str) -> tuple[Response, int]:
         ) from None
     if len(table["data"]) > limits.export_rows:
         raise ApiError(413, f"At most {limits.export_rows} rows per export.", {"limit": limits.export_rows})
-    names = table["column_names"]
-    records: list[Any] = []
-    shape_errors: dict[str, Any] = {}
-    for index, row in enumerate(table["data"]):
-        if not isinstance(row, list) or len(row) != len(names):
-            shape_errors[str(index)] = {
-                "_row": [f"A row must be a list of {len(names)} values, one per column."]
-            }
-        records.append(dict(zip(names, row, strict=False)) if isinstance(row, list) else row)
+    names, rows = table["column_names"], table["data"]
+    shape_errors = {
+        str(index): {"_row": [f"A row must be a list of {len(names)} values, one per column."]}
+        for index, row in enumerate(rows)
+        if not isinstance(row, list) or len(row) != len(names)
+    }
     if shape_errors:
         raise ApiError(
             422,
             f"{len(shape_errors)} row(s) do not match column_names; nothing was stored.",
             {"records": shape_errors},
         )
-    batch = load_records(route, records)
-    return accept(batch, {"accepted": len(batch.valid), "rejected": rejected(batch), "id": batch.request_id})
+    # Rows become records one at a time: only the serialized records are kept, not 100,000 dicts.
+    batch = load_records(route, (dict(zip(names, row, strict=True)) for row in rows), len(rows))
+    return accept(batch, {"accepted": batch.accepted, "rejected": rejected(batch), "id": batch.request_id})
 
 
 @bp.post("/webhooks/<name>")
@@ -295,8 +294,8 @@ def webhook(name: str) -> tuple[Response, int]:
         raise ApiError(400, "The body holds no record.")
     if len(records) > limits.webhook_records:
         raise ApiError(413, f"At most {limits.webhook_records} records per request.")
-    batch = load_records(route, records)
-    answer = {"id": batch.request_id, "accepted": len(batch.valid), "rejected": rejected(batch)}
+    batch = load_records(route, records, len(records))
+    answer = {"id": batch.request_id, "accepted": batch.accepted, "rejected": rejected(batch)}
     return accept(batch, answer, 202)
 
 
