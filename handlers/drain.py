@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
+from rq import Queue
 
 from handlers import context
 from handlers.braze import Delivered, RateLimited, Rejected, TooLarge, Unavailable, Verdict
@@ -75,6 +76,10 @@ class Drainer:
         self.batch_size = self.delivery.track_combined or self.delivery.track_per_array
         if family != "track":
             self.batch_size = self.delivery.batch_limit
+        self.linger_s = self.delivery.consent_linger_s if family == "consent" else self.delivery.linger_s
+        self.rq_queues = [
+            Queue(name, connection=self.client) for name in (store.QUEUE_CONSENT, store.QUEUE_BULK)
+        ]
 
     def renew(self) -> bool:
         """Extend the lease; False if another owner took the lane (then stop at once)."""
@@ -116,10 +121,14 @@ class Drainer:
             return []
         chunk = [(raw, loads(raw), False) for raw in raws]
         age = now - chunk[0][1]["at"]
-        if len(chunk) < self.batch_size and age < self.delivery.linger_s:
-            time.sleep(min(self.delivery.linger_s - age, 0.05))
+        if len(chunk) < self.batch_size and age < self.linger_s and not self.others_waiting():
+            time.sleep(min(self.linger_s - age, 0.02))
             return None
         return chunk
+
+    def others_waiting(self) -> bool:
+        """True when drain jobs of other lanes wait for a worker: then send now rather than linger."""
+        return any(queue.count for queue in self.rq_queues)
 
     def release(self) -> bool:
         """Give the lane up when it is empty; False if records arrived meanwhile and we kept it."""

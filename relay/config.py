@@ -41,8 +41,9 @@ class Delivery:
     batch_limit: int = 50  # alias, identify, delete, subscription
     max_body_bytes: int = 3_900_000  # Braze refuses 4 MB; keep a margin for headers
     linger_s: float = 0.2
+    consent_linger_s: float = 0.05  # consent is latency first: batches form while a request is in flight
     lease_s: float = 30.0
-    slice_s: float = 5.0
+    slice_s: float = 1.0
     connect_timeout_s: float = 3.05
     read_timeout_s: float = 10.0
     max_attempts: int = 8
@@ -115,6 +116,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         track_per_array=env.int("BRAZE_TRACK_PER_ARRAY", Delivery.track_per_array),
         track_combined=combined,
         linger_s=env.float("RELAY_LINGER_MS", Delivery.linger_s * 1000) / 1000,
+        consent_linger_s=env.float("RELAY_CONSENT_LINGER_MS", Delivery.consent_linger_s * 1000) / 1000,
         lease_s=env.float("RELAY_LEASE_S", Delivery.lease_s),
         slice_s=env.float("RELAY_SLICE_S", Delivery.slice_s),
         connect_timeout_s=env.float("BRAZE_CONNECT_TIMEOUT_S", Delivery.connect_timeout_s),
