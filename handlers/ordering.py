@@ -50,7 +50,8 @@ class Claims:
         self.ttl_s = ttl_s
 
     def keep_newest(self, items: list[Item]) -> list[Item]:
-        """Drop from each item the fields a newer record already holds; drop items left empty."""
+        """Drop from each item the fields a newer record holds, in this batch or already sent."""
+        items = newest_in_batch(items)
         claiming = [item for item in items if item.claims]
         if not claiming:
             return items
@@ -75,6 +76,34 @@ class Claims:
                 item.claims = [name for name in item.claims if name in won]
             kept_items.add(id(item))
         return [item for item in items if id(item) in kept_items]
+
+
+def newest_in_batch(items: list[Item]) -> list[Item]:
+    """Per user and field, only the batch's newest item keeps the field; items left empty go.
+
+    Needed because a request does not keep the batch's order: subscription groups are grouped by
+    state, so an older and a newer state of one user in one request would land in either order.
+    """
+    newest: dict[tuple[str, str, str], tuple[tuple[float, str], int]] = {}
+    for item in items:
+        stamp = (float(item.envelope["t"]), item.envelope["seq"])
+        for name in item.claims:
+            key = (item.envelope["ws"], item.user, name)
+            if key not in newest or stamp >= newest[key][0]:
+                newest[key] = (stamp, id(item))
+    kept = []
+    for item in items:
+        if not item.claims:
+            kept.append(item)
+            continue
+        won = [name for name in item.claims if newest[(item.envelope["ws"], item.user, name)][1] == id(item)]
+        if not won:
+            continue
+        if len(won) < len(item.claims):
+            item.obj = _without(item, [name for name in item.claims if name not in won])
+            item.claims = won
+        kept.append(item)
+    return kept
 
 
 def _without(item: Item, lost: list[str]) -> object:

@@ -276,3 +276,27 @@ def test_400_batch_is_narrowed_to_the_bad_record(
     assert (letter["reason"], letter["status"]) == ("braze_rejected", 400)
     assert "'name' is malformed" in letter["message"]
     assert len(track_calls(braze)) <= 1 + 2 * 7  # log2(75) rounds of two halves at most
+
+
+def test_one_request_with_old_and_new_states_keeps_the_newest(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
+    """Three states of one email in one batch: only the newest is sent, whatever the body's grouping."""
+    braze.state.seed_profile(email="flip@example.com")
+    states = [("subscribed", 1000), ("unsubscribed", 1005), ("subscribed", 1010), ("unsubscribed", 1001)]
+    records = [
+        {
+            "email": "flip@example.com",
+            "subscription_group_id": "g1",
+            "subscription_state": state,
+            "time": when,
+        }
+        for state, when in states
+    ]
+    ingest(client, "consent", records)
+    drain()
+    assert braze.state.find(email="flip@example.com")["subscription_groups"] == {"g1": "subscribed"}
+    (call,) = [entry for entry in braze.requests if entry["path"] == "/v2/subscription/status/set"]
+    assert call["body"]["subscription_groups"] == [
+        {"subscription_group_id": "g1", "subscription_state": "subscribed", "emails": ["flip@example.com"]}
+    ]
