@@ -2,7 +2,8 @@
 
 The one retry layer for delivery failures. A record gets at most `max_attempts` deliveries that
 failed with 5xx or no answer, and is dead-lettered once `retry_max_age_s` has passed since its
-first failure; 429s wait for Braze's reset and do not use up attempts (the age bound still holds).
+first failure (with the defaults the age bound, 6 h, comes first); 429s wait for Braze's reset and
+do not use up attempts (the age bound still holds).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from relay.config import Delivery
 
 
 def backoff(attempt: int, delivery: Delivery, rng: random.Random | None = None) -> float:
-    """Seconds to wait before attempt `attempt + 1`: uniform in [0, min(cap, base * 2**attempt)]."""
+    """Seconds to wait after failure number `attempt`: uniform in [c/2, c], c = min(cap, base*2**(n-1))."""
     ceiling = min(delivery.retry_cap_s, delivery.retry_base_s * (2 ** max(attempt - 1, 0)))
     return (rng or random).uniform(ceiling / 2, ceiling)
 

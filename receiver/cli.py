@@ -95,8 +95,8 @@ def replay_command(ids: tuple[str, ...], route: str | None, reason: str | None, 
             still_invalid += 1
             click.echo(f"{item['id']}: still invalid, left in place: {json.dumps(exc.messages)}", err=True)
             continue
-        deadletters.requeue(_redis(), item, _settings().delivery, record)
-        replayed += 1
+        if deadletters.requeue(_redis(), item, _settings().delivery, record) is not None:
+            replayed += 1  # None: someone else replayed or purged it meanwhile
     click.echo(f"replayed {replayed} record(s); {still_invalid} still invalid")
 
 

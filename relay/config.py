@@ -46,9 +46,9 @@ class Delivery:
     slice_s: float = 1.0
     connect_timeout_s: float = 3.05
     read_timeout_s: float = 10.0
-    max_attempts: int = 8
+    max_attempts: int = 50  # the age bound below ends most retries first: ride out a Braze outage
     retry_base_s: float = 1.0
-    retry_cap_s: float = 300.0
+    retry_cap_s: float = 600.0
     retry_max_age_s: float = 6 * 3600.0
     rate_track: str = "3000/3 seconds"
     rate_users: str = "20000/minute"

@@ -81,13 +81,26 @@ def remove(pipe: redis.client.Pipeline, dead_id: str) -> None:
     pipe.zrem(store.DEAD_INDEX, dead_id)
 
 
+# Move a dead letter back to its lane only if it is still there: two operators replaying the same
+# dead letter at once must not send it twice.
+REQUEUE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
+return 1
+"""
+
+
 def requeue(
     client: redis.Redis, item: dict[str, Any], delivery: Any, record: dict[str, Any] | None = None
-) -> str:
+) -> str | None:
     """Put a dead letter's record back on its lane (fresh attempts) and remove the dead letter.
 
-    `record` replaces the stored record (a re-validated invalid one). Returns the lane. The lane's
-    drain job then delivers it through the normal path, ordering check included.
+    `record` replaces the stored record (a re-validated invalid one). Returns the lane, or None if
+    the dead letter was no longer there (replayed or purged meanwhile). The lane's drain job then
+    delivers it through the normal path, ordering check included.
     """
     from relay import lanes  # lanes imports rq; keep this module light for the edge
 
@@ -99,11 +112,10 @@ def requeue(
         envelope["rec"] = record
         envelope["t"] = record["time"]
     lane = f"{envelope['ws']}:{LANE_OF_KIND[envelope['kind']]}"
-    with client.pipeline(transaction=True) as pipe:
-        pipe.rpush(store.lane_queue(lane), json.dumps(envelope, separators=(",", ":"), ensure_ascii=False))
-        pipe.sadd(store.LANES, lane)
-        remove(pipe, item["id"])
-        metrics.incr(pipe, "relay_records_replayed", route=envelope["route"])
-        pipe.execute()
+    payload = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+    counter = metrics.field("relay_records_replayed", route=envelope["route"])
+    keys = [store.DEAD, store.DEAD_INDEX, store.lane_queue(lane), store.LANES, metrics.KEY]
+    if not client.eval(REQUEUE, len(keys), *keys, item["id"], payload, lane, counter):
+        return None
     lanes.try_arm(client, lane, delivery)
     return lane

@@ -38,6 +38,11 @@ HISTOGRAMS = {
 }
 
 
+def field(name: str, /, **labels: Any) -> str:
+    """The hash field of one series (for writers that cannot go through `incr`, such as a script)."""
+    return _field(name, labels)
+
+
 def _field(name: str, labels: dict[str, Any]) -> str:
     return json.dumps(
         [name, {key: str(value) for key, value in sorted(labels.items())}], separators=(",", ":")

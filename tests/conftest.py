@@ -93,6 +93,7 @@ def relay_environment(redis_url: str, braze_url: str, routes_path: Path) -> dict
         "RELAY_LINGER_MS": "20",
         "RELAY_RETRY_BASE_S": "0.05",
         "RELAY_RETRY_CAP_S": "0.2",
+        "RELAY_MAX_ATTEMPTS": "8",
         "RELAY_LEASE_S": "3",
         "RELAY_SLICE_S": "2",
         "BRAZE_READ_TIMEOUT_S": "2",

@@ -80,3 +80,20 @@ def test_purge_needs_a_selection_and_removes(
     done = runner.invoke(args=["dead", "purge", "--route", "profiles_skip", "--yes"])
     assert "purged 2 dead letter(s)" in done.output
     assert dead_ids(clean_redis) == []
+
+
+def test_replaying_twice_sends_once(
+    app: Flask, client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """Two replays of the same dead letter (two operators at once) put it back once."""
+    braze.config.api_key = "not-the-relays-key"
+    client.post("/db/events", json={"records": [{"external_id": "twice", "name": "a"}]}, headers=HEADERS)
+    drain()
+    braze.config.api_key = BRAZE_KEY
+    (item,) = deadletters.iter_entries(clean_redis)
+    settings = app.extensions["relay.settings"]
+    first = deadletters.requeue(clean_redis, item, settings.delivery)
+    second = deadletters.requeue(clean_redis, item, settings.delivery)
+    assert (first, second) == ("default:track", None)
+    drain()
+    assert [event["name"] for event in braze.state.profile("twice")["events"]] == ["a"]

@@ -234,9 +234,10 @@ def test_shared_rate_limit_holds(
     ingest(client, "events", events("paced-user-2", 400))
     drain(timeout=30)
     context.install(context.Context(load_settings(), clean_redis))
-    # The window is measured at arrival, in this same process as the worker (one GIL): allow 50 ms
-    # between the limiter's timestamp and the simulator's.
-    assert braze.max_accepted_in_window("track", 0.95) <= 3
+    # The relay paces to the limit exactly (3 requests, then the 4th just after the first one's
+    # second is over); the simulator stamps arrivals in this same process (one GIL), up to ~0.1 s
+    # late, so its sliding window is measured slightly short.
+    assert braze.max_accepted_in_window("track", 0.9) <= 3
     assert all(call["status"] != 429 for call in track_calls(braze))
     assert seqs(braze, "paced-user") == list(range(500))
 

@@ -1,0 +1,299 @@
+"""The operator's pages at /admin/: overview, dead letters (list, show, replay, purge), RQ dashboard.
+
+Plain server-rendered HTML behind HTTP Basic with an admin key (receiver/admin_auth.py). Replay and
+purge use the same store functions as `flask --app receiver dead ...`; every POST carries the
+session's CSRF token and answers with a redirect and a flash message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from flask import Blueprint, Flask, current_app, flash, redirect, render_template, request, url_for
+from marshmallow import ValidationError
+from rq import Queue
+from rq.serializers import JSONSerializer
+from werkzeug.wrappers import Response
+
+from receiver import admin_auth
+from receiver.cli import revalidate
+from relay import deadletters, store
+from relay.config import Settings
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+PER_PAGE = 50
+FAMILIES = ("track", "users", "subscription", "default")  # rate-limit families a 429 can pause
+REASONS = (
+    "invalid",
+    "braze_rejected",
+    "braze_rejected_item",
+    "ambiguous",
+    "retries_exhausted",
+    "untranslatable",
+)
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["relay.settings"]
+    return settings
+
+
+def _redis() -> redis.Redis:
+    client: redis.Redis = current_app.extensions["redis"]
+    return client
+
+
+def plural(count: int, word: str) -> str:
+    """'1 record', '2 records'."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def ago(then: float | None) -> str:
+    """How long ago, roughly: '5s ago', '3m ago', '2h ago', '4d ago'."""
+    if not then:
+        return "-"
+    seconds = max(time.time() - then, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def utc(then: float | None) -> str:
+    """A UNIX time as 'YYYY-MM-DD HH:MM:SS UTC'."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(then)) if then else "-"
+
+
+@bp.context_processor
+def _helpers() -> dict[str, Any]:
+    return {"csrf_token": admin_auth.csrf_token, "ago": ago, "utc": utc, "plural": plural}
+
+
+def matching(route: str | None, reason: str | None, as_of: float | None = None) -> Iterator[dict[str, Any]]:
+    """Dead letters of this route and exactly this reason, newest first, failed no later than `as_of`."""
+    for item in deadletters.iter_entries(_redis(), route=route, reason=reason):
+        if reason and item["reason"] != reason:
+            continue  # the store matches a prefix; the page shows whole reasons
+        if as_of is not None and item["last_failed_at"] > as_of:
+            continue
+        yield item
+
+
+@bp.get("/", strict_slashes=False)
+def overview() -> str:
+    """Dead letters by reason and route, lane depths and retries, 429 pauses, RQ queues."""
+    client = _redis()
+    by_reason: Counter[str] = Counter()
+    by_route: Counter[str] = Counter()
+    for item in deadletters.iter_entries(client):
+        by_reason[item["reason"]] += 1
+        by_route[item["route"]] += 1
+    lanes = sorted(name.decode() for name in cast("set[bytes]", client.smembers(store.LANES)))
+    pipe = client.pipeline(transaction=False)
+    for lane in lanes:
+        pipe.llen(store.lane_queue(lane))
+        pipe.zcard(store.lane_retry(lane))
+        pipe.exists(store.lane_armed(lane))
+    depths = pipe.execute()
+    lane_rows = [
+        {
+            "name": lane,
+            "waiting": depths[3 * i],
+            "retrying": depths[3 * i + 1],
+            "owned": bool(depths[3 * i + 2]),
+        }
+        for i, lane in enumerate(lanes)
+    ]
+    now = time.time()
+    pauses = []
+    for workspace in sorted(_settings().workspaces):
+        for family in FAMILIES:
+            raw = client.get(store.pause_key(workspace, family))
+            if raw and float(raw) > now:
+                pauses.append({"workspace": workspace, "family": family, "until": float(raw)})
+    queues = []
+    for name in (store.QUEUE_CONSENT, store.QUEUE_BULK):
+        queue = Queue(name, connection=client, serializer=JSONSerializer)
+        queues.append(
+            {
+                "name": name,
+                "queued": queue.count,
+                "started": queue.started_job_registry.count,
+                "failed": queue.failed_job_registry.count,
+            }
+        )
+    return render_template(
+        "admin/overview.html",
+        by_reason=by_reason.most_common(),
+        by_route=by_route.most_common(),
+        dead_total=sum(by_reason.values()),
+        lanes=lane_rows,
+        pauses=pauses,
+        queues=queues,
+    )
+
+
+@bp.get("/dead")
+def dead_list() -> str:
+    """Dead letters, newest first, filtered by route and reason, 50 per page."""
+    route = request.args.get("route") or None
+    reason = request.args.get("reason") or None
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    as_of = time.time()
+    routes: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    shown: list[dict[str, Any]] = []
+    total = matched = 0
+    first = (page - 1) * PER_PAGE
+    # One pass over the store: counts for the filter menus, and only this page's entries kept.
+    for item in deadletters.iter_entries(_redis()):
+        total += 1
+        routes[item["route"]] += 1
+        reasons[item["reason"]] += 1
+        if (route and item["route"] != route) or (reason and item["reason"] != reason):
+            continue
+        if first <= matched < first + PER_PAGE:
+            shown.append(item)
+        matched += 1
+    pages = max(math.ceil(matched / PER_PAGE), 1)
+    return render_template(
+        "admin/dead_list.html",
+        items=shown,
+        route=route,
+        reason=reason,
+        page=page,
+        pages=pages,
+        matched=matched,
+        total=total,
+        as_of=f"{as_of:.6f}",
+        route_options=sorted(set(_settings().routes) | set(routes)),
+        reason_options=sorted(set(REASONS) | set(reasons)),
+        route_counts=routes,
+        reason_counts=reasons,
+        page_url=lambda number: url_for(".dead_list", route=route, reason=reason, page=number),
+    )
+
+
+@bp.get("/dead/<dead_id>")
+def dead_detail(dead_id: str) -> str | tuple[str, int]:
+    """One dead letter in full; its record as pretty JSON."""
+    item = deadletters.get(_redis(), dead_id)
+    if item is None:
+        message = f"No dead letter with id {dead_id}: it was replayed or purged, or never existed."
+        return render_template("admin/error.html", title="Not found", message=message), 404
+    return render_template(
+        "admin/dead_detail.html",
+        item=item,
+        record_json=json.dumps(item["envelope"].get("rec"), indent=2, ensure_ascii=False, sort_keys=True),
+        entry_json=json.dumps(item, indent=2, ensure_ascii=False),
+    )
+
+
+def selected() -> Iterator[dict[str, Any]]:
+    """The dead letters a form names: ids, or every one matching its route/reason filter as of its page."""
+    ids = list(dict.fromkeys(request.form.getlist("id")))  # each once, in the order given
+    if ids:
+        for dead_id in ids:
+            item = deadletters.get(_redis(), dead_id)
+            if item is not None:
+                yield item
+        return
+    if request.form.get("scope") == "filter":
+        as_of = request.form.get("as_of", type=float)
+        yield from matching(request.form.get("route") or None, request.form.get("reason") or None, as_of)
+
+
+def back() -> Response:
+    """Redirect to the list the form came from, with its filter (only our own path, never another site)."""
+    route, reason = request.form.get("route") or None, request.form.get("reason") or None
+    return redirect(url_for(".dead_list", route=route, reason=reason), 303)
+
+
+@bp.post("/dead/replay")
+def replay() -> Response:
+    """Put dead letters back on their lanes (records refused at the edge are validated again first)."""
+    refused = admin_auth.check_csrf()
+    if refused is not None:
+        return refused
+    replayed, still_invalid = 0, 0
+    for item in selected():
+        try:
+            record = revalidate(item)
+        except ValidationError:
+            still_invalid += 1
+            continue
+        if deadletters.requeue(_redis(), item, _settings().delivery, record) is not None:
+            replayed += 1  # None: someone else replayed or purged it meanwhile
+    message = f"replayed {plural(replayed, 'record')}"
+    if still_invalid:
+        message += f"; {still_invalid} still invalid, left in place"
+    flash(message, "error" if still_invalid else "ok")
+    return back()
+
+
+@bp.post("/dead/purge")
+def purge() -> Response | str:
+    """Delete dead letters for good, after a confirmation page that says how many."""
+    refused = admin_auth.check_csrf()
+    if refused is not None:
+        return refused
+    if request.form.get("confirm") != "yes":
+        items = list(selected())
+        return render_template("admin/confirm_purge.html", items=items[:PER_PAGE], count=len(items))
+    ids = [item["id"] for item in selected()]
+    for start in range(0, len(ids), 500):  # bounded transactions, however many are purged
+        with _redis().pipeline(transaction=True) as pipe:
+            for dead_id in ids[start : start + 500]:
+                deadletters.remove(pipe, dead_id)
+            pipe.execute()
+    purged = len(ids)
+    flash(f"purged {plural(purged, 'dead letter')}", "ok")
+    return back()
+
+
+def dashboard_redis_url(settings: Settings, client: redis.Redis) -> tuple[str, str | None]:
+    """The app's Redis as a URL for rq-dashboard, without its password (which rq-dashboard would show)."""
+    kwargs = client.connection_pool.connection_kwargs
+    password: str | None = kwargs.get("password")
+    timeouts = [("socket_timeout", "5"), ("socket_connect_timeout", "2")]  # the edge's own timeouts
+    if not settings.redis_url:  # the embedded Redis: a unix socket
+        return f"unix://{kwargs['path']}?{urlencode([('db', str(kwargs.get('db', 0))), *timeouts])}", password
+    parts = urlsplit(settings.redis_url)
+    netloc = parts.netloc.rpartition("@")[2]
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    query = [(name, value) for name, value in parse_qsl(parts.query) if name != "password"]
+    names = {name for name, _ in query}
+    query += [(name, value) for name, value in timeouts if name not in names]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), "")), password
+
+
+def mount_rq_dashboard(app: Flask, settings: Settings) -> None:
+    """rq-dashboard at /admin/rq/, on the app's Redis, reading the relay's JSON-serialized jobs."""
+    import rq_dashboard
+    from rq_dashboard import web
+
+    web.config.serializer = JSONSerializer  # rq-dashboard keeps this as a module setting; its CLI sets it so
+    url, password = dashboard_redis_url(settings, app.extensions["redis"])
+    # rq-dashboard connects per request from RQ_DASHBOARD_REDIS_URL (a list: one per instance) and
+    # shows that URL in its menu, so the password travels apart from it.
+    app.config["RQ_DASHBOARD_REDIS_URL"] = [url]
+    app.config["RQ_DASHBOARD_REDIS_PASSWORD"] = password
+    app.redis_conn = app.extensions["redis"]  # type: ignore[attr-defined]  # for its routes without an instance
+    app.register_blueprint(rq_dashboard.blueprint, url_prefix="/admin/rq")
+
+
+def register(app: Flask) -> None:
+    """Attach the admin pages, rq-dashboard and their guard (pages answer 404 without admin keys)."""
+    settings: Settings = app.extensions["relay.settings"]
+    admin_auth.install(app, settings)
+    app.register_blueprint(bp)
+    mount_rq_dashboard(app, settings)

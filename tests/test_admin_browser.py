@@ -1,0 +1,131 @@
+"""The operator's pages in a real headless Chromium, against the app on a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+from werkzeug.serving import make_server
+
+from braze_sim.server import Simulator
+from tests.test_admin import ADMIN_KEY, admin_app, plant_dead_letters  # noqa: F401 - admin_app is a fixture
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOTS = Path("/tmp")
+
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+    reason="Chromium is not installed (apt-get install chromium chromium-driver; scripts/test does it)",
+)
+
+
+@pytest.fixture
+def server(admin_app: Flask) -> Iterator[str]:  # noqa: F811 - the fixture imported above
+    """The admin-enabled app served by werkzeug on a free loopback port, in a thread."""
+    httpd = make_server("127.0.0.1", 0, admin_app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, name="admin-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium sending the admin key as HTTP Basic on every request (a CDP header)."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    try:
+        credentials = base64.b64encode(f"ops:{ADMIN_KEY}".encode()).decode()
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd(
+            "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {credentials}"}}
+        )
+        driver.set_page_load_timeout(30)
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shoot(driver: webdriver.Chrome, name: str) -> None:
+    """A screenshot of the whole page, beyond the window, to /tmp/admin-<name>.png."""
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"clip": clip, "captureBeyondViewport": True})
+    (SCREENSHOTS / f"admin-{name}.png").write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_operator_replays_a_dead_letter_in_the_browser(
+    admin_app: Flask,  # noqa: F811 - the fixture imported above
+    server: str,
+    browser: webdriver.Chrome,
+    drain: Callable[..., None],
+    braze: Simulator,
+) -> None:
+    """Queue and dead-letter pages load; Replay (a row's button, a ticked box) flashes; a drain delivers."""
+    records = [{"external_id": "web-u", "name": "clicked"}, {"external_id": "web-u", "name": "scrolled"}]
+    plant_dead_letters(admin_app.test_client(), drain, braze, records)
+    wait = WebDriverWait(browser, 15)
+
+    browser.get(f"{server}/admin/rq/")
+    wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "queues"), "relay-bulk"))
+    shoot(browser, "rq")
+
+    browser.get(f"{server}/admin/")
+    assert "braze_rejected" in browser.find_element(By.TAG_NAME, "main").text
+    shoot(browser, "overview")
+
+    browser.get(f"{server}/admin/dead")
+    row, other = browser.find_elements(By.CSS_SELECTOR, "tr[data-id]")
+    dead_id, other_id = row.get_attribute("data-id"), other.get_attribute("data-id")
+    assert "braze_rejected" in row.text and "events" in row.text
+    shoot(browser, "dead")
+
+    row.find_element(By.LINK_TEXT, dead_id).click()
+    wait.until(expected_conditions.title_contains(dead_id))
+    assert '"external_id": "web-u"' in browser.find_element(By.TAG_NAME, "main").text
+    shoot(browser, "dead-detail")
+
+    browser.back()
+    browser.find_element(By.CSS_SELECTOR, f'tr[data-id="{dead_id}"] button[form="replay-one"]').click()
+    flash = wait.until(expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, ".flash")))
+    assert flash.text == "replayed 1 record"
+    rows = browser.find_elements(By.CSS_SELECTOR, "tr[data-id]")
+    assert [remaining.get_attribute("data-id") for remaining in rows] == [other_id]
+    shoot(browser, "replayed")
+
+    browser.find_element(By.CSS_SELECTOR, f'input[type=checkbox][value="{other_id}"]').click()
+    browser.find_element(By.XPATH, "//button[text()='Replay selected']").click()
+    wait.until(expected_conditions.staleness_of(flash))  # the next page, with its own flash
+    assert browser.find_element(By.CSS_SELECTOR, ".flash").text == "replayed 1 record"
+    assert not browser.find_elements(By.CSS_SELECTOR, "tr[data-id]")
+
+    drain()
+    delivered = sorted(event["name"] for event in braze.state.profile("web-u")["events"])
+    assert delivered == ["clicked", "scrolled"]

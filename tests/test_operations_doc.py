@@ -1,0 +1,86 @@
+"""docs/operations.md against the code: its commands, variables and Procfile roles all exist."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import click
+from flask import Flask
+
+from handlers.worker import parse_args
+from tests.processes import ROOT, procfile_command
+
+DOC = (ROOT / "docs" / "operations.md").read_text()
+ENV_EXAMPLE = (ROOT / ".env.example").read_text()
+VENV_BIN = "/opt/braze-relay/.venv/bin/"
+# The relay's own variables (and gunicorn's), as the doc and .env.example spell them.
+ENV_NAME = re.compile(r"\b(?:(?:RELAY|BRAZE|GUNICORN)_[A-Z0-9_]+|REDIS_URL|WEB_CONCURRENCY|PORT|HOST)\b")
+
+
+def flask_commands() -> list[list[str]]:
+    """Every `flask --app receiver ...` command in the doc, as words (comments, pipes and quotes cut)."""
+    found = []
+    for match in re.finditer(r"flask --app receiver ([^`|#\n\\]*)", DOC):
+        found.append(shlex.split(match.group(1)))
+    return found
+
+
+def resolve(app: Flask, words: list[str]) -> tuple[list[str], click.Command]:
+    """The command path the words name (sub-commands until the first option or argument) and its command."""
+    command: click.Command = app.cli
+    path: list[str] = []
+    for word in words:
+        if not isinstance(command, click.Group) or word not in command.commands:
+            break
+        command = command.commands[word]
+        path.append(word)
+    return path, command
+
+
+def test_every_flask_command_in_the_doc_exists_with_its_options(app: Flask) -> None:
+    """Each `flask --app receiver` command answers --help, and every option it uses is one it takes."""
+    commands = flask_commands()
+    assert len(commands) >= 8, "the doc's CLI commands were not found"
+    runner = app.test_cli_runner()
+    for words in commands:
+        path, command = resolve(app, words)
+        assert path and not isinstance(command, click.Group), f"not a command: flask --app receiver {words}"
+        result = runner.invoke(args=[*path, "--help"])
+        assert result.exit_code == 0, (words, result.output)
+        known = {opt for param in command.params for opt in param.opts}
+        for word in words[len(path) :]:
+            if word.startswith("--"):
+                assert word in known, f"flask --app receiver {' '.join(path)} has no option {word}"
+
+
+def test_every_variable_in_the_doc_is_in_env_example() -> None:
+    """Each environment variable the doc names is listed (with its default) in .env.example."""
+    named = set(ENV_NAME.findall(DOC))
+    assert {"REDIS_URL", "BRAZE_API_KEY", "RELAY_WRITE_KEYS", "RELAY_ADMIN_KEYS"} <= named
+    missing = sorted(name for name in named if not re.search(rf"^#? ?{name}=", ENV_EXAMPLE, re.MULTILINE))
+    assert missing == []
+
+
+def test_procfile_roles_in_the_doc_exist_with_their_commands() -> None:
+    """The roles table, the scale commands and the systemd ExecStart lines match the Procfile."""
+    table = re.findall(r"^\| `(\w+)` \| `([^`]+)` \|", DOC, re.MULTILINE)
+    assert {role for role, _ in table} == {"web", "worker", "consent"}
+    for role, command in table:
+        assert procfile_command(role) == command, role
+    for scale in re.findall(r"ps:scale (?:[\w-]+ )?((?:\w+=\d+ ?)+)", DOC):
+        for role in re.findall(r"(\w+)=\d+", scale):
+            procfile_command(role)  # KeyError names a role the Procfile does not have
+    commands = {procfile_command(role) for role, _ in table}
+    starts = re.findall(r"ExecStart=([^`\n]+)", DOC)
+    assert len(starts) == 3
+    for start in starts:
+        assert start.removeprefix(VENV_BIN) in commands, start
+
+
+def test_worker_options_in_the_doc_exist() -> None:
+    """Every `python -m handlers.worker ...` in the doc parses with the worker's own options."""
+    uses = re.findall(r"python -m handlers\.worker((?: --[a-z-]+)*)", DOC)
+    assert uses
+    for options in uses:
+        parse_args(options.split())
