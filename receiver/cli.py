@@ -185,8 +185,65 @@ def check_command() -> None:
         )
 
 
+TEST_USER = "braze-relay-test-user"
+SAMPLES: dict[str, dict[str, Any]] = {
+    "events": {"external_id": TEST_USER, "name": "braze_relay_test"},
+    "purchases": {"external_id": TEST_USER, "product_id": "braze-relay-test", "currency": "USD", "price": 0},
+    "attributes": {"external_id": TEST_USER, "braze_relay_test": True},
+    "alias": {"alias_name": TEST_USER, "alias_label": "braze_relay_test"},
+    "identify": {"external_id": TEST_USER, "alias_name": TEST_USER, "alias_label": "braze_relay_test"},
+    "delete": {"external_id": TEST_USER},
+    "subscription": {"external_id": TEST_USER, "push_subscribe": "subscribed"},
+}
+
+
+@click.command("send-test")
+@click.argument("route")
+@click.option(
+    "--field", "fields_", multiple=True, metavar="NAME=VALUE", help="Set or override a field of the record."
+)
+@click.option(
+    "--yes", is_flag=True, help="Needed for a user_delete route: the test user is deleted in Braze."
+)
+@with_appcontext
+def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
+    """Send one sample record through ROUTE: validated and queued exactly as the HTTP edge does."""
+    from receiver.enqueue import Batch, store_batch
+
+    settings = _settings()
+    found = settings.routes.get(route)
+    if found is None:
+        raise click.BadParameter(
+            f"no route {route!r}; routes: {', '.join(settings.routes)}", param_hint="ROUTE"
+        )
+    if found.kind == "delete" and not yes:
+        raise click.UsageError(f"route {route!r} deletes users in Braze: pass --yes to delete {TEST_USER!r}")
+    record = dict(SAMPLES[found.kind])
+    for item in fields_:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--field")
+        record[name] = value
+    schema: RecordSchema = current_app.extensions["relay.schemas"][route]
+    try:
+        loaded = schema.load(record)
+    except ValidationError as exc:
+        raise click.ClickException(
+            f"the record is invalid for this route: {json.dumps(exc.messages)}"
+        ) from None
+    batch = Batch(route=found, request_id=f"cli-{int(time.time() * 1000):x}")
+    batch.add(0, loaded)
+    store_batch(_redis(), batch, settings)
+    click.echo(f"queued {json.dumps(record)} on lane {found.lane} as request {batch.request_id}")
+    click.echo(
+        f'follow it: worker log lines with request_ids ["{batch.request_id}"]; '
+        "if Braze refuses it, `flask --app receiver dead list` shows why"
+    )
+
+
 def register(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
     app.cli.add_command(dead)
     app.cli.add_command(consent)
     app.cli.add_command(check_command)
+    app.cli.add_command(send_test_command)

@@ -97,3 +97,25 @@ def test_replaying_twice_sends_once(
     assert (first, second) == ("default:track", None)
     drain()
     assert [event["name"] for event in braze.state.profile("twice")["events"]] == ["a"]
+
+
+def test_send_test_goes_through_the_delivery_path(
+    app: Flask, drain: Callable[..., None], braze: Simulator
+) -> None:
+    """`send-test ROUTE` queues a sample record like the edge does; the worker delivers it."""
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["send-test", "events", "--field", "plan=gold"])
+    assert result.exit_code == 0, result.output
+    assert "on lane default:track as request cli-" in result.output
+    drain()
+    (event,) = braze.state.profile("braze-relay-test-user")["events"]
+    assert (event["name"], event["properties"]) == ("braze_relay_test", {"plan": "gold"})
+
+
+def test_send_test_refuses_a_delete_route_without_yes(app: Flask) -> None:
+    """A delete route needs --yes; an unknown route is named with the ones that exist."""
+    runner = app.test_cli_runner()
+    refused = runner.invoke(args=["send-test", "deletes"])
+    assert refused.exit_code != 0 and "--yes" in refused.output
+    unknown = runner.invoke(args=["send-test", "nope"])
+    assert unknown.exit_code != 0 and "routes: events" in unknown.output
