@@ -16,7 +16,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
-from flask import Blueprint, Flask, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -24,6 +24,7 @@ from werkzeug.wrappers import Response
 
 from receiver import admin_auth
 from receiver.cli import revalidate
+from receiver.state import redis_client, settings
 from relay import deadletters, store
 from relay.config import Settings
 
@@ -39,16 +40,6 @@ REASONS = (
     "retries_exhausted",
     "untranslatable",
 )
-
-
-def _settings() -> Settings:
-    settings: Settings = current_app.extensions["relay.settings"]
-    return settings
-
-
-def _redis() -> redis.Redis:
-    client: redis.Redis = current_app.extensions["redis"]
-    return client
 
 
 def plural(count: int, word: str) -> str:
@@ -79,7 +70,7 @@ def _helpers() -> dict[str, Any]:
 
 def matching(route: str | None, reason: str | None, as_of: float | None = None) -> Iterator[dict[str, Any]]:
     """Dead letters of this route and exactly this reason, newest first, failed no later than `as_of`."""
-    for item in deadletters.iter_entries(_redis(), route=route, reason=reason):
+    for item in deadletters.iter_entries(redis_client(), route=route, reason=reason):
         if reason and item["reason"] != reason:
             continue  # the store matches a prefix; the page shows whole reasons
         if as_of is not None and item["last_failed_at"] > as_of:
@@ -90,7 +81,7 @@ def matching(route: str | None, reason: str | None, as_of: float | None = None) 
 @bp.get("/", strict_slashes=False)
 def overview() -> str:
     """Dead letters by reason and route, lane depths and retries, 429 pauses, RQ queues."""
-    client = _redis()
+    client = redis_client()
     by_reason: Counter[str] = Counter()
     by_route: Counter[str] = Counter()
     for item in deadletters.iter_entries(client):
@@ -114,7 +105,7 @@ def overview() -> str:
     ]
     now = time.time()
     pauses = []
-    for workspace in sorted(_settings().workspaces):
+    for workspace in sorted(settings().workspaces):
         for family in FAMILIES:
             raw = client.get(store.pause_key(workspace, family))
             if raw and float(raw) > now:
@@ -154,7 +145,7 @@ def dead_list() -> str:
     total = matched = 0
     first = (page - 1) * PER_PAGE
     # One pass over the store: counts for the filter menus, and only this page's entries kept.
-    for item in deadletters.iter_entries(_redis()):
+    for item in deadletters.iter_entries(redis_client()):
         total += 1
         routes[item["route"]] += 1
         reasons[item["reason"]] += 1
@@ -174,7 +165,7 @@ def dead_list() -> str:
         matched=matched,
         total=total,
         as_of=f"{as_of:.6f}",
-        route_options=sorted(set(_settings().routes) | set(routes)),
+        route_options=sorted(set(settings().routes) | set(routes)),
         reason_options=sorted(set(REASONS) | set(reasons)),
         route_counts=routes,
         reason_counts=reasons,
@@ -185,7 +176,7 @@ def dead_list() -> str:
 @bp.get("/dead/<dead_id>")
 def dead_detail(dead_id: str) -> str | tuple[str, int]:
     """One dead letter in full; its record as pretty JSON."""
-    item = deadletters.get(_redis(), dead_id)
+    item = deadletters.get(redis_client(), dead_id)
     if item is None:
         message = f"No dead letter with id {dead_id}: it was replayed or purged, or never existed."
         return render_template("admin/error.html", title="Not found", message=message), 404
@@ -202,7 +193,7 @@ def selected() -> Iterator[dict[str, Any]]:
     ids = list(dict.fromkeys(request.form.getlist("id")))  # each once, in the order given
     if ids:
         for dead_id in ids:
-            item = deadletters.get(_redis(), dead_id)
+            item = deadletters.get(redis_client(), dead_id)
             if item is not None:
                 yield item
         return
@@ -230,7 +221,7 @@ def replay() -> Response:
         except ValidationError:
             still_invalid += 1
             continue
-        if deadletters.requeue(_redis(), item, _settings().delivery, record) is not None:
+        if deadletters.requeue(redis_client(), item, settings().delivery, record) is not None:
             replayed += 1  # None: someone else replayed or purged it meanwhile
     message = f"replayed {plural(replayed, 'record')}"
     if still_invalid:
@@ -250,7 +241,7 @@ def purge() -> Response | str:
         return render_template("admin/confirm_purge.html", items=items[:PER_PAGE], count=len(items))
     ids = [item["id"] for item in selected()]
     for start in range(0, len(ids), 500):  # bounded transactions, however many are purged
-        with _redis().pipeline(transaction=True) as pipe:
+        with redis_client().pipeline(transaction=True) as pipe:
             for dead_id in ids[start : start + 500]:
                 deadletters.remove(pipe, dead_id)
             pipe.execute()

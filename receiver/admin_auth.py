@@ -13,9 +13,10 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, abort, current_app, render_template, request, session
+from flask import Flask, Response, abort, render_template, request, session
 
 from receiver.auth import key_matches
+from receiver.state import settings
 from relay.config import Settings
 
 GUARDED = ("admin", "rq_dashboard")  # the blueprints behind admin authentication
@@ -26,11 +27,6 @@ CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'"
 )
-
-
-def _settings() -> Settings:
-    settings: Settings = current_app.extensions["relay.settings"]
-    return settings
 
 
 def session_key(settings: Settings) -> bytes:
@@ -82,7 +78,7 @@ def guard() -> Response | None:
     """Before each request: 404 without admin keys, 401 without a valid one; rq-dashboard POSTs from here."""
     if request.blueprint not in GUARDED:
         return None
-    keys = _settings().admin_keys
+    keys = settings().admin_keys
     if not keys:
         abort(404)  # the same JSON 404 as any unknown path: nothing says the pages exist
     credentials = request.authorization

@@ -7,26 +7,15 @@ import time
 from typing import Any
 
 import click
-import redis
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 
 from receiver.schemas import RecordSchema
+from receiver.state import redis_client, settings
 from relay import audit, deadletters
-from relay.config import Settings
 
 dead = AppGroup("dead", help="List, show, replay and purge dead letters (records that did not reach Braze).")
-
-
-def _settings() -> Settings:
-    settings: Settings = current_app.extensions["relay.settings"]
-    return settings
-
-
-def _redis() -> redis.Redis:
-    client: redis.Redis = current_app.extensions["redis"]
-    return client
 
 
 def _ago(then: float) -> str:
@@ -39,14 +28,14 @@ def _ago(then: float) -> str:
 
 def _select(ids: tuple[str, ...], route: str | None, reason: str | None, all_: bool) -> list[dict[str, Any]]:
     if ids:
-        found = [deadletters.get(_redis(), dead_id) for dead_id in ids]
+        found = [deadletters.get(redis_client(), dead_id) for dead_id in ids]
         missing = [dead_id for dead_id, item in zip(ids, found, strict=True) if item is None]
         if missing:
             raise click.ClickException(f"no dead letter with id {', '.join(missing)}")
         return [item for item in found if item is not None]
     if not (route or reason or all_):
         raise click.UsageError("name dead-letter ids, or select with --route/--reason, or pass --all")
-    return list(deadletters.iter_entries(_redis(), route=route, reason=reason))
+    return list(deadletters.iter_entries(redis_client(), route=route, reason=reason))
 
 
 @dead.command("list")
@@ -58,7 +47,7 @@ def _select(ids: tuple[str, ...], route: str | None, reason: str | None, all_: b
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with the record.")
 def list_command(route: str | None, reason: str | None, limit: int, as_json: bool) -> None:
     """List dead letters, newest first."""
-    items = list(deadletters.iter_entries(_redis(), route=route, reason=reason, limit=limit))
+    items = list(deadletters.iter_entries(redis_client(), route=route, reason=reason, limit=limit))
     for item in items:
         if as_json:
             click.echo(json.dumps(item))
@@ -68,7 +57,7 @@ def list_command(route: str | None, reason: str | None, limit: int, as_json: boo
                 f"{item['id']}  {item['route']}  {item['reason']}  status={status}  "
                 f"attempts={item['attempts']}  {_ago(item['last_failed_at'])}  {item['message'][:80]}"
             )
-    total = _redis().zcard("relay:dead:index")
+    total = redis_client().zcard("relay:dead:index")
     click.echo(f"{len(items)} shown, {total} dead letter(s) in the store", err=True)
 
 
@@ -95,7 +84,7 @@ def replay_command(ids: tuple[str, ...], route: str | None, reason: str | None, 
             still_invalid += 1
             click.echo(f"{item['id']}: still invalid, left in place: {json.dumps(exc.messages)}", err=True)
             continue
-        if deadletters.requeue(_redis(), item, _settings().delivery, record) is not None:
+        if deadletters.requeue(redis_client(), item, settings().delivery, record) is not None:
             replayed += 1  # None: someone else replayed or purged it meanwhile
     click.echo(f"replayed {replayed} record(s); {still_invalid} still invalid")
 
@@ -104,7 +93,7 @@ def revalidate(item: dict[str, Any]) -> dict[str, Any] | None:
     """For a record refused at the edge, load it again with its route's current schema."""
     if item["reason"] != "invalid":
         return None
-    route = _settings().routes.get(item["route"])
+    route = settings().routes.get(item["route"])
     if route is None:
         raise ValidationError({"_route": [f"route {item['route']!r} is no longer configured"]})
     schema: RecordSchema = current_app.extensions["relay.schemas"][route.name]
@@ -125,7 +114,7 @@ def purge_command(ids: tuple[str, ...], route: str | None, reason: str | None, a
     items = _select(ids, route, reason, all_)
     if items and not yes:
         click.confirm(f"Delete {len(items)} dead letter(s) for good?", abort=True)
-    with _redis().pipeline(transaction=True) as pipe:
+    with redis_client().pipeline(transaction=True) as pipe:
         for item in items:
             deadletters.remove(pipe, item["id"])
         pipe.execute()
@@ -152,7 +141,7 @@ def history_command(
     }
     if len(given) != 1:
         raise click.UsageError("give exactly one of --external-id, --email, --phone")
-    events = audit.history(_redis(), workspace, given)
+    events = audit.history(redis_client(), workspace, given)
     for event in events:
         if as_json:
             click.echo(json.dumps(event))
@@ -170,16 +159,15 @@ def history_command(
 @with_appcontext
 def check_command() -> None:
     """Check the configuration and Redis, and print the routes (no secret is printed)."""
-    settings = _settings()
-    _redis().ping()
-    mode = "sandbox (bundled Braze simulator)" if settings.sandbox else "live Braze"
+    conf = settings()
+    redis_client().ping()
+    mode = "sandbox (bundled Braze simulator)" if conf.sandbox else "live Braze"
     click.echo(
-        f"configuration OK: {len(settings.routes)} route(s) from {settings.config_path}; "
-        f"{mode}; Redis answers"
+        f"configuration OK: {len(conf.routes)} route(s) from {conf.config_path}; {mode}; Redis answers"
     )
-    for route in settings.routes.values():
+    for route in conf.routes.values():
         table = f"{route.database}/{route.table}" if route.database else "-"
-        workspace = settings.workspaces[route.workspace].endpoint
+        workspace = conf.workspaces[route.workspace].endpoint
         click.echo(
             f"  {route.name}: {route.mode}/{route.kind}  table={table}  lane={route.lane}  braze={workspace}"
         )
@@ -210,12 +198,10 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
     """Send one sample record through ROUTE: validated and queued exactly as the HTTP edge does."""
     from receiver.enqueue import Batch, store_batch
 
-    settings = _settings()
-    found = settings.routes.get(route)
+    conf = settings()
+    found = conf.routes.get(route)
     if found is None:
-        raise click.BadParameter(
-            f"no route {route!r}; routes: {', '.join(settings.routes)}", param_hint="ROUTE"
-        )
+        raise click.BadParameter(f"no route {route!r}; routes: {', '.join(conf.routes)}", param_hint="ROUTE")
     if found.kind == "delete" and not yes:
         raise click.UsageError(f"route {route!r} deletes users in Braze: pass --yes to delete {TEST_USER!r}")
     record = dict(SAMPLES[found.kind])
@@ -233,7 +219,7 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
         ) from None
     batch = Batch(route=found, request_id=f"cli-{int(time.time() * 1000):x}")
     batch.add(0, loaded)
-    store_batch(_redis(), batch, settings)
+    store_batch(redis_client(), batch, conf)
     click.echo(f"queued {json.dumps(record)} on lane {found.lane} as request {batch.request_id}")
     click.echo(
         f'follow it: worker log lines with request_ids ["{batch.request_id}"]; '

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from receiver import auth, idempotency
@@ -19,20 +19,14 @@ from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, error_response
 from receiver.fields import strict_json
 from receiver.schemas import ExportSchema, IngestSchema, RecordSchema
+from receiver.state import redis_client, settings
 from relay import metrics
-from relay.config import Settings
 from relay.routes import Route
 
 bp = Blueprint("ingest", __name__)
 log = logging.getLogger("relay.receiver")
 
 JSON_TYPES = ("application/json", "application/vnd.treasuredata.v1+json")
-
-
-def settings() -> Settings:
-    """The settings loaded at start."""
-    conf: Settings = current_app.extensions["relay.settings"]
-    return conf
 
 
 def read_body(limit: int, *, lenient_type: bool = False) -> bytes:
@@ -76,6 +70,17 @@ def read_json(limit: int, *, lenient_type: bool = False) -> Any:
 def as_dict(messages: Any) -> dict[str, Any]:
     """Marshmallow's messages keyed by field (a bare list is about the whole record)."""
     return messages if isinstance(messages, dict) else {"_record": messages}
+
+
+def load_envelope(schema: Schema, body: Any, message: str) -> dict[str, Any]:
+    """The request body's outer shape (records list, export table), or 400 with `message`."""
+    if not isinstance(body, dict):
+        raise ApiError(400, message)
+    try:
+        loaded: dict[str, Any] = schema.load(body)
+    except ValidationError as exc:
+        raise ApiError(400, message, as_dict(exc.messages)) from None
+    return loaded
 
 
 def route_by_name(name: str) -> Route:
@@ -149,7 +154,7 @@ def load_records(route: Route, raw_records: Iterable[Any], total: int) -> Batch:
 
 def count_refused(route: Route, received: int, invalid: int) -> None:
     """Count a request refused with 422 (best effort: the answer does not wait on it)."""
-    client: redis.Redis = current_app.extensions["redis"]
+    client = redis_client()
     try:
         with client.pipeline(transaction=False) as pipe:
             metrics.incr(pipe, "relay_records_received", received, route=route.name)
@@ -176,7 +181,7 @@ def accept(batch: Batch, answer: dict[str, Any], status: int = 200) -> tuple[Res
 
     A request with an idempotency key that was seen before stores nothing and gets the first answer.
     """
-    client: redis.Redis = current_app.extensions["redis"]
+    client = redis_client()
     conf = settings()
     body = request.get_data(cache=True)
     claim = idempotency.claim_for(
@@ -229,14 +234,9 @@ def ingest(database: str, table: str) -> tuple[Response, int]:
     authenticate(route, td_style=True)
     limits = settings().limits
     body = read_json(limits.ingest_bytes)
-    if not isinstance(body, dict):
-        raise ApiError(400, 'The body must be a JSON object: {"records": [ ... ]}.')
-    try:
-        envelope = IngestSchema().load(body)
-    except ValidationError as exc:
-        raise ApiError(
-            400, 'The body must be {"records": [ ... ]} with at least one record.', as_dict(exc.messages)
-        ) from None
+    envelope = load_envelope(
+        IngestSchema(), body, 'The body must be {"records": [ ... ]} with at least one record.'
+    )
     if len(envelope["records"]) > limits.ingest_records:
         raise ApiError(
             413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records}
@@ -252,14 +252,9 @@ def export(name: str) -> tuple[Response, int]:
     authenticate(route, td_style=True, allow_basic=True)
     limits = settings().limits
     body = read_json(limits.export_bytes, lenient_type=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "The body must be a JSON object with column_names and data.")
-    try:
-        table = ExportSchema().load(body)
-    except ValidationError as exc:
-        raise ApiError(
-            400, "The body must hold column_names and data (TD's export shape).", as_dict(exc.messages)
-        ) from None
+    table = load_envelope(
+        ExportSchema(), body, "The body must hold column_names and data (TD's export shape)."
+    )
     if len(table["data"]) > limits.export_rows:
         raise ApiError(413, f"At most {limits.export_rows} rows per export.", {"limit": limits.export_rows})
     names, rows = table["column_names"], table["data"]
@@ -315,7 +310,7 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     """Readiness: configuration loaded and Redis answering."""
-    client: redis.Redis = current_app.extensions["redis"]
+    client = redis_client()
     try:
         client.ping()
     except redis.RedisError:
