@@ -116,15 +116,19 @@ class Drainer:
         )
         if due:
             return [(raw, loads(raw), True) for raw in due]
-        raws = cast("list[bytes]", self.client.lrange(self.queue_key, 0, self.batch_size - 1))
-        if not raws:
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.llen(self.queue_key)
+            pipe.lindex(self.queue_key, 0)
+            waiting, head = pipe.execute()
+        if not waiting:
             return []
-        chunk = [(raw, loads(raw), False) for raw in raws]
-        age = now - chunk[0][1]["at"]
-        if len(chunk) < self.batch_size and age < self.linger_s and not self.others_waiting():
-            time.sleep(min(self.linger_s - age, 0.02))
-            return None
-        return chunk
+        if waiting < self.batch_size:
+            age = now - loads(head)["at"]
+            if age < self.linger_s and not self.others_waiting():
+                time.sleep(min(self.linger_s - age, 0.02))
+                return None
+        raws = cast("list[bytes]", self.client.lrange(self.queue_key, 0, self.batch_size - 1))
+        return [(raw, loads(raw), False) for raw in raws]
 
     def others_waiting(self) -> bool:
         """True when drain jobs of other lanes wait for a worker: then send now rather than linger."""
