@@ -12,8 +12,9 @@ def create_app(config: Settings | None = None) -> Flask:
     """Build the Flask app: load settings, open the shared clients, register blueprints and errors."""
     from prometheus_client import CollectorRegistry
 
-    from receiver import cli
+    from receiver import admin, cli
     from receiver.errors import register_error_handlers
+    from receiver.openapi import bp as openapi_bp
     from receiver.schemas import schema_for
     from receiver.views import bp
     from relay.logs import configure_logging
@@ -22,6 +23,8 @@ def create_app(config: Settings | None = None) -> Flask:
     settings = config or load_settings()
     configure_logging()
     app = Flask(__name__)
+    # '//' in a path is a 404, not a redirect that would echo the query string (?td_write_key=...).
+    app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["relay.settings"] = settings
     app.extensions["relay.schemas"] = {
@@ -33,6 +36,8 @@ def create_app(config: Settings | None = None) -> Flask:
     registry.register(RelayCollector(app.extensions["redis"]))
     app.extensions["relay.metrics"] = registry
     app.register_blueprint(bp)
+    app.register_blueprint(openapi_bp)
+    admin.register(app)  # /admin/ pages and rq-dashboard; 404 unless RELAY_ADMIN_KEYS is set
     register_error_handlers(app)
     cli.register(app)
     return app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +13,8 @@ from marshmallow import ValidationError, fields
 
 MAX_STRING = 255  # Braze: string values and keys up to 255 characters
 MS_THRESHOLD = 1e11  # a UNIX time in seconds stays below this until the year 5138
+MAX_AHEAD_S = 86400
+NUMBER = re.compile(r"^[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?$")
 
 
 def _refuse_constant(name: str) -> None:
@@ -50,7 +54,18 @@ def _finite_float(text: str) -> float:
 
 
 def parse_time(value: Any) -> float:
-    """ISO-8601 or UNIX seconds (number or numeric string) as UNIX seconds; naive times are UTC."""
+    """ISO-8601 or UNIX seconds (number or numeric string) as UNIX seconds; naive times are UTC.
+
+    A time more than a day ahead is refused: it would hold a user's newest-value mark for its
+    fields (no stale overwrite) and shut out every real change until the mark expires.
+    """
+    seconds = _seconds(value)
+    if seconds > time.time() + MAX_AHEAD_S:
+        raise ValidationError("Time is more than a day in the future.")
+    return seconds
+
+
+def _seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise ValidationError("Not a valid time: use ISO-8601 or UNIX seconds.")
     if isinstance(value, (int, float)):
@@ -61,6 +76,8 @@ def parse_time(value: Any) -> float:
     elif isinstance(value, str):
         text = value.strip()
         try:
+            if not NUMBER.match(text):
+                raise ValueError(text)  # float() would take "1_000", " ١٢٣" and "nan" too
             seconds = float(text)
         except ValueError:
             try:

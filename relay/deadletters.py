@@ -42,7 +42,12 @@ def store_family(envelope: Envelope) -> str:
 
 def add(pipe: redis.client.Pipeline, item: dict[str, Any]) -> None:
     """Queue the writes of one dead letter on a pipeline (the caller runs it in its transaction)."""
-    pipe.hset(store.DEAD, item["id"], json.dumps(item, separators=(",", ":")))
+    try:
+        text = json.dumps(item, separators=(",", ":"))
+    except RecursionError:  # a refused record nested deeper than JSON encoding can follow
+        kept = {**item, "envelope": {**item["envelope"], "rec": {"raw": "(not kept: nested too deeply)"}}}
+        text = json.dumps(kept, separators=(",", ":"))
+    pipe.hset(store.DEAD, item["id"], text)
     pipe.zadd(store.DEAD_INDEX, {item["id"]: item["last_failed_at"]})
     metrics.incr(pipe, "relay_records_dead_lettered", route=item["route"], reason=item["reason"])
 
