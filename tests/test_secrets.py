@@ -18,6 +18,8 @@ from tests.helpers import signed_headers
 from tests.processes import Processes, wait_for
 
 pytestmark = pytest.mark.e2e
+PII_EMAIL = "jane.doe.pii@example.com"
+PII_PHONE = "+15550100999"
 SECRETS = {
     "write key": WRITE_KEY,
     "rotated write key": OTHER_WRITE_KEY,
@@ -109,6 +111,34 @@ def test_no_secret_in_logs_redis_or_answers(
             {"Authorization": f"Bearer {WRITE_KEY}", "Idempotency-Key": "k1"},
             b"[{}]",
         ),
+        # personal data: consent by email and phone, an email as a profile attribute
+        (
+            "POST",
+            "/db/consent",
+            {"Authorization": f"TD1 {WRITE_KEY}"},
+            json.dumps(
+                {
+                    "records": [
+                        {
+                            "email": PII_EMAIL,
+                            "subscription_group_id": "g1",
+                            "subscription_state": "unsubscribed",
+                        },
+                        {
+                            "phone": PII_PHONE,
+                            "subscription_group_id": "g1",
+                            "subscription_state": "subscribed",
+                        },
+                    ]
+                }
+            ).encode(),
+        ),
+        (
+            "POST",
+            "/db/profiles",
+            {"Authorization": f"TD1 {WRITE_KEY}"},
+            json.dumps({"records": [{"external_id": "s1", "email": PII_EMAIL}]}).encode(),
+        ),
         ("GET", "/readyz", {}, b""),
         ("GET", "/metrics", {}, b""),
     ]
@@ -123,6 +153,7 @@ def test_no_secret_in_logs_redis_or_answers(
         assert response.status_code < 500, (path, response.text)
         answers.append(response.content)
     wait_for(lambda: braze.state.profile("s1") is not None, 20, "the accepted records in Braze")
+    wait_for(lambda: PII_PHONE in str(braze.state.snapshot()["orphans"]), 20, "the consent records in Braze")
     # Braze refusing the relay's key: dead letters carry Braze's message, never the key.
     braze.config.api_key = "another-key"
     session.post(
@@ -136,7 +167,10 @@ def test_no_secret_in_logs_redis_or_answers(
 
     for answer in answers:
         assert leaks(answer) == [], answer[:300]
-    assert leaks(procs.logs().encode()) == []
+    logs = procs.logs()
+    assert leaks(logs.encode()) == []
+    assert "braze call" in logs  # the worker did log its calls
+    assert PII_EMAIL not in logs and PII_PHONE not in logs, "raw emails and phones stay out of logs"
     for value in redis_dump(clean_redis):
         assert leaks(value) == [], value[:300]
     assert b"Invalid API Key" in b"".join(redis_dump(clean_redis))  # the dump did reach the dead letters
