@@ -13,6 +13,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from typing import cast
 
 import redis
@@ -21,7 +22,7 @@ from rq.serializers import JSONSerializer
 
 from handlers import context
 from relay import lanes, store
-from relay.config import Delivery, load_settings
+from relay.config import Delivery, Settings, load_settings
 from relay.logs import configure_logging
 from relay.secrets import ConfigError
 
@@ -33,10 +34,10 @@ class RelayWorker(SimpleWorker):
     """RQ's SimpleWorker: jobs run in this process, so sessions and pools survive between jobs."""
 
 
-def tick(client: redis.Redis, delivery: Delivery) -> int:
-    """Arm every lane with work and no owner; return how many this call armed."""
+def tick(client: redis.Redis, delivery: Delivery, configured: Iterable[str] = ()) -> int:
+    """Arm every lane with work and no owner (known in Redis or from the routes); return how many."""
     members = cast("set[bytes]", client.smembers(store.LANES))
-    names = sorted(name.decode() for name in members)
+    names = sorted({name.decode() for name in members} | set(configured))
     if not names:
         return 0
     now = time.time()
@@ -58,16 +59,17 @@ def tick(client: redis.Redis, delivery: Delivery) -> int:
 class Ticker(threading.Thread):
     """Calls `tick` every second until stopped; a Redis outage is logged and waited out."""
 
-    def __init__(self, client: redis.Redis, delivery: Delivery) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
         super().__init__(name="relay-ticker", daemon=True)
-        self.client, self.delivery = client, delivery
+        self.client, self.delivery = client, settings.delivery
+        self.configured = sorted({route.lane for route in settings.routes.values()})
         self.stopping = threading.Event()
 
     def run(self) -> None:
         """Loop until `stopping` is set."""
         while not self.stopping.wait(TICK_S):
             try:
-                tick(self.client, self.delivery)
+                tick(self.client, self.delivery, self.configured)
             except redis.RedisError as exc:
                 log.warning("ticker: redis unavailable", extra={"error": type(exc).__name__})
 
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     client = store.connect(settings)
     ctx = context.Context(settings, client)
     context.install(ctx)
-    ticker = Ticker(client, settings.delivery)
+    ticker = Ticker(client, settings)
     ticker.start()
     queues = [store.QUEUE_CONSENT] if args.consent_only else [store.QUEUE_CONSENT, store.QUEUE_BULK]
     worker = RelayWorker(queues, connection=client, serializer=JSONSerializer)

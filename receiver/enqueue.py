@@ -6,6 +6,7 @@ Redis refuses (down, out of memory) nothing of the request is stored and the cal
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -81,13 +82,60 @@ class Claim:
 def store_batch(
     client: redis.Redis, batch: Batch, settings: Settings, claim: Claim | None = None
 ) -> dict[str, Any] | None:
-    """Write the batch's records (and its dead-lettered invalid records) in one MULTI/EXEC.
+    """Write the batch's records (and its dead-lettered invalid records) at once, then answer.
+
+    Records that fit one RPUSH with nothing else to keep (the common case) go in one script call;
+    everything else (several RPUSHes, dead letters, consent audit events, an idempotency key) in one
+    MULTI/EXEC. Either way all of it is written, or none.
 
     With a claim, the idempotency key is written in the same transaction, watched so that of two
     concurrent repeats only one stores anything; the other (and any later repeat) gets back the
     first request's stored answer instead of None.
     """
     token = lanes.new_token()
+    if claim is None and not (batch.invalid or batch.consent) and 0 < len(batch.payloads) <= PUSH_CHUNK:
+        armed = _store_plain(client, batch, settings, token)
+    else:
+        first, armed = _store_together(client, batch, settings, token, claim)
+        if first is not None:
+            return first
+    if armed:
+        # The lane had no owner: this request woke it. If this process dies right here, the lease
+        # expires and a worker's ticker (which knows every configured lane) re-arms the lane.
+        client.sadd(store.LANES, batch.route.lane)
+        lanes.enqueue_drain(client, batch.route.lane, token, settings.delivery)
+    return None
+
+
+# The common case in one round trip: the records, their counter and the lane's lease. A script stops
+# at its first error, so if Redis refuses the RPUSH (out of memory) nothing else is written.
+PLAIN = """
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 5))
+redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2])
+return redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4])
+"""
+
+
+def _store_plain(client: redis.Redis, batch: Batch, settings: Settings, token: str) -> bool:
+    """Records that fit one RPUSH and nothing else to keep: one script call; True if it armed the lane."""
+    lane = batch.route.lane
+    counter = metrics.field("relay_records_accepted", route=batch.route.name)
+    keys = [store.lane_queue(lane), metrics.KEY, store.lane_armed(lane)]
+    lease_ms = int(settings.delivery.lease_s * 1000)
+    args: list[str | int] = [counter, batch.accepted, token, lease_ms, *batch.payloads]
+    return bool(_plain_script(client)(keys=keys, args=args))
+
+
+@functools.cache
+def _plain_script(client: redis.Redis) -> Any:
+    """PLAIN registered once per client (then sent by its SHA)."""
+    return client.register_script(PLAIN)
+
+
+def _store_together(
+    client: redis.Redis, batch: Batch, settings: Settings, token: str, claim: Claim | None
+) -> tuple[dict[str, Any] | None, bool]:
+    """Everything else in one MULTI/EXEC: (the first answer if this repeats a claim, lane armed)."""
     with client.pipeline(transaction=True) as pipe:
         while True:
             try:
@@ -96,24 +144,18 @@ def store_batch(
                     first = pipe.get(claim.key)
                     if first is not None:
                         pipe.unwatch()
-                        answer: dict[str, Any] = json.loads(first)
-                        return answer
+                        return json.loads(first), False
                     pipe.multi()
                     pipe.set(claim.key, json.dumps(claim.answer), ex=claim.window_s)
-                armed = _queue_writes(pipe, batch, settings=settings, token=token)
+                arms = _queue_writes(pipe, batch, settings=settings, token=token)
                 results = pipe.execute()
-                break
+                return None, bool(arms and results[-1])
             except redis.WatchError:
                 continue  # a concurrent repeat stored first: read its answer
-    if armed and results[-1]:
-        # The lane had no owner: this request woke it. If this process dies right here, the lease
-        # expires and a worker's ticker re-arms the lane, so the records still go out.
-        lanes.enqueue_drain(client, batch.route.lane, token, settings.delivery)
-    return None
 
 
 def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) -> bool:
-    """Queue the batch's writes on the transaction; True if its last command arms the lane."""
+    """Queue the batch's writes on the pipeline; True if its last command arms the lane."""
     lane = batch.route.lane
     payloads = batch.payloads
     for env in batch.consent:
@@ -123,13 +165,11 @@ def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) ->
     for index, raw, errors in batch.invalid:
         env = batch.envelope(index, {"raw": raw})
         deadletters.add(pipe, deadletters.entry(env, reason="invalid", message=_flatten(errors)))
-    route = batch.route.name
-    metrics.incr(pipe, "relay_records_received", len(payloads) + len(batch.invalid), route=route)
+    route = batch.route.name  # received = accepted + rejected: /metrics adds them up
     metrics.incr(pipe, "relay_records_accepted", len(payloads), route=route)
     metrics.incr(pipe, "relay_records_rejected", len(batch.invalid), route=route, reason="invalid")
     if not payloads:
         return False
-    pipe.sadd(store.LANES, lane)
     pipe.set(store.lane_armed(lane), token, nx=True, px=int(settings.delivery.lease_s * 1000))
     return True
 

@@ -79,6 +79,18 @@ def read(client: redis.Redis) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     return values
 
 
+def with_received(values: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[Any, float]:
+    """Add relay_records_received per route: the edge counts only accepted and rejected records."""
+    received: Counter[str] = Counter()
+    for (name, labels), value in values.items():
+        if name in ("relay_records_accepted", "relay_records_rejected"):
+            received[dict(labels)["route"]] += int(value)
+    out = dict(values)
+    for route, count in received.items():
+        out[("relay_records_received", (("route", route),))] = float(count)
+    return out
+
+
 class RelayCollector(Collector):
     """Renders the Redis-held metrics, plus live gauges, for prometheus-client."""
 
@@ -87,7 +99,7 @@ class RelayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Read Redis once per scrape."""
-        values = read(self.client)
+        values = with_received(read(self.client))
         for name, (doc, label_names) in COUNTERS.items():
             family = CounterMetricFamily(name, doc, labels=label_names)
             for (metric, labels), value in sorted(values.items()):

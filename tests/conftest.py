@@ -196,7 +196,7 @@ def drain(settings: Settings, clean_redis: redis.Redis) -> Callable[..., None]:
     def run(timeout: float = 15.0, *, once: bool = False) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            tick(clean_redis, settings.delivery)
+            tick(clean_redis, settings.delivery, [route.lane for route in settings.routes.values()])
             worker = RelayWorker(
                 [store.QUEUE_CONSENT, store.QUEUE_BULK], connection=clean_redis, serializer=JSONSerializer
             )
