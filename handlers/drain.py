@@ -24,6 +24,7 @@ from handlers.retry import backoff, exhausted
 from handlers.translate import NOT_IDEMPOTENT, Item, to_items
 from relay import audit, deadletters, lanes, metrics, store
 from relay.envelope import Envelope, dumps, loads
+from relay.routes import family_of
 
 log = logging.getLogger("relay.worker")
 
@@ -72,7 +73,7 @@ class Drainer:
         self.armed_key = store.lane_armed(lane)
         self.renew_script = self.client.register_script(RENEW)
         self.release_script = self.client.register_script(RELEASE)
-        family = lane.split(":", 1)[1]
+        family = family_of(lane)
         self.batch_size = self.delivery.track_combined or self.delivery.track_per_array
         if family != "track":
             self.batch_size = self.delivery.batch_limit

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from relay.audit import user_key
 from relay.envelope import Envelope
+from relay.routes import user_key
 
 TRACK = "/users/track"
 ALIAS = "/users/alias/new"

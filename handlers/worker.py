@@ -62,7 +62,8 @@ class Ticker(threading.Thread):
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         super().__init__(name="relay-ticker", daemon=True)
         self.client, self.delivery = client, settings.delivery
-        self.configured = sorted({route.lane for route in settings.routes.values()})
+        shards = settings.delivery.track_shards
+        self.configured = sorted({lane for route in settings.routes.values() for lane in route.lanes(shards)})
         self.stopping = threading.Event()
 
     def run(self) -> None:

@@ -217,10 +217,14 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
         raise click.ClickException(
             f"the record is invalid for this route: {json.dumps(exc.messages)}"
         ) from None
-    batch = Batch(route=found, request_id=f"cli-{int(time.time() * 1000):x}")
+    batch = Batch(
+        route=found, request_id=f"cli-{int(time.time() * 1000):x}", shards=conf.delivery.track_shards
+    )
     batch.add(0, loaded)
     store_batch(redis_client(), batch, conf)
-    click.echo(f"queued {json.dumps(record)} on lane {found.lane} as request {batch.request_id}")
+    click.echo(
+        f"queued {json.dumps(record)} on lane {next(iter(batch.payloads))} as request {batch.request_id}"
+    )
     click.echo(
         f'follow it: worker log lines with request_ids ["{batch.request_id}"]; '
         "if Braze refuses it, `flask --app receiver dead list` shows why"

@@ -17,7 +17,7 @@ import redis
 from relay import audit, deadletters, lanes, metrics, store
 from relay.config import Settings
 from relay.envelope import Envelope, dumps
-from relay.routes import Route
+from relay.routes import Route, lane_of
 
 PUSH_CHUNK = 1000  # records per RPUSH inside the transaction (keeps each command's size sane)
 
@@ -32,21 +32,23 @@ class Batch:
 
     route: Route
     request_id: str
+    shards: int = 1  # track lanes split by user (Delivery.track_shards)
     received: float = field(default_factory=time.time)
     received_ns: int = field(default_factory=time.time_ns)
-    payloads: list[str] = field(default_factory=list)
+    payloads: dict[str, list[str]] = field(default_factory=dict)  # lane -> serialized records
     consent: list[Envelope] = field(default_factory=list)  # kept for the audit trail
     invalid: list[tuple[int, Any, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
         """How many records this request stores for delivery."""
-        return len(self.payloads)
+        return sum(map(len, self.payloads.values()))
 
     def add(self, index: int, record: dict[str, Any]) -> None:
         """Take one loaded record."""
         env = self.envelope(index, record)
-        self.payloads.append(dumps(env))
+        lane = lane_of(self.route.workspace, self.route.kind, record.get("_id"), self.shards)
+        self.payloads.setdefault(lane, []).append(dumps(env))
         if self.route.kind == "subscription":
             self.consent.append(env)
 
@@ -93,17 +95,18 @@ def store_batch(
     first request's stored answer instead of None.
     """
     token = lanes.new_token()
-    if claim is None and not (batch.invalid or batch.consent) and 0 < len(batch.payloads) <= PUSH_CHUNK:
+    plain = claim is None and not (batch.invalid or batch.consent) and len(batch.payloads) == 1
+    if plain and batch.accepted <= PUSH_CHUNK:
         armed = _store_plain(client, batch, settings, token)
     else:
         first, armed = _store_together(client, batch, settings, token, claim)
         if first is not None:
             return first
-    if armed:
+    for lane in armed:
         # The lane had no owner: this request woke it. If this process dies right here, the lease
         # expires and a worker's ticker (which knows every configured lane) re-arms the lane.
-        client.sadd(store.LANES, batch.route.lane)
-        lanes.enqueue_drain(client, batch.route.lane, token, settings.delivery)
+        client.sadd(store.LANES, lane)
+        lanes.enqueue_drain(client, lane, token, settings.delivery)
     return None
 
 
@@ -116,14 +119,14 @@ return redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4])
 """
 
 
-def _store_plain(client: redis.Redis, batch: Batch, settings: Settings, token: str) -> bool:
-    """Records that fit one RPUSH and nothing else to keep: one script call; True if it armed the lane."""
-    lane = batch.route.lane
+def _store_plain(client: redis.Redis, batch: Batch, settings: Settings, token: str) -> list[str]:
+    """Records of one lane, fitting one RPUSH, nothing else to keep: one script call; lanes armed."""
+    ((lane, payloads),) = batch.payloads.items()
     counter = metrics.field("relay_records_accepted", route=batch.route.name)
     keys = [store.lane_queue(lane), metrics.KEY, store.lane_armed(lane)]
     lease_ms = int(settings.delivery.lease_s * 1000)
-    args: list[str | int] = [counter, batch.accepted, token, lease_ms, *batch.payloads]
-    return bool(_plain_script(client)(keys=keys, args=args))
+    args: list[str | int] = [counter, len(payloads), token, lease_ms, *payloads]
+    return [lane] if _plain_script(client)(keys=keys, args=args) else []
 
 
 @functools.cache
@@ -134,8 +137,8 @@ def _plain_script(client: redis.Redis) -> Any:
 
 def _store_together(
     client: redis.Redis, batch: Batch, settings: Settings, token: str, claim: Claim | None
-) -> tuple[dict[str, Any] | None, bool]:
-    """Everything else in one MULTI/EXEC: (the first answer if this repeats a claim, lane armed)."""
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """Everything else in one MULTI/EXEC: (the first answer if this repeats a claim, lanes armed)."""
     with client.pipeline(transaction=True) as pipe:
         while True:
             try:
@@ -144,34 +147,34 @@ def _store_together(
                     first = pipe.get(claim.key)
                     if first is not None:
                         pipe.unwatch()
-                        return json.loads(first), False
+                        return json.loads(first), []
                     pipe.multi()
                     pipe.set(claim.key, json.dumps(claim.answer), ex=claim.window_s)
-                arms = _queue_writes(pipe, batch, settings=settings, token=token)
+                arming = _queue_writes(pipe, batch, settings=settings, token=token)
                 results = pipe.execute()
-                return None, bool(arms and results[-1])
+                taken = results[len(results) - len(arming) :] if arming else []
+                return None, [lane for lane, took in zip(arming, taken, strict=True) if took]
             except redis.WatchError:
                 continue  # a concurrent repeat stored first: read its answer
 
 
-def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) -> bool:
-    """Queue the batch's writes on the pipeline; True if its last command arms the lane."""
-    lane = batch.route.lane
-    payloads = batch.payloads
+def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) -> list[str]:
+    """Queue the batch's writes on the pipeline; the last commands try to arm these lanes, in order."""
     for env in batch.consent:
         audit.note(pipe, env, "received", settings.audit_ttl_s)
-    for start in range(0, len(payloads), PUSH_CHUNK):
-        pipe.rpush(store.lane_queue(lane), *payloads[start : start + PUSH_CHUNK])
+    for lane, payloads in batch.payloads.items():
+        for start in range(0, len(payloads), PUSH_CHUNK):
+            pipe.rpush(store.lane_queue(lane), *payloads[start : start + PUSH_CHUNK])
     for index, raw, errors in batch.invalid:
         env = batch.envelope(index, {"raw": raw})
         deadletters.add(pipe, deadletters.entry(env, reason="invalid", message=_flatten(errors)))
     route = batch.route.name  # received = accepted + rejected: /metrics adds them up
-    metrics.incr(pipe, "relay_records_accepted", len(payloads), route=route)
+    metrics.incr(pipe, "relay_records_accepted", batch.accepted, route=route)
     metrics.incr(pipe, "relay_records_rejected", len(batch.invalid), route=route, reason="invalid")
-    if not payloads:
-        return False
-    pipe.set(store.lane_armed(lane), token, nx=True, px=int(settings.delivery.lease_s * 1000))
-    return True
+    arming = list(batch.payloads)
+    for lane in arming:
+        pipe.set(store.lane_armed(lane), token, nx=True, px=int(settings.delivery.lease_s * 1000))
+    return arming
 
 
 def _flatten(errors: dict[str, Any]) -> str:

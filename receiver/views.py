@@ -132,7 +132,7 @@ def authenticate(
 def load_records(route: Route, raw_records: Iterable[Any], total: int) -> Batch:
     """Validate every record; 422 naming index and field unless the route skips invalid records."""
     schema: RecordSchema = current_app.extensions["relay.schemas"][route.name]
-    batch = Batch(route=route, request_id=request_id())
+    batch = Batch(route=route, request_id=request_id(), shards=settings().delivery.track_shards)
     errors: dict[str, Any] = {}
     for index, raw in enumerate(raw_records):
         try:

@@ -18,15 +18,10 @@ import redis
 
 from relay import store
 from relay.envelope import Envelope
+from relay.routes import user_key
 
 KEEP = 200
 CHANGE_FIELDS = ("subscription_group_id", "subscription_state", "email_subscribe", "push_subscribe")
-
-
-def user_key(ident: dict[str, Any]) -> str:
-    """A stable string for one identifier object, e.g. 'email:a@b.c' (for per-user state)."""
-    ((name, value),) = ident.items()
-    return f"{name}:{json.dumps(value, sort_keys=True) if isinstance(value, dict) else value}"
 
 
 def audit_key(workspace: str, ident: dict[str, Any]) -> str:

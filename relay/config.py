@@ -39,6 +39,7 @@ class Delivery:
     track_per_array: int = 75
     track_combined: int | None = None  # 50 for Braze's newer "combined" contracts
     batch_limit: int = 50  # alias, identify, delete, subscription
+    track_shards: int = 2  # track lanes split by user, drained in parallel (one Braze request in flight each)
     max_body_bytes: int = 3_900_000  # Braze refuses 4 MB; keep a margin for headers
     linger_s: float = 0.2
     consent_linger_s: float = 0.05  # consent is latency first: batches form while a request is in flight
@@ -115,6 +116,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
     delivery = Delivery(
         track_per_array=env.int("BRAZE_TRACK_PER_ARRAY", Delivery.track_per_array),
         track_combined=combined,
+        track_shards=max(1, env.int("RELAY_TRACK_SHARDS", Delivery.track_shards)),
         linger_s=env.float("RELAY_LINGER_MS", Delivery.linger_s * 1000) / 1000,
         consent_linger_s=env.float("RELAY_CONSENT_LINGER_MS", Delivery.consent_linger_s * 1000) / 1000,
         lease_s=env.float("RELAY_LEASE_S", Delivery.lease_s),

@@ -15,7 +15,7 @@ import redis
 
 from relay import metrics, store
 from relay.envelope import Envelope
-from relay.routes import LANE_OF_KIND
+from relay.routes import LANE_OF_KIND, lane_of
 
 
 def entry(envelope: Envelope, *, reason: str, status: int | None = None, message: str = "") -> dict[str, Any]:
@@ -116,7 +116,7 @@ def requeue(
     if record is not None:
         envelope["rec"] = record
         envelope["t"] = record["time"]
-    lane = f"{envelope['ws']}:{LANE_OF_KIND[envelope['kind']]}"
+    lane = lane_of(envelope["ws"], envelope["kind"], envelope["rec"].get("_id"), delivery.track_shards)
     payload = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
     counter = metrics.field("relay_records_replayed", route=envelope["route"])
     keys = [store.DEAD, store.DEAD_INDEX, store.lane_queue(lane), store.LANES, metrics.KEY]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import tomllib
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,28 @@ LANE_OF_KIND = {
     "delete": "delete",
     "subscription": "consent",
 }
+
+
+def user_key(ident: dict[str, Any]) -> str:
+    """A stable string for one identifier object, e.g. 'email:a@b.c' (for per-user state)."""
+    ((name, value),) = ident.items()
+    return f"{name}:{json.dumps(value, sort_keys=True) if isinstance(value, dict) else value}"
+
+
+def lane_of(workspace: str, kind: str, ident: dict[str, Any] | None, shards: int) -> str:
+    """The lane a record travels in: '<workspace>:<family>'; track lanes split by user into shards.
+
+    A user's records always share a shard, so their order holds; shards are drained in parallel.
+    """
+    family = LANE_OF_KIND[kind]
+    if family != "track" or shards <= 1 or not ident:
+        return f"{workspace}:{family}"
+    return f"{workspace}:{family}.{zlib.crc32(user_key(ident).encode()) % shards}"
+
+
+def family_of(lane: str) -> str:
+    """The family of a lane name ('default:track.1' -> 'track')."""
+    return lane.split(":", 1)[1].split(".", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -80,8 +104,14 @@ class Route:
 
     @property
     def lane(self) -> str:
-        """The queue this route's records travel in: '<workspace>:<family>'."""
+        """The queue this route's records travel in: '<workspace>:<family>' (before sharding)."""
         return f"{self.workspace}:{LANE_OF_KIND[self.kind]}"
+
+    def lanes(self, shards: int) -> list[str]:
+        """Every lane this route's records may travel in."""
+        if LANE_OF_KIND[self.kind] != "track" or shards <= 1:
+            return [self.lane]
+        return [f"{self.lane}.{shard}" for shard in range(shards)]
 
 
 class RouteSchema(Schema):

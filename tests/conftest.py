@@ -149,6 +149,9 @@ def relay_env(
     env = relay_environment(REDIS_URL, braze.url, routes_file)
     for name in ("RELAY_INSECURE_NO_AUTH", "RELAY_SANDBOX_BRAZE_URL"):
         monkeypatch.delenv(name, raising=False)
+    # One track lane in-process, so tests can look at it by name; the process tests (`stack`) run
+    # with the default of two shards, and test_delivery tests the shards themselves.
+    env["RELAY_TRACK_SHARDS"] = "1"
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
@@ -196,7 +199,12 @@ def drain(settings: Settings, clean_redis: redis.Redis) -> Callable[..., None]:
     def run(timeout: float = 15.0, *, once: bool = False) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            tick(clean_redis, settings.delivery, [route.lane for route in settings.routes.values()])
+            shards = settings.delivery.track_shards
+            tick(
+                clean_redis,
+                settings.delivery,
+                [lane for r in settings.routes.values() for lane in r.lanes(shards)],
+            )
             worker = RelayWorker(
                 [store.QUEUE_CONSENT, store.QUEUE_BULK], connection=clean_redis, serializer=JSONSerializer
             )

@@ -301,3 +301,39 @@ def test_one_request_with_old_and_new_states_keeps_the_newest(
     assert call["body"]["subscription_groups"] == [
         {"subscription_group_id": "g1", "subscription_state": "subscribed", "emails": ["flip@example.com"]}
     ]
+
+
+def test_track_lanes_split_by_user_and_keep_each_users_order(
+    clean_redis: redis.Redis, braze: Simulator, monkeypatch: pytest.MonkeyPatch, settings: object
+) -> None:
+    """Two track shards: users spread over both lanes, each user in one; all delivered, newest wins."""
+    from rq.serializers import JSONSerializer
+
+    from handlers import context
+    from handlers.worker import RelayWorker, tick
+    from relay.config import load_settings
+    from tests.conftest import create_app_for
+
+    monkeypatch.setenv("RELAY_TRACK_SHARDS", "2")
+    sharded = load_settings()
+    client = create_app_for(sharded).test_client()
+    records = [
+        {"external_id": f"shard-{user}", "tier": f"t{step}", "time": 1000 + step}
+        for step in range(3)
+        for user in range(20)
+    ]
+    assert client.post("/db/profiles", json={"records": records}, headers=HEADERS).status_code == 200
+    depths = [clean_redis.llen(f"relay:q:default:track.{shard}") for shard in (0, 1)]
+    assert sum(depths) == 60 and min(depths) > 0
+    assert all(depth % 3 == 0 for depth in depths), "a user's three records share one lane"
+    context.install(context.Context(sharded, clean_redis))
+    lanes = [lane for route in sharded.routes.values() for lane in route.lanes(2)]
+    for _ in range(20):
+        tick(clean_redis, sharded.delivery, lanes)
+        RelayWorker(["relay-consent", "relay-bulk"], connection=clean_redis, serializer=JSONSerializer).work(
+            burst=True, logging_level="WARNING"
+        )
+        if not any(clean_redis.llen(f"relay:q:default:track.{shard}") for shard in (0, 1)):
+            break
+    for user in range(20):
+        assert braze.state.profile(f"shard-{user}")["attributes"] == {"tier": "t2"}
