@@ -27,6 +27,9 @@ def create_app(config: Settings | None = None) -> Flask:
     app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["relay.settings"] = settings
+    app.extensions["relay.tables"] = {
+        (route.database, route.table): route for route in settings.routes.values() if route.database
+    }
     app.extensions["relay.schemas"] = {
         name: schema_for(route, settings.limits) for name, route in settings.routes.items()
     }

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -93,10 +93,10 @@ def route_by_name(name: str) -> Route:
 
 def route_by_table(database: str, table: str) -> Route:
     """The route whose database and table match the path, or 404."""
-    for route in settings().routes.values():
-        if route.database == database and route.table == table:
-            return route
-    raise ApiError(404, f"No route for database {database!r} and table {table!r}.")
+    route: Route | None = current_app.extensions["relay.tables"].get((database, table))
+    if route is None:
+        raise ApiError(404, f"No route for database {database!r} and table {table!r}.")
+    return route
 
 
 def authenticate(
@@ -168,10 +168,9 @@ def count_refused(route: Route, received: int, invalid: int) -> None:
 
 def request_id() -> str:
     """The id of this request: the caller's webhook-id or Idempotency-Key is not trusted for it."""
-    rid: str | None = getattr(request, "_relay_id", None)
-    if rid is None:
-        rid = f"{int(time.time() * 1000):x}-{secrets.token_hex(6)}"
-        request._relay_id = rid  # type: ignore[attr-defined]
+    if "relay_id" not in g:
+        g.relay_id = f"{int(time.time() * 1000):x}-{secrets.token_hex(6)}"
+    rid: str = g.relay_id
     return rid
 
 
@@ -192,13 +191,12 @@ def accept(batch: Batch, answer: dict[str, Any], status: int = 200) -> tuple[Res
         status=status,
     )
     first = store_batch(client, batch, conf, claim)
-    repeat = claim is not None and first is not None
     if claim is not None and first is not None:
         answer, status = idempotency.repeat_answer(claim, first)
     # DEBUG: at a thousand postbacks a second this line would cost a tenth of the edge; gunicorn's
     # access log carries the request id (X-Request-Id) with the path and status instead.
     log.debug(
-        "repeat answered" if repeat else "accepted",
+        "repeat answered" if first is not None else "accepted",
         extra={
             "request_id": batch.request_id,
             "route": batch.route.name,
