@@ -22,7 +22,6 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench.common import (
     POSTBACK_PATH,
-    Interrupted,
     Processes,
     Workdir,
     WrkResult,
@@ -31,6 +30,7 @@ from bench.common import (
     machine_busy_s,
     median,
     relay_env,
+    run,
     run_wrk,
     start_gunicorn,
     start_simulator,
@@ -172,11 +172,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, Interrupted) as stop:
-        print(
-            f"interrupted ({stop or 'Ctrl-C'}): every process this benchmark started was stopped",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+    run(main)

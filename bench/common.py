@@ -87,6 +87,18 @@ class Interrupted(Exception):
     """SIGTERM or SIGHUP reached the benchmark: unwind so every started process is stopped."""
 
 
+def run(main: Callable[[], int]) -> None:
+    """Run a benchmark's main; on Ctrl-C or SIGTERM say that everything it started was stopped."""
+    try:
+        sys.exit(main())
+    except (KeyboardInterrupt, Interrupted) as stop:
+        print(
+            f"interrupted ({stop or 'Ctrl-C'}): every process this benchmark started was stopped",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+
+
 def install_signal_handlers() -> None:
     """Turn SIGTERM/SIGHUP into an exception (Ctrl-C already raises KeyboardInterrupt)."""
 

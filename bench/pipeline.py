@@ -36,7 +36,6 @@ from bench.common import (
     POSTBACK_PATH,
     WRITE_KEY,
     Group,
-    Interrupted,
     Processes,
     RedisSnapshot,
     Sampler,
@@ -52,6 +51,7 @@ from bench.common import (
     procfile_command,
     redis_client,
     relay_env,
+    run,
     run_wrk,
     start_gunicorn,
     start_simulator,
@@ -722,11 +722,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, Interrupted) as stop:
-        print(
-            f"interrupted ({stop or 'Ctrl-C'}): every process this benchmark started was stopped",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+    run(main)

@@ -26,7 +26,6 @@ from bench import stack_sampler
 from bench.common import (
     LANE_QUEUE,
     POSTBACK_PATH,
-    Interrupted,
     Processes,
     SimLog,
     Workdir,
@@ -35,6 +34,7 @@ from bench.common import (
     procfile_command,
     redis_client,
     relay_env,
+    run,
     run_wrk,
     start_gunicorn,
     start_simulator,
@@ -198,11 +198,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, Interrupted) as stop:
-        print(
-            f"interrupted ({stop or 'Ctrl-C'}): every process this benchmark started was stopped",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+    run(main)

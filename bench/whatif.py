@@ -23,7 +23,6 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench.common import (
     POSTBACK_PATH,
-    Interrupted,
     Processes,
     Workdir,
     free_port,
@@ -34,6 +33,7 @@ from bench.common import (
     procfile_command,
     redis_client,
     relay_env,
+    run,
     run_wrk,
     start_gunicorn,
     start_simulator,
@@ -115,11 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, Interrupted) as stop:
-        print(
-            f"interrupted ({stop or 'Ctrl-C'}): every process this benchmark started was stopped",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+    run(main)
