@@ -110,21 +110,19 @@ def authenticate(
     try:
         if td_style:
             presented = auth.td_write_key(
-                dict(request.headers),
-                request.args.to_dict(),
+                headers(),
+                request.args.to_dict() if allow_query else {},
                 allow_query=allow_query,
                 allow_basic=allow_basic,
             )
             auth.verify_write_key(presented, keys=keys)
             return
-        token = auth.bearer_token(dict(request.headers))
+        token = auth.bearer_token(headers())
         if token is not None:
             auth.verify_write_key(token, keys=keys)
             return
         body = request.get_data(cache=True)
-        auth.verify_signature(
-            body, headers=dict(request.headers), secrets=route.webhook_secrets or conf.webhook_secrets
-        )
+        auth.verify_signature(body, headers=headers(), secrets=route.webhook_secrets or conf.webhook_secrets)
     except auth.AuthError as exc:
         raise ApiError(401, str(exc)) from None
 
@@ -166,6 +164,14 @@ def count_refused(route: Route, received: int, invalid: int) -> None:
         log.warning("metrics not counted: redis unavailable", extra={"route": route.name})
 
 
+def headers() -> dict[str, str]:
+    """The request's headers as a plain dict (made once per request; the checks take mappings)."""
+    if "relay_headers" not in g:
+        g.relay_headers = dict(request.headers)
+    found: dict[str, str] = g.relay_headers
+    return found
+
+
 def request_id() -> str:
     """The id of this request: the caller's webhook-id or Idempotency-Key is not trusted for it."""
     if "relay_id" not in g:
@@ -184,7 +190,7 @@ def accept(batch: Batch, answer: dict[str, Any], status: int = 200) -> tuple[Res
     body = request.get_data(cache=True)
     claim = idempotency.claim_for(
         batch.route.name,
-        dict(request.headers),
+        headers(),
         body,
         window_s=conf.dedup_window_s,
         answer=answer,
