@@ -8,7 +8,7 @@ from functools import cached_property
 import redis
 import requests
 
-from handlers.braze import BrazeClient, Verdict, classify
+from handlers.braze import BrazeClient, Verdict
 from handlers.ordering import Claims
 from handlers.packing import BrazeRequest
 from handlers.ratelimit import Limiter
@@ -43,10 +43,6 @@ class Context:
             client = BrazeClient(self.settings.workspaces[workspace], self.settings.delivery)
             self._clients[workspace] = client
         return client
-
-    def classify(self, response: requests.Response | None, error: Exception | None) -> Verdict:
-        """Read Braze's answer (and let the limiter read its rate-limit headers)."""
-        return classify(response, error)
 
     def observe(
         self, workspace: str, request: BrazeRequest, response: requests.Response | None, verdict: Verdict

@@ -18,7 +18,7 @@ import redis
 from rq import Queue
 
 from handlers import context
-from handlers.braze import Delivered, RateLimited, Rejected, TooLarge, Unavailable, Verdict
+from handlers.braze import Delivered, RateLimited, Rejected, TooLarge, Unavailable, Verdict, classify
 from handlers.packing import BrazeRequest, pack
 from handlers.retry import backoff, exhausted
 from handlers.translate import NOT_IDEMPOTENT, Item, to_items
@@ -174,7 +174,7 @@ class Drainer:
         self.renew()
         client = self.ctx.braze(self.workspace)
         response, error = client.post(request.endpoint, request.body())
-        verdict = self.ctx.classify(response, error)
+        verdict = classify(response, error)
         self.ctx.observe(self.workspace, request, response, verdict)
         status = str(response.status_code) if response is not None else type(error).__name__
         outcome.calls[(request.endpoint, status)] += 1
