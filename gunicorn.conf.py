@@ -3,7 +3,7 @@
 import os
 import sys
 
-from relay.config import load_settings
+from relay.config import load_settings, warn_at_start
 from relay.secrets import ConfigError
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104 - a server
@@ -27,7 +27,8 @@ access_log_format = (
 def on_starting(server: object) -> None:
     """Check the configuration once in the master: a bad one exits 2 with one line, no respawn loop."""
     try:
-        load_settings()
+        settings = load_settings()
     except ConfigError as exc:
         print(f"braze-relay web: configuration error: {exc}", file=sys.stderr, flush=True)
         os._exit(2)
+    warn_at_start(settings, "web")

@@ -22,7 +22,7 @@ from rq.serializers import JSONSerializer
 
 from handlers import context
 from relay import lanes, store
-from relay.config import Delivery, Settings, load_settings
+from relay.config import Delivery, Settings, load_settings, warn_at_start
 from relay.logs import configure_logging
 from relay.secrets import ConfigError
 
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"braze-relay worker: configuration error: {exc}", file=sys.stderr)
         return 2
+    warn_at_start(settings, "worker")
     client = store.connect(settings)
     ctx = context.Context(settings, client)
     context.install(ctx)

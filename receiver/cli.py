@@ -14,6 +14,7 @@ from marshmallow import ValidationError
 from receiver.schemas import RecordSchema
 from receiver.state import redis_client, settings
 from relay import audit, deadletters
+from relay.config import warn_at_start
 
 dead = AppGroup("dead", help="List, show, replay and purge dead letters (records that did not reach Braze).")
 
@@ -161,6 +162,7 @@ def check_command() -> None:
     """Check the configuration and Redis, and print the routes (no secret is printed)."""
     conf = settings()
     redis_client().ping()
+    warn_at_start(conf, "check")
     mode = "sandbox (bundled Braze simulator)" if conf.sandbox else "live Braze"
     click.echo(
         f"configuration OK: {len(conf.routes)} route(s) from {conf.config_path}; {mode}; Redis answers"

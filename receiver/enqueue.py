@@ -79,6 +79,7 @@ class Claim:
     key: str
     window_s: int
     answer: dict[str, Any]
+    also: tuple[str, ...] = ()  # further names of the same identity (receiver/idempotency.py), taken together
 
 
 def store_batch(
@@ -143,13 +144,15 @@ def _store_together(
         while True:
             try:
                 if claim is not None:
-                    pipe.watch(claim.key)
-                    first = pipe.get(claim.key)
+                    names = (claim.key, *claim.also)
+                    pipe.watch(*names)
+                    first = next((found for found in pipe.mget(names) if found is not None), None)
                     if first is not None:
                         pipe.unwatch()
                         return json.loads(first), []
                     pipe.multi()
-                    pipe.set(claim.key, json.dumps(claim.answer), ex=claim.window_s)
+                    for name in names:
+                        pipe.set(name, json.dumps(claim.answer), ex=claim.window_s)
                 arming = _queue_writes(pipe, batch, settings=settings, token=token)
                 results = pipe.execute()
                 taken = results[len(results) - len(arming) :] if arming else []

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from receiver import auth, idempotency
+from receiver import auth, idempotency, signatures
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, error_response
 from receiver.fields import strict_json
@@ -101,12 +101,16 @@ def route_by_table(database: str, table: str) -> Route:
 
 def authenticate(
     route: Route, *, td_style: bool, allow_query: bool = False, allow_basic: bool = False
-) -> None:
-    """Check the caller's credential for this route; raise 401 (fail closed)."""
+) -> auth.Authenticated:
+    """Check the caller's credential for this route; raise 401 (fail closed).
+
+    A route that names a credential of its own takes only its own, of every kind; a route that
+    names none takes the global keys and secrets.
+    """
     conf = settings()
     if conf.insecure_no_auth:
-        return
-    keys = route.write_keys or conf.write_keys
+        return auth.Authenticated("open")
+    keys, secrets_ = auth.credentials(route, write_keys=conf.write_keys, webhook_secrets=conf.webhook_secrets)
     try:
         if td_style:
             presented = auth.td_write_key(
@@ -116,13 +120,18 @@ def authenticate(
                 allow_basic=allow_basic,
             )
             auth.verify_write_key(presented, keys=keys)
-            return
+            return auth.Authenticated("key")
         token = auth.bearer_token(headers())
         if token is not None:
             auth.verify_write_key(token, keys=keys)
-            return
+            return auth.Authenticated("key")
         body = request.get_data(cache=True)
-        auth.verify_signature(body, headers=headers(), secrets=route.webhook_secrets or conf.webhook_secrets)
+        try:
+            scheme = auth.scheme_of(route)
+            verified = signatures.verify(body, headers=headers(), secrets=secrets_, scheme=scheme)
+        except signatures.SignatureError as exc:
+            raise auth.AuthError(str(exc)) from None
+        return auth.Authenticated("signature", verified, secrets_)
     except auth.AuthError as exc:
         raise ApiError(401, str(exc)) from None
 
@@ -180,7 +189,9 @@ def request_id() -> str:
     return rid
 
 
-def accept(batch: Batch, answer: dict[str, Any], status: int = 200) -> tuple[Response, int]:
+def accept(
+    batch: Batch, authed: auth.Authenticated, answer: dict[str, Any], status: int = 200
+) -> tuple[Response, int]:
     """Store the batch in Redis and answer; only after the store may the caller hear success.
 
     A request with an idempotency key that was seen before stores nothing and gets the first answer.
@@ -190,6 +201,7 @@ def accept(batch: Batch, answer: dict[str, Any], status: int = 200) -> tuple[Res
     body = request.get_data(cache=True)
     claim = idempotency.claim_for(
         batch.route.name,
+        authed,
         headers(),
         body,
         window_s=conf.dedup_window_s,
@@ -198,7 +210,7 @@ def accept(batch: Batch, answer: dict[str, Any], status: int = 200) -> tuple[Res
     )
     first = store_batch(client, batch, conf, claim)
     if claim is not None and first is not None:
-        answer, status = idempotency.repeat_answer(claim, first)
+        answer, status = idempotency.repeat_answer(claim, first, answer)
     # DEBUG: at a thousand postbacks a second this line would cost a tenth of the edge; gunicorn's
     # access log carries the request id (X-Request-Id) with the path and status instead.
     log.debug(
@@ -224,19 +236,19 @@ def rejected(batch: Batch) -> list[dict[str, Any]]:
 def postback(database: str, table: str) -> tuple[Response, int]:
     """TD Postback API: one JSON object is one record; answers `{}` as TD does."""
     route = route_by_table(database, table)
-    authenticate(route, td_style=True, allow_query=True)
+    authed = authenticate(route, td_style=True, allow_query=True)
     body = read_json(settings().limits.postback_bytes)
     if not isinstance(body, dict):
         raise ApiError(400, "A postback body must be one JSON object (one record).")
     batch = load_records(route, [body], 1)
-    return accept(batch, {"rejected": rejected(batch)} if batch.invalid else {})
+    return accept(batch, authed, {"rejected": rejected(batch)} if batch.invalid else {})
 
 
 @bp.post("/<database>/<table>")
 def ingest(database: str, table: str) -> tuple[Response, int]:
     """TD Data Ingestion API: {"records": [...]}, 1 to 500 records."""
     route = route_by_table(database, table)
-    authenticate(route, td_style=True)
+    authed = authenticate(route, td_style=True)
     limits = settings().limits
     body = read_json(limits.ingest_bytes)
     envelope = load_envelope(
@@ -247,14 +259,16 @@ def ingest(database: str, table: str) -> tuple[Response, int]:
             413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records}
         )
     batch = load_records(route, envelope["records"], len(envelope["records"]))
-    return accept(batch, {"accepted": batch.accepted, "rejected": rejected(batch), "id": batch.request_id})
+    return accept(
+        batch, authed, {"accepted": batch.accepted, "rejected": rejected(batch), "id": batch.request_id}
+    )
 
 
 @bp.route("/export/<name>", methods=["PUT", "POST"])
 def export(name: str) -> tuple[Response, int]:
     """TD query-result export to a web server: column_names, column_types, data rows."""
     route = route_by_name(name)
-    authenticate(route, td_style=True, allow_basic=True)
+    authed = authenticate(route, td_style=True, allow_basic=True)
     limits = settings().limits
     body = read_json(limits.export_bytes, lenient_type=True)
     table = load_envelope(
@@ -276,7 +290,9 @@ def export(name: str) -> tuple[Response, int]:
         )
     # Rows become records one at a time: only the serialized records are kept, not 100,000 dicts.
     batch = load_records(route, (dict(zip(names, row, strict=True)) for row in rows), len(rows))
-    return accept(batch, {"accepted": batch.accepted, "rejected": rejected(batch), "id": batch.request_id})
+    return accept(
+        batch, authed, {"accepted": batch.accepted, "rejected": rejected(batch), "id": batch.request_id}
+    )
 
 
 @bp.post("/webhooks/<name>")
@@ -285,7 +301,7 @@ def webhook(name: str) -> tuple[Response, int]:
     route = route_by_name(name)
     limits = settings().limits
     raw = read_body(limits.webhook_bytes)  # the signature covers the raw bytes: read them first
-    authenticate(route, td_style=False)
+    authed = authenticate(route, td_style=False)
     body = parse_json(raw)
     if not isinstance(body, (dict, list)):
         raise ApiError(400, "The body must be a JSON object or an array of objects.")
@@ -296,7 +312,7 @@ def webhook(name: str) -> tuple[Response, int]:
         raise ApiError(413, f"At most {limits.webhook_records} records per request.")
     batch = load_records(route, records, len(records))
     answer = {"id": batch.request_id, "accepted": batch.accepted, "rejected": rejected(batch)}
-    return accept(batch, answer, 202)
+    return accept(batch, authed, answer, 202)
 
 
 @bp.get("/metrics")

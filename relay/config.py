@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 
 from environs import Env, EnvError
 
-from relay.routes import Route, Workspace, load_routes
+from relay.routes import SENSITIVE_MODES, Route, Workspace, load_routes
 from relay.secrets import ConfigError, Secret, split_secrets
 
 SANDBOX_BRAZE_URL = "http://127.0.0.1:9100"
 SANDBOX_BRAZE_KEY = "sandbox-braze-key"  # the bundled simulator's key; not a secret
 DEFAULT_WORKSPACE = "default"
+# A Standard Webhooks timestamp is accepted from 5 minutes before now to 5 minutes after: one
+# signed request can be replayed for 10 minutes, so its duplicate identity must be kept that long.
+SIGNATURE_SPAN_S = 600
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Settings:
     delivery: Delivery = field(default_factory=Delivery)
     audit_ttl_s: int = 30 * 86400
     dedup_window_s: int = 72 * 3600
+    dead_letters_max: int = 10_000  # per route (a route's dead_letters_max overrides it)
     admin_keys: tuple[Secret, ...] = ()  # HTTP Basic passwords of the /admin/ pages; none: pages answer 404
 
 
@@ -134,6 +138,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
     )
     audit_ttl = env.int("RELAY_AUDIT_TTL_S", 30 * 86400)
     dedup_window = env.int("RELAY_DEDUP_WINDOW_S", 72 * 3600)
+    dead_letters_max = env.int("RELAY_DEAD_LETTERS_MAX", Settings.dead_letters_max)
     embedded = env.str("RELAY_EMBEDDED_REDIS", "var/relay.db")
     sandbox_url = env.str("RELAY_SANDBOX_BRAZE_URL", SANDBOX_BRAZE_URL)
     try:
@@ -150,16 +155,31 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         api_key = SANDBOX_BRAZE_KEY
     default = Workspace(DEFAULT_WORKSPACE, endpoint.rstrip("/"), Secret(api_key))
     routes, workspaces = load_routes(config_path, default, source)
+    if dedup_window < SIGNATURE_SPAN_S:
+        raise ConfigError(
+            f"RELAY_DEDUP_WINDOW_S={dedup_window} is shorter than the {SIGNATURE_SPAN_S} s for which a "
+            "signed webhook's timestamp is accepted (±5 minutes): a replay could outlive its identity; "
+            f"set it to at least {SIGNATURE_SPAN_S}"
+        )
+    for secret in secrets:
+        if not valid_webhook_secret(secret.reveal()):
+            raise ConfigError("webhook secrets must be 'whsec_' followed by base64 (Standard Webhooks)")
     for route in routes.values():
-        has_keys = route.write_keys or route.webhook_secrets or write_keys or secrets
+        # A route that names any credential of its own takes no global credential of any kind.
+        own = route.own_credentials
+        has_keys = (route.write_keys or route.webhook_secrets) if own else (write_keys or secrets)
         if not (has_keys or insecure):
             raise ConfigError(
                 f"no credentials for route {route.name!r}: set RELAY_WRITE_KEYS and/or RELAY_WEBHOOK_SECRETS "
                 "(or RELAY_INSECURE_NO_AUTH=1, for local use only)"
             )
-        for secret in (*route.webhook_secrets, *secrets):
-            if not valid_webhook_secret(secret.reveal()):
-                raise ConfigError("webhook secrets must be 'whsec_' followed by base64 (Standard Webhooks)")
+        if route.signature == "standard":
+            for secret in route.webhook_secrets:
+                if not valid_webhook_secret(secret.reveal()):
+                    raise ConfigError(
+                        f"route {route.name!r}: webhook secrets must be 'whsec_' followed by base64 "
+                        "(Standard Webhooks)"
+                    )
     return Settings(
         redis_url=redis_url,
         routes=routes,
@@ -174,5 +194,35 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         delivery=delivery,
         audit_ttl_s=audit_ttl,
         dedup_window_s=dedup_window,
+        dead_letters_max=dead_letters_max,
         admin_keys=admin_keys,
+    )
+
+
+def global_only_sensitive_routes(settings: Settings) -> list[str]:
+    """Routes that delete users or change consent with only the global credentials (shared by every route)."""
+    if settings.insecure_no_auth:
+        return []
+    return sorted(
+        route.name
+        for route in settings.routes.values()
+        if route.mode in SENSITIVE_MODES and not route.own_credentials
+    )
+
+
+def warn_at_start(settings: Settings, process: str) -> None:
+    """One JSON log line naming the routes of global_only_sensitive_routes, if there are any."""
+    import logging
+
+    from relay.logs import configure_logging
+
+    names = global_only_sensitive_routes(settings)
+    if not names:
+        return
+    configure_logging()
+    logging.getLogger("relay.config").warning(
+        "routes that delete users or change consent take the global credentials, which every other "
+        "route shares (a postback key in a URL would also delete users): give them write_keys_env "
+        "and/or webhook_secrets_env of their own",
+        extra={"role": process, "routes": names},
     )

@@ -1,0 +1,244 @@
+"""Issue 13 against the running relay (gunicorn as the Procfile starts it): replays, key holders, start-up.
+
+Each test sends the exact requests of the security review to `web` over real sockets and looks at
+what Redis holds; no worker runs, so whatever a request stored is still waiting in its lane.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from tests.conftest import REDIS_URL, ROUTES, WEBHOOK_SECRET, WRITE_KEY, relay_environment
+from tests.helpers import signed_headers
+from tests.processes import ROOT, Processes, wait_for
+
+PRIVACY_KEY = "privacy-write-key-51c0"
+SHOP_SECRET = "shpss_front_door_7a0c2e"
+SHOP_KEY = "shop-write-key-0b9d"
+OWN_ROUTES = """
+[routes.deletes_own]
+database = "db"
+table = "deletes_own"
+mode = "user_delete"
+write_keys_env = "PRIVACY_WRITE_KEYS"
+
+[routes.shop]
+mode = "user_track"
+track_record_type = "custom_events"
+signature = "shopify"
+webhook_secrets_env = "SHOP_SECRETS"
+write_keys_env = "SHOP_WRITE_KEYS"
+"""
+
+
+@pytest.fixture
+def routes_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tests' routes plus a deletion route and a Shopify route with credentials of their own."""
+    monkeypatch.setenv("PRIVACY_WRITE_KEYS", PRIVACY_KEY)
+    monkeypatch.setenv("SHOP_SECRETS", SHOP_SECRET)
+    monkeypatch.setenv("SHOP_WRITE_KEYS", SHOP_KEY)
+    path = tmp_path / "relay.toml"
+    path.write_text(ROUTES + OWN_ROUTES)
+    return path
+
+
+def stored(client: redis.Redis, family: str) -> int:
+    """Records waiting in the default workspace's lanes of one family (shards included)."""
+    return sum(int(client.llen(key)) for key in client.scan_iter(f"relay:q:default:{family}*"))
+
+
+def post(base: str, path: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+    """One POST to the running relay."""
+    return requests.post(base + path, data=body, headers=headers, timeout=10)
+
+
+def test_signed_webhook_replayed_onto_deletions_stores_nothing(
+    stack: tuple[Processes, str], clean_redis: redis.Redis
+) -> None:
+    """Item 1: signed bytes accepted on /webhooks/events, replayed on /webhooks/deletes, delete no one."""
+    _, base = stack
+    body = json.dumps({"external_id": "victim-1", "name": "signup"}).encode()
+    headers = signed_headers(body)
+    first = post(base, "/webhooks/events", body, headers)
+    assert first.status_code == 202, first.text
+    replay = post(base, "/webhooks/deletes", body, headers)
+    assert replay.status_code == 202  # a repeat: the first answer again, nothing stored
+    assert replay.json() == first.json()
+    assert stored(clean_redis, "delete") == 0
+    assert stored(clean_redis, "track") == 1
+
+
+def test_signed_webhook_with_fresh_idempotency_keys_is_stored_once(
+    stack: tuple[Processes, str], clean_redis: redis.Redis
+) -> None:
+    """Item 2: one signed request sent three times with Idempotency-Key r0, r1, r2 is one event."""
+    _, base = stack
+    body = json.dumps({"external_id": "replayed-2", "name": "paid"}).encode()
+    headers = signed_headers(body)
+    answers = [
+        post(base, "/webhooks/events", body, {**headers, "Idempotency-Key": f"r{n}"}) for n in range(3)
+    ]
+    assert [answer.status_code for answer in answers] == [202, 202, 202]
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert stored(clean_redis, "track") == 1
+
+
+def test_route_with_its_own_key_takes_no_global_credential(
+    stack: tuple[Processes, str], clean_redis: redis.Redis
+) -> None:
+    """Item 3: a user_delete route with write_keys_env refuses the global secret and key, takes its own."""
+    _, base = stack
+    body = json.dumps({"external_id": "victim-3"}).encode()
+    signed = post(base, "/webhooks/deletes_own", body, signed_headers(body))
+    assert signed.status_code == 401
+    json_type = {"Content-Type": "application/json"}
+    by_query = post(base, f"/postback/v3/event/db/deletes_own?td_write_key={WRITE_KEY}", body, json_type)
+    assert by_query.status_code == 401
+    bearer = post(base, "/webhooks/deletes_own", body, {**json_type, "Authorization": f"Bearer {WRITE_KEY}"})
+    assert bearer.status_code == 401
+    assert stored(clean_redis, "delete") == 0
+    own = post(base, "/postback/v3/event/db/deletes_own", body, {**json_type, "X-TD-Write-Key": PRIVACY_KEY})
+    assert own.status_code == 200, own.text
+    assert stored(clean_redis, "delete") == 1
+
+
+def test_sensitive_routes_on_global_credentials_are_named_at_start(stack: tuple[Processes, str]) -> None:
+    """Item 3: web and worker each log one JSON warning naming the delete and consent routes."""
+    procs, _ = stack
+    procs.start("worker")
+
+    def warnings() -> list[dict[str, object]]:
+        found = []
+        for line in procs.logs().splitlines():
+            if line.startswith('{"ts"') and json.loads(line)["logger"] == "relay.config":
+                found.append(json.loads(line))
+        return found
+
+    wait_for(lambda: {entry["role"] for entry in warnings()} >= {"web", "worker"}, 30, "start-up warnings")
+    for entry in warnings():
+        assert entry["level"] == "warning"
+        assert entry["routes"] == ["consent", "deletes"]  # deletes_own has keys of its own
+    assert [entry["role"] for entry in warnings()].count("web") == 1  # the master, not each worker
+
+
+def test_check_names_sensitive_routes_on_global_credentials(
+    routes_file: Path, clean_redis: redis.Redis
+) -> None:
+    """Item 3: `flask --app receiver check` prints the same warning line."""
+    env = {**os.environ, **relay_environment(REDIS_URL, "http://127.0.0.1:9", routes_file)}
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "receiver", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(line["role"], line["routes"]) for line in lines] == [("check", ["consent", "deletes"])]
+
+
+def test_bearer_key_holder_cannot_preclaim_a_webhook_id(
+    stack: tuple[Processes, str], clean_redis: redis.Redis
+) -> None:
+    """Item 7: a Bearer request carrying a sender's webhook-id does not make the real signed webhook a 409."""
+    _, base = stack
+    msg_id = "msg_preclaimed_7"
+    fake = json.dumps({"external_id": "u7", "name": "fake"}).encode()
+    bearer = {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {WRITE_KEY}",
+        "webhook-id": msg_id,
+    }
+    assert post(base, "/webhooks/events", fake, bearer).status_code == 202
+    real = json.dumps({"external_id": "u7", "name": "real"}).encode()
+    answer = post(base, "/webhooks/events", real, signed_headers(real, msg_id=msg_id))
+    assert answer.status_code == 202, answer.text
+    assert stored(clean_redis, "track") == 2
+
+
+def test_signed_replay_seconds_later_is_a_repeat(
+    stack: tuple[Processes, str], clean_redis: redis.Redis
+) -> None:
+    """Item 7: a signed webhook replayed seconds later (the review's 4.5 s) is answered, not stored."""
+    _, base = stack
+    body = json.dumps({"external_id": "u7b", "name": "once"}).encode()
+    headers = signed_headers(body)
+    assert post(base, "/webhooks/events", body, headers).status_code == 202
+    time.sleep(1.5)
+    assert post(base, "/webhooks/events", body, headers).status_code == 202
+    assert stored(clean_redis, "track") == 1
+
+
+def test_short_dedup_window_stops_web_at_start(
+    tmp_path: Path, routes_file: Path, clean_redis: redis.Redis
+) -> None:
+    """Item 7: RELAY_DEDUP_WINDOW_S under the signature's 10-minute span stops `web` with status 2."""
+    env = {**os.environ, **relay_environment(REDIS_URL, "http://127.0.0.1:9", routes_file)}
+    env.update({"RELAY_DEDUP_WINDOW_S": "5", "PORT": "0", "HOST": "127.0.0.1"})
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    procs = Processes(env, tmp_path)
+    web = procs.start("web")
+    try:
+        assert web.wait(timeout=30) == 2
+    finally:
+        procs.stop_all()
+    assert "RELAY_DEDUP_WINDOW_S=5" in procs.logs()
+
+
+def shopify_headers(body: bytes, secret: str, webhook_id: str) -> dict[str, str]:
+    """Headers of a Shopify delivery, signed by Shopify's recipe (base64 HMAC-SHA256 of the raw body)."""
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
+    return {
+        "Content-Type": "application/json",
+        "X-Shopify-Hmac-Sha256": base64.b64encode(digest).decode(),
+        "X-Shopify-Webhook-Id": webhook_id,
+        "X-Shopify-Topic": "orders/create",
+    }
+
+
+def test_shopify_route_end_to_end(stack: tuple[Processes, str], clean_redis: redis.Redis) -> None:
+    """Issue 9: a signed Shopify webhook is stored once; tampered, unsigned and re-id'd ones are not."""
+    _, base = stack
+    body = json.dumps({"external_id": "shopper-1", "name": "order_created", "total": "19.99"}).encode()
+    accepted = post(base, "/webhooks/shop", body, shopify_headers(body, SHOP_SECRET, "wh-1"))
+    assert accepted.status_code == 202, accepted.text
+    tampered = body.replace(b"19.99", b"0.01")
+    assert (
+        post(base, "/webhooks/shop", tampered, shopify_headers(body, SHOP_SECRET, "wh-2")).status_code == 401
+    )
+    assert post(base, "/webhooks/shop", body, {"Content-Type": "application/json"}).status_code == 401
+    assert post(base, "/webhooks/shop", body, shopify_headers(body, "shpss_wrong", "wh-3")).status_code == 401
+    # Shopify's webhook id is not signed: the same signed body under a fresh id is still a repeat.
+    again = post(base, "/webhooks/shop", body, shopify_headers(body, SHOP_SECRET, "wh-fresh"))
+    assert (again.status_code, again.json()) == (202, accepted.json())
+    assert stored(clean_redis, "track") == 1
+    # The route's own Bearer key is taken; the global keys and secrets are not.
+    other = json.dumps({"external_id": "shopper-1", "name": "by_key"}).encode()
+    json_type = {"Content-Type": "application/json"}
+    assert (
+        post(base, "/webhooks/shop", other, {**json_type, "Authorization": f"Bearer {SHOP_KEY}"}).status_code
+        == 202
+    )
+    assert (
+        post(base, "/webhooks/shop", other, {**json_type, "Authorization": f"Bearer {WRITE_KEY}"}).status_code
+        == 401
+    )
+    assert (
+        post(base, "/webhooks/shop", other, signed_headers(other, secret=WEBHOOK_SECRET)).status_code == 401
+    )
+    assert stored(clean_redis, "track") == 2
