@@ -23,6 +23,7 @@ from handlers.packing import BrazeRequest, pack
 from handlers.retry import backoff, exhausted
 from handlers.translate import NOT_IDEMPOTENT, Item, to_items
 from relay import audit, deadletters, lanes, metrics, store
+from relay.config import dead_letter_limit
 from relay.envelope import Envelope, dumps, loads
 from relay.routes import family_of
 
@@ -289,7 +290,8 @@ class Drainer:
 
     def dead_letter(self, pipe: Any, env: Envelope, reason: str, status: int | None, message: str) -> None:
         """Queue one dead letter (and its audit event) on the transaction, and log it."""
-        deadletters.add(pipe, deadletters.entry(env, reason=reason, status=status, message=message))
+        item = deadletters.entry(env, reason=reason, status=status, message=message)
+        deadletters.add(pipe, item, limit=dead_letter_limit(self.ctx.settings, env["route"]))
         if env["kind"] == "subscription":
             audit.note(
                 pipe, env, "dead_lettered", self.ctx.settings.audit_ttl_s, reason=reason, status=status

@@ -117,7 +117,7 @@ def purge_command(ids: tuple[str, ...], route: str | None, reason: str | None, a
         click.confirm(f"Delete {len(items)} dead letter(s) for good?", abort=True)
     with redis_client().pipeline(transaction=True) as pipe:
         for item in items:
-            deadletters.remove(pipe, item["id"])
+            deadletters.remove(pipe, item["id"], item["route"])
         pipe.execute()
     click.echo(f"purged {len(items)} dead letter(s)")
 

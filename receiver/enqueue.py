@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from relay import audit, deadletters, lanes, metrics, store
-from relay.config import Settings
+from relay.config import Settings, dead_letter_limit
 from relay.envelope import Envelope, dumps
 from relay.routes import Route, lane_of
 
@@ -170,7 +170,8 @@ def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) ->
             pipe.rpush(store.lane_queue(lane), *payloads[start : start + PUSH_CHUNK])
     for index, raw, errors in batch.invalid:
         env = batch.envelope(index, {"raw": raw})
-        deadletters.add(pipe, deadletters.entry(env, reason="invalid", message=_flatten(errors)))
+        item = deadletters.entry(env, reason="invalid", message=_flatten(errors))
+        deadletters.add(pipe, item, limit=dead_letter_limit(settings, batch.route.name))
     route = batch.route.name  # received = accepted + rejected: /metrics adds them up
     metrics.incr(pipe, "relay_records_accepted", batch.accepted, route=route)
     metrics.incr(pipe, "relay_records_rejected", len(batch.invalid), route=route, reason="invalid")

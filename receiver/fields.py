@@ -15,6 +15,10 @@ MAX_STRING = 255  # Braze: string values and keys up to 255 characters
 MS_THRESHOLD = 1e11  # a UNIX time in seconds stays below this until the year 5138
 MAX_AHEAD_S = 86400
 NUMBER = re.compile(r"^[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?$")
+# JSON may spell a UTF-16 surrogate as an escape; a lone one is no character and cannot be stored
+# as UTF-8. Text without such an escape cannot hold one (the body was decoded as strict UTF-8).
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _refuse_constant(name: str) -> None:
@@ -27,11 +31,31 @@ def strict_json(text: str | bytes) -> Any:
     Raises ValueError for anything else (malformed, too deep, a number too large to be finite).
     """
     try:
-        return json.loads(
+        value = json.loads(
             text, parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
         )
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    if SURROGATE_ESCAPE.search(text if isinstance(text, str) else text.decode("utf-8", "replace")):
+        _refuse_lone_surrogates(value)
+    return value
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """ValueError if any string or key holds a lone UTF-16 surrogate (a pair decodes to one character)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if SURROGATE.search(item):
+                raise ValueError(
+                    "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text"
+                )
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

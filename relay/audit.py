@@ -9,7 +9,6 @@ the same user and group was already sent), `dead_lettered` (with the reason).
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -19,6 +18,8 @@ import redis
 from relay import store
 from relay.envelope import Envelope
 from relay.routes import user_key
+from relay.text import dumps as safe_dumps
+from relay.text import loads as safe_loads
 
 KEEP = 200
 CHANGE_FIELDS = ("subscription_group_id", "subscription_state", "email_subscribe", "push_subscribe")
@@ -43,7 +44,7 @@ def note(pipe: Any, envelope: Envelope, event: str, ttl_s: int, **details: Any) 
         **details,
     }
     key = audit_key(envelope["ws"], record["_id"])
-    pipe.lpush(key, json.dumps(entry, separators=(",", ":")))
+    pipe.lpush(key, safe_dumps(entry))
     pipe.ltrim(key, 0, KEEP - 1)
     pipe.expire(key, ttl_s)
 
@@ -51,4 +52,4 @@ def note(pipe: Any, envelope: Envelope, event: str, ttl_s: int, **details: Any) 
 def history(client: redis.Redis, workspace: str, ident: dict[str, Any]) -> list[dict[str, Any]]:
     """One identifier's consent events, newest first."""
     raws = cast("list[bytes]", client.lrange(audit_key(workspace, ident), 0, -1))
-    return [json.loads(raw) for raw in raws]
+    return [safe_loads(raw) for raw in raws]

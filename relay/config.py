@@ -199,6 +199,12 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
     )
 
 
+def dead_letter_limit(settings: Settings, route: str) -> int:
+    """How many dead letters a route keeps: its own dead_letters_max, else RELAY_DEAD_LETTERS_MAX."""
+    found = settings.routes.get(route)
+    return (found.dead_letters_max if found else None) or settings.dead_letters_max
+
+
 def global_only_sensitive_routes(settings: Settings) -> list[str]:
     """Routes that delete users or change consent with only the global credentials (shared by every route)."""
     if settings.insecure_no_auth:

@@ -16,6 +16,8 @@ import redis
 from relay import metrics, store
 from relay.envelope import Envelope
 from relay.routes import LANE_OF_KIND, lane_of
+from relay.text import dumps as safe_dumps
+from relay.text import loads as safe_loads
 
 
 def entry(envelope: Envelope, *, reason: str, status: int | None = None, message: str = "") -> dict[str, Any]:
@@ -40,16 +42,45 @@ def store_family(envelope: Envelope) -> str:
     return LANE_OF_KIND[envelope["kind"]]
 
 
-def add(pipe: redis.client.Pipeline, item: dict[str, Any]) -> None:
-    """Queue the writes of one dead letter on a pipeline (the caller runs it in its transaction)."""
+# At most `limit` dead letters per route: past it the oldest are dropped, and counted. An id in the
+# route's index that is no longer in the store (replayed or purged since) is only tidied away.
+CAP = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+local dropped = 0
+while over > 0 do
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+  redis.call('ZREM', KEYS[1], oldest)
+  if redis.call('HDEL', KEYS[2], oldest) == 1 then
+    redis.call('ZREM', KEYS[3], oldest)
+    dropped = dropped + 1
+  end
+  over = over - 1
+end
+if dropped > 0 then redis.call('HINCRBY', KEYS[4], ARGV[4], dropped) end
+return dropped
+"""
+DEFAULT_LIMIT = 10_000  # per route, when the caller names none (RELAY_DEAD_LETTERS_MAX)
+
+
+def add(pipe: redis.client.Pipeline, item: dict[str, Any], *, limit: int | None = None) -> None:
+    """Queue the writes of one dead letter on a pipeline (the caller runs it in its transaction).
+
+    A route keeps at most `limit` dead letters: a key holder sending invalid records to a lenient
+    route cannot grow Redis without bound. Past the limit the route's oldest are dropped and
+    counted in `relay_dead_letters_dropped{route}`, never silently.
+    """
     try:
-        text = json.dumps(item, separators=(",", ":"))
+        text = safe_dumps(item)  # any string a record or Braze's answer held, as valid text
     except RecursionError:  # a refused record nested deeper than JSON encoding can follow
         kept = {**item, "envelope": {**item["envelope"], "rec": {"raw": "(not kept: nested too deeply)"}}}
-        text = json.dumps(kept, separators=(",", ":"))
+        text = safe_dumps(kept)
     pipe.hset(store.DEAD, item["id"], text)
     pipe.zadd(store.DEAD_INDEX, {item["id"]: item["last_failed_at"]})
     metrics.incr(pipe, "relay_records_dead_lettered", route=item["route"], reason=item["reason"])
+    keys = [store.dead_route_index(item["route"]), store.DEAD, store.DEAD_INDEX, metrics.KEY]
+    dropped = metrics.field("relay_dead_letters_dropped", route=item["route"])
+    pipe.eval(CAP, len(keys), *keys, item["id"], item["last_failed_at"], limit or DEFAULT_LIMIT, dropped)
 
 
 def iter_entries(
@@ -63,7 +94,7 @@ def iter_entries(
         for raw in client.hmget(store.DEAD, chunk):
             if raw is None:
                 continue
-            item = json.loads(raw)
+            item = safe_loads(raw)
             if route and item["route"] != route:
                 continue
             if reason and not item["reason"].startswith(reason):
@@ -77,13 +108,15 @@ def iter_entries(
 def get(client: redis.Redis, dead_id: str) -> dict[str, Any] | None:
     """One dead letter by id."""
     raw = client.hget(store.DEAD, dead_id)
-    return json.loads(raw) if raw else None
+    return safe_loads(raw) if raw else None
 
 
-def remove(pipe: redis.client.Pipeline, dead_id: str) -> None:
-    """Queue the removal of one dead letter on a pipeline."""
+def remove(pipe: redis.client.Pipeline, dead_id: str, route: str | None = None) -> None:
+    """Queue the removal of one dead letter on a pipeline (with its route, from the route's index too)."""
     pipe.hdel(store.DEAD, dead_id)
     pipe.zrem(store.DEAD_INDEX, dead_id)
+    if route is not None:
+        pipe.zrem(store.dead_route_index(route), dead_id)
 
 
 # Move a dead letter back to its lane only if it is still there: two operators replaying the same

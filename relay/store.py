@@ -17,6 +17,11 @@ DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON
 DEAD_INDEX = f"{PREFIX}:dead:index"  # zset: dead-letter id scored by last failure time
 
 
+def dead_route_index(route: str) -> str:
+    """One route's dead-letter ids scored by when they were added (a sorted set): the per-route cap."""
+    return f"{PREFIX}:dead:route:{route}"
+
+
 def lane_queue(lane: str) -> str:
     """Records waiting in a lane, oldest first (a Redis list)."""
     return f"{PREFIX}:q:{lane}"

@@ -98,7 +98,7 @@ def stack(
     def ready() -> bool:
         try:
             return requests.get(base + "/readyz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or workers still booting
             return False
 
     try:

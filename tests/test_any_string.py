@@ -1,0 +1,221 @@
+"""Any string, any amount: lone surrogates refused at the edge, stores and pages safe, key holders bounded.
+
+Issue 13 items 5 and 6. The surrogate test runs against gunicorn (`stack`); the store and page tests
+drive the app in-process on the real Redis; the fuzz pass builds strings from every Unicode general
+category, surrogates (Cs) included, and sends them by every caller shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+import redis
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay import audit, deadletters, store
+from relay.config import load_settings
+from tests.conftest import WRITE_KEY, create_app_for
+from tests.helpers import signed_headers
+from tests.processes import Processes
+
+LONE = '"\\ud800"'  # JSON text of a lone high surrogate
+TD = {"Content-Type": "application/json", "X-TD-Write-Key": WRITE_KEY}
+ADMIN_KEY = "any-string-admin-key-4d1e"
+ADMIN = {"Authorization": "Basic " + base64.b64encode(f"ops:{ADMIN_KEY}".encode()).decode()}
+# Every general category of Unicode, Cs (surrogates) and Cn (unassigned) included.
+CATEGORIES = (
+    *("Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe"),
+    *("Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"),
+)
+ANY_TEXT = st.text(st.characters(categories=CATEGORIES), max_size=12)
+
+
+def bodies(text: str) -> dict[str, tuple[str, str, dict[str, str], bytes]]:
+    """One request per endpoint whose JSON carries `text` (a JSON string literal) as a value."""
+    record = f'{{"external_id": "u-any", "plan": {text}}}'
+    webhook = f'{{"external_id": "u-any", "name": {text}}}'.encode()
+    export = f'{{"column_names": ["external_id", "plan"], "data": [["u-any", {text}]]}}'.encode()
+    return {
+        "postback": ("POST", "/postback/v3/event/db/profiles", TD, record.encode()),
+        "ingest": ("POST", "/db/profiles_skip", TD, f'{{"records": [{record}]}}'.encode()),
+        "export": ("PUT", "/export/profiles", TD, export),
+        "webhook signed": ("POST", "/webhooks/events", signed_headers(webhook), webhook),
+        "webhook bearer": (
+            "POST",
+            "/webhooks/profiles_skip",
+            {"Content-Type": "application/json", "Authorization": f"Bearer {WRITE_KEY}"},
+            record.encode(),
+        ),
+        "key in a record": ("POST", "/db/profiles_skip", TD, b'{"records": [{"\\udfff": 1}]}'),
+    }
+
+
+def test_lone_surrogate_is_400_on_every_endpoint(
+    stack: tuple[Processes, str], clean_redis: redis.Redis
+) -> None:
+    """Item 5: "\\ud800" in a string or key: 400 naming it on every endpoint, never 500; nothing stored."""
+    _, base = stack
+    for name, (method, path, headers, body) in bodies(LONE).items():
+        response = requests.request(method, base + path, data=body, headers=headers, timeout=10)
+        assert response.status_code == 400, (name, response.text)
+        assert "surrogate" in response.json()["message"], name
+    assert not list(clean_redis.scan_iter("relay:q:*"))
+    assert clean_redis.hlen(store.DEAD) == 0
+
+
+def test_surrogate_pair_is_text(client: FlaskClient, clean_redis: redis.Redis) -> None:
+    """A surrogate pair escape ("\\ud83d\\ude00", one emoji) is ordinary text and is accepted."""
+    for name, (method, path, headers, body) in bodies('"\\ud83d\\ude00"').items():
+        if name == "key in a record":
+            continue
+        response = client.open(path, method=method, data=body, headers=headers)
+        assert response.status_code in (200, 202), (name, response.get_data(as_text=True))
+
+
+@pytest.fixture
+def admin_app(relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Flask:
+    """The relay's app with an admin key, so its pages can be read."""
+    monkeypatch.setenv("RELAY_ADMIN_KEYS", ADMIN_KEY)
+    return create_app_for(load_settings())
+
+
+def plant(client: redis.Redis, text: str, *, message: str = "") -> None:
+    """A dead letter whose record and Braze message hold `text` (as a worker would store Braze's words)."""
+    envelope: Any = {
+        "id": "plant-1.0",
+        "route": "profiles_skip",
+        "kind": "attributes",
+        "ws": "default",
+        "rec": {"raw": {"external_id": "u", "note": text}},
+        "t": 1.0,
+        "seq": "0",
+        "at": 1.0,
+        "n": 0,
+    }
+    with client.pipeline(transaction=True) as pipe:
+        deadletters.add(
+            pipe, deadletters.entry(envelope, reason="braze_rejected_item", message=message or text)
+        )
+        pipe.execute()
+
+
+def test_pages_and_commands_show_a_dead_letter_holding_any_string(
+    admin_app: Flask, clean_redis: redis.Redis
+) -> None:
+    """Item 5: a dead letter holding a lone surrogate is listed, shown and dumped by pages and CLI."""
+    plant(clean_redis, "before \ud800 after")
+    client = admin_app.test_client()
+    for page in ("/admin/", "/admin/dead", "/admin/dead/plant-1.0"):
+        response = client.get(page, headers=ADMIN)
+        assert response.status_code == 200, page
+        if page != "/admin/":  # the overview only counts them
+            assert "before \ufffd after" in response.get_data(as_text=True), page
+    runner = admin_app.test_cli_runner()
+    for args in (["dead", "list"], ["dead", "list", "--json"], ["dead", "show", "plant-1.0"]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 0, (args, result.output)
+        assert "plant-1.0" in result.output
+
+
+def test_dead_letter_written_before_the_fix_is_read_safely(
+    admin_app: Flask, clean_redis: redis.Redis
+) -> None:
+    """A lone surrogate stored as a JSON escape (as the store wrote it before) is read back as U+FFFD."""
+    plant(clean_redis, "x")
+    raw = clean_redis.hget(store.DEAD, "plant-1.0")
+    assert raw is not None
+    clean_redis.hset(store.DEAD, "plant-1.0", raw.replace(b'"note":"x"', b'"note":"\\ud800"'))
+    item = deadletters.get(clean_redis, "plant-1.0")
+    assert item is not None
+    assert item["envelope"]["rec"]["raw"]["note"] == "\ufffd"
+    assert admin_app.test_client().get("/admin/dead/plant-1.0", headers=ADMIN).status_code == 200
+
+
+def test_consent_history_holds_any_string(admin_app: Flask, clean_redis: redis.Redis) -> None:
+    """The consent audit trail keeps and prints any string (here a lone surrogate in a reason)."""
+    envelope: Any = {
+        "id": "c-1.0",
+        "route": "consent",
+        "ws": "default",
+        "t": 1.0,
+        "rec": {"_id": {"external_id": "u-audit"}, "email_subscribe": "unsubscribed"},
+    }
+    with clean_redis.pipeline(transaction=True) as pipe:
+        audit.note(pipe, envelope, "dead_lettered", 60, reason="bad \udc80 reason")
+        pipe.execute()
+    result = admin_app.test_cli_runner().invoke(args=["consent", "history", "--external-id", "u-audit"])
+    assert result.exit_code == 0, result.output
+    assert "bad \ufffd reason" in result.output
+
+
+def test_dead_letters_per_route_are_capped_and_drops_counted(
+    client: FlaskClient, clean_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 6: a lenient route keeps at most RELAY_DEAD_LETTERS_MAX; the dropped are counted in /metrics."""
+    monkeypatch.setenv("RELAY_DEAD_LETTERS_MAX", "30")
+    capped = create_app_for(load_settings()).test_client()
+    invalid = [{"external_id": "", "plan": n} for n in range(25)]
+    for _ in range(2):  # 50 invalid records: 30 kept, 20 dropped
+        response = capped.post("/db/profiles_skip", json={"records": invalid}, headers=TD)
+        assert response.status_code == 200, response.get_data(as_text=True)
+    assert clean_redis.hlen(store.DEAD) == 30
+    assert clean_redis.zcard(store.DEAD_INDEX) == 30
+    text = capped.get("/metrics").get_data(as_text=True)
+    assert 'relay_dead_letters_dropped_total{route="profiles_skip"} 20.0' in text
+    assert "relay_dead_letters 30.0" in text
+    newest = [item["id"] for item in deadletters.iter_entries(clean_redis)]
+    assert all(dead_id.endswith(tuple(f".{n}" for n in range(5, 25))) for dead_id in newest[:20])
+
+
+def test_stored_idempotent_answer_is_small_and_repeats_exactly(
+    client: FlaskClient, clean_redis: redis.Redis
+) -> None:
+    """Item 6: 499 rejected records leave a stored answer of a few hundred bytes; the repeat is the same."""
+    records = [{"external_id": "", "plan": "p" * 200} for _ in range(499)] + [
+        {"external_id": "ok", "plan": "x"}
+    ]
+    body = json.dumps({"records": records})
+    headers = {**TD, "Idempotency-Key": "big-1"}
+    first = client.post("/db/profiles_skip", data=body, headers=headers)
+    again = client.post("/db/profiles_skip", data=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.get_json() == again.get_json()
+    assert len(first.get_json()["rejected"]) == 499
+    sizes = [len(clean_redis.get(key) or b"") for key in clean_redis.scan_iter("relay:idem:*")]
+    assert len(sizes) == 1 and sizes[0] < 400, sizes
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(values=st.lists(ANY_TEXT, min_size=1, max_size=4), keyed=st.booleans())
+def test_strings_of_every_unicode_category_never_5xx(
+    admin_app: Flask, clean_redis: redis.Redis, values: list[str], keyed: bool
+) -> None:
+    """Fuzz: strings of every Unicode category as values and keys, by every caller: never a 5xx."""
+    client = admin_app.test_client()
+    fields = {(value if keyed else f"f{n}"): value for n, value in enumerate(values)}
+    text = json.dumps(" ".join(values))  # a JSON string literal: lone surrogates as \udXXX escapes
+    record_json = json.dumps({"external_id": "u-fuzz", **fields})
+    has_lone = any(0xD800 <= ord(char) <= 0xDFFF for value in values for char in value)
+    cases = {
+        **bodies(text),
+        "record": ("POST", "/db/profiles_skip", TD, f'{{"records": [{record_json}]}}'.encode()),
+    }
+    for name, (method, path, headers, body) in cases.items():
+        response = client.open(path, method=method, data=body, headers=headers)
+        assert response.status_code < 500, (name, response.get_data(as_text=True)[:300])
+        if has_lone and name != "key in a record":
+            assert response.status_code == 400, name
+    for page in ("/admin/", "/admin/dead"):
+        assert client.get(page, headers=ADMIN).status_code == 200
+    assert admin_app.test_cli_runner().invoke(args=["dead", "list", "--json"]).exit_code == 0
