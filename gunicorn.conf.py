@@ -8,19 +8,34 @@ from relay.secrets import ConfigError
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104 - a server
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
-worker_class = "sync"  # each request is short: parse, validate, one Redis round trip
+# Not `sync`: a sync worker serves one socket at a time, so a client sending its headers slowly
+# (or a kept-alive connection) holds the whole process. gthread (the default) reads each request in
+# one of `threads` threads, and parks idle and slow-to-start connections in a poller; gevent serves
+# each connection in a greenlet. README ("The web process") has the measurements behind the choice.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))  # gthread: requests in progress per process
+# Open connections per process (gthread and gevent), kept-alive and slow ones included.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+# A request takes milliseconds (parse, validate, one Redis round trip; a 100,000-row export a few
+# seconds): a worker silent for 30 s is stuck, and gunicorn replaces it.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
-keepalive = 5
+# A proxy or load balancer in front keeps idle connections to gunicorn for reuse; it must close an
+# idle one before gunicorn does, or it may send a request on a connection gunicorn is closing (a
+# 502). 75 s is above the usual 60 s (AWS ALB's idle timeout, nginx's upstream keepalive_timeout).
+# Idle kept-alive connections wait in the poller (gthread) or a greenlet (gevent), not in a thread.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
 # gunicorn's control socket defaults to one path per user: several relays (or tests) on one machine
 # would fight over it, and nothing here uses it.
 control_socket_disable = True
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
-# A query string may hold ?td_write_key=...: log the path only, never the query.
+# A query string may hold ?td_write_key=...: log the path only, never the query. The path is the
+# app's JSON-escaped copy (receiver/wsgi.py), not gunicorn's percent-decoded %(U)s, which would let
+# "%0d%0a" or "%22" in a URL split the line or break its JSON; "-" if the app never saw the request.
 access_log_format = (
-    '{"remote": "%(h)s", "method": "%(m)s", "path": "%(U)s", "status": %(s)s, "bytes": %(B)s, "ms": %(M)s, '
-    '"request_id": "%({x-request-id}o)s"}'
+    '{"remote": "%(h)s", "method": "%(m)s", "path": "%({relay.log_path}e)s", "status": %(s)s, '
+    '"bytes": %(B)s, "ms": %(M)s, "request_id": "%({x-request-id}o)s"}'
 )
 
 

@@ -168,6 +168,14 @@ def base_env(extra: dict[str, str]) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
+    # BENCH_GUNICORN_X=v runs the benchmark's gunicorn with GUNICORN_X=v (a worker class to compare).
+    env.update(
+        {
+            key.removeprefix("BENCH_"): value
+            for key, value in os.environ.items()
+            if key.startswith("BENCH_GUNICORN_")
+        }
+    )
     env.update(extra)
     return env
 

@@ -12,7 +12,7 @@ def create_app(config: Settings | None = None) -> Flask:
     """Build the Flask app: load settings, open the shared clients, register blueprints and errors."""
     from prometheus_client import CollectorRegistry
 
-    from receiver import admin, cli
+    from receiver import admin, cli, wsgi
     from receiver.errors import register_error_handlers
     from receiver.openapi import bp as openapi_bp
     from receiver.schemas import schema_for
@@ -43,4 +43,5 @@ def create_app(config: Settings | None = None) -> Flask:
     admin.register(app)  # /admin/ pages and rq-dashboard; 404 unless RELAY_ADMIN_KEYS is set
     register_error_handlers(app)
     cli.register(app)
+    app.wsgi_app = wsgi.wrap(app.wsgi_app)  # type: ignore[method-assign]  # scheme from the proxy; log-safe path
     return app

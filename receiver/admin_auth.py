@@ -14,6 +14,7 @@ import secrets
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, render_template, request, session
+from flask.sessions import SecureCookieSessionInterface
 
 from receiver.auth import key_matches
 from receiver.state import settings
@@ -92,7 +93,10 @@ def guard() -> Response | None:
         # rq-dashboard's buttons POST without a token, and it even takes "requeue all" as a GET: a
         # page on another site could make the operator's browser send them with its cached Basic
         # credentials. Its own script sends these from our origin, which browsers say in Origin.
-        if request.endpoint == "rq_dashboard.requeue_all" and request.method == "GET":
+        # Flask answers HEAD (and GET, for "requeue all") by running the view itself: an action
+        # is taken only by POST, which must come from our own pages.
+        rule = request.url_rule
+        if rule is not None and "POST" in (rule.methods or ()) and request.method != "POST":
             abort(405)
         if request.method not in SAFE_METHODS and not same_origin():
             return Response("Cross-site request refused.\n", 403, {"Content-Type": "text/plain"})
@@ -111,10 +115,23 @@ def secure_headers(response: Response) -> Response:
     return response
 
 
+class SessionInterface(SecureCookieSessionInterface):
+    """The signed session cookie, marked `Secure` whenever the request came over HTTPS.
+
+    Behind a proxy that terminates TLS the scheme is the proxy's X-Forwarded-Proto (receiver/wsgi.py);
+    over plain HTTP (local use) the cookie stays usable.
+    """
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure when configured so, or when this request's scheme is https."""
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or (bool(request) and request.is_secure)
+
+
 def install(app: Flask, settings: Settings) -> None:
     """Attach the guard to the app, and the session cookie the forms need (only with admin keys)."""
     if settings.admin_keys and not app.secret_key:
         app.secret_key = session_key(settings)
+    app.session_interface = SessionInterface()
     app.config.update(
         SESSION_COOKIE_NAME="relay_admin",
         SESSION_COOKIE_PATH="/admin",

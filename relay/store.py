@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -48,8 +49,12 @@ def pause_key(workspace: str, family: str) -> str:
 
 
 def watermark_key(workspace: str, user: str) -> str:
-    """Per user: the newest record time claimed for each attribute or subscription state."""
-    return f"{PREFIX}:wm:{workspace}:{user}"
+    """Per user: the newest record time claimed for each attribute or subscription state.
+
+    The user part is a hash (as the audit trail's keys are): an email or phone never names a key.
+    """
+    digest = hashlib.sha256(f"{workspace}|{user}".encode()).hexdigest()[:32]
+    return f"{PREFIX}:wm:{workspace}:{digest}"
 
 
 def connect(settings: Settings, **kwargs: Any) -> redis.Redis:

@@ -284,3 +284,36 @@ def test_rq_dashboard_gets_the_apps_redis_without_its_password(settings: Setting
     socket = redis.Redis(unix_socket_path="/tmp/relay-test.sock", db=0)
     shown, password = dashboard_redis_url(replace(settings, redis_url=None), socket)
     assert shown.startswith("unix:///tmp/relay-test.sock?db=0&") and password is None
+
+
+def test_head_does_not_reach_rq_dashboard_actions(admin: FlaskClient, clean_redis: redis.Redis) -> None:
+    """Item 7 of issue 13: HEAD (and GET) to rq-dashboard's 'requeue all' is 405 and requeues nothing."""
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    queue = Queue("relay-bulk", connection=clean_redis, serializer=JSONSerializer)
+    job = queue.enqueue("builtins.print", "failed once")
+    queue.remove(job)
+    queue.failed_job_registry.add(job, ttl=600, exc_string="boom")
+    assert queue.failed_job_registry.count == 1
+    for method in ("HEAD", "GET", "OPTIONS"):
+        response = admin.open("/admin/rq/requeue/relay-bulk", method=method, headers=AUTH)
+        assert response.status_code == 405, method
+    assert queue.failed_job_registry.count == 1
+    assert queue.count == 0
+
+
+def test_session_cookie_is_secure_behind_https(admin: FlaskClient) -> None:
+    """Item 7 of issue 13: behind a proxy saying X-Forwarded-Proto: https, the session cookie is Secure."""
+    admin.post("/db/profiles_skip", json={"records": [{"a": 1}]}, headers=TD_HEADERS)  # a form to show
+    admin.get("/admin/dead", headers={**AUTH, "X-Forwarded-Proto": "https"})
+    cookie = admin.get_cookie("relay_admin", path="/admin")
+    assert cookie is not None and cookie.secure and cookie.http_only
+
+
+def test_session_cookie_over_plain_http_stays_usable(admin: FlaskClient) -> None:
+    """Over plain HTTP (local use) the cookie is not Secure, so the browser still sends it back."""
+    admin.post("/db/profiles_skip", json={"records": [{"a": 1}]}, headers=TD_HEADERS)
+    admin.get("/admin/dead", headers=AUTH)
+    cookie = admin.get_cookie("relay_admin", path="/admin")
+    assert cookie is not None and not cookie.secure

@@ -219,3 +219,19 @@ def test_strings_of_every_unicode_category_never_5xx(
     for page in ("/admin/", "/admin/dead"):
         assert client.get(page, headers=ADMIN).status_code == 200
     assert admin_app.test_cli_runner().invoke(args=["dead", "list", "--json"]).exit_code == 0
+
+
+def test_watermark_keys_name_no_email_or_phone(
+    client: FlaskClient, clean_redis: redis.Redis, drain: Any
+) -> None:
+    """Item 7: delivering attributes by email and phone leaves no raw address or number in a key name."""
+    records = [
+        {"email": "private.person@example.com", "plan": "gold", "time": 1_764_000_000},
+        {"phone": "+14155550123", "plan": "silver", "time": 1_764_000_000},
+    ]
+    assert client.post("/db/profiles", json={"records": records}, headers=TD).status_code == 200
+    drain()
+    keys = [key.decode() for key in clean_redis.scan_iter("relay:*")]
+    assert any(key.startswith("relay:wm:default:") for key in keys), keys
+    for key in keys:
+        assert "private.person" not in key and "example.com" not in key and "4155550123" not in key, key

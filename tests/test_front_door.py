@@ -242,3 +242,68 @@ def test_shopify_route_end_to_end(stack: tuple[Processes, str], clean_redis: red
         post(base, "/webhooks/shop", other, signed_headers(other, secret=WEBHOOK_SECRET)).status_code == 401
     )
     assert stored(clean_redis, "track") == 2
+
+
+def test_slow_clients_do_not_stall_the_edge(stack: tuple[Processes, str], clean_redis: redis.Redis) -> None:
+    """Item 4: six sockets trickling one header line every 2 s; /healthz and a postback are still answered."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    _, base = stack
+    address = urlsplit(base)
+    stop = threading.Event()
+    slow = [socket.create_connection((address.hostname, address.port), timeout=5) for _ in range(6)]
+
+    def trickle(sock: socket.socket, n: int) -> None:
+        try:
+            sock.sendall(b"POST /postback/v3/event/db/events HTTP/1.1\r\nHost: relay\r\n")
+            line = 0
+            while not stop.wait(2.0) and line < 15:  # bounded: 30 s at most
+                sock.sendall(f"X-Slow-{n}-{line}: 1\r\n".encode())
+                line += 1
+        except OSError:
+            pass  # the server may close a connection that sends headers this slowly: that is fine
+
+    threads = [threading.Thread(target=trickle, args=(sock, n), daemon=True) for n, sock in enumerate(slow)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)  # every slow socket has started its request
+        assert requests.get(base + "/healthz", timeout=10).status_code == 200
+        body = json.dumps({"external_id": "patient-user", "name": "answered"}).encode()
+        headers = {"Content-Type": "application/json", "X-TD-Write-Key": WRITE_KEY}
+        assert post(base, "/postback/v3/event/db/events", body, headers).status_code == 200
+        assert all(thread.is_alive() for thread in threads), "the slow clients stopped before the check"
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        for sock in slow:
+            sock.close()
+    assert stored(clean_redis, "track") == 1
+
+
+def test_encoded_crlf_in_a_path_keeps_the_access_log_json(stack: tuple[Processes, str]) -> None:
+    """Item 7: a path with %0d%0a, %22 and %5c is logged inside one JSON line, never splitting it."""
+    import socket
+    from urllib.parse import urlsplit
+
+    procs, base = stack
+    address = urlsplit(base)
+    forged = "/webhooks/x%0d%0a%7B%22forged%22:%20true%7D%22%5c%E2%80%A8"
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(f"GET {forged} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 405") or answer.startswith(b"HTTP/1.1 404"), answer[:100]
+
+    def logged() -> list[dict[str, object]]:
+        lines = [line for line in procs.logs().splitlines() if line.startswith('{"remote"')]
+        return [json.loads(line) for line in lines]  # every access line is one JSON object
+
+    wait_for(lambda: any("forged" in str(line["path"]) for line in logged()), 10, "the access log line")
+    (line,) = [line for line in logged() if "forged" in str(line["path"])]
+    assert line["path"] == '/webhooks/x\r\n{"forged": true}"\\\u2028'
+    assert not any(text.startswith('{"forged"') for text in procs.logs().splitlines())
