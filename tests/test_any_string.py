@@ -34,7 +34,23 @@ CATEGORIES = (
     *("Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe"),
     *("Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"),
 )
-ANY_TEXT = st.text(st.characters(categories=CATEGORIES), max_size=12)
+
+
+def _by_category(keep: int = 4000) -> dict[str, list[str]]:
+    """Characters of each general category (at most `keep` each, spread over the code space)."""
+    import unicodedata
+
+    found: dict[str, list[str]] = {name: [] for name in CATEGORIES}
+    for point in range(0x110000):
+        found[unicodedata.category(chr(point))].append(chr(point))
+    return {name: chars[:: max(1, len(chars) // keep)] for name, chars in found.items()}
+
+
+BY_CATEGORY = _by_category()
+# A category first, uniformly, then a character of it: every category is drawn as often as any
+# other (drawing code points would almost never give a surrogate, a line separator or a Lt letter).
+ANY_CHAR = st.sampled_from(CATEGORIES).flatmap(lambda name: st.sampled_from(BY_CATEGORY[name]))
+ANY_TEXT = st.lists(ANY_CHAR, max_size=12).map("".join)
 
 
 def bodies(text: str) -> dict[str, tuple[str, str, dict[str, str], bytes]]:

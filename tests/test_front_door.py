@@ -171,19 +171,6 @@ def test_bearer_key_holder_cannot_preclaim_a_webhook_id(
     assert stored(clean_redis, "track") == 2
 
 
-def test_signed_replay_seconds_later_is_a_repeat(
-    stack: tuple[Processes, str], clean_redis: redis.Redis
-) -> None:
-    """Item 7: a signed webhook replayed seconds later (the review's 4.5 s) is answered, not stored."""
-    _, base = stack
-    body = json.dumps({"external_id": "u7b", "name": "once"}).encode()
-    headers = signed_headers(body)
-    assert post(base, "/webhooks/events", body, headers).status_code == 202
-    time.sleep(1.5)
-    assert post(base, "/webhooks/events", body, headers).status_code == 202
-    assert stored(clean_redis, "track") == 1
-
-
 def test_short_dedup_window_stops_web_at_start(
     tmp_path: Path, routes_file: Path, clean_redis: redis.Redis
 ) -> None:
