@@ -112,7 +112,8 @@ def relay_variant_app() -> Flask:
     import logging
 
     from receiver import create_app, views
-    from relay import lanes, store
+    from relay import lanes
+    from relay.lanes import Lane
 
     variant = {name for name in os.environ.get("BENCH_VARIANT", "").split(",") if name}
     app = create_app()
@@ -125,17 +126,18 @@ def relay_variant_app() -> Flask:
         conf = app.extensions["relay.settings"]
         client = app.extensions["redis"]
         for route in conf.routes.values():
-            client.sadd(store.LANES, route.lane)
+            for lane in Lane.of_route(route, conf.delivery.track_shards):
+                lane.remember(client)
 
         def store_batch(client: object, batch: object, settings: object, claim: object = None) -> None:
-            lane = batch.route.lane  # type: ignore[attr-defined]
             delivery = settings.delivery  # type: ignore[attr-defined]
             token = lanes.new_token()
-            pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
-            pipe.rpush(store.lane_queue(lane), *batch.payloads)  # type: ignore[attr-defined]
-            pipe.set(store.lane_armed(lane), token, nx=True, px=int(delivery.lease_s * 1000))
-            if pipe.execute()[-1]:
-                lanes.enqueue_drain(client, lane, token, delivery)
+            for lane, payloads in batch.payloads.items():  # type: ignore[attr-defined]
+                pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
+                pipe.rpush(lane.queue_key, *payloads)
+                lane.take_lease(pipe, token, delivery)
+                if pipe.execute()[-1]:
+                    lane.enqueue_drain(client, token, delivery)
 
         views.store_batch = store_batch  # type: ignore[assignment]
     return app

@@ -146,7 +146,7 @@ def step_costs(relay: Any, client: Any, count: int) -> list[tuple[str, float, fl
     def rpush_and_arm() -> None:
         pipe = client.pipeline(transaction=False)
         pipe.rpush(queue, payload)
-        pipe.set("relay:armed:profile", "t", nx=True, px=30000)
+        pipe.set("relay:lease:profile", "t", nx=True, px=30000)
         pipe.execute()
 
     steps.append(("RPUSH + SET NX, plain pipeline", rpush_and_arm))

@@ -9,7 +9,7 @@ import redis
 import requests
 
 from handlers.braze import BrazeClient, Verdict
-from handlers.ordering import Claims
+from handlers.ordering import Watermarks
 from handlers.packing import BrazeRequest
 from handlers.ratelimit import Limiter
 from relay import store
@@ -27,9 +27,9 @@ class Context:
         self._clients: dict[str, BrazeClient] = {}
 
     @cached_property
-    def claims(self) -> Claims:
+    def watermarks(self) -> Watermarks:
         """The no-stale-overwrite checker."""
-        return Claims(self.redis, self.settings.delivery.watermark_ttl_s)
+        return Watermarks(self.redis, self.settings.delivery.watermark_ttl_s)
 
     @cached_property
     def limiter(self) -> Limiter:

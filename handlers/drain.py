@@ -22,20 +22,12 @@ from handlers.braze import Delivered, RateLimited, Rejected, TooLarge, Unavailab
 from handlers.packing import BrazeRequest, pack
 from handlers.retry import backoff, exhausted
 from handlers.translate import NOT_IDEMPOTENT, Item, to_items
-from relay import audit, deadletters, lanes, metrics, store
+from relay import audit, deadletters, metrics, store
 from relay.envelope import Envelope, dumps, loads
-from relay.routes import family_of
+from relay.lanes import Lane
+from relay.modes import AuditEvent, DeadReason, Kind, LaneFamily
 
 log = logging.getLogger("relay.worker")
-
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass
@@ -67,26 +59,23 @@ class Drainer:
         self.ctx = context.get()
         self.client: redis.Redis = self.ctx.redis
         self.delivery = self.ctx.settings.delivery
-        self.lane, self.token = lane, token
-        self.workspace = lane.split(":", 1)[0]
-        self.queue_key, self.retry_key = store.lane_queue(lane), store.lane_retry(lane)
-        self.armed_key = store.lane_armed(lane)
-        self.renew_script = self.client.register_script(RENEW)
-        self.release_script = self.client.register_script(RELEASE)
-        family = family_of(lane)
+        self.lane, self.token = Lane(lane), token
+        self.workspace = self.lane.workspace
+        self.queue_key, self.retry_key = self.lane.queue_key, self.lane.retry_key
+        family = self.lane.family
         self.batch_size = self.delivery.track_combined or self.delivery.track_per_array
-        if family != "track":
+        if family is not LaneFamily.TRACK:
             self.batch_size = self.delivery.batch_limit
-        self.linger_s = self.delivery.consent_linger_s if family == "consent" else self.delivery.linger_s
+        self.linger_s = (
+            self.delivery.consent_linger_s if family is LaneFamily.CONSENT else self.delivery.linger_s
+        )
         self.rq_queues = [
             Queue(name, connection=self.client) for name in (store.QUEUE_CONSENT, store.QUEUE_BULK)
         ]
 
     def renew(self) -> bool:
         """Extend the lease; False if another owner took the lane (then stop at once)."""
-        return bool(
-            self.renew_script(keys=[self.armed_key], args=[self.token, int(self.delivery.lease_s * 1000)])
-        )
+        return self.lane.renew(self.client, self.token, self.delivery)
 
     def run(self) -> dict[str, Any]:
         """Deliver batches until the lane is empty or the slice is over; then release or hand over."""
@@ -95,18 +84,18 @@ class Drainer:
         while self.renew():
             if time.monotonic() >= deadline:
                 # Hand over to a fresh job at the back of the queue, so other lanes get a turn.
-                lanes.enqueue_drain(self.client, self.lane, self.token, self.delivery)
-                return {"lane": self.lane, "batches": batches, "handed_over": True}
+                self.lane.enqueue_drain(self.client, self.token, self.delivery)
+                return {"lane": self.lane.name, "batches": batches, "handed_over": True}
             chunk = self.take()
             if chunk is None:
                 continue  # lingering for company
             if not chunk:
                 if self.release():
-                    return {"lane": self.lane, "batches": batches}
+                    return {"lane": self.lane.name, "batches": batches}
                 continue
             self.deliver(chunk)
             batches += 1
-        return {"lane": self.lane, "batches": batches, "lease_lost": True}
+        return {"lane": self.lane.name, "batches": batches, "lease_lost": True}
 
     def take(self) -> list[tuple[bytes, Envelope, bool]] | None:
         """Due retries first, then the list head; None while a short batch lingers for company."""
@@ -137,12 +126,7 @@ class Drainer:
 
     def release(self) -> bool:
         """Give the lane up when it is empty; False if records arrived meanwhile and we kept it."""
-        self.release_script(keys=[self.armed_key], args=[self.token])
-        pending = self.client.llen(self.queue_key) or self.client.zcount(self.retry_key, "-inf", time.time())
-        if not pending:
-            return True
-        # Records came in between our last look and the release: take the lane back if still free.
-        return not self.client.set(self.armed_key, self.token, nx=True, px=int(self.delivery.lease_s * 1000))
+        return self.lane.release(self.client, self.token, self.delivery)
 
     def deliver(self, chunk: list[tuple[bytes, Envelope, bool]]) -> None:
         """Send one batch and commit where each of its records ends."""
@@ -152,8 +136,8 @@ class Drainer:
             try:
                 items.extend(to_items(env))
             except (KeyError, ValueError, TypeError) as exc:
-                outcome.dead[env["id"]] = ("untranslatable", None, f"{type(exc).__name__}: {exc}")
-        kept = self.ctx.claims.keep_newest(items)
+                outcome.dead[env["id"]] = (DeadReason.UNTRANSLATABLE, None, f"{type(exc).__name__}: {exc}")
+        kept = self.ctx.watermarks.keep_newest(items)
         kept_ids = {id(item) for item in kept}
         for item in items:
             if id(item) not in kept_ids:
@@ -188,7 +172,7 @@ class Drainer:
             refused: set[int] = set()
             for array, index, reason in verdict.errors:
                 for item in request.items_at(array, index):
-                    outcome.fail(item, "braze_rejected_item", verdict.status, reason)
+                    outcome.fail(item, DeadReason.BRAZE_REJECTED_ITEM, verdict.status, reason)
                     refused.add(id(item))
             for item in items:
                 if id(item) not in refused:
@@ -205,7 +189,7 @@ class Drainer:
             for item in items:
                 if verdict.ambiguous and item.array in NOT_IDEMPOTENT:
                     # Braze may have stored it; a resend could store it twice. An operator decides.
-                    outcome.fail(item, "ambiguous", verdict.status, verdict.reason)
+                    outcome.fail(item, DeadReason.AMBIGUOUS, verdict.status, verdict.reason)
                 else:
                     outcome.later(item, due, verdict.reason)
         elif isinstance(verdict, (TooLarge, Rejected)):
@@ -217,7 +201,7 @@ class Drainer:
                         self.send(sub, outcome)
                 return
             for item in items:
-                outcome.fail(item, "braze_rejected", status, verdict.message)
+                outcome.fail(item, DeadReason.BRAZE_REJECTED, status, verdict.message)
 
     def commit(self, chunk: list[tuple[bytes, Envelope, bool]], outcome: Outcome) -> None:
         """Record every outcome in one transaction, only if we still own the lane."""
@@ -225,10 +209,11 @@ class Drainer:
         from_list = sum(1 for _, _, retried in chunk if not retried)
         with self.client.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(self.armed_key)
-                if pipe.get(self.armed_key) != self.token.encode():
+                pipe.watch(self.lane.lease_key)
+                if pipe.get(self.lane.lease_key) != self.token.encode():
                     log.warning(
-                        "lease lost before commit; the next owner delivers again", extra={"lane": self.lane}
+                        "lease lost before commit; the next owner delivers again",
+                        extra={"lane": self.lane.name},
                     )
                     return
                 pipe.multi()
@@ -245,7 +230,8 @@ class Drainer:
                 pipe.execute()
             except redis.WatchError:
                 log.warning(
-                    "lease changed during commit; the next owner delivers again", extra={"lane": self.lane}
+                    "lease changed during commit; the next owner delivers again",
+                    extra={"lane": self.lane.name},
                 )
 
     def settle(
@@ -257,10 +243,10 @@ class Drainer:
         lags: list[float] = []
         for _, env, _ in chunk:
             rid = env["id"]
-            consent = env["kind"] == "subscription"
+            consent = Kind(env["kind"]) is Kind.CONSENT
             if rid in outcome.dead:
                 reason, status, message = outcome.dead[rid]
-                env["n"] = env.get("n", 0) + (1 if reason != "untranslatable" else 0)
+                env["n"] = env.get("n", 0) + (1 if reason != DeadReason.UNTRANSLATABLE else 0)
                 self.dead_letter(pipe, env, reason, status, message)
             elif rid in outcome.retry:
                 due, why, uses_attempt = outcome.retry[rid]
@@ -268,31 +254,36 @@ class Drainer:
                 env.setdefault("first", now)
                 env["why"] = why
                 if exhausted(env["n"], env["first"], now, self.delivery):
-                    self.dead_letter(pipe, env, "retries_exhausted", None, why)
+                    self.dead_letter(pipe, env, DeadReason.RETRIES_EXHAUSTED, None, why)
                     continue
                 pipe.zadd(self.retry_key, {dumps(env): due})
                 metrics.incr(pipe, "relay_retries", route=env["route"], reason=why.split(":")[0][:40])
                 if consent:
-                    audit.note(pipe, env, "retrying", ttl, reason=why, due=due)
+                    audit.note(pipe, env, AuditEvent.RETRYING, ttl, reason=why, due=due)
             elif rid in outcome.delivered:
                 ended[("relay_records_delivered", env["route"])] += 1
                 lags.append(now - env["at"])
                 if consent:
-                    audit.note(pipe, env, "confirmed", ttl)
+                    audit.note(pipe, env, AuditEvent.CONFIRMED, ttl)
             else:  # every field it set was already newer in Braze
                 ended[("relay_records_superseded", env["route"])] += 1
                 if consent:
-                    audit.note(pipe, env, "superseded", ttl)
+                    audit.note(pipe, env, AuditEvent.SUPERSEDED, ttl)
         for (name, route), count in ended.items():
             metrics.incr(pipe, name, count, route=route)
-        metrics.observe(pipe, "relay_delivery_lag_seconds", lags, lane=self.lane)
+        metrics.observe(pipe, "relay_delivery_lag_seconds", lags, lane=self.lane.name)
 
     def dead_letter(self, pipe: Any, env: Envelope, reason: str, status: int | None, message: str) -> None:
         """Queue one dead letter (and its audit event) on the transaction, and log it."""
         deadletters.add(pipe, deadletters.entry(env, reason=reason, status=status, message=message))
-        if env["kind"] == "subscription":
+        if Kind(env["kind"]) is Kind.CONSENT:
             audit.note(
-                pipe, env, "dead_lettered", self.ctx.settings.audit_ttl_s, reason=reason, status=status
+                pipe,
+                env,
+                AuditEvent.DEAD_LETTERED,
+                self.ctx.settings.audit_ttl_s,
+                reason=reason,
+                status=status,
             )
         log.info(
             "dead-lettered",

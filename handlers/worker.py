@@ -12,9 +12,7 @@ import argparse
 import logging
 import sys
 import threading
-import time
 from collections.abc import Iterable
-from typing import cast
 
 import redis
 from rq import SimpleWorker
@@ -23,6 +21,7 @@ from rq.serializers import JSONSerializer
 from handlers import context
 from relay import lanes, store
 from relay.config import Delivery, Settings, load_settings
+from relay.lanes import Lane
 from relay.logs import configure_logging
 from relay.secrets import ConfigError
 
@@ -34,26 +33,17 @@ class RelayWorker(SimpleWorker):
     """RQ's SimpleWorker: jobs run in this process, so sessions and pools survive between jobs."""
 
 
-def tick(client: redis.Redis, delivery: Delivery, configured: Iterable[str] = ()) -> int:
-    """Arm every lane with work and no owner (known in Redis or from the routes); return how many."""
-    members = cast("set[bytes]", client.smembers(store.LANES))
-    names = sorted({name.decode() for name in members} | set(configured))
-    if not names:
-        return 0
-    now = time.time()
-    pipe = client.pipeline(transaction=False)
-    for lane in names:
-        pipe.llen(store.lane_queue(lane))
-        pipe.zcount(store.lane_retry(lane), "-inf", now)
-        pipe.exists(store.lane_armed(lane))
-    results = pipe.execute()
-    armed = 0
-    for index, lane in enumerate(names):
-        waiting, due, owned = results[3 * index : 3 * index + 3]
-        if (waiting or due) and not owned and lanes.try_arm(client, lane, delivery):
-            log.info("lane woken by ticker", extra={"lane": lane, "waiting": waiting, "due_retries": due})
-            armed += 1
-    return armed
+def tick(client: redis.Redis, delivery: Delivery, configured: Iterable[Lane] = ()) -> int:
+    """Wake every lane with work and no owner (known in Redis or from the routes); return how many."""
+    woken = 0
+    for state in lanes.states(client, Lane.known(client, configured)):
+        if (state.waiting or state.due) and not state.owned and state.lane.wake(client, delivery):
+            log.info(
+                "lane woken by ticker",
+                extra={"lane": state.lane.name, "waiting": state.waiting, "due_retries": state.due},
+            )
+            woken += 1
+    return woken
 
 
 class Ticker(threading.Thread):
@@ -62,8 +52,7 @@ class Ticker(threading.Thread):
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         super().__init__(name="relay-ticker", daemon=True)
         self.client, self.delivery = client, settings.delivery
-        shards = settings.delivery.track_shards
-        self.configured = sorted({lane for route in settings.routes.values() for lane in route.lanes(shards)})
+        self.configured = Lane.configured(settings.routes.values(), settings.delivery.track_shards)
         self.stopping = threading.Event()
 
     def run(self) -> None:

@@ -12,7 +12,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -25,21 +25,14 @@ from werkzeug.wrappers import Response
 from receiver import admin_auth
 from receiver.cli import revalidate
 from receiver.state import redis_client, settings
-from relay import deadletters, store
+from relay import deadletters, lanes, store
 from relay.config import Settings
+from relay.lanes import Lane
+from relay.modes import DeadReason, RateFamily
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 PER_PAGE = 50
-FAMILIES = ("track", "users", "subscription", "default")  # rate-limit families a 429 can pause
-REASONS = (
-    "invalid",
-    "braze_rejected",
-    "braze_rejected_item",
-    "ambiguous",
-    "retries_exhausted",
-    "untranslatable",
-)
 
 
 def plural(count: int, word: str) -> str:
@@ -87,26 +80,14 @@ def overview() -> str:
     for item in deadletters.iter_entries(client):
         by_reason[item["reason"]] += 1
         by_route[item["route"]] += 1
-    lanes = sorted(name.decode() for name in cast("set[bytes]", client.smembers(store.LANES)))
-    pipe = client.pipeline(transaction=False)
-    for lane in lanes:
-        pipe.llen(store.lane_queue(lane))
-        pipe.zcard(store.lane_retry(lane))
-        pipe.exists(store.lane_armed(lane))
-    depths = pipe.execute()
     lane_rows = [
-        {
-            "name": lane,
-            "waiting": depths[3 * i],
-            "retrying": depths[3 * i + 1],
-            "owned": bool(depths[3 * i + 2]),
-        }
-        for i, lane in enumerate(lanes)
+        {"name": state.lane.name, "waiting": state.waiting, "retrying": state.retrying, "owned": state.owned}
+        for state in lanes.states(client, Lane.known(client))
     ]
     now = time.time()
     pauses = []
     for workspace in sorted(settings().workspaces):
-        for family in FAMILIES:
+        for family in RateFamily:
             raw = client.get(store.pause_key(workspace, family))
             if raw and float(raw) > now:
                 pauses.append({"workspace": workspace, "family": family, "until": float(raw)})
@@ -166,7 +147,7 @@ def dead_list() -> str:
         total=total,
         as_of=f"{as_of:.6f}",
         route_options=sorted(set(settings().routes) | set(routes)),
-        reason_options=sorted(set(REASONS) | set(reasons)),
+        reason_options=sorted(set(DeadReason) | set(reasons)),
         route_counts=routes,
         reason_counts=reasons,
         page_url=lambda number: url_for(".dead_list", route=route, reason=reason, page=number),

@@ -13,7 +13,9 @@ from marshmallow import ValidationError
 
 from receiver.schemas import RecordSchema
 from receiver.state import redis_client, settings
-from relay import audit, deadletters
+from relay import audit, deadletters, store
+from relay.lanes import Lane
+from relay.modes import TEST_USER, Kind
 
 dead = AppGroup("dead", help="List, show, replay and purge dead letters (records that did not reach Braze).")
 
@@ -57,7 +59,7 @@ def list_command(route: str | None, reason: str | None, limit: int, as_json: boo
                 f"{item['id']}  {item['route']}  {item['reason']}  status={status}  "
                 f"attempts={item['attempts']}  {_ago(item['last_failed_at'])}  {item['message'][:80]}"
             )
-    total = redis_client().zcard("relay:dead:index")
+    total = redis_client().zcard(store.DEAD_INDEX)
     click.echo(f"{len(items)} shown, {total} dead letter(s) in the store", err=True)
 
 
@@ -168,21 +170,10 @@ def check_command() -> None:
     for route in conf.routes.values():
         table = f"{route.database}/{route.table}" if route.database else "-"
         workspace = conf.workspaces[route.workspace].endpoint
+        lanes = ",".join(lane.name for lane in Lane.of_route(route, conf.delivery.track_shards))
         click.echo(
-            f"  {route.name}: {route.mode}/{route.kind}  table={table}  lane={route.lane}  braze={workspace}"
+            f"  {route.name}: {route.mode}/{route.kind}  table={table}  lane={lanes}  braze={workspace}"
         )
-
-
-TEST_USER = "braze-relay-test-user"
-SAMPLES: dict[str, dict[str, Any]] = {
-    "events": {"external_id": TEST_USER, "name": "braze_relay_test"},
-    "purchases": {"external_id": TEST_USER, "product_id": "braze-relay-test", "currency": "USD", "price": 0},
-    "attributes": {"external_id": TEST_USER, "braze_relay_test": True},
-    "alias": {"alias_name": TEST_USER, "alias_label": "braze_relay_test"},
-    "identify": {"external_id": TEST_USER, "alias_name": TEST_USER, "alias_label": "braze_relay_test"},
-    "delete": {"external_id": TEST_USER},
-    "subscription": {"external_id": TEST_USER, "push_subscribe": "subscribed"},
-}
 
 
 @click.command("send-test")
@@ -202,9 +193,9 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
     found = conf.routes.get(route)
     if found is None:
         raise click.BadParameter(f"no route {route!r}; routes: {', '.join(conf.routes)}", param_hint="ROUTE")
-    if found.kind == "delete" and not yes:
+    if found.kind is Kind.DELETE and not yes:
         raise click.UsageError(f"route {route!r} deletes users in Braze: pass --yes to delete {TEST_USER!r}")
-    record = dict(SAMPLES[found.kind])
+    record = dict(found.spec.sample)
     for item in fields_:
         name, sep, value = item.partition("=")
         if not sep:

@@ -32,7 +32,7 @@ def claim_for(
     digest = hashlib.sha256(value.encode()).hexdigest()
     body_hash = hashlib.sha256(body).hexdigest()
     return Claim(
-        key=f"{store.PREFIX}:idem:{route}:{digest}",
+        key=store.idempotency_key(route, digest),
         window_s=window_s,
         answer={"hash": body_hash, "status": status, "body": answer},
     )

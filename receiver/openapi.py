@@ -18,9 +18,10 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from receiver import state
 from receiver.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias
-from receiver.schemas import SCHEMA_OF_KIND, ExportSchema, IngestSchema
+from receiver.schemas import SCHEMAS, ExportSchema, IngestSchema
 from receiver.views import JSON_TYPES
 from relay.config import Limits, Settings
+from relay.modes import MODES, Kind
 from relay.routes import NAME, ROUTE_NAME, Route
 
 bp = Blueprint("openapi", __name__)
@@ -28,16 +29,6 @@ bp = Blueprint("openapi", __name__)
 VERSION = "0.1.0"
 EXTENSION = "relay.openapi"  # app.extensions key of the serialized document
 
-# A route of each kind, only so that a record schema can be built to be described.
-SAMPLE_ROUTES = {
-    "events": Route("doc", "user_track", track_record_type="custom_events"),
-    "purchases": Route("doc", "user_track", track_record_type="purchases"),
-    "attributes": Route("doc", "user_track", track_record_type="user_profile_attributes"),
-    "alias": Route("doc", "user_new_alias"),
-    "identify": Route("doc", "user_identifying"),
-    "delete": Route("doc", "user_delete"),
-    "subscription": Route("doc", "user_subscription"),
-}
 RECORD_NOTES = (
     " Fields starting with `td_` are TD's own and are dropped; `td_record_time` stands in for a missing"
     " `time`. Identifier fields are one of external_id, braze_id, user_alias (or alias_name +"
@@ -197,14 +188,16 @@ def _path_params(settings: Settings | None) -> dict[str, dict[str, Any]]:
 def _add_components(spec: APISpec, settings: Settings | None) -> None:
     """Record schemas per mode, envelopes, answers, error responses and security schemes."""
     spec.components.schema("UserAlias", schema=UserAliasSchema)
-    kinds = {route.kind for route in settings.routes.values()} if settings else set(SCHEMA_OF_KIND)
-    names: dict[str, str] = {}
-    for kind, record_class in SCHEMA_OF_KIND.items():
-        if kind in kinds:
-            names[kind] = f"{record_class.__name__.removesuffix('Schema')}Record"
+    kinds = {route.kind for route in settings.routes.values()} if settings else set(Kind)
+    names: dict[Kind, str] = {}
+    for mode in MODES:
+        if mode.kind in kinds:
+            names[mode.kind] = mode.openapi_name
+            record_class = SCHEMAS[mode.kind]
             summary = (record_class.__doc__ or "").strip().splitlines()[0]
-            schema = record_class(SAMPLE_ROUTES[kind])
-            spec.components.schema(names[kind], {"description": summary + RECORD_NOTES}, schema=schema)
+            # A route of the mode, only so that its record schema can be built to be described.
+            schema = record_class(Route("doc", mode.mode, track_record_type=mode.track_record_type))
+            spec.components.schema(mode.openapi_name, {"description": summary + RECORD_NOTES}, schema=schema)
     described: tuple[tuple[str, type[Schema]], ...] = (
         ("IngestEnvelope", IngestSchema),
         ("ExportTable", ExportSchema),

@@ -57,6 +57,11 @@ class Delivery:
     rate_default: str = "250000/hour"
     watermark_ttl_s: int = 72 * 3600
 
+    @property
+    def lease_ms(self) -> int:
+        """The lane lease's expiry, as Redis takes it."""
+        return int(self.lease_s * 1000)
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from relay.modes import ROUTE_MODES, TRACK_TYPES, Kind, Mode, mode_of
 from relay.secrets import ConfigError, Secret, split_secrets
 
-MODES = ("user_new_alias", "user_identifying", "user_track", "user_delete", "user_subscription")
-TRACK_TYPES = ("custom_events", "purchases", "user_profile_attributes")
 NAME = validate.Regexp(r"^[A-Za-z0-9_]{1,128}$", error="only letters, digits and '_' are allowed")
 ROUTE_NAME = validate.Regexp(
     r"^[A-Za-z0-9_\-]{1,128}$", error="only letters, digits, '_' and '-' are allowed"
@@ -24,39 +23,12 @@ ENV_NAME = validate.Regexp(r"^[A-Z_][A-Z0-9_]*$", error="must be an environment 
 
 # /{database}/{table} would collide with these paths.
 RESERVED_DATABASES = frozenset({"webhooks", "export"})
-# A record's kind decides how it is translated; its lane (kind -> family of Braze calls) decides
-# which queue and which worker batch it travels in.
-LANE_OF_KIND = {
-    "events": "track",
-    "purchases": "track",
-    "attributes": "track",
-    "alias": "alias",
-    "identify": "identify",
-    "delete": "delete",
-    "subscription": "consent",
-}
 
 
 def user_key(ident: dict[str, Any]) -> str:
     """A stable string for one identifier object, e.g. 'email:a@b.c' (for per-user state)."""
     ((name, value),) = ident.items()
     return f"{name}:{json.dumps(value, sort_keys=True) if isinstance(value, dict) else value}"
-
-
-def lane_of(workspace: str, kind: str, ident: dict[str, Any] | None, shards: int) -> str:
-    """The lane a record travels in: '<workspace>:<family>'; track lanes split by user into shards.
-
-    A user's records always share a shard, so their order holds; shards are drained in parallel.
-    """
-    family = LANE_OF_KIND[kind]
-    if family != "track" or shards <= 1 or not ident:
-        return f"{workspace}:{family}"
-    return f"{workspace}:{family}.{zlib.crc32(user_key(ident).encode()) % shards}"
-
-
-def family_of(lane: str) -> str:
-    """The family of a lane name ('default:track.1' -> 'track')."""
-    return lane.split(":", 1)[1].split(".", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -88,30 +60,15 @@ class Route:
     write_keys: tuple[Secret, ...] = ()
     webhook_secrets: tuple[Secret, ...] = ()
 
+    @cached_property
+    def spec(self) -> Mode:
+        """The registry entry of the route's mode."""
+        return mode_of(self.mode, self.track_record_type)
+
     @property
-    def kind(self) -> str:
+    def kind(self) -> Kind:
         """What a record of this route becomes: events, purchases, attributes, alias, ..."""
-        if self.mode == "user_track":
-            return {"custom_events": "events", "purchases": "purchases"}.get(
-                self.track_record_type or "", "attributes"
-            )
-        return {
-            "user_new_alias": "alias",
-            "user_identifying": "identify",
-            "user_delete": "delete",
-            "user_subscription": "subscription",
-        }[self.mode]
-
-    @property
-    def lane(self) -> str:
-        """The queue this route's records travel in: '<workspace>:<family>' (before sharding)."""
-        return f"{self.workspace}:{LANE_OF_KIND[self.kind]}"
-
-    def lanes(self, shards: int) -> list[str]:
-        """Every lane this route's records may travel in."""
-        if LANE_OF_KIND[self.kind] != "track" or shards <= 1:
-            return [self.lane]
-        return [f"{self.lane}.{shard}" for shard in range(shards)]
+        return self.spec.kind
 
 
 class RouteSchema(Schema):
@@ -122,7 +79,7 @@ class RouteSchema(Schema):
 
     database = fields.String(validate=NAME, load_default=None)
     table = fields.String(validate=NAME, load_default=None)
-    mode = fields.String(required=True, validate=validate.OneOf(MODES))
+    mode = fields.String(required=True, validate=validate.OneOf(ROUTE_MODES))
     track_record_type = fields.String(validate=validate.OneOf(TRACK_TYPES), load_default=None)
     pre_formatted_fields = fields.List(fields.String(), load_default=list)
     # TD's older docs spell it this way; accept both so a copied TD config works.

@@ -1,4 +1,8 @@
-"""The Redis connection and every key name the relay uses, in one place."""
+"""The Redis connection and every key name the relay uses, in one place.
+
+Key names never hold a secret or raw personal data: where a key is per user or per caller-chosen
+value, the value is hashed first.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ QUEUE_BULK = "relay-bulk"  # RQ queue for every other lane
 LANES = f"{PREFIX}:lanes"  # set of every lane that has ever held records
 DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON
 DEAD_INDEX = f"{PREFIX}:dead:index"  # zset: dead-letter id scored by last failure time
+METRICS = f"{PREFIX}:metrics"  # hash: JSON [metric, labels] -> value (relay/metrics.py)
+RATE_PREFIX = f"{PREFIX}:rate"  # the `limits` library's moving windows live under this prefix
 
 
 def lane_queue(lane: str) -> str:
@@ -27,14 +33,9 @@ def lane_retry(lane: str) -> str:
     return f"{PREFIX}:retry:{lane}"
 
 
-def lane_armed(lane: str) -> str:
+def lane_lease(lane: str) -> str:
     """The lease of the one drain job that owns a lane; its value is the owner's token."""
-    return f"{PREFIX}:armed:{lane}"
-
-
-def rq_queue_for(lane: str) -> str:
-    """Which RQ queue a lane's drain jobs go on: consent never waits behind bulk."""
-    return QUEUE_CONSENT if lane.endswith(":consent") else QUEUE_BULK
+    return f"{PREFIX}:lease:{lane}"
 
 
 def pause_key(workspace: str, family: str) -> str:
@@ -43,8 +44,18 @@ def pause_key(workspace: str, family: str) -> str:
 
 
 def watermark_key(workspace: str, user: str) -> str:
-    """Per user: the newest record time claimed for each attribute or subscription state."""
+    """Per user: the newest-value watermark (record time) of each attribute or subscription state."""
     return f"{PREFIX}:wm:{workspace}:{user}"
+
+
+def idempotency_key(route: str, digest: str) -> str:
+    """A request's idempotency key (already hashed) and the answer to repeat, for the dedup window."""
+    return f"{PREFIX}:idem:{route}:{digest}"
+
+
+def audit_key(digest: str) -> str:
+    """One identifier's consent audit trail, under a hash of the identifier."""
+    return f"{PREFIX}:audit:{digest}"
 
 
 def connect(settings: Settings, **kwargs: Any) -> redis.Redis:

@@ -22,6 +22,7 @@ from handlers import context
 from handlers.worker import RelayWorker, tick
 from relay import store
 from relay.config import Settings, load_settings
+from relay.lanes import Lane
 
 pytest_plugins = ["tests.processes"]  # the `stack` fixture: gunicorn and workers as processes
 
@@ -203,7 +204,7 @@ def drain(settings: Settings, clean_redis: redis.Redis) -> Callable[..., None]:
             tick(
                 clean_redis,
                 settings.delivery,
-                [lane for r in settings.routes.values() for lane in r.lanes(shards)],
+                Lane.configured(settings.routes.values(), shards),
             )
             worker = RelayWorker(
                 [store.QUEUE_CONSENT, store.QUEUE_BULK], connection=clean_redis, serializer=JSONSerializer

@@ -26,7 +26,7 @@ def test_check_prints_routes_without_secrets(app: Flask) -> None:
     result = app.test_cli_runner().invoke(args=["check"])
     assert result.exit_code == 0, result.output
     assert "configuration OK: 8 route(s)" in result.output
-    assert "consent: user_subscription/subscription" in result.output
+    assert "consent: user_subscription/consent" in result.output
     assert BRAZE_KEY not in result.output and WRITE_KEY not in result.output
 
 

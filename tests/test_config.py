@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 
 from receiver import create_app
 from relay.config import SANDBOX_BRAZE_URL, load_settings
+from relay.lanes import Lane
 from relay.secrets import ConfigError
 from tests.conftest import REDIS_URL, WEBHOOK_SECRET, WRITE_KEY
 from tests.helpers import signed_headers
@@ -330,7 +331,7 @@ def test_route_with_own_braze_workspace(env: pytest.MonkeyPatch, routes_path: Pa
     assert workspace.endpoint == EU_ENDPOINT
     assert workspace.api_key.reveal() == EU_BRAZE_KEY
     assert settings.routes["shared"].workspace == "default"
-    assert settings.routes["eu_events"].lane != settings.routes["shared"].lane
+    assert Lane.of_route(settings.routes["eu_events"], 1) != Lane.of_route(settings.routes["shared"], 1)
 
 
 # --- a route's own credentials, through the app ------------------------------------------------

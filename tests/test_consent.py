@@ -67,7 +67,7 @@ def lane_idle(client: redis.Redis) -> bool:
     return not (
         client.llen(store.lane_queue(LANE))
         or client.zcard(store.lane_retry(LANE))
-        or client.exists(store.lane_armed(LANE))
+        or client.exists(store.lane_lease(LANE))
     )
 
 

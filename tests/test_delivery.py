@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from braze_sim.server import Simulator
 from relay import deadletters, metrics
+from relay.lanes import Lane
 from tests.conftest import WRITE_KEY
 
 HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
@@ -327,7 +328,7 @@ def test_track_lanes_split_by_user_and_keep_each_users_order(
     assert sum(depths) == 60 and min(depths) > 0
     assert all(depth % 3 == 0 for depth in depths), "a user's three records share one lane"
     context.install(context.Context(sharded, clean_redis))
-    lanes = [lane for route in sharded.routes.values() for lane in route.lanes(2)]
+    lanes = Lane.configured(sharded.routes.values(), 2)
     for _ in range(20):
         tick(clean_redis, sharded.delivery, lanes)
         RelayWorker(["relay-consent", "relay-bulk"], connection=clean_redis, serializer=JSONSerializer).work(
