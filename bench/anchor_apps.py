@@ -102,7 +102,7 @@ def profiled_bare_app() -> Flask:
 def relay_variant_app() -> Flask:
     """The relay's own app with what-if changes named in $BENCH_VARIANT (bench/whatif.py).
 
-    quiet_log: the per-request "accepted" log line off (logger relay.receiver at WARNING).
+    quiet_log: the per-request "accepted" log line off (logger receiver.views at WARNING).
     no_redis:  store_batch replaced by nothing (records are lost): the relay's Python alone.
     min_redis: store_batch replaced by the least a record needs: one RPUSH and the lane's SET NX in
                one plain pipeline (enqueueing the drain job when it armed the lane); no counters,
@@ -118,7 +118,7 @@ def relay_variant_app() -> Flask:
     variant = {name for name in os.environ.get("BENCH_VARIANT", "").split(",") if name}
     app = create_app()
     if "quiet_log" in variant:
-        logging.getLogger("relay.receiver").setLevel(logging.WARNING)
+        logging.getLogger("receiver.views").setLevel(logging.WARNING)
     if "no_redis" in variant:
         # Nothing stored at all (records are lost): what the relay's Python costs without Redis.
         views.store_batch = lambda *args, **kwargs: None  # type: ignore[assignment]

@@ -66,8 +66,8 @@ class Limiter:
             time.sleep(max(reset - now, 0.01))
 
     def observe(self, workspace: str, family: RateFamily, headers: Mapping[str, str]) -> None:
-        """Braze's own count: when it says no requests remain, pause until its reset."""
-        remaining, reset = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset")
+        """Braze's own count: when it says no requests remain, pause until its reset (names in lower case)."""
+        remaining, reset = headers.get("x-ratelimit-remaining"), headers.get("x-ratelimit-reset")
         if remaining is not None and reset is not None and remaining.strip() == "0":
             try:
                 self.pause(workspace, family, float(reset))

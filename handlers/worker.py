@@ -25,7 +25,7 @@ from relay.lanes import Lane
 from relay.logs import configure_logging
 from relay.secrets import ConfigError
 
-log = logging.getLogger("relay.worker")
+log = logging.getLogger(__name__)
 TICK_S = 1.0
 
 

@@ -24,7 +24,7 @@ from relay import metrics
 from relay.routes import Route
 
 bp = Blueprint("ingest", __name__)
-log = logging.getLogger("relay.receiver")
+log = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "application/vnd.treasuredata.v1+json")
 

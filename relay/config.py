@@ -47,7 +47,9 @@ class Delivery:
     slice_s: float = 1.0
     connect_timeout_s: float = 3.05
     read_timeout_s: float = 10.0
-    max_attempts: int = 50  # the age bound below ends most retries first: ride out a Braze outage
+    # 100 attempts take at least 7.5 h of backoff, so the 6 h age bound below ends retries first:
+    # a Braze outage of hours is ridden out (50 would run out after 3.4 to 6.8 h, by the jitter).
+    max_attempts: int = 100
     retry_base_s: float = 1.0
     retry_cap_s: float = 600.0
     retry_max_age_s: float = 6 * 3600.0

@@ -28,13 +28,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+PACKAGES = ("relay", "receiver", "handlers")  # loggers are named by module: `logging.getLogger(__name__)`
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Send the relay's loggers to stdout as JSON lines (idempotent)."""
-    logger = logging.getLogger("relay")
-    if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
+    for package in PACKAGES:
+        logger = logging.getLogger(package)
+        if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+            continue
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False

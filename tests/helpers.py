@@ -10,6 +10,7 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
+from relay.envelope import Envelope
 from tests.conftest import ROUTES, WEBHOOK_SECRET, WRITE_KEY
 
 SHAPES = ("postback", "ingest", "export", "webhook")
@@ -83,3 +84,17 @@ def requests_for(shape: str, route: str, records: list[dict[str, Any]]) -> list[
             {"method": "POST", "path": f"/webhooks/{route}", "headers": signed_headers(body), "body": body}
         ]
     raise ValueError(shape)
+
+
+def envelopes(
+    mode: str, records: list[dict[str, Any]], *, track_record_type: str | None = None, **route: Any
+) -> list[Envelope]:
+    """Records loaded by the route's real schema and wrapped as the edge queues them (no Redis)."""
+    from receiver.enqueue import Batch
+    from receiver.schemas import schema_for
+    from relay.routes import Route
+
+    target = Route("unit", mode, track_record_type=track_record_type, **route)
+    schema = schema_for(target)
+    batch = Batch(route=target, request_id="req")
+    return [batch.envelope(index, schema.load(record)) for index, record in enumerate(records)]

@@ -29,6 +29,7 @@ from schemathesis import GenerationMode, checks
 from schemathesis.config import SchemathesisConfig
 from werkzeug.test import TestResponse
 
+from relay.logs import PACKAGES, JsonFormatter
 from tests.conftest import BRAZE_KEY, OTHER_WRITE_KEY, WEBHOOK_SECRET, WRITE_KEY
 from tests.helpers import signed_headers
 
@@ -106,10 +107,13 @@ def checked(client: FlaskClient, clean_redis: redis.Redis) -> Iterator[FlaskClie
             lines.append(self.format(record))
 
     handler = Collect()
-    handler.setFormatter(logging.getLogger("relay").handlers[0].formatter)
-    logging.getLogger("relay").addHandler(handler)
+    handler.setFormatter(JsonFormatter())
+    loggers = [logging.getLogger(package) for package in PACKAGES]  # every logger of the relay
+    for logger in loggers:
+        logger.addHandler(handler)
     yield client
-    logging.getLogger("relay").removeHandler(handler)
+    for logger in loggers:
+        logger.removeHandler(handler)
     for line in lines:
         for secret in SECRETS:
             assert secret not in line, "a log line carries a secret"
