@@ -111,7 +111,7 @@ def relay_variant_app() -> Flask:
     """
     import logging
 
-    from receiver import create_app, views
+    from receiver import create_app, state, views
     from relay import lanes
     from relay.lanes import Lane
 
@@ -123,8 +123,8 @@ def relay_variant_app() -> Flask:
         # Nothing stored at all (records are lost): what the relay's Python costs without Redis.
         views.store_batch = lambda *args, **kwargs: None  # type: ignore[assignment]
     if "min_redis" in variant:
-        conf = app.extensions["relay.settings"]
-        client = app.extensions["redis"]
+        conf = state.of(app).settings
+        client = state.of(app).redis
         for route in conf.routes.values():
             for lane in Lane.of_route(route, conf.delivery.track_shards):
                 lane.remember(client)

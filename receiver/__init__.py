@@ -12,7 +12,7 @@ def create_app(config: Settings | None = None) -> Flask:
     """Build the Flask app: load settings, open the shared clients, register blueprints and errors."""
     from prometheus_client import CollectorRegistry
 
-    from receiver import admin, cli
+    from receiver import admin, cli, state
     from receiver.errors import register_error_handlers
     from receiver.openapi import bp as openapi_bp
     from receiver.schemas import schema_for
@@ -26,18 +26,20 @@ def create_app(config: Settings | None = None) -> Flask:
     # '//' in a path is a 404, not a redirect that would echo the query string (?td_write_key=...).
     app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["relay.settings"] = settings
-    app.extensions["relay.tables"] = {
-        (route.database, route.table): route for route in settings.routes.values() if route.database
-    }
-    app.extensions["relay.schemas"] = {
-        name: schema_for(route, settings.limits) for name, route in settings.routes.items()
-    }
     # Short timeouts: when Redis is away the caller hears 503 quickly instead of hanging.
-    app.extensions["redis"] = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
+    client = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RelayCollector(app.extensions["redis"]))
-    app.extensions["relay.metrics"] = registry
+    registry.register(RelayCollector(client))
+    state.install(
+        app,
+        state.EdgeState(
+            settings=settings,
+            redis=client,
+            tables={(r.database, r.table): r for r in settings.routes.values() if r.database and r.table},
+            schemas={name: schema_for(route, settings.limits) for name, route in settings.routes.items()},
+            metrics=registry,
+        ),
+    )
     app.register_blueprint(bp)
     app.register_blueprint(openapi_bp)
     admin.register(app)  # /admin/ pages and rq-dashboard; 404 unless RELAY_ADMIN_KEYS is set

@@ -13,7 +13,7 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 from marshmallow import RAISE, Schema, fields, validate
 
 from receiver import state
@@ -27,7 +27,6 @@ from relay.routes import NAME, ROUTE_NAME, Route
 bp = Blueprint("openapi", __name__)
 
 VERSION = "0.1.0"
-EXTENSION = "relay.openapi"  # app.extensions key of the serialized document
 
 RECORD_NOTES = (
     " Fields starting with `td_` are TD's own and are dropped; `td_record_time` stands in for a missing"
@@ -396,12 +395,11 @@ def build_spec(settings: Settings | None = None) -> dict[str, Any]:
 
 
 def document() -> bytes:
-    """The app's document as JSON bytes, built on first use and kept in `app.extensions`."""
-    body: bytes | None = current_app.extensions.get(EXTENSION)
-    if body is None:
-        body = json.dumps(build_spec(state.settings()), ensure_ascii=False).encode()
-        current_app.extensions[EXTENSION] = body
-    return body
+    """The app's document as JSON bytes, built on first use and kept in the app's state."""
+    edge = state.current()
+    if edge.openapi is None:
+        edge.openapi = json.dumps(build_spec(edge.settings), ensure_ascii=False).encode()
+    return edge.openapi
 
 
 @bp.get("/openapi.json")

@@ -10,15 +10,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from receiver import auth, idempotency
+from receiver import auth, idempotency, state
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, error_response
 from receiver.fields import strict_json
-from receiver.schemas import ExportSchema, IngestSchema, RecordSchema
+from receiver.schemas import ExportSchema, IngestSchema
 from receiver.state import redis_client, settings
 from relay import metrics
 from relay.routes import Route
@@ -93,7 +93,7 @@ def route_by_name(name: str) -> Route:
 
 def route_by_table(database: str, table: str) -> Route:
     """The route whose database and table match the path, or 404."""
-    route: Route | None = current_app.extensions["relay.tables"].get((database, table))
+    route = state.current().tables.get((database, table))
     if route is None:
         raise ApiError(404, f"No route for database {database!r} and table {table!r}.")
     return route
@@ -129,7 +129,7 @@ def authenticate(
 
 def load_records(route: Route, raw_records: Iterable[Any], total: int) -> Batch:
     """Validate every record; 422 naming index and field unless the route skips invalid records."""
-    schema: RecordSchema = current_app.extensions["relay.schemas"][route.name]
+    schema = state.current().schemas[route.name]
     batch = Batch(route=route, request_id=request_id(), shards=settings().delivery.track_shards)
     errors: dict[str, Any] = {}
     for index, raw in enumerate(raw_records):
@@ -302,7 +302,7 @@ def webhook(name: str) -> tuple[Response, int]:
 @bp.get("/metrics")
 def metrics_view() -> Response:
     """Prometheus text: counters and histograms from Redis (all processes), live lane depths."""
-    registry = current_app.extensions["relay.metrics"]
+    registry = state.current().metrics
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 

@@ -97,8 +97,8 @@ def stack(
 
     def ready() -> bool:
         try:
-            return requests.get(base + "/readyz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(base + "/readyz", timeout=2).status_code == 200
+        except requests.RequestException:  # not listening yet, or too busy booting to answer in time
             return False
 
     try:

@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from braze_sim.server import Simulator
+from receiver import state
 from relay import deadletters
 from tests.conftest import BRAZE_KEY, WRITE_KEY
 
@@ -91,7 +92,7 @@ def test_replaying_twice_sends_once(
     drain()
     braze.config.api_key = BRAZE_KEY
     (item,) = deadletters.iter_entries(clean_redis)
-    settings = app.extensions["relay.settings"]
+    settings = state.of(app).settings
     first = deadletters.requeue(clean_redis, item, settings.delivery)
     second = deadletters.requeue(clean_redis, item, settings.delivery)
     assert (first, second) == ("default:track", None)

@@ -29,6 +29,7 @@ from schemathesis import GenerationMode, checks
 from schemathesis.config import SchemathesisConfig
 from werkzeug.test import TestResponse
 
+from receiver import state
 from relay.logs import PACKAGES, JsonFormatter
 from tests.conftest import BRAZE_KEY, OTHER_WRITE_KEY, WEBHOOK_SECRET, WRITE_KEY
 from tests.helpers import signed_headers
@@ -128,7 +129,7 @@ def check(client: FlaskClient, test: str, method: str, response: TestResponse) -
     text = body.decode("utf-8", "replace")
     if status >= 500:
         assert status == 503, f"{status}: {text[:500]}"
-        redis_up = client.application.extensions["redis"].ping()
+        redis_up = state.of(client.application).redis.ping()
         assert not redis_up, "503 while Redis answers"
     for marker in LEAKS:
         assert marker not in text, text[:500]
@@ -691,7 +692,7 @@ def test_schemathesis_holds_the_app_to_its_openapi_document(checked: FlaskClient
     weighted = [op for op in operations if op.method != "get"] * 4 + [
         op for op in operations if op.method == "get"
     ]
-    routes = checked.application.extensions["relay.settings"].routes
+    routes = state.of(checked.application).settings.routes
     skipping = {name for name, route in routes.items() if route.skip_on_invalid_records}
     skipping |= {routes[name].table or "" for name in skipping}
     cases = 0
