@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from braze_sim.server import Simulator
-from tests.conftest import REDIS_URL, relay_environment
+from tests.helpers import REDIS_URL, relay_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 

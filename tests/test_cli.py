@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from braze_sim.server import Simulator
 from receiver import state
 from relay import deadletters
-from tests.conftest import BRAZE_KEY, WRITE_KEY
+from tests.helpers import BRAZE_KEY, WRITE_KEY
 
 HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
 

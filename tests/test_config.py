@@ -17,8 +17,7 @@ from receiver import create_app
 from relay.config import SANDBOX_BRAZE_URL, load_settings
 from relay.lanes import Lane
 from relay.secrets import ConfigError
-from tests.conftest import REDIS_URL, WEBHOOK_SECRET, WRITE_KEY
-from tests.helpers import signed_headers
+from tests.helpers import REDIS_URL, WEBHOOK_SECRET, WRITE_KEY, signed_headers
 
 ROOT = Path(__file__).resolve().parent.parent
 BRAZE_ENDPOINT = "https://rest.iad-01.braze.com"

@@ -31,8 +31,7 @@ from werkzeug.test import TestResponse
 
 from receiver import state
 from relay.logs import PACKAGES, JsonFormatter
-from tests.conftest import BRAZE_KEY, OTHER_WRITE_KEY, WEBHOOK_SECRET, WRITE_KEY
-from tests.helpers import signed_headers
+from tests.helpers import BRAZE_KEY, OTHER_WRITE_KEY, WEBHOOK_SECRET, WRITE_KEY, signed_headers
 
 T1 = 1_764_000_000  # 2025-11-24T16:00:00Z
 SECRETS = (WRITE_KEY, OTHER_WRITE_KEY, WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_"), BRAZE_KEY)
@@ -69,7 +68,7 @@ def fuzz(test: str) -> settings:
     )
 
 
-# The configured routes (tests/conftest.py ROUTES), each with a valid record; all live in database "db".
+# The configured routes (tests/helpers.py ROUTES), each with a valid record; all live in database "db".
 ROUTES = {
     "events": {"external_id": "u1", "name": "signup", "time": T1, "properties": {"plan": "pro"}},
     "purchases": {

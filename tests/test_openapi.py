@@ -19,8 +19,15 @@ from openapi_spec_validator import validate
 from receiver import state
 from receiver.openapi import build_spec
 from relay.config import Settings, load_settings
-from tests.conftest import BRAZE_KEY, OTHER_WRITE_KEY, ROUTES, WEBHOOK_SECRET, WRITE_KEY, create_app_for
-from tests.helpers import signed_headers
+from tests.helpers import (
+    BRAZE_KEY,
+    OTHER_WRITE_KEY,
+    ROUTES,
+    WEBHOOK_SECRET,
+    WRITE_KEY,
+    create_app_for,
+    signed_headers,
+)
 
 T1 = 1_764_000_000
 SECRETS = (WRITE_KEY, OTHER_WRITE_KEY, WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_"), BRAZE_KEY)

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from receiver import operations
 from relay import deadletters, store
 from relay.config import load_settings
-from tests.conftest import WRITE_KEY, create_app_for
+from tests.helpers import WRITE_KEY, create_app_for
 from tests.test_admin import ADMIN_KEY, AUTH
 
 NOW = 1_800_000_000.0
