@@ -20,9 +20,9 @@ from tests.conftest import REDIS_URL, relay_environment
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def procfile_command(role: str) -> str:
-    """The command the Procfile gives a role."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
+def procfile_command(role: str, procfile: str = "Procfile") -> str:
+    """The command the Procfile (or another, such as Procfile.sandbox) gives a role."""
+    for line in (ROOT / procfile).read_text().splitlines():
         name, _, command = line.partition(":")
         if name.strip() == role:
             return command.strip()
