@@ -10,6 +10,7 @@ itself is in test_td_js_sdk_browser.py.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -334,6 +335,29 @@ def test_page_key_opens_only_its_own_routes(client: FlaskClient) -> None:
         headers={"Authorization": f"TD1 {WRITE_KEY}", "Content-Type": SDK_TYPE},
     )
     assert response.status_code == 401
+
+
+def test_page_key_opens_every_path_of_its_route_as_the_readme_says(client: FlaskClient) -> None:
+    """Anyone holding the page's key can write to its route by postback (query key), export and webhook.
+
+    This is what README "Web pages" tells operators a public key allows; a change here changes that text.
+    """
+    record = {"external_id": "u1", "name": "x"}
+    basic = base64.b64encode(f"td:{PAGE_KEY}".encode()).decode()
+    answers = [
+        client.post(
+            "/postback/v3/event/web/page_events",
+            json=record,
+            query_string={"td_write_key": PAGE_KEY},
+        ),
+        client.put(
+            "/export/page_events",
+            json={"column_names": list(record), "data": [list(record.values())]},
+            headers={"Authorization": f"Basic {basic}"},
+        ),
+        client.post("/webhooks/page_events", json=record, headers={"Authorization": f"Bearer {PAGE_KEY}"}),
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200, 202]
 
 
 # --- the routes file: rules for routes whose key is public ----------------------------------------
