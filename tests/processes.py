@@ -29,6 +29,19 @@ def procfile_command(role: str, procfile: str = "Procfile") -> str:
     raise KeyError(role)
 
 
+def refused_start(command: list[str], env: dict[str, str], marker: str = "") -> str:
+    """Run a process that must refuse to start: exit status 2, no traceback; return its one error line.
+
+    `marker` picks that line out of what the program prints on its own ("Starting gunicorn" ...).
+    """
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip() and marker in line]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
     with socket.socket() as sock:
