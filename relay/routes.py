@@ -27,9 +27,6 @@ ORIGIN = validate.Regexp(
     error="must be an exact origin such as https://www.example.com (scheme, host, optional port; "
     "no path, no trailing slash, no wildcard)",
 )
-# Modes a key that is public in a web page must never reach: anyone could delete users, or attach
-# profiles to an external id of their choosing.
-NOT_FOR_BROWSERS = ("user_delete", "user_identifying", "user_new_alias")
 
 # /{database}/{table} would collide with these paths.
 RESERVED_DATABASES = frozenset({"webhooks", "export"})
@@ -110,7 +107,11 @@ class RouteSchema(Schema):
         """A route that web pages post to has a key anyone can read: keep what it opens small."""
         if not data.get("allowed_origins"):
             return
-        if data["mode"] in NOT_FOR_BROWSERS:
+        try:
+            from_pages = mode_of(data["mode"], data.get("track_record_type")).from_pages
+        except KeyError:
+            return  # user_track without a valid track_record_type: _consistent says so
+        if not from_pages:
             raise ValidationError(
                 f"not allowed in mode {data['mode']}: a key used in a web page is public, and anyone "
                 "holding it could delete users or attach profiles to any external id",

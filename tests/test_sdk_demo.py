@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from relay.config import load_settings
+from relay.modes import Kind
 from tests.conftest import WRITE_KEY
 from tests.processes import ROOT, procfile_command, refused_start
 
@@ -59,8 +60,8 @@ def test_example_routes_load_as_the_sandbox_runs_them_with_the_demo_routes() -> 
     settings = load_settings()
     assert settings.sandbox
     events, consent = settings.routes["demo_events"], settings.routes["demo_consent"]
-    assert (events.database, events.table, events.kind) == ("web", "demo_events", "events")
-    assert (consent.database, consent.table, consent.kind) == ("web", "demo_consent", "subscription")
+    assert (events.database, events.table, events.kind) == ("web", "demo_events", Kind.EVENTS)
+    assert (consent.database, consent.table, consent.kind) == ("web", "demo_consent", Kind.CONSENT)
     for route in (events, consent):
         assert route.allowed_origins == DEMO_ORIGINS
         assert [key.reveal() for key in route.write_keys] == [sandbox_default("DEMO_WRITE_KEYS")]

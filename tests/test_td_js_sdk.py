@@ -24,6 +24,7 @@ from werkzeug.test import TestResponse
 
 from relay import envelope
 from relay.config import load_settings
+from relay.modes import Kind
 from relay.secrets import ConfigError
 from tests.conftest import ROUTES, WRITE_KEY
 from tests.processes import procfile_command, refused_start
@@ -318,7 +319,7 @@ def test_consent_change_through_the_sdk_shape_is_queued_on_the_consent_lane(
     response = sdk_post(client, CONSENT, {"events": [record]})
     assert response.status_code == 200, response.get_json()
     (stored,) = queued(redis_client, CONSENT_LANE)
-    assert stored["kind"] == "subscription" and stored["route"] == "page_consent"
+    assert stored["kind"] == Kind.CONSENT and stored["route"] == "page_consent"
 
 
 # --- a key in a page is public: what it opens ------------------------------------------------------
