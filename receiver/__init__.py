@@ -12,7 +12,7 @@ def create_app(config: Settings | None = None) -> Flask:
     """Build the Flask app: load settings, open the shared clients, register blueprints and errors."""
     from prometheus_client import CollectorRegistry
 
-    from receiver import admin, cli, state
+    from receiver import admin, cli, cors, state
     from receiver.errors import register_error_handlers
     from receiver.openapi import bp as openapi_bp
     from receiver.schemas import schema_for
@@ -42,6 +42,7 @@ def create_app(config: Settings | None = None) -> Flask:
     )
     app.register_blueprint(bp)
     app.register_blueprint(openapi_bp)
+    cors.register(app, settings.routes)  # routes with allowed_origins: web pages may post (CORS)
     admin.register(app)  # /admin/ pages and rq-dashboard; 404 unless RELAY_ADMIN_KEYS is set
     register_error_handlers(app)
     cli.register(app)

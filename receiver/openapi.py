@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 description of the edge, generated from its marshmallow schemas; served at /openapi.json.
 
 Record bodies come from `receiver.schemas` (one component per mode), the TD envelopes from
-`IngestSchema` and `ExportSchema`, and the answers from the small schemas below, which only describe.
+`IngestSchema`, `IngestEventsSchema` (td-js-sdk's form) and `ExportSchema`, and the answers from the
+small schemas below, which only describe.
 With settings, the configured route names, databases and tables become path parameter enums. The
 document names variables and schemes, never a key or secret; it is built once per app.
 """
@@ -18,7 +19,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from receiver import state
 from receiver.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias
-from receiver.schemas import SCHEMAS, ExportSchema, IngestSchema
+from receiver.schemas import SCHEMAS, ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.views import JSON_TYPES
 from relay.config import Limits, Settings
 from relay.modes import MODES, Kind
@@ -199,6 +200,7 @@ def _add_components(spec: APISpec, settings: Settings | None) -> None:
             spec.components.schema(mode.openapi_name, {"description": summary + RECORD_NOTES}, schema=schema)
     described: tuple[tuple[str, type[Schema]], ...] = (
         ("IngestEnvelope", IngestSchema),
+        ("IngestEventsEnvelope", IngestEventsSchema),
         ("ExportTable", ExportSchema),
         ("Rejected", RejectedSchema),
         ("Error", ErrorSchema),
@@ -225,10 +227,23 @@ def _add_components(spec: APISpec, settings: Settings | None) -> None:
     records = {"type": "array", "items": _ref("Record"), "minItems": 1}
     bodies = {
         "Record": record,
+        # One of the two forms, never both keys (the relay refuses a body with both: 400).
         "IngestBody": {
-            "allOf": [
-                _ref("IngestEnvelope"),
-                {"properties": {"records": {**records, "maxItems": limits.ingest_records}}},
+            "oneOf": [
+                {
+                    "allOf": [
+                        _ref("IngestEnvelope"),
+                        {"properties": {"records": {**records, "maxItems": limits.ingest_records}}},
+                    ],
+                    "not": {"required": ["events"]},
+                },
+                {
+                    "allOf": [
+                        _ref("IngestEventsEnvelope"),
+                        {"properties": {"events": {**records, "maxItems": limits.ingest_records}}},
+                    ],
+                    "not": {"required": ["records"]},
+                },
             ]
         },
         "ExportBody": {
@@ -270,6 +285,27 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
 }
 TD_AUTH: list[dict[str, list[str]]] = [{"TDWriteKey": []}, {"TD1": []}]
 SIGNED: dict[str, list[str]] = {"webhook-id": [], "webhook-timestamp": [], "webhook-signature": []}
+
+
+# td-js-sdk adds these to every request (lib/record.js); the relay takes them and reads neither.
+SDK_QUERY: list[dict[str, Any]] = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": f"{what} Accepted and ignored: a record's time is its own `time` field.",
+    }
+    for name, what in (
+        ("modified", "td-js-sdk: the send time in milliseconds."),
+        ("time", "td-js-sdk: the record's `time`, when it has one."),
+    )
+]
+CORS = {
+    "description": "Routes with `allowed_origins` answer CORS preflights (OPTIONS) on this path for those"
+    " exact origins, with credentials allowed, so web pages can post with td-js-sdk; other origins get"
+    " no CORS headers."
+}
 
 
 def _ingest(
@@ -319,15 +355,18 @@ def _add_paths(spec: APISpec, settings: Settings | None) -> None:
                 body="Record",
                 answer="PostbackAnswer",
             )
+            | CORS
         },
         "/{database}/{table}": {
             "post": _ingest(
                 "ingest",
-                'TD Data Ingestion API: {"records": [...]}.',
+                'TD Data Ingestion API: {"records": [...]}, or {"events": [...]} as td-js-sdk sends it.',
                 security=td_auth,
                 body="IngestBody",
                 answer="Counts",
             )
+            | CORS
+            | {"parameters": SDK_QUERY}
         },
         "/export/{route}": {
             method: _ingest(

@@ -346,6 +346,15 @@ class IngestSchema(Schema):
     records = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
 
 
+class IngestEventsSchema(Schema):
+    """TD Data Ingestion API body as TD's browser SDK (td-js-sdk 4.x) sends it: {"events": [ ... ]}."""
+
+    class Meta:
+        unknown = EXCLUDE  # as IngestSchema: the records are what counts
+
+    events = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
+
+
 class ExportSchema(Schema):
     """TD query-result export to a web server: column names, column types and rows."""
 

@@ -18,7 +18,7 @@ from receiver import auth, idempotency, state
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, error_response
 from receiver.fields import strict_json
-from receiver.schemas import ExportSchema, IngestSchema
+from receiver.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.state import redis_client, settings
 from relay import metrics
 from relay.routes import Route
@@ -26,7 +26,13 @@ from relay.routes import Route
 bp = Blueprint("ingest", __name__)
 log = logging.getLogger(__name__)
 
-JSON_TYPES = ("application/json", "application/vnd.treasuredata.v1+json")
+# TD's own types: the ingestion API's, and the one td-js-sdk sends in signed mode with a global id.
+JSON_TYPES = (
+    "application/json",
+    "application/vnd.treasuredata.v1+json",
+    "application/vnd.treasuredata.v1.js+json",
+)
+INGEST_SHAPE = 'The body must be {"records": [ ... ]} or {"events": [ ... ]} with at least one record.'
 
 
 def read_body(limit: int, *, lenient_type: bool = False) -> bytes:
@@ -81,6 +87,17 @@ def load_envelope(schema: Schema, body: Any, message: str) -> dict[str, Any]:
     except ValidationError as exc:
         raise ApiError(400, message, as_dict(exc.messages)) from None
     return loaded
+
+
+def ingest_records(body: Any) -> list[Any]:
+    """The records of an ingestion body: {"records": [...]}, or {"events": [...]} as td-js-sdk sends."""
+    if isinstance(body, dict) and "events" in body:
+        if "records" in body:
+            raise ApiError(400, 'The body must hold "records" or "events", not both.')
+        events: list[Any] = load_envelope(IngestEventsSchema(), body, INGEST_SHAPE)["events"]
+        return events
+    records: list[Any] = load_envelope(IngestSchema(), body, INGEST_SHAPE)["records"]
+    return records
 
 
 def route_by_name(name: str) -> Route:
@@ -234,19 +251,19 @@ def postback(database: str, table: str) -> tuple[Response, int]:
 
 @bp.post("/<database>/<table>")
 def ingest(database: str, table: str) -> tuple[Response, int]:
-    """TD Data Ingestion API: {"records": [...]}, 1 to 500 records."""
+    """TD Data Ingestion API: {"records": [...]} or td-js-sdk's {"events": [...]}, 1 to 500 records.
+
+    The SDK's query (?modified=<ms>&time=<s>) is ignored: a record's time is its own `time` field.
+    """
     route = route_by_table(database, table)
     authenticate(route, td_style=True)
     limits = settings().limits
-    body = read_json(limits.ingest_bytes)
-    envelope = load_envelope(
-        IngestSchema(), body, 'The body must be {"records": [ ... ]} with at least one record.'
-    )
-    if len(envelope["records"]) > limits.ingest_records:
+    records = ingest_records(read_json(limits.ingest_bytes))
+    if len(records) > limits.ingest_records:
         raise ApiError(
             413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records}
         )
-    batch = load_records(route, envelope["records"], len(envelope["records"]))
+    batch = load_records(route, records, len(records))
     return accept(batch, {"accepted": batch.accepted, "rejected": rejected(batch), "id": batch.request_id})
 
 

@@ -124,6 +124,9 @@ class Mode:
     lane: LaneFamily
     openapi_name: str  # the record's component in /openapi.json
     sample: Mapping[str, Any] = field(default_factory=dict)  # `send-test`'s record
+    # May a route of this mode take records from web pages (`allowed_origins`)? Their key is public,
+    # so a mode that deletes users or attaches profiles to an external id must say no (the default).
+    from_pages: bool = False
 
 
 MODES: tuple[Mode, ...] = (
@@ -134,6 +137,7 @@ MODES: tuple[Mode, ...] = (
         LaneFamily.TRACK,
         "EventRecord",
         {"external_id": TEST_USER, "name": "braze_relay_test"},
+        from_pages=True,
     ),
     Mode(
         Kind.PURCHASES,
@@ -142,6 +146,7 @@ MODES: tuple[Mode, ...] = (
         LaneFamily.TRACK,
         "PurchaseRecord",
         {"external_id": TEST_USER, "product_id": "braze-relay-test", "currency": "USD", "price": 0},
+        from_pages=True,
     ),
     Mode(
         Kind.ATTRIBUTES,
@@ -150,6 +155,7 @@ MODES: tuple[Mode, ...] = (
         LaneFamily.TRACK,
         "AttributesRecord",
         {"external_id": TEST_USER, "braze_relay_test": True},
+        from_pages=True,
     ),
     Mode(
         Kind.ALIAS,
@@ -175,6 +181,7 @@ MODES: tuple[Mode, ...] = (
         LaneFamily.CONSENT,
         "SubscriptionRecord",
         {"external_id": TEST_USER, "push_subscribe": "subscribed"},
+        from_pages=True,
     ),
 )
 BY_KIND: dict[Kind, Mode] = {mode.kind: mode for mode in MODES}

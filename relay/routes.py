@@ -20,6 +20,13 @@ ROUTE_NAME = validate.Regexp(
     r"^[A-Za-z0-9_\-]{1,128}$", error="only letters, digits, '_' and '-' are allowed"
 )
 ENV_NAME = validate.Regexp(r"^[A-Z_][A-Z0-9_]*$", error="must be an environment variable name")
+# An exact web origin, as a browser sends it in `Origin`: scheme, host, optional port; no path or wildcard.
+ORIGIN = validate.Regexp(
+    r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z",
+    error="must be an exact origin such as https://www.example.com (scheme, host, optional port; "
+    "no path, no trailing slash, no wildcard)",
+)
 
 # /{database}/{table} would collide with these paths.
 RESERVED_DATABASES = frozenset({"webhooks", "export"})
@@ -59,6 +66,8 @@ class Route:
     # The route's own credentials, when it names variables for them; they replace the global ones.
     write_keys: tuple[Secret, ...] = ()
     webhook_secrets: tuple[Secret, ...] = ()
+    # Web pages that may post to this route from a browser (CORS); their key is public.
+    allowed_origins: tuple[str, ...] = ()
 
     @cached_property
     def spec(self) -> Mode:
@@ -91,6 +100,33 @@ class RouteSchema(Schema):
     braze_api_key_env = fields.String(validate=ENV_NAME, load_default=None)
     write_keys_env = fields.String(validate=ENV_NAME, load_default=None)
     webhook_secrets_env = fields.String(validate=ENV_NAME, load_default=None)
+    allowed_origins = fields.List(fields.String(validate=ORIGIN), load_default=list)
+
+    @validates_schema
+    def _public_key(self, data: dict[str, Any], **_: Any) -> None:
+        """A route that web pages post to has a key anyone can read: keep what it opens small."""
+        if not data.get("allowed_origins"):
+            return
+        try:
+            from_pages = mode_of(data["mode"], data.get("track_record_type")).from_pages
+        except KeyError:
+            return  # user_track without a valid track_record_type: _consistent says so
+        if not from_pages:
+            raise ValidationError(
+                f"not allowed in mode {data['mode']}: a key used in a web page is public, and anyone "
+                "holding it could delete users or attach profiles to any external id",
+                "allowed_origins",
+            )
+        if not data.get("database"):
+            raise ValidationError(
+                "needs database and table: browsers post to /{database}/{table}", "allowed_origins"
+            )
+        if not data.get("write_keys_env"):
+            raise ValidationError(
+                "required with allowed_origins: a key used in a web page is public, so the route needs "
+                "keys of its own that open no other route",
+                "write_keys_env",
+            )
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
@@ -182,5 +218,6 @@ def load_routes(
             webhook_secrets_env=data["webhook_secrets_env"],
             write_keys=split_secrets(environ.get(data["write_keys_env"] or "", "")),
             webhook_secrets=split_secrets(environ.get(data["webhook_secrets_env"] or "", "")),
+            allowed_origins=tuple(data["allowed_origins"]),
         )
     return routes, workspaces

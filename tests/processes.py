@@ -20,13 +20,26 @@ from tests.helpers import REDIS_URL, relay_environment
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def procfile_command(role: str) -> str:
-    """The command the Procfile gives a role."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
+def procfile_command(role: str, procfile: str = "Procfile") -> str:
+    """The command the Procfile (or another, such as Procfile.sandbox) gives a role."""
+    for line in (ROOT / procfile).read_text().splitlines():
         name, _, command = line.partition(":")
         if name.strip() == role:
             return command.strip()
     raise KeyError(role)
+
+
+def refused_start(command: list[str], env: dict[str, str], marker: str = "") -> str:
+    """Run a process that must refuse to start: exit status 2, no traceback; return its one error line.
+
+    `marker` picks that line out of what the program prints on its own ("Starting gunicorn" ...).
+    """
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip() and marker in line]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
 
 
 def free_port() -> int:
