@@ -448,8 +448,11 @@ def test_worker_with_bad_configuration_exits_2_with_one_line(
         check=False,
     )
     assert done.returncode == 2, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, done.stderr
+    # One log line in all (JSON on stdout, as every line the processes print), naming the fault.
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, done.stdout + done.stderr
+    said = json.loads(lines[0])
+    assert said["level"] == "critical"
     for name in named:
-        assert name in lines[0]
+        assert name in said["msg"]
     assert "Traceback" not in done.stderr + done.stdout
