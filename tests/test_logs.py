@@ -17,7 +17,7 @@ import requests
 
 from braze_sim.config import DEFAULT_API_KEY
 from braze_sim.server import Simulator
-from tests.conftest import BRAZE_KEY, REDIS_URL, WRITE_KEY, relay_environment
+from tests.helpers import BRAZE_KEY, REDIS_URL, WRITE_KEY, relay_environment
 from tests.processes import ROOT, Processes, free_port, wait_for
 
 TD = {"X-TD-Write-Key": WRITE_KEY}

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from braze_sim.server import Simulator
 from relay import store
-from tests.conftest import WRITE_KEY
+from tests.helpers import WRITE_KEY
 from tests.processes import ROOT, Processes, wait_for
 
 RULES = ROOT / "docs" / "prometheus" / "alerts.yml"
