@@ -1,8 +1,9 @@
 """Gunicorn settings for the `web` process; each can be overridden from the environment."""
 
+import logging
 import os
-import sys
 
+from relay import logs, weblog
 from relay.config import load_settings
 from relay.secrets import ConfigError
 
@@ -15,13 +16,13 @@ keepalive = 5
 # gunicorn's control socket defaults to one path per user: several relays (or tests) on one machine
 # would fight over it, and nothing here uses it.
 control_socket_disable = True
+# Every line is JSON on stdout: gunicorn's own lines through `logconfig_dict` (relay/logs.py), the
+# access log built by `logger_class` (relay/weblog.py) with the request's values as fields (never the
+# query string: a postback may carry ?td_write_key=...), so no value can break a line or forge one.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
-# A query string may hold ?td_write_key=...: log the path only, never the query.
-access_log_format = (
-    '{"remote": "%(h)s", "method": "%(m)s", "path": "%(U)s", "status": %(s)s, "bytes": %(B)s, "ms": %(M)s, '
-    '"request_id": "%({x-request-id}o)s"}'
-)
+logger_class = weblog.GunicornLogger
+logconfig_dict = logs.logging_config(access_log=accesslog)
 
 
 def on_starting(server: object) -> None:
@@ -29,5 +30,5 @@ def on_starting(server: object) -> None:
     try:
         load_settings()
     except ConfigError as exc:
-        print(f"braze-relay web: configuration error: {exc}", file=sys.stderr, flush=True)
+        logging.getLogger("relay.web").critical("braze-relay web: configuration error: %s", exc)
         os._exit(2)

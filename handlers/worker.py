@@ -22,7 +22,7 @@ from handlers import context
 from relay import lanes, store
 from relay.config import Delivery, Settings, load_settings
 from relay.lanes import Lane
-from relay.logs import configure_logging
+from relay.logs import configure_process_logging
 from relay.secrets import ConfigError
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Start one worker process; exit 2 with one message when the configuration cannot run."""
     args = parse_args(argv)
-    configure_logging()
+    configure_process_logging()  # every line JSON: RQ's own loggers propagate to it (see relay/logs.py)
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"braze-relay worker: configuration error: {exc}", file=sys.stderr)
+        log.critical("braze-relay worker: configuration error: %s", exc)
         return 2
     client = store.connect(settings)
     ctx = context.Context(settings, client)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         extra={"sandbox": settings.sandbox, "routes": len(settings.routes), "queues": queues},
     )
     try:
-        worker.work(logging_level="WARNING")
+        worker.work(logging_level="INFO")
     finally:
         ticker.stopping.set()
     return 0

@@ -2,7 +2,8 @@
 
 Writers add to one Redis hash inside the transactions they already run (no extra round trip);
 `/metrics` reads it at scrape time and renders it with prometheus-client, adding gauges read live
-(lane depths, retry sets, dead letters). Field names are JSON `[metric, {label: value}]`.
+(lane depths, retry sets, dead letters, RQ workers per queue). Field names are JSON
+`[metric, {label: value}]`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, cast
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from rq import Queue, Worker
 
 from relay import lanes, store
 
@@ -144,3 +146,16 @@ class RelayCollector(Collector):
         yield GaugeMetricFamily(
             "relay_dead_letters", "Dead letters in the store", value=self.client.zcard(store.DEAD_INDEX)
         )
+        yield self._workers()
+
+    def _workers(self) -> Metric:
+        """RQ's registry of live workers per queue: 0 for a queue means its drain jobs wait for nobody."""
+        workers = GaugeMetricFamily(
+            "relay_workers",
+            "RQ workers registered for a queue (one killed without warning counts until its key expires)",
+            labels=["queue"],
+        )
+        for name in (store.QUEUE_CONSENT, store.QUEUE_BULK):
+            queue = Queue(name, connection=self.client)
+            workers.add_metric([name], len(Worker.all(queue=queue)))
+        return workers

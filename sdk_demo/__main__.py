@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from functools import partial
@@ -19,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import Settings, load_settings
+from relay.logs import configure_process_logging
 from relay.secrets import ConfigError
+
+log = logging.getLogger("sdk_demo")
 
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_RELAY = "http://127.0.0.1:8000/"
@@ -73,6 +77,10 @@ class DemoHandler(SimpleHTTPRequestHandler):
             return
         super().do_GET()
 
+    def log_message(self, format: str, *args: Any) -> None:
+        """One JSON line per request (the base class writes plain text to stderr)."""
+        log.info("request", extra={"remote": self.client_address[0], "line": format % args})
+
     def end_headers(self) -> None:
         """Never cached: a changed key or route shows at the next reload."""
         self.send_header("Cache-Control", "no-store")
@@ -92,15 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-route", default="demo_events")
     parser.add_argument("--consent-route", default="demo_consent")
     args = parser.parse_args(argv)
+    configure_process_logging()
     try:
         config = page_config(load_settings(), args.relay, args.events_route, args.consent_route)
     except ConfigError as exc:
-        print(f"sdk_demo: configuration error: {exc}", file=sys.stderr, flush=True)
+        log.critical("sdk_demo: configuration error: %s", exc)
         return 2
     config_js = f"window.RELAY_DEMO = {json.dumps(config)};\n".encode()
     server = ThreadingHTTPServer((args.host, args.port), partial(DemoHandler, config_js=config_js))
     url = f"http://{args.host}:{server.server_port}/"
-    print(f"sdk_demo: the td-js-sdk page on {url} posts to {config['endpoint']}", flush=True)
+    log.info("sdk_demo: the td-js-sdk page is up", extra={"url": url, "relay": config["endpoint"]})
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -30,16 +31,20 @@ def procfile_command(role: str, procfile: str = "Procfile") -> str:
 
 
 def refused_start(command: list[str], env: dict[str, str], marker: str = "") -> str:
-    """Run a process that must refuse to start: exit status 2, no traceback; return its one error line.
+    """Run a process that must refuse to start: exit status 2, no traceback; return its one error message.
 
-    `marker` picks that line out of what the program prints on its own ("Starting gunicorn" ...).
+    The message is one JSON log line at level `critical`, as every line a process prints; `marker`
+    picks it out of what the program prints on its own ("Starting gunicorn" ...).
     """
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode == 2, done.stderr
-    assert "Traceback" not in done.stderr + done.stdout
-    lines = [line for line in done.stderr.splitlines() if line.strip() and marker in line]
-    assert len(lines) == 1, done.stderr
-    return lines[0]
+    printed = done.stdout + done.stderr
+    assert done.returncode == 2, printed
+    assert "Traceback" not in printed
+    lines = [json.loads(line) for line in printed.splitlines() if line.strip() and marker in line]
+    errors = [line for line in lines if line["level"] == "critical"]
+    assert len(errors) == 1, printed
+    message: str = errors[0]["msg"]
+    return message
 
 
 def free_port() -> int:
