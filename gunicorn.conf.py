@@ -1,17 +1,19 @@
 """Gunicorn settings for the `web` process; each can be overridden from the environment."""
 
+import logging
 import os
-import sys
 
+from relay import logs, weblog
 from relay.config import load_settings, warn_at_start
 from relay.secrets import ConfigError
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104 - a server
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
 # Not `sync`: a sync worker serves one socket at a time, so a client sending its headers slowly
-# (or a kept-alive connection) holds the whole process. gthread (the default) reads each request in
-# one of `threads` threads, and parks idle and slow-to-start connections in a poller; gevent serves
-# each connection in a greenlet. README ("The web process") has the measurements behind the choice.
+# (or a kept-alive connection) holds the whole process. gthread reads each request in one of
+# `threads` threads and parks idle and slow-to-start connections in a poller. Not gevent: one CPU-
+# bound request (a 100,000-row export) would hold every connection of its process. README ("The web
+# process") has the measurements behind the choice.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))  # gthread: requests in progress per process
 # Open connections per process (gthread and gevent), kept-alive and slow ones included.
@@ -23,20 +25,18 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 # A proxy or load balancer in front keeps idle connections to gunicorn for reuse; it must close an
 # idle one before gunicorn does, or it may send a request on a connection gunicorn is closing (a
 # 502). 75 s is above the usual 60 s (AWS ALB's idle timeout, nginx's upstream keepalive_timeout).
-# Idle kept-alive connections wait in the poller (gthread) or a greenlet (gevent), not in a thread.
+# Idle kept-alive connections wait in the poller (gthread), not in a thread.
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
 # gunicorn's control socket defaults to one path per user: several relays (or tests) on one machine
 # would fight over it, and nothing here uses it.
 control_socket_disable = True
+# Every line is JSON on stdout: gunicorn's own lines through `logconfig_dict` (relay/logs.py), the
+# access log built by `logger_class` (relay/weblog.py) with the request's values as fields (never the
+# query string: a postback may carry ?td_write_key=...), so no value can break a line or forge one.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
-# A query string may hold ?td_write_key=...: log the path only, never the query. The path is the
-# app's JSON-escaped copy (receiver/wsgi.py), not gunicorn's percent-decoded %(U)s, which would let
-# "%0d%0a" or "%22" in a URL split the line or break its JSON; "-" if the app never saw the request.
-access_log_format = (
-    '{"remote": "%(h)s", "method": "%(m)s", "path": "%({relay.log_path}e)s", "status": %(s)s, '
-    '"bytes": %(B)s, "ms": %(M)s, "request_id": "%({x-request-id}o)s"}'
-)
+logger_class = weblog.GunicornLogger
+logconfig_dict = logs.logging_config(access_log=accesslog)
 
 
 def on_starting(server: object) -> None:
@@ -44,6 +44,6 @@ def on_starting(server: object) -> None:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"braze-relay web: configuration error: {exc}", file=sys.stderr, flush=True)
+        logging.getLogger("relay.web").critical("braze-relay web: configuration error: %s", exc)
         os._exit(2)
     warn_at_start(settings, "web")

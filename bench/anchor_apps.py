@@ -102,7 +102,7 @@ def profiled_bare_app() -> Flask:
 def relay_variant_app() -> Flask:
     """The relay's own app with what-if changes named in $BENCH_VARIANT (bench/whatif.py).
 
-    quiet_log: the per-request "accepted" log line off (logger relay.receiver at WARNING).
+    quiet_log: the per-request "accepted" log line off (logger receiver.views at WARNING).
     no_redis:  store_batch replaced by nothing (records are lost): the relay's Python alone.
     min_redis: store_batch replaced by the least a record needs: one RPUSH and the lane's SET NX in
                one plain pipeline (enqueueing the drain job when it armed the lane); no counters,
@@ -111,31 +111,33 @@ def relay_variant_app() -> Flask:
     """
     import logging
 
-    from receiver import create_app, views
-    from relay import lanes, store
+    from receiver import create_app, state, views
+    from relay import lanes
+    from relay.lanes import Lane
 
     variant = {name for name in os.environ.get("BENCH_VARIANT", "").split(",") if name}
     app = create_app()
     if "quiet_log" in variant:
-        logging.getLogger("relay.receiver").setLevel(logging.WARNING)
+        logging.getLogger("receiver.views").setLevel(logging.WARNING)
     if "no_redis" in variant:
         # Nothing stored at all (records are lost): what the relay's Python costs without Redis.
         views.store_batch = lambda *args, **kwargs: None  # type: ignore[assignment]
     if "min_redis" in variant:
-        conf = app.extensions["relay.settings"]
-        client = app.extensions["redis"]
+        conf = state.of(app).settings
+        client = state.of(app).redis
         for route in conf.routes.values():
-            client.sadd(store.LANES, route.lane)
+            for lane in Lane.of_route(route, conf.delivery.track_shards):
+                lane.remember(client)
 
         def store_batch(client: object, batch: object, settings: object, claim: object = None) -> None:
-            lane = batch.route.lane  # type: ignore[attr-defined]
             delivery = settings.delivery  # type: ignore[attr-defined]
             token = lanes.new_token()
-            pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
-            pipe.rpush(store.lane_queue(lane), *batch.payloads)  # type: ignore[attr-defined]
-            pipe.set(store.lane_armed(lane), token, nx=True, px=int(delivery.lease_s * 1000))
-            if pipe.execute()[-1]:
-                lanes.enqueue_drain(client, lane, token, delivery)
+            for lane, payloads in batch.payloads.items():  # type: ignore[attr-defined]
+                pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
+                pipe.rpush(lane.queue_key, *payloads)
+                lane.take_lease(pipe, token, delivery)
+                if pipe.execute()[-1]:
+                    lane.enqueue_drain(client, token, delivery)
 
         views.store_batch = store_batch  # type: ignore[assignment]
     return app

@@ -84,7 +84,7 @@ def accepted_total(client: Any) -> int:
     return relay_counters(client).get("accepted", 0)
 
 
-ARMED = "relay:armed:default:track"  # relay.store.lane_armed("default:track")
+ARMED = "relay:lease:default:track"  # relay.store.lane_lease("default:track")
 KEEP_UP_DRAIN_S = 3.0  # "the backlog of a load is gone within a few seconds of its end"
 
 

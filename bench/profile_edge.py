@@ -138,7 +138,7 @@ def step_costs(relay: Any, client: Any, count: int) -> list[tuple[str, float, fl
 
         replay("receiver.idempotency.claim_for", idempotency, "claim_for")
     steps.append(("flask.jsonify({})", lambda: flask.jsonify({})))
-    log = logging.getLogger("relay.receiver")
+    log = logging.getLogger("receiver.views")
     extra = {"request_id": "r", "route": "events", "accepted": 1, "rejected": 0}
     steps.append(("one relay log line (JSON, INFO)", lambda: log.info("accepted", extra=extra)))
     steps.append(("one RPUSH", lambda: client.rpush(queue, payload)))
@@ -146,7 +146,7 @@ def step_costs(relay: Any, client: Any, count: int) -> list[tuple[str, float, fl
     def rpush_and_arm() -> None:
         pipe = client.pipeline(transaction=False)
         pipe.rpush(queue, payload)
-        pipe.set("relay:armed:profile", "t", nx=True, px=30000)
+        pipe.set("relay:lease:profile", "t", nx=True, px=30000)
         pipe.execute()
 
     steps.append(("RPUSH + SET NX, plain pipeline", rpush_and_arm))
@@ -190,11 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         env = relay_env("http://127.0.0.1:9", work.routes_file(), 0)
         os.environ.update({k: v for k, v in env.items() if k not in ("PORT", "HOST", "PATH")})
         from receiver import create_app
+        from relay.logs import PACKAGES
 
         relay = create_app()
         # The relay logs a line per accepted request to stdout: keep the formatting, drop the terminal.
         quiet = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-        for handler in logging.getLogger("relay").handlers:
+        for handler in [h for package in PACKAGES for h in logging.getLogger(package).handlers]:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(quiet)
         bare = bare_app()

@@ -11,6 +11,7 @@ from typing import Any
 
 from braze_sim.config import DEFAULT_API_KEY, DEFAULT_LIMITS, FAMILIES, parse_limit
 from braze_sim.server import Simulator
+from relay.logs import configure_process_logging
 
 log = logging.getLogger("braze_sim")
 
@@ -52,10 +53,15 @@ def describe(entry: dict[str, Any]) -> str:
     return f"{entry['method']} {entry['path']} {entry['status']} {counts}{fault}".rstrip()
 
 
+def fields(entry: dict[str, Any]) -> dict[str, Any]:
+    """The same as log fields: method, path, status, item counts and fault (never the body or the key)."""
+    return {name: entry[name] for name in ("method", "path", "status", "counts", "fault")}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator until interrupted."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(message)s")
+    configure_process_logging()  # one JSON object per line, as every relay process logs
     sim = Simulator(
         api_key=args.api_key,
         per_array_limit=args.per_array_limit,
@@ -64,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     sim.faults.latency_ms = args.latency_ms
-    sim.on_request = lambda entry: log.info(describe(entry))
+    sim.on_request = lambda entry: log.info(describe(entry), extra=fields(entry))
     sim.start(port=args.port, host=args.host)
-    log.info("Braze simulator on %s (control API under /_sim/)", sim.url)
+    log.info("Braze simulator on %s (control API under /_sim/)", sim.url, extra={"url": sim.url})
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how sandbox mode ends
         threading.Event().wait()
     sim.stop()

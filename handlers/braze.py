@@ -1,18 +1,22 @@
 """Talking to Braze: one requests.Session per workspace, and one function that reads an answer.
 
-`classify` maps every outcome of a call to one verdict that says what to do next:
-Delivered (read `errors`), RateLimited (wait for the reset), Unavailable (retry with backoff),
-TooLarge (split), Rejected (dead-letter, or narrow a batch down to the bad record).
+`classify` maps Braze's answer (status, headers, body) and `classify_failure` a call that got no
+answer (by the exception's type) to one verdict that says what to do next: Delivered (read
+`errors`), RateLimited (wait for the reset), Unavailable (retry with backoff), TooLarge (split),
+Rejected (dead-letter, or narrow a batch down to the bad record). Both are pure: tests call them
+with plain values.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from relay.config import Delivery
 from relay.routes import Workspace
@@ -60,11 +64,33 @@ class Rejected:
 Verdict = Delivered | RateLimited | Unavailable | TooLarge | Rejected
 
 
-def _message(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300]
+@dataclass(frozen=True)
+class Answer:
+    """What Braze sent back: status, headers (names in lower case) and the raw body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+    @classmethod
+    def of(cls, response: requests.Response) -> Answer:
+        """The answer of a `requests` response."""
+        headers = {name.lower(): value for name, value in response.headers.items()}
+        return cls(response.status_code, headers, response.content)
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+def _message(answer: Answer) -> str:
+    """Braze's message (and its `errors`, shortened) for a dead letter."""
+    body = answer.json()
+    if body is None:
+        return answer.body.decode("utf-8", "replace")[:300]
     if isinstance(body, dict):
         message = str(body.get("message", ""))
         errors = body.get("errors")
@@ -87,45 +113,62 @@ def _errors(body: Any) -> list[tuple[str, int, str]]:
     return found
 
 
-def classify(
-    response: requests.Response | None, error: Exception | None = None, *, now: float | None = None
-) -> Verdict:
-    """What Braze's answer (or the failure to get one) means for the items of the request."""
-    if response is None:
-        if _never_sent(error):
-            return Unavailable(f"connection failed: {type(error).__name__}")
-        # A read timeout or a dropped connection after sending: Braze may have stored the body.
-        return Unavailable(f"no answer: {type(error).__name__}", ambiguous=True)
-    status = response.status_code
+def classify(answer: Answer, *, now: float | None = None) -> Verdict:
+    """What Braze's answer means for the items of the request (README "Braze's answers")."""
+    status = answer.status
     if 200 <= status < 300:
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        return Delivered(status, _errors(body))
+        # Delivered, except the items Braze names in `errors` (a partial success).
+        return Delivered(status, _errors(answer.json()))
     if status == 429:
         # Braze's advice: pause every sender until X-RateLimit-Reset (UTC epoch seconds).
-        reset = response.headers.get("X-RateLimit-Reset", "")
         try:
-            reset_at = float(reset)
+            reset_at = float(answer.headers.get("x-ratelimit-reset", ""))
         except ValueError:
             reset_at = (now or time.time()) + 1.0  # no header: wait a little, then the backoff decides
         return RateLimited(reset_at)
     if status == 413:
-        return TooLarge(_message(response))
+        # Over Braze's 4 MB: smaller requests will pass.
+        return TooLarge(_message(answer))
     if status >= 500:
         # Braze answered with an error: it says to retry 5xx with backoff, and the answer means it
         # did not take the request (502/503/504 never reached it; 500 is its own failure).
         return Unavailable(f"Braze answered {status}", status=status)
-    return Rejected(status, _message(response))
+    # 400, 401, 403, 404 and the rest: resending the request unchanged cannot help.
+    return Rejected(status, _message(answer))
 
 
-def _never_sent(error: Exception | None) -> bool:
-    """True for failures that happen before the request body is written (connect errors)."""
+def classify_failure(error: Exception) -> Unavailable:
+    """What a call that got no answer means: retry; `ambiguous` when the body may have been stored."""
+    if never_sent(error):
+        # The connection was never made, so Braze cannot have the body.
+        return Unavailable(f"connection failed: {type(error).__name__}")
+    # A read timeout or a dropped connection after sending: Braze may have stored the body.
+    return Unavailable(f"no answer: {type(error).__name__}", ambiguous=True)
+
+
+def never_sent(error: BaseException) -> bool:
+    """True for failures before the request body is written: the connection was never made.
+
+    requests raises ConnectTimeout for a connect timeout, and a ConnectionError wrapping urllib3's
+    MaxRetryError(reason=NewConnectionError) for a refused or unresolvable connection; both are
+    urllib3 ConnectTimeoutErrors underneath. A read timeout or a dropped connection is not.
+    """
     if isinstance(error, requests.ConnectTimeout):
         return True
-    text = repr(error)
-    return any(sign in text for sign in ("NewConnectionError", "ConnectionRefused", "Failed to establish"))
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [error]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectTimeoutError):
+            return True
+        if isinstance(current, MaxRetryError):
+            stack.append(current.reason)
+        stack.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        stack.extend((current.__cause__, current.__context__))
+    return False
 
 
 class BrazeClient:
@@ -143,12 +186,8 @@ class BrazeClient:
             }
         )
 
-    def post(self, endpoint: str, body: dict[str, Any]) -> tuple[requests.Response | None, Exception | None]:
-        """POST one body; return the response, or the exception when there was none."""
+    def post(self, endpoint: str, body: dict[str, Any]) -> Answer:
+        """POST one body; raises requests.RequestException when no answer came."""
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        try:
-            return self.session.post(
-                self.workspace.endpoint + endpoint, data=data, timeout=self.timeout
-            ), None
-        except requests.RequestException as exc:
-            return None, exc
+        response = self.session.post(self.workspace.endpoint + endpoint, data=data, timeout=self.timeout)
+        return Answer.of(response)

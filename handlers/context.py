@@ -6,16 +6,15 @@ import logging
 from functools import cached_property
 
 import redis
-import requests
 
-from handlers.braze import BrazeClient, Verdict
-from handlers.ordering import Claims
+from handlers.braze import Answer, BrazeClient, Verdict
+from handlers.ordering import Watermarks
 from handlers.packing import BrazeRequest
 from handlers.ratelimit import Limiter
 from relay import store
 from relay.config import Settings, load_settings
 
-log = logging.getLogger("relay.braze")
+log = logging.getLogger(__name__)
 
 
 class Context:
@@ -27,9 +26,9 @@ class Context:
         self._clients: dict[str, BrazeClient] = {}
 
     @cached_property
-    def claims(self) -> Claims:
+    def watermarks(self) -> Watermarks:
         """The no-stale-overwrite checker."""
-        return Claims(self.redis, self.settings.delivery.watermark_ttl_s)
+        return Watermarks(self.redis, self.settings.delivery.watermark_ttl_s)
 
     @cached_property
     def limiter(self) -> Limiter:
@@ -44,13 +43,11 @@ class Context:
             self._clients[workspace] = client
         return client
 
-    def observe(
-        self, workspace: str, request: BrazeRequest, response: requests.Response | None, verdict: Verdict
-    ) -> None:
+    def observe(self, workspace: str, request: BrazeRequest, answer: Answer | None, verdict: Verdict) -> None:
         """Log the call and feed Braze's rate-limit headers to the limiter."""
         family = request.items[0].family
-        if response is not None:
-            self.limiter.observe(workspace, family, response.headers)
+        if answer is not None:
+            self.limiter.observe(workspace, family, answer.headers)
         request_ids = sorted({item.envelope["id"].rsplit(".", 1)[0] for item in request.items})
         log.info(
             "braze call",
@@ -58,7 +55,7 @@ class Context:
                 "request_ids": request_ids[:20],
                 "endpoint": request.endpoint,
                 "objects": request.count(),
-                "status": response.status_code if response is not None else None,
+                "status": answer.status if answer is not None else None,
                 "verdict": type(verdict).__name__,
             },
         )
@@ -73,7 +70,7 @@ def install(context: Context) -> None:
     _context = context
 
 
-def get() -> Context:
+def current() -> Context:
     """This process's context, built from the environment on first use."""
     if _context is None:
         install(Context(load_settings()))

@@ -4,6 +4,10 @@ Records stay at the head of the lane's Redis list until the outcome of their bat
 (trimmed from the list, put on the retry set, or dead-lettered) in one transaction that checks
 the owner still holds the lease. A worker killed mid-batch commits nothing, its lease expires,
 and the next owner delivers the same records again: at least once, never lost.
+
+This module does the I/O; what Braze's answers mean and where records end is decided by the pure
+functions of handlers/braze.py (`classify`), handlers/outcomes.py (`judge`, `ending`),
+handlers/packing.py and handlers/ordering.py.
 """
 
 from __future__ import annotations
@@ -11,83 +15,53 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
+import requests
 from rq import Queue
 
 from handlers import context
-from handlers.braze import Delivered, RateLimited, Rejected, TooLarge, Unavailable, Verdict, classify
+from handlers.braze import Answer, Verdict, classify, classify_failure
+from handlers.context import Context
+from handlers.outcomes import Dead, Judgement, Ledger, ending, judge, window_full
 from handlers.packing import BrazeRequest, pack
-from handlers.retry import backoff, exhausted
-from handlers.translate import NOT_IDEMPOTENT, Item, to_items
-from relay import audit, deadletters, lanes, metrics, store
+from handlers.translate import Item, to_items
+from relay import audit, deadletters, metrics, store
 from relay.config import dead_letter_limit
 from relay.envelope import Envelope, dumps, loads
-from relay.routes import family_of
+from relay.lanes import Lane
+from relay.modes import AuditEvent, DeadReason, Kind, LaneFamily, Outcome, RateFamily
 
-log = logging.getLogger("relay.worker")
+log = logging.getLogger(__name__)
 
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-@dataclass
-class Outcome:
-    """Where each record of a batch ends: delivered, retried later, or dead-lettered."""
-
-    delivered: set[str] = field(default_factory=set)
-    superseded: set[str] = field(default_factory=set)
-    retry: dict[str, tuple[float, str, bool]] = field(default_factory=dict)  # id -> (due, why, counts)
-    dead: dict[str, tuple[str, int | None, str]] = field(default_factory=dict)  # id -> (reason, status, msg)
-    calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # (endpoint, status) -> requests
-    waits: Counter[tuple[str, str]] = field(default_factory=Counter)  # (family, source) -> rate-limit waits
-
-    def fail(self, item: Item, reason: str, status: int | None = None, message: str = "") -> None:
-        """Dead-letter the item's record (a dead item outranks any other outcome of the record)."""
-        self.dead.setdefault(item.envelope["id"], (reason, status, message))
-
-    def later(self, item: Item, due: float, why: str, *, counts: bool = True) -> None:
-        """Retry the item's record at `due`; `counts`: the failure uses up one of its attempts."""
-        current = self.retry.get(item.envelope["id"])
-        if current is None or due > current[0]:
-            self.retry[item.envelope["id"]] = (due, why, counts)
+Chunk = list[tuple[bytes, Envelope, bool]]  # (raw as stored, envelope, taken from the retry set)
 
 
 class Drainer:
     """One run of a lane's drain job, for at most one time slice."""
 
-    def __init__(self, lane: str, token: str) -> None:
-        self.ctx = context.get()
-        self.client: redis.Redis = self.ctx.redis
-        self.delivery = self.ctx.settings.delivery
+    def __init__(self, ctx: Context, lane: Lane, token: str) -> None:
+        self.ctx = ctx
+        self.client: redis.Redis = ctx.redis
+        self.delivery = ctx.settings.delivery
         self.lane, self.token = lane, token
-        self.workspace = lane.split(":", 1)[0]
-        self.queue_key, self.retry_key = store.lane_queue(lane), store.lane_retry(lane)
-        self.armed_key = store.lane_armed(lane)
-        self.renew_script = self.client.register_script(RENEW)
-        self.release_script = self.client.register_script(RELEASE)
-        family = family_of(lane)
+        self.workspace = self.lane.workspace
+        self.queue_key, self.retry_key = self.lane.queue_key, self.lane.retry_key
+        family = self.lane.family
         self.batch_size = self.delivery.track_combined or self.delivery.track_per_array
-        if family != "track":
+        if family is not LaneFamily.TRACK:
             self.batch_size = self.delivery.batch_limit
-        self.linger_s = self.delivery.consent_linger_s if family == "consent" else self.delivery.linger_s
+        self.linger_s = (
+            self.delivery.consent_linger_s if family is LaneFamily.CONSENT else self.delivery.linger_s
+        )
         self.rq_queues = [
             Queue(name, connection=self.client) for name in (store.QUEUE_CONSENT, store.QUEUE_BULK)
         ]
 
     def renew(self) -> bool:
         """Extend the lease; False if another owner took the lane (then stop at once)."""
-        return bool(
-            self.renew_script(keys=[self.armed_key], args=[self.token, int(self.delivery.lease_s * 1000)])
-        )
+        return self.lane.renew(self.client, self.token, self.delivery)
 
     def run(self) -> dict[str, Any]:
         """Deliver batches until the lane is empty or the slice is over; then release or hand over."""
@@ -96,20 +70,20 @@ class Drainer:
         while self.renew():
             if time.monotonic() >= deadline:
                 # Hand over to a fresh job at the back of the queue, so other lanes get a turn.
-                lanes.enqueue_drain(self.client, self.lane, self.token, self.delivery)
-                return {"lane": self.lane, "batches": batches, "handed_over": True}
+                self.lane.enqueue_drain(self.client, self.token, self.delivery)
+                return {"lane": self.lane.name, "batches": batches, "handed_over": True}
             chunk = self.take()
             if chunk is None:
                 continue  # lingering for company
             if not chunk:
                 if self.release():
-                    return {"lane": self.lane, "batches": batches}
+                    return {"lane": self.lane.name, "batches": batches}
                 continue
             self.deliver(chunk)
             batches += 1
-        return {"lane": self.lane, "batches": batches, "lease_lost": True}
+        return {"lane": self.lane.name, "batches": batches, "lease_lost": True}
 
-    def take(self) -> list[tuple[bytes, Envelope, bool]] | None:
+    def take(self) -> Chunk | None:
         """Due retries first, then the list head; None while a short batch lingers for company."""
         now = time.time()
         due = cast(
@@ -138,98 +112,66 @@ class Drainer:
 
     def release(self) -> bool:
         """Give the lane up when it is empty; False if records arrived meanwhile and we kept it."""
-        self.release_script(keys=[self.armed_key], args=[self.token])
-        pending = self.client.llen(self.queue_key) or self.client.zcount(self.retry_key, "-inf", time.time())
-        if not pending:
-            return True
-        # Records came in between our last look and the release: take the lane back if still free.
-        return not self.client.set(self.armed_key, self.token, nx=True, px=int(self.delivery.lease_s * 1000))
+        return self.lane.release(self.client, self.token, self.delivery)
 
-    def deliver(self, chunk: list[tuple[bytes, Envelope, bool]]) -> None:
+    def deliver(self, chunk: Chunk) -> None:
         """Send one batch and commit where each of its records ends."""
-        outcome = Outcome()
+        ledger, tally = Ledger(), Tally()
         items: list[Item] = []
         for _, env, _ in chunk:
             try:
                 items.extend(to_items(env))
             except (KeyError, ValueError, TypeError) as exc:
-                outcome.dead[env["id"]] = ("untranslatable", None, f"{type(exc).__name__}: {exc}")
-        kept = self.ctx.claims.keep_newest(items)
-        kept_ids = {id(item) for item in kept}
-        for item in items:
-            if id(item) not in kept_ids:
-                outcome.superseded.add(item.envelope["id"])
-        for request in pack(kept, self.delivery):
-            self.send(request, outcome)
-        self.commit(chunk, outcome)
+                ledger.fail(env["id"], Dead(DeadReason.UNTRANSLATABLE, None, f"{type(exc).__name__}: {exc}"))
+        for request in pack(self.ctx.watermarks.keep_newest(items), self.delivery):
+            self.send(request, ledger, tally)
+        self.commit(chunk, ledger, tally)
 
-    def send(self, request: BrazeRequest, outcome: Outcome) -> None:
-        """Send one request (waiting for the shared rate limit) and sort its items by the verdict."""
+    def send(self, request: BrazeRequest, ledger: Ledger, tally: Tally) -> None:
+        """Send one request (waiting for the shared rate limit) and take in what its answer means."""
         family = request.items[0].family
         wait_until = self.ctx.limiter.acquire(self.workspace, family)
         if wait_until is not None:
-            for item in request.items:
-                outcome.later(item, wait_until, "rate limited (waiting for the window)", counts=False)
-            outcome.waits[(family, "window")] += 1
+            ledger.add(window_full(request.items, wait_until))
+            tally.waits[(family, "window")] += 1
             return
         self.renew()
         client = self.ctx.braze(self.workspace)
-        response, error = client.post(request.endpoint, request.body())
-        verdict = classify(response, error)
-        self.ctx.observe(self.workspace, request, response, verdict)
-        status = str(response.status_code) if response is not None else type(error).__name__
-        outcome.calls[(request.endpoint, status)] += 1
-        self.apply(request, verdict, outcome)
+        answer: Answer | None = None
+        verdict: Verdict
+        try:
+            answer = client.post(request.endpoint, request.body())
+        except requests.RequestException as exc:
+            verdict = classify_failure(exc)
+            tally.calls[(request.endpoint, type(exc).__name__)] += 1
+        else:
+            verdict = classify(answer)
+            tally.calls[(request.endpoint, str(answer.status))] += 1
+        self.ctx.observe(self.workspace, request, answer, verdict)
+        judgement = judge(request, verdict, now=time.time(), delivery=self.delivery)
+        self.follow(judgement, family, ledger, tally)
 
-    def apply(self, request: BrazeRequest, verdict: Verdict, outcome: Outcome) -> None:
-        """What each verdict means for the items of the request."""
-        now = time.time()
-        items = request.items
-        if isinstance(verdict, Delivered):
-            refused: set[int] = set()
-            for array, index, reason in verdict.errors:
-                for item in request.items_at(array, index):
-                    outcome.fail(item, "braze_rejected_item", verdict.status, reason)
-                    refused.add(id(item))
-            for item in items:
-                if id(item) not in refused:
-                    outcome.delivered.add(item.envelope["id"])
-        elif isinstance(verdict, RateLimited):
-            self.ctx.limiter.pause(self.workspace, items[0].family, verdict.reset_at)
-            outcome.waits[(items[0].family, "braze")] += 1
-            for item in items:
-                outcome.later(item, verdict.reset_at, "rate limited by Braze (429)", counts=False)
-        elif isinstance(verdict, Unavailable):
-            # One due time for the whole request, so its records come back as one batch.
-            attempts = max(item.envelope.get("n", 0) for item in items) + 1
-            due = now + backoff(attempts, self.delivery)
-            for item in items:
-                if verdict.ambiguous and item.array in NOT_IDEMPOTENT:
-                    # Braze may have stored it; a resend could store it twice. An operator decides.
-                    outcome.fail(item, "ambiguous", verdict.status, verdict.reason)
-                else:
-                    outcome.later(item, due, verdict.reason)
-        elif isinstance(verdict, (TooLarge, Rejected)):
-            status = 413 if isinstance(verdict, TooLarge) else verdict.status
-            # One bad record must not take the rest of the batch with it: halve and resend.
-            if len(items) > 1 and status in (400, 413):
-                for half in (items[: len(items) // 2], items[len(items) // 2 :]):
-                    for sub in pack(half, self.delivery):
-                        self.send(sub, outcome)
-                return
-            for item in items:
-                outcome.fail(item, "braze_rejected", status, verdict.message)
+    def follow(self, judgement: Judgement, family: RateFamily, ledger: Ledger, tally: Tally) -> None:
+        """Act on a judgement: pause the family after a 429, resend halves, record the rest."""
+        if judgement.pause_until is not None:
+            self.ctx.limiter.pause(self.workspace, family, judgement.pause_until)
+            tally.waits[(family, "braze")] += 1
+        ledger.add(judgement)
+        for half in judgement.resend:
+            for sub in pack(half, self.delivery):
+                self.send(sub, ledger, tally)
 
-    def commit(self, chunk: list[tuple[bytes, Envelope, bool]], outcome: Outcome) -> None:
+    def commit(self, chunk: Chunk, ledger: Ledger, tally: Tally) -> None:
         """Record every outcome in one transaction, only if we still own the lane."""
         now = time.time()
         from_list = sum(1 for _, _, retried in chunk if not retried)
         with self.client.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(self.armed_key)
-                if pipe.get(self.armed_key) != self.token.encode():
+                pipe.watch(self.lane.lease_key)
+                if pipe.get(self.lane.lease_key) != self.token.encode():
                     log.warning(
-                        "lease lost before commit; the next owner delivers again", extra={"lane": self.lane}
+                        "lease lost before commit; the next owner delivers again",
+                        extra={"lane": self.lane.name},
                     )
                     return
                 pipe.multi()
@@ -238,70 +180,79 @@ class Drainer:
                 retried = [raw for raw, _, was_retry in chunk if was_retry]
                 if retried:
                     pipe.zrem(self.retry_key, *retried)
-                self.settle(pipe, chunk, outcome, now)
-                for (endpoint, status), count in outcome.calls.items():
+                self.settle(pipe, chunk, ledger, now)
+                for (endpoint, status), count in tally.calls.items():
                     metrics.incr(pipe, "relay_braze_requests", count, endpoint=endpoint, status=status)
-                for (family, source), count in outcome.waits.items():
+                for (family, source), count in tally.waits.items():
                     metrics.incr(pipe, "relay_rate_limited", count, family=family, source=source)
                 pipe.execute()
             except redis.WatchError:
                 log.warning(
-                    "lease changed during commit; the next owner delivers again", extra={"lane": self.lane}
+                    "lease changed during commit; the next owner delivers again",
+                    extra={"lane": self.lane.name},
                 )
 
-    def settle(
-        self, pipe: Any, chunk: list[tuple[bytes, Envelope, bool]], outcome: Outcome, now: float
-    ) -> None:
+    def settle(self, pipe: Any, chunk: Chunk, ledger: Ledger, now: float) -> None:
         """Queue each record's ending (and its metrics and audit events) on the transaction."""
         ttl = self.ctx.settings.audit_ttl_s
         ended: Counter[tuple[str, str]] = Counter()  # (metric, route) -> records
         lags: list[float] = []
         for _, env, _ in chunk:
-            rid = env["id"]
-            consent = env["kind"] == "subscription"
-            if rid in outcome.dead:
-                reason, status, message = outcome.dead[rid]
-                env["n"] = env.get("n", 0) + (1 if reason != "untranslatable" else 0)
-                self.dead_letter(pipe, env, reason, status, message)
-            elif rid in outcome.retry:
-                due, why, uses_attempt = outcome.retry[rid]
-                env["n"] = env.get("n", 0) + (1 if uses_attempt else 0)
-                env.setdefault("first", now)
-                env["why"] = why
-                if exhausted(env["n"], env["first"], now, self.delivery):
-                    self.dead_letter(pipe, env, "retries_exhausted", None, why)
-                    continue
-                pipe.zadd(self.retry_key, {dumps(env): due})
-                metrics.incr(pipe, "relay_retries", route=env["route"], reason=why.split(":")[0][:40])
+            end = ending(env, ledger, now=now, delivery=self.delivery)
+            consent = Kind(env["kind"]) is Kind.CONSENT
+            if end.outcome is Outcome.DEAD_LETTERED:
+                assert end.dead is not None
+                self.dead_letter(pipe, end.envelope, end.dead)
+            elif end.outcome is Outcome.RETRY:
+                assert end.later is not None
+                pipe.zadd(self.retry_key, {dumps(end.envelope): end.later.due})
+                metrics.incr(
+                    pipe, "relay_retries", route=env["route"], reason=end.later.why.split(":")[0][:40]
+                )
                 if consent:
-                    audit.note(pipe, env, "retrying", ttl, reason=why, due=due)
-            elif rid in outcome.delivered:
+                    audit.note(
+                        pipe, end.envelope, AuditEvent.RETRYING, ttl, reason=end.later.why, due=end.later.due
+                    )
+            elif end.outcome is Outcome.DELIVERED:
                 ended[("relay_records_delivered", env["route"])] += 1
                 lags.append(now - env["at"])
                 if consent:
-                    audit.note(pipe, env, "confirmed", ttl)
-            else:  # every field it set was already newer in Braze
+                    audit.note(pipe, env, AuditEvent.CONFIRMED, ttl)
+            else:
                 ended[("relay_records_superseded", env["route"])] += 1
                 if consent:
-                    audit.note(pipe, env, "superseded", ttl)
+                    audit.note(pipe, env, AuditEvent.SUPERSEDED, ttl)
         for (name, route), count in ended.items():
             metrics.incr(pipe, name, count, route=route)
-        metrics.observe(pipe, "relay_delivery_lag_seconds", lags, lane=self.lane)
+        metrics.observe(pipe, "relay_delivery_lag_seconds", lags, lane=self.lane.name)
 
-    def dead_letter(self, pipe: Any, env: Envelope, reason: str, status: int | None, message: str) -> None:
+    def dead_letter(self, pipe: Any, env: Envelope, dead: Dead) -> None:
         """Queue one dead letter (and its audit event) on the transaction, and log it."""
-        item = deadletters.entry(env, reason=reason, status=status, message=message)
+        item = deadletters.entry(env, reason=dead.reason, status=dead.status, message=dead.message)
         deadletters.add(pipe, item, limit=dead_letter_limit(self.ctx.settings, env["route"]))
-        if env["kind"] == "subscription":
+        if Kind(env["kind"]) is Kind.CONSENT:
             audit.note(
-                pipe, env, "dead_lettered", self.ctx.settings.audit_ttl_s, reason=reason, status=status
+                pipe,
+                env,
+                AuditEvent.DEAD_LETTERED,
+                self.ctx.settings.audit_ttl_s,
+                reason=dead.reason,
+                status=dead.status,
             )
         log.info(
             "dead-lettered",
-            extra={"record": env["id"], "route": env["route"], "reason": reason, "status": status},
+            extra={"record": env["id"], "route": env["route"], "reason": dead.reason, "status": dead.status},
         )
+
+
+class Tally:
+    """What one batch cost: Braze requests by (endpoint, status), rate-limit waits by (family, source)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.waits: Counter[tuple[str, str]] = Counter()
 
 
 def drain_lane(lane: str, token: str) -> dict[str, Any]:
     """RQ job: deliver a lane's records for one time slice (only the lease holder does anything)."""
-    return Drainer(lane, token).run()
+    return Drainer(context.current(), Lane(lane), token).run()

@@ -1,9 +1,10 @@
 """No stale overwrite: per user and field, only a record at least as new as the newest seen is sent.
 
-Each profile attribute and subscription state a record sets is claimed in Redis with the record's
-(time, arrival) stamp. A claim succeeds if no newer stamp holds the field; the record's own stamp
-passes again on a retry. One drain job owns a lane at a time, so claims and sends of a lane are in
-order; a record that lost a claim to a newer one drops that field (counted as superseded).
+Each profile attribute and subscription state a record sets has a newest-value *watermark* in
+Redis: the (time, arrival) stamp of the newest record sent for that user and field. A record
+raises the watermark if no newer stamp holds the field (its own stamp passes again on a retry), and
+otherwise drops that field (counted as superseded). One drain job owns a lane at a time, so the
+watermarks and sends of a lane move in order.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import redis
 from handlers.translate import Item
 from relay import store
 
-CLAIM = """
+RAISE_WATERMARKS = """
 local ttl = tonumber(ARGV[1])
 local out = {}
 local a = 2
@@ -42,38 +43,38 @@ return out
 """
 
 
-class Claims:
-    """Runs the claim script for the items of one batch."""
+class Watermarks:
+    """The newest-value watermarks in Redis: raises them for the items of one batch."""
 
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
-        self.script = client.register_script(CLAIM)
+        self.script = client.register_script(RAISE_WATERMARKS)
         self.ttl_s = ttl_s
 
     def keep_newest(self, items: list[Item]) -> list[Item]:
         """Drop from each item the fields a newer record holds, in this batch or already sent."""
         items = newest_in_batch(items)
-        claiming = [item for item in items if item.claims]
-        if not claiming:
+        marked = [item for item in items if item.watermarks]
+        if not marked:
             return items
         keys, args = [], [str(self.ttl_s)]
-        for item in claiming:
+        for item in marked:
             keys.append(store.watermark_key(item.envelope["ws"], item.user))
             args += [
                 repr(float(item.envelope["t"])),
                 item.envelope["seq"],
-                str(len(item.claims)),
-                *item.claims,
+                str(len(item.watermarks)),
+                *item.watermarks,
             ]
         results = self.script(keys=keys, args=args)
-        kept_items = {id(item) for item in items if not item.claims}
-        for item, kept in zip(claiming, results, strict=True):
+        kept_items = {id(item) for item in items if not item.watermarks}
+        for item, kept in zip(marked, results, strict=True):
             won = {name.decode() if isinstance(name, bytes) else name for name in kept}
-            lost = [name for name in item.claims if name not in won]
+            lost = [name for name in item.watermarks if name not in won]
             if not won:
                 continue
             if lost:
                 item.obj = _without(item, lost)
-                item.claims = [name for name in item.claims if name in won]
+                item.watermarks = [name for name in item.watermarks if name in won]
             kept_items.add(id(item))
         return [item for item in items if id(item) in kept_items]
 
@@ -87,21 +88,23 @@ def newest_in_batch(items: list[Item]) -> list[Item]:
     newest: dict[tuple[str, str, str], tuple[tuple[float, str], int]] = {}
     for item in items:
         stamp = (float(item.envelope["t"]), item.envelope["seq"])
-        for name in item.claims:
+        for name in item.watermarks:
             key = (item.envelope["ws"], item.user, name)
             if key not in newest or stamp >= newest[key][0]:
                 newest[key] = (stamp, id(item))
     kept = []
     for item in items:
-        if not item.claims:
+        if not item.watermarks:
             kept.append(item)
             continue
-        won = [name for name in item.claims if newest[(item.envelope["ws"], item.user, name)][1] == id(item)]
+        won = [
+            name for name in item.watermarks if newest[(item.envelope["ws"], item.user, name)][1] == id(item)
+        ]
         if not won:
             continue
-        if len(won) < len(item.claims):
-            item.obj = _without(item, [name for name in item.claims if name not in won])
-            item.claims = won
+        if len(won) < len(item.watermarks):
+            item.obj = _without(item, [name for name in item.watermarks if name not in won])
+            item.watermarks = won
         kept.append(item)
     return kept
 

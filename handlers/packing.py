@@ -6,8 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from handlers.translate import SUBSCRIPTION, TRACK, Item
+from handlers.translate import Item
 from relay.config import Delivery
+from relay.modes import Endpoint
 
 V2_GROUPS_PER_REQUEST = 25  # Braze does not document it; RudderStack's figure, the safe side
 V2_IDS_PER_GROUP = 50
@@ -17,7 +18,7 @@ V2_IDS_PER_GROUP = 50
 class BrazeRequest:
     """One request body in the making, and which item sits at each (array, index)."""
 
-    endpoint: str
+    endpoint: Endpoint
     group: tuple[str, ...]
     arrays: dict[str, list[Any]] = field(default_factory=dict)
     slots: dict[tuple[str, int], list[Item]] = field(default_factory=dict)
@@ -34,19 +35,19 @@ class BrazeRequest:
 
     def count(self) -> int:
         """Objects in the request (what Braze counts against its per-request limit)."""
-        if self.endpoint == SUBSCRIPTION:
+        if self.endpoint == Endpoint.SUBSCRIPTION:
             return sum(len(group[group["_ids"]]) for group in self.arrays.get("subscription_groups", []))
         return sum(len(values) for values in self.arrays.values())
 
     def body(self) -> dict[str, Any]:
         """The JSON body to send."""
-        if self.endpoint == SUBSCRIPTION:
+        if self.endpoint == Endpoint.SUBSCRIPTION:
             groups = [
                 {k: v for k, v in group.items() if k != "_ids"}
                 for group in self.arrays["subscription_groups"]
             ]
             return {"subscription_groups": groups}
-        if self.group and self.endpoint == "/email/status":
+        if self.group and self.endpoint == Endpoint.EMAIL_STATUS:
             return {"email": self.arrays["email"], "subscription_state": self.group[0]}
         return dict(self.arrays)
 
@@ -65,7 +66,7 @@ class Packer:
 
     def add(self, item: Item) -> None:
         """Put an item in the open request of its endpoint and group, or in a new one."""
-        key = (item.endpoint, item.group if item.endpoint != SUBSCRIPTION else ())
+        key = (item.endpoint, item.group if item.endpoint != Endpoint.SUBSCRIPTION else ())
         size = len(json.dumps(item.obj, separators=(",", ":"))) + 1
         current = self._open.get(key)
         if current is None or not self._fits(current, item, size):
@@ -78,12 +79,12 @@ class Packer:
     def _fits(self, request: BrazeRequest, item: Item, size: int) -> bool:
         if request.size + size > self.delivery.max_body_bytes:
             return False
-        if request.endpoint == TRACK:
+        if request.endpoint == Endpoint.TRACK:
             limit = self.delivery.track_combined
             if limit is not None:
                 return request.count() < limit
             return len(request.arrays.get(item.array, [])) < self.delivery.track_per_array
-        if request.endpoint == SUBSCRIPTION:
+        if request.endpoint == Endpoint.SUBSCRIPTION:
             group = self._v2_group(request, item)
             if group is None:
                 return len(request.arrays.get("subscription_groups", [])) < V2_GROUPS_PER_REQUEST
@@ -100,7 +101,7 @@ class Packer:
         return None
 
     def _place(self, request: BrazeRequest, item: Item) -> None:
-        if request.endpoint == SUBSCRIPTION:
+        if request.endpoint == Endpoint.SUBSCRIPTION:
             groups = request.arrays.setdefault("subscription_groups", [])
             group = self._v2_group(request, item)
             if group is None:

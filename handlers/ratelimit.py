@@ -16,6 +16,7 @@ from limits.storage import RedisStorage
 
 from relay import store
 from relay.config import Delivery
+from relay.modes import RateFamily
 
 SHORT_WAIT_S = 1.0  # waits this short are slept through; longer ones hand the records to the retry set
 
@@ -25,26 +26,28 @@ class Limiter:
 
     def __init__(self, client: redis.Redis, delivery: Delivery) -> None:
         self.client = client
-        storage = RedisStorage("redis://", connection_pool=client.connection_pool, key_prefix="relay:rate")
+        storage = RedisStorage(
+            "redis://", connection_pool=client.connection_pool, key_prefix=store.RATE_PREFIX
+        )
         self.window = strategies.MovingWindowRateLimiter(storage)
         self.items = {
-            "track": parse(delivery.rate_track),
-            "users": parse(delivery.rate_users),
-            "subscription": parse(delivery.rate_subscription),
-            "default": parse(delivery.rate_default),
+            RateFamily.TRACK: parse(delivery.rate_track),
+            RateFamily.USERS: parse(delivery.rate_users),
+            RateFamily.SUBSCRIPTION: parse(delivery.rate_subscription),
+            RateFamily.DEFAULT: parse(delivery.rate_default),
         }
 
-    def paused_until(self, workspace: str, family: str) -> float:
+    def paused_until(self, workspace: str, family: RateFamily) -> float:
         """The time before which nothing may go to this family (0 if not paused)."""
         raw = self.client.get(store.pause_key(workspace, family))
         return float(raw) if raw else 0.0
 
-    def pause(self, workspace: str, family: str, until: float) -> None:
+    def pause(self, workspace: str, family: RateFamily, until: float) -> None:
         """Stop every worker sending to this family until `until` (UNIX seconds)."""
         if until > time.time():
             self.client.set(store.pause_key(workspace, family), repr(until), pxat=int(until * 1000) + 1)
 
-    def acquire(self, workspace: str, family: str) -> float | None:
+    def acquire(self, workspace: str, family: RateFamily) -> float | None:
         """Take one request from the family's window: None to send now, or when to try again."""
         item = self.items[family]
         while True:
@@ -62,9 +65,9 @@ class Limiter:
                 return reset
             time.sleep(max(reset - now, 0.01))
 
-    def observe(self, workspace: str, family: str, headers: Mapping[str, str]) -> None:
-        """Braze's own count: when it says no requests remain, pause until its reset."""
-        remaining, reset = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset")
+    def observe(self, workspace: str, family: RateFamily, headers: Mapping[str, str]) -> None:
+        """Braze's own count: when it says no requests remain, pause until its reset (names in lower case)."""
+        remaining, reset = headers.get("x-ratelimit-remaining"), headers.get("x-ratelimit-reset")
         if remaining is not None and reset is not None and remaining.strip() == "0":
             try:
                 self.pause(workspace, family, float(reset))

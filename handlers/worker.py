@@ -12,9 +12,7 @@ import argparse
 import logging
 import sys
 import threading
-import time
 from collections.abc import Iterable
-from typing import cast
 
 import redis
 from rq import SimpleWorker
@@ -23,10 +21,11 @@ from rq.serializers import JSONSerializer
 from handlers import context
 from relay import lanes, store
 from relay.config import Delivery, Settings, load_settings, warn_at_start
-from relay.logs import configure_logging
+from relay.lanes import Lane
+from relay.logs import configure_process_logging
 from relay.secrets import ConfigError
 
-log = logging.getLogger("relay.worker")
+log = logging.getLogger(__name__)
 TICK_S = 1.0
 
 
@@ -34,26 +33,17 @@ class RelayWorker(SimpleWorker):
     """RQ's SimpleWorker: jobs run in this process, so sessions and pools survive between jobs."""
 
 
-def tick(client: redis.Redis, delivery: Delivery, configured: Iterable[str] = ()) -> int:
-    """Arm every lane with work and no owner (known in Redis or from the routes); return how many."""
-    members = cast("set[bytes]", client.smembers(store.LANES))
-    names = sorted({name.decode() for name in members} | set(configured))
-    if not names:
-        return 0
-    now = time.time()
-    pipe = client.pipeline(transaction=False)
-    for lane in names:
-        pipe.llen(store.lane_queue(lane))
-        pipe.zcount(store.lane_retry(lane), "-inf", now)
-        pipe.exists(store.lane_armed(lane))
-    results = pipe.execute()
-    armed = 0
-    for index, lane in enumerate(names):
-        waiting, due, owned = results[3 * index : 3 * index + 3]
-        if (waiting or due) and not owned and lanes.try_arm(client, lane, delivery):
-            log.info("lane woken by ticker", extra={"lane": lane, "waiting": waiting, "due_retries": due})
-            armed += 1
-    return armed
+def tick(client: redis.Redis, delivery: Delivery, configured: Iterable[Lane] = ()) -> int:
+    """Wake every lane with work and no owner (known in Redis or from the routes); return how many."""
+    woken = 0
+    for state in lanes.states(client, Lane.known(client, configured)):
+        if (state.waiting or state.due) and not state.owned and state.lane.wake(client, delivery):
+            log.info(
+                "lane woken by ticker",
+                extra={"lane": state.lane.name, "waiting": state.waiting, "due_retries": state.due},
+            )
+            woken += 1
+    return woken
 
 
 class Ticker(threading.Thread):
@@ -62,8 +52,7 @@ class Ticker(threading.Thread):
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         super().__init__(name="relay-ticker", daemon=True)
         self.client, self.delivery = client, settings.delivery
-        shards = settings.delivery.track_shards
-        self.configured = sorted({lane for route in settings.routes.values() for lane in route.lanes(shards)})
+        self.configured = Lane.configured(settings.routes.values(), settings.delivery.track_shards)
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -89,11 +78,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Start one worker process; exit 2 with one message when the configuration cannot run."""
     args = parse_args(argv)
-    configure_logging()
+    configure_process_logging()  # every line JSON: RQ's own loggers propagate to it (see relay/logs.py)
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"braze-relay worker: configuration error: {exc}", file=sys.stderr)
+        log.critical("braze-relay worker: configuration error: %s", exc)
         return 2
     warn_at_start(settings, "worker")
     client = store.connect(settings)
@@ -108,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         extra={"sandbox": settings.sandbox, "routes": len(settings.routes), "queues": queues},
     )
     try:
-        worker.work(logging_level="WARNING")
+        worker.work(logging_level="INFO")
     finally:
         ticker.stopping.set()
     return 0

@@ -11,8 +11,9 @@ from relay.config import Settings, load_settings
 def create_app(config: Settings | None = None) -> Flask:
     """Build the Flask app: load settings, open the shared clients, register blueprints and errors."""
     from prometheus_client import CollectorRegistry
+    from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from receiver import admin, cli, wsgi
+    from receiver import admin, cli, cors, state
     from receiver.errors import register_error_handlers
     from receiver.openapi import bp as openapi_bp
     from receiver.schemas import schema_for
@@ -26,22 +27,28 @@ def create_app(config: Settings | None = None) -> Flask:
     # '//' in a path is a 404, not a redirect that would echo the query string (?td_write_key=...).
     app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["relay.settings"] = settings
-    app.extensions["relay.tables"] = {
-        (route.database, route.table): route for route in settings.routes.values() if route.database
-    }
-    app.extensions["relay.schemas"] = {
-        name: schema_for(route, settings.limits) for name, route in settings.routes.items()
-    }
     # Short timeouts: when Redis is away the caller hears 503 quickly instead of hanging.
-    app.extensions["redis"] = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
+    client = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RelayCollector(app.extensions["redis"]))
-    app.extensions["relay.metrics"] = registry
+    registry.register(RelayCollector(client))
+    state.install(
+        app,
+        state.EdgeState(
+            settings=settings,
+            redis=client,
+            tables={(r.database, r.table): r for r in settings.routes.values() if r.database and r.table},
+            schemas={name: schema_for(route, settings.limits) for name, route in settings.routes.items()},
+            metrics=registry,
+        ),
+    )
     app.register_blueprint(bp)
     app.register_blueprint(openapi_bp)
+    cors.register(app, settings.routes)  # routes with allowed_origins: web pages may post (CORS)
     admin.register(app)  # /admin/ pages and rq-dashboard; 404 unless RELAY_ADMIN_KEYS is set
     register_error_handlers(app)
     cli.register(app)
-    app.wsgi_app = wsgi.wrap(app.wsgi_app)  # type: ignore[method-assign]  # scheme from the proxy; log-safe path
+    # A proxy that terminates TLS says so in X-Forwarded-Proto: the app then sees https (the admin
+    # session cookie is marked Secure). Only the scheme is taken, from one hop; the client address
+    # and host stay as the socket and the request say (docs/operations.md, "In front of the relay").
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=1, x_host=0, x_port=0, x_prefix=0)  # type: ignore[method-assign]
     return app

@@ -12,34 +12,25 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
-from marshmallow import ValidationError
 from rq import Queue
 from rq.serializers import JSONSerializer
 from werkzeug.wrappers import Response
 
-from receiver import admin_auth
-from receiver.cli import revalidate
+from receiver import admin_auth, operations, state
 from receiver.state import redis_client, settings
-from relay import deadletters, store
+from relay import deadletters, lanes, store
 from relay.config import Settings
+from relay.lanes import Lane
+from relay.modes import DeadReason, RateFamily
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 PER_PAGE = 50
-FAMILIES = ("track", "users", "subscription", "default")  # rate-limit families a 429 can pause
-REASONS = (
-    "invalid",
-    "braze_rejected",
-    "braze_rejected_item",
-    "ambiguous",
-    "retries_exhausted",
-    "untranslatable",
-)
 
 
 def plural(count: int, word: str) -> str:
@@ -47,35 +38,14 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def ago(then: float | None) -> str:
-    """How long ago, roughly: '5s ago', '3m ago', '2h ago', '4d ago'."""
-    if not then:
-        return "-"
-    seconds = max(time.time() - then, 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size:.0f}{unit} ago"
-    return f"{seconds:.0f}s ago"
-
-
-def utc(then: float | None) -> str:
-    """A UNIX time as 'YYYY-MM-DD HH:MM:SS UTC'."""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(then)) if then else "-"
-
-
 @bp.context_processor
 def _helpers() -> dict[str, Any]:
-    return {"csrf_token": admin_auth.csrf_token, "ago": ago, "utc": utc, "plural": plural}
-
-
-def matching(route: str | None, reason: str | None, as_of: float | None = None) -> Iterator[dict[str, Any]]:
-    """Dead letters of this route and exactly this reason, newest first, failed no later than `as_of`."""
-    for item in deadletters.iter_entries(redis_client(), route=route, reason=reason):
-        if reason and item["reason"] != reason:
-            continue  # the store matches a prefix; the page shows whole reasons
-        if as_of is not None and item["last_failed_at"] > as_of:
-            continue
-        yield item
+    return {
+        "csrf_token": admin_auth.csrf_token,
+        "ago": operations.ago,
+        "utc": operations.utc,
+        "plural": plural,
+    }
 
 
 @bp.get("/", strict_slashes=False)
@@ -87,26 +57,14 @@ def overview() -> str:
     for item in deadletters.iter_entries(client):
         by_reason[item["reason"]] += 1
         by_route[item["route"]] += 1
-    lanes = sorted(name.decode() for name in cast("set[bytes]", client.smembers(store.LANES)))
-    pipe = client.pipeline(transaction=False)
-    for lane in lanes:
-        pipe.llen(store.lane_queue(lane))
-        pipe.zcard(store.lane_retry(lane))
-        pipe.exists(store.lane_armed(lane))
-    depths = pipe.execute()
     lane_rows = [
-        {
-            "name": lane,
-            "waiting": depths[3 * i],
-            "retrying": depths[3 * i + 1],
-            "owned": bool(depths[3 * i + 2]),
-        }
-        for i, lane in enumerate(lanes)
+        {"name": row.lane.name, "waiting": row.waiting, "retrying": row.retrying, "owned": row.owned}
+        for row in lanes.states(client, Lane.known(client))
     ]
     now = time.time()
     pauses = []
     for workspace in sorted(settings().workspaces):
-        for family in FAMILIES:
+        for family in RateFamily:
             raw = client.get(store.pause_key(workspace, family))
             if raw and float(raw) > now:
                 pauses.append({"workspace": workspace, "family": family, "until": float(raw)})
@@ -166,7 +124,7 @@ def dead_list() -> str:
         total=total,
         as_of=f"{as_of:.6f}",
         route_options=sorted(set(settings().routes) | set(routes)),
-        reason_options=sorted(set(REASONS) | set(reasons)),
+        reason_options=sorted(set(DeadReason) | set(reasons)),
         route_counts=routes,
         reason_counts=reasons,
         page_url=lambda number: url_for(".dead_list", route=route, reason=reason, page=number),
@@ -190,16 +148,17 @@ def dead_detail(dead_id: str) -> str | tuple[str, int]:
 
 def selected() -> Iterator[dict[str, Any]]:
     """The dead letters a form names: ids, or every one matching its route/reason filter as of its page."""
-    ids = list(dict.fromkeys(request.form.getlist("id")))  # each once, in the order given
+    ids = request.form.getlist("id")
     if ids:
-        for dead_id in ids:
-            item = deadletters.get(redis_client(), dead_id)
-            if item is not None:
-                yield item
+        yield from operations.by_ids(redis_client(), ids).items
         return
     if request.form.get("scope") == "filter":
-        as_of = request.form.get("as_of", type=float)
-        yield from matching(request.form.get("route") or None, request.form.get("reason") or None, as_of)
+        yield from operations.matching(
+            redis_client(),
+            route=request.form.get("route") or None,
+            reason=request.form.get("reason") or None,
+            as_of=request.form.get("as_of", type=float),
+        )
 
 
 def back() -> Response:
@@ -214,19 +173,11 @@ def replay() -> Response:
     refused = admin_auth.check_csrf()
     if refused is not None:
         return refused
-    replayed, still_invalid = 0, 0
-    for item in selected():
-        try:
-            record = revalidate(item)
-        except ValidationError:
-            still_invalid += 1
-            continue
-        if deadletters.requeue(redis_client(), item, settings().delivery, record) is not None:
-            replayed += 1  # None: someone else replayed or purged it meanwhile
-    message = f"replayed {plural(replayed, 'record')}"
-    if still_invalid:
-        message += f"; {still_invalid} still invalid, left in place"
-    flash(message, "error" if still_invalid else "ok")
+    done = operations.replay(redis_client(), selected())
+    message = f"replayed {plural(done.replayed, 'record')}"
+    if done.still_invalid:
+        message += f"; {len(done.still_invalid)} still invalid, left in place"
+    flash(message, "error" if done.still_invalid else "ok")
     return back()
 
 
@@ -239,13 +190,7 @@ def purge() -> Response | str:
     if request.form.get("confirm") != "yes":
         items = list(selected())
         return render_template("admin/confirm_purge.html", items=items[:PER_PAGE], count=len(items))
-    ids = [item["id"] for item in selected()]
-    for start in range(0, len(ids), 500):  # bounded transactions, however many are purged
-        with redis_client().pipeline(transaction=True) as pipe:
-            for dead_id in ids[start : start + 500]:
-                deadletters.remove(pipe, dead_id)
-            pipe.execute()
-    purged = len(ids)
+    purged = operations.purge(redis_client(), [item["id"] for item in selected()])
     flash(f"purged {plural(purged, 'dead letter')}", "ok")
     return back()
 
@@ -273,18 +218,19 @@ def mount_rq_dashboard(app: Flask, settings: Settings) -> None:
     from rq_dashboard import web
 
     web.config.serializer = JSONSerializer  # rq-dashboard keeps this as a module setting; its CLI sets it so
-    url, password = dashboard_redis_url(settings, app.extensions["redis"])
+    client = state.of(app).redis
+    url, password = dashboard_redis_url(settings, client)
     # rq-dashboard connects per request from RQ_DASHBOARD_REDIS_URL (a list: one per instance) and
     # shows that URL in its menu, so the password travels apart from it.
     app.config["RQ_DASHBOARD_REDIS_URL"] = [url]
     app.config["RQ_DASHBOARD_REDIS_PASSWORD"] = password
-    app.redis_conn = app.extensions["redis"]  # type: ignore[attr-defined]  # for its routes without an instance
+    app.redis_conn = client  # type: ignore[attr-defined]  # for its routes without an instance
     app.register_blueprint(rq_dashboard.blueprint, url_prefix="/admin/rq")
 
 
 def register(app: Flask) -> None:
     """Attach the admin pages, rq-dashboard and their guard (pages answer 404 without admin keys)."""
-    settings: Settings = app.extensions["relay.settings"]
+    settings = state.of(app).settings
     admin_auth.install(app, settings)
     app.register_blueprint(bp)
     mount_rq_dashboard(app, settings)

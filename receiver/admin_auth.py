@@ -118,7 +118,8 @@ def secure_headers(response: Response) -> Response:
 class SessionInterface(SecureCookieSessionInterface):
     """The signed session cookie, marked `Secure` whenever the request came over HTTPS.
 
-    Behind a proxy that terminates TLS the scheme is the proxy's X-Forwarded-Proto (receiver/wsgi.py);
+    Behind a proxy that terminates TLS the scheme is the proxy's X-Forwarded-Proto (ProxyFix, in
+    receiver/__init__.py);
     over plain HTTP (local use) the cookie stays usable.
     """
 

@@ -2,63 +2,58 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from typing import Any
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 
-from receiver.schemas import RecordSchema
+from receiver import operations, state
 from receiver.state import redis_client, settings
-from relay import audit, deadletters
+from relay import audit, store
 from relay.config import warn_at_start
+from relay.lanes import Lane
+from relay.modes import TEST_USER, DeadReason, Kind
 
 dead = AppGroup("dead", help="List, show, replay and purge dead letters (records that did not reach Braze).")
-
-
-def _ago(then: float) -> str:
-    seconds = max(time.time() - then, 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit} ago"
-    return f"{seconds:.0f}s ago"
+REASON = click.Choice([reason.value for reason in DeadReason])
 
 
 def _select(ids: tuple[str, ...], route: str | None, reason: str | None, all_: bool) -> list[dict[str, Any]]:
+    """The dead letters a command names: ids, or all matching --route/--reason, or --all."""
     if ids:
-        found = [deadletters.get(redis_client(), dead_id) for dead_id in ids]
-        missing = [dead_id for dead_id, item in zip(ids, found, strict=True) if item is None]
-        if missing:
-            raise click.ClickException(f"no dead letter with id {', '.join(missing)}")
-        return [item for item in found if item is not None]
+        found = operations.by_ids(redis_client(), ids)
+        if found.missing:
+            raise click.ClickException(f"no dead letter with id {', '.join(found.missing)}")
+        return found.items
     if not (route or reason or all_):
         raise click.UsageError("name dead-letter ids, or select with --route/--reason, or pass --all")
-    return list(deadletters.iter_entries(redis_client(), route=route, reason=reason))
+    return list(operations.matching(redis_client(), route=route, reason=reason, as_of=time.time()))
 
 
 @dead.command("list")
 @click.option("--route", help="Only this route's dead letters.")
-@click.option(
-    "--reason", help="Only reasons starting with this (invalid, braze_rejected, retries_exhausted, ...)."
-)
+@click.option("--reason", type=REASON, help="Only dead letters with this reason.")
 @click.option("--limit", default=50, show_default=True, help="Show at most this many (newest first).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with the record.")
 def list_command(route: str | None, reason: str | None, limit: int, as_json: bool) -> None:
     """List dead letters, newest first."""
-    items = list(deadletters.iter_entries(redis_client(), route=route, reason=reason, limit=limit))
+    items = list(itertools.islice(operations.matching(redis_client(), route=route, reason=reason), limit))
     for item in items:
         if as_json:
             click.echo(json.dumps(item))
         else:
             status = item["status"] if item["status"] is not None else "-"
+            when = operations.ago(item["last_failed_at"])
             click.echo(
                 f"{item['id']}  {item['route']}  {item['reason']}  status={status}  "
-                f"attempts={item['attempts']}  {_ago(item['last_failed_at'])}  {item['message'][:80]}"
+                f"attempts={item['attempts']}  {when}  {item['message'][:80]}"
             )
-    total = redis_client().zcard("relay:dead:index")
+    total = redis_client().zcard(store.DEAD_INDEX)
     click.echo(f"{len(items)} shown, {total} dead letter(s) in the store", err=True)
 
 
@@ -73,41 +68,20 @@ def show_command(dead_id: str) -> None:
 @dead.command("replay")
 @click.argument("ids", nargs=-1)
 @click.option("--route", help="Replay this route's dead letters.")
-@click.option("--reason", help="Replay dead letters whose reason starts with this.")
+@click.option("--reason", type=REASON, help="Replay dead letters with this reason.")
 @click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
 def replay_command(ids: tuple[str, ...], route: str | None, reason: str | None, all_: bool) -> None:
     """Send dead letters again through the normal delivery path (invalid ones are validated again)."""
-    replayed, still_invalid = 0, 0
-    for item in _select(ids, route, reason, all_):
-        try:
-            record = revalidate(item)
-        except ValidationError as exc:
-            still_invalid += 1
-            click.echo(f"{item['id']}: still invalid, left in place: {json.dumps(exc.messages)}", err=True)
-            continue
-        if deadletters.requeue(redis_client(), item, settings().delivery, record) is not None:
-            replayed += 1  # None: someone else replayed or purged it meanwhile
-    click.echo(f"replayed {replayed} record(s); {still_invalid} still invalid")
-
-
-def revalidate(item: dict[str, Any]) -> dict[str, Any] | None:
-    """For a record refused at the edge, load it again with its route's current schema."""
-    if item["reason"] != "invalid":
-        return None
-    route = settings().routes.get(item["route"])
-    if route is None:
-        raise ValidationError({"_route": [f"route {item['route']!r} is no longer configured"]})
-    schema: RecordSchema = current_app.extensions["relay.schemas"][route.name]
-    record: dict[str, Any] = schema.load(item["envelope"]["rec"]["raw"])
-    if record.get("time") is None:
-        record["time"] = item["envelope"]["at"]
-    return record
+    done = operations.replay(redis_client(), _select(ids, route, reason, all_))
+    for dead_id, messages in done.still_invalid:
+        click.echo(f"{dead_id}: still invalid, left in place: {json.dumps(messages)}", err=True)
+    click.echo(f"replayed {done.replayed} record(s); {len(done.still_invalid)} still invalid")
 
 
 @dead.command("purge")
 @click.argument("ids", nargs=-1)
 @click.option("--route", help="Purge this route's dead letters.")
-@click.option("--reason", help="Purge dead letters whose reason starts with this.")
+@click.option("--reason", type=REASON, help="Purge dead letters with this reason.")
 @click.option("--all", "all_", is_flag=True, help="Purge every dead letter.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge_command(ids: tuple[str, ...], route: str | None, reason: str | None, all_: bool, yes: bool) -> None:
@@ -115,11 +89,8 @@ def purge_command(ids: tuple[str, ...], route: str | None, reason: str | None, a
     items = _select(ids, route, reason, all_)
     if items and not yes:
         click.confirm(f"Delete {len(items)} dead letter(s) for good?", abort=True)
-    with redis_client().pipeline(transaction=True) as pipe:
-        for item in items:
-            deadletters.remove(pipe, item["id"], item["route"])
-        pipe.execute()
-    click.echo(f"purged {len(items)} dead letter(s)")
+    purged = operations.purge(redis_client(), [item["id"] for item in items])
+    click.echo(f"purged {purged} dead letter(s)")
 
 
 consent = AppGroup("consent", help="The consent audit trail: what was received and what Braze confirmed.")
@@ -170,21 +141,10 @@ def check_command() -> None:
     for route in conf.routes.values():
         table = f"{route.database}/{route.table}" if route.database else "-"
         workspace = conf.workspaces[route.workspace].endpoint
+        lanes = ",".join(lane.name for lane in Lane.of_route(route, conf.delivery.track_shards))
         click.echo(
-            f"  {route.name}: {route.mode}/{route.kind}  table={table}  lane={route.lane}  braze={workspace}"
+            f"  {route.name}: {route.mode}/{route.kind}  table={table}  lane={lanes}  braze={workspace}"
         )
-
-
-TEST_USER = "braze-relay-test-user"
-SAMPLES: dict[str, dict[str, Any]] = {
-    "events": {"external_id": TEST_USER, "name": "braze_relay_test"},
-    "purchases": {"external_id": TEST_USER, "product_id": "braze-relay-test", "currency": "USD", "price": 0},
-    "attributes": {"external_id": TEST_USER, "braze_relay_test": True},
-    "alias": {"alias_name": TEST_USER, "alias_label": "braze_relay_test"},
-    "identify": {"external_id": TEST_USER, "alias_name": TEST_USER, "alias_label": "braze_relay_test"},
-    "delete": {"external_id": TEST_USER},
-    "subscription": {"external_id": TEST_USER, "push_subscribe": "subscribed"},
-}
 
 
 @click.command("send-test")
@@ -204,15 +164,15 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
     found = conf.routes.get(route)
     if found is None:
         raise click.BadParameter(f"no route {route!r}; routes: {', '.join(conf.routes)}", param_hint="ROUTE")
-    if found.kind == "delete" and not yes:
+    if found.kind is Kind.DELETE and not yes:
         raise click.UsageError(f"route {route!r} deletes users in Braze: pass --yes to delete {TEST_USER!r}")
-    record = dict(SAMPLES[found.kind])
+    record = dict(found.spec.sample)
     for item in fields_:
         name, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--field")
         record[name] = value
-    schema: RecordSchema = current_app.extensions["relay.schemas"][route]
+    schema = state.current().schemas[route]
     try:
         loaded = schema.load(record)
     except ValidationError as exc:

@@ -14,10 +14,12 @@ from typing import Any
 
 import redis
 
-from relay import audit, deadletters, lanes, metrics, store
+from relay import audit, deadletters, metrics
 from relay.config import Settings, dead_letter_limit
 from relay.envelope import Envelope, dumps
-from relay.routes import Route, lane_of
+from relay.lanes import Lane, new_token
+from relay.modes import AuditEvent, DeadReason, Kind
+from relay.routes import Route
 
 PUSH_CHUNK = 1000  # records per RPUSH inside the transaction (keeps each command's size sane)
 
@@ -35,7 +37,7 @@ class Batch:
     shards: int = 1  # track lanes split by user (Delivery.track_shards)
     received: float = field(default_factory=time.time)
     received_ns: int = field(default_factory=time.time_ns)
-    payloads: dict[str, list[str]] = field(default_factory=dict)  # lane -> serialized records
+    payloads: dict[Lane, list[str]] = field(default_factory=dict)  # lane -> serialized records
     consent: list[Envelope] = field(default_factory=list)  # kept for the audit trail
     invalid: list[tuple[int, Any, dict[str, Any]]] = field(default_factory=list)
 
@@ -47,9 +49,9 @@ class Batch:
     def add(self, index: int, record: dict[str, Any]) -> None:
         """Take one loaded record."""
         env = self.envelope(index, record)
-        lane = lane_of(self.route.workspace, self.route.kind, record.get("_id"), self.shards)
+        lane = Lane.of(self.route.workspace, self.route.kind, record.get("_id"), self.shards)
         self.payloads.setdefault(lane, []).append(dumps(env))
-        if self.route.kind == "subscription":
+        if self.route.kind is Kind.CONSENT:
             self.consent.append(env)
 
     def envelope(self, index: int, record: dict[str, Any]) -> Envelope:
@@ -95,7 +97,7 @@ def store_batch(
     concurrent repeats only one stores anything; the other (and any later repeat) gets back the
     first request's stored answer instead of None.
     """
-    token = lanes.new_token()
+    token = new_token()
     plain = claim is None and not (batch.invalid or batch.consent) and len(batch.payloads) == 1
     if plain and batch.accepted <= PUSH_CHUNK:
         armed = _store_plain(client, batch, settings, token)
@@ -106,8 +108,8 @@ def store_batch(
     for lane in armed:
         # The lane had no owner: this request woke it. If this process dies right here, the lease
         # expires and a worker's ticker (which knows every configured lane) re-arms the lane.
-        client.sadd(store.LANES, lane)
-        lanes.enqueue_drain(client, lane, token, settings.delivery)
+        lane.remember(client)
+        lane.enqueue_drain(client, token, settings.delivery)
     return None
 
 
@@ -120,13 +122,12 @@ return redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4])
 """
 
 
-def _store_plain(client: redis.Redis, batch: Batch, settings: Settings, token: str) -> list[str]:
+def _store_plain(client: redis.Redis, batch: Batch, settings: Settings, token: str) -> list[Lane]:
     """Records of one lane, fitting one RPUSH, nothing else to keep: one script call; lanes armed."""
     ((lane, payloads),) = batch.payloads.items()
     counter = metrics.field("relay_records_accepted", route=batch.route.name)
-    keys = [store.lane_queue(lane), metrics.KEY, store.lane_armed(lane)]
-    lease_ms = int(settings.delivery.lease_s * 1000)
-    args: list[str | int] = [counter, len(payloads), token, lease_ms, *payloads]
+    keys = [lane.queue_key, metrics.KEY, lane.lease_key]
+    args: list[str | int] = [counter, len(payloads), token, settings.delivery.lease_ms, *payloads]
     return [lane] if _plain_script(client)(keys=keys, args=args) else []
 
 
@@ -138,7 +139,7 @@ def _plain_script(client: redis.Redis) -> Any:
 
 def _store_together(
     client: redis.Redis, batch: Batch, settings: Settings, token: str, claim: Claim | None
-) -> tuple[dict[str, Any] | None, list[str]]:
+) -> tuple[dict[str, Any] | None, list[Lane]]:
     """Everything else in one MULTI/EXEC: (the first answer if this repeats a claim, lanes armed)."""
     with client.pipeline(transaction=True) as pipe:
         while True:
@@ -161,23 +162,23 @@ def _store_together(
                 continue  # a concurrent repeat stored first: read its answer
 
 
-def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) -> list[str]:
+def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) -> list[Lane]:
     """Queue the batch's writes on the pipeline; the last commands try to arm these lanes, in order."""
     for env in batch.consent:
-        audit.note(pipe, env, "received", settings.audit_ttl_s)
+        audit.note(pipe, env, AuditEvent.RECEIVED, settings.audit_ttl_s)
     for lane, payloads in batch.payloads.items():
         for start in range(0, len(payloads), PUSH_CHUNK):
-            pipe.rpush(store.lane_queue(lane), *payloads[start : start + PUSH_CHUNK])
+            pipe.rpush(lane.queue_key, *payloads[start : start + PUSH_CHUNK])
     for index, raw, errors in batch.invalid:
         env = batch.envelope(index, {"raw": raw})
-        item = deadletters.entry(env, reason="invalid", message=_flatten(errors))
+        item = deadletters.entry(env, reason=DeadReason.INVALID, message=_flatten(errors))
         deadletters.add(pipe, item, limit=dead_letter_limit(settings, batch.route.name))
     route = batch.route.name  # received = accepted + rejected: /metrics adds them up
     metrics.incr(pipe, "relay_records_accepted", batch.accepted, route=route)
-    metrics.incr(pipe, "relay_records_rejected", len(batch.invalid), route=route, reason="invalid")
+    metrics.incr(pipe, "relay_records_rejected", len(batch.invalid), route=route, reason=DeadReason.INVALID)
     arming = list(batch.payloads)
     for lane in arming:
-        pipe.set(store.lane_armed(lane), token, nx=True, px=int(settings.delivery.lease_s * 1000))
+        lane.take_lease(pipe, token, settings.delivery)
     return arming
 
 

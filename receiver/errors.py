@@ -10,7 +10,7 @@ import redis
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-log = logging.getLogger("relay.receiver")
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):

@@ -53,9 +53,9 @@ def identities(route: str, authed: Authenticated, headers: Mapping[str, str], bo
         for secret in authed.secrets:
             scope = scope_of(secret)
             if verified.delivery_id:
-                keys.append(f"{store.PREFIX}:idem:sig:{scope}:{_digest(verified.delivery_id)}")
+                keys.append(store.signed_identity_key(scope, "id", _digest(verified.delivery_id)))
             if not verified.id_signed:
-                keys.append(f"{store.PREFIX}:idem:sigbody:{scope}:{_digest(body)}")
+                keys.append(store.signed_identity_key(scope, "body", _digest(body)))
         return keys
     lowered = {name.lower(): value for name, value in headers.items()}
     value = next((lowered[name] for name in HEADERS if lowered.get(name)), None)
@@ -63,7 +63,7 @@ def identities(route: str, authed: Authenticated, headers: Mapping[str, str], bo
         return []
     if len(value) > MAX_KEY:
         raise ApiError(400, f"Idempotency key longer than {MAX_KEY} characters.")
-    return [f"{store.PREFIX}:idem:{authed.how}:{route}:{_digest(value)}"]
+    return [store.idempotency_key(route, _digest(value))]  # keys and insecure mode: never signed
 
 
 def claim_for(

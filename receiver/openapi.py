@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 description of the edge, generated from its marshmallow schemas; served at /openapi.json.
 
 Record bodies come from `receiver.schemas` (one component per mode), the TD envelopes from
-`IngestSchema` and `ExportSchema`, and the answers from the small schemas below, which only describe.
+`IngestSchema`, `IngestEventsSchema` (td-js-sdk's form) and `ExportSchema`, and the answers from the
+small schemas below, which only describe.
 With settings, the configured route names, databases and tables become path parameter enums. The
 document names variables and schemes, never a key or secret; it is built once per app.
 """
@@ -13,31 +14,21 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 from marshmallow import RAISE, Schema, fields, validate
 
 from receiver import state
 from receiver.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias
-from receiver.schemas import SCHEMA_OF_KIND, ExportSchema, IngestSchema
+from receiver.schemas import SCHEMAS, ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.views import JSON_TYPES
 from relay.config import Limits, Settings
+from relay.modes import MODES, Kind
 from relay.routes import NAME, ROUTE_NAME, Route
 
 bp = Blueprint("openapi", __name__)
 
 VERSION = "0.1.0"
-EXTENSION = "relay.openapi"  # app.extensions key of the serialized document
 
-# A route of each kind, only so that a record schema can be built to be described.
-SAMPLE_ROUTES = {
-    "events": Route("doc", "user_track", track_record_type="custom_events"),
-    "purchases": Route("doc", "user_track", track_record_type="purchases"),
-    "attributes": Route("doc", "user_track", track_record_type="user_profile_attributes"),
-    "alias": Route("doc", "user_new_alias"),
-    "identify": Route("doc", "user_identifying"),
-    "delete": Route("doc", "user_delete"),
-    "subscription": Route("doc", "user_subscription"),
-}
 RECORD_NOTES = (
     " Fields starting with `td_` are TD's own and are dropped; `td_record_time` stands in for a missing"
     " `time`. Identifier fields are one of external_id, braze_id, user_alias (or alias_name +"
@@ -197,16 +188,19 @@ def _path_params(settings: Settings | None) -> dict[str, dict[str, Any]]:
 def _add_components(spec: APISpec, settings: Settings | None) -> None:
     """Record schemas per mode, envelopes, answers, error responses and security schemes."""
     spec.components.schema("UserAlias", schema=UserAliasSchema)
-    kinds = {route.kind for route in settings.routes.values()} if settings else set(SCHEMA_OF_KIND)
-    names: dict[str, str] = {}
-    for kind, record_class in SCHEMA_OF_KIND.items():
-        if kind in kinds:
-            names[kind] = f"{record_class.__name__.removesuffix('Schema')}Record"
+    kinds = {route.kind for route in settings.routes.values()} if settings else set(Kind)
+    names: dict[Kind, str] = {}
+    for mode in MODES:
+        if mode.kind in kinds:
+            names[mode.kind] = mode.openapi_name
+            record_class = SCHEMAS[mode.kind]
             summary = (record_class.__doc__ or "").strip().splitlines()[0]
-            schema = record_class(SAMPLE_ROUTES[kind])
-            spec.components.schema(names[kind], {"description": summary + RECORD_NOTES}, schema=schema)
+            # A route of the mode, only so that its record schema can be built to be described.
+            schema = record_class(Route("doc", mode.mode, track_record_type=mode.track_record_type))
+            spec.components.schema(mode.openapi_name, {"description": summary + RECORD_NOTES}, schema=schema)
     described: tuple[tuple[str, type[Schema]], ...] = (
         ("IngestEnvelope", IngestSchema),
+        ("IngestEventsEnvelope", IngestEventsSchema),
         ("ExportTable", ExportSchema),
         ("Rejected", RejectedSchema),
         ("Error", ErrorSchema),
@@ -233,10 +227,23 @@ def _add_components(spec: APISpec, settings: Settings | None) -> None:
     records = {"type": "array", "items": _ref("Record"), "minItems": 1}
     bodies = {
         "Record": record,
+        # One of the two forms, never both keys (the relay refuses a body with both: 400).
         "IngestBody": {
-            "allOf": [
-                _ref("IngestEnvelope"),
-                {"properties": {"records": {**records, "maxItems": limits.ingest_records}}},
+            "oneOf": [
+                {
+                    "allOf": [
+                        _ref("IngestEnvelope"),
+                        {"properties": {"records": {**records, "maxItems": limits.ingest_records}}},
+                    ],
+                    "not": {"required": ["events"]},
+                },
+                {
+                    "allOf": [
+                        _ref("IngestEventsEnvelope"),
+                        {"properties": {"events": {**records, "maxItems": limits.ingest_records}}},
+                    ],
+                    "not": {"required": ["records"]},
+                },
             ]
         },
         "ExportBody": {
@@ -278,6 +285,27 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
 }
 TD_AUTH: list[dict[str, list[str]]] = [{"TDWriteKey": []}, {"TD1": []}]
 SIGNED: dict[str, list[str]] = {"webhook-id": [], "webhook-timestamp": [], "webhook-signature": []}
+
+
+# td-js-sdk adds these to every request (lib/record.js); the relay takes them and reads neither.
+SDK_QUERY: list[dict[str, Any]] = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": f"{what} Accepted and ignored: a record's time is its own `time` field.",
+    }
+    for name, what in (
+        ("modified", "td-js-sdk: the send time in milliseconds."),
+        ("time", "td-js-sdk: the record's `time`, when it has one."),
+    )
+]
+CORS = {
+    "description": "Routes with `allowed_origins` answer CORS preflights (OPTIONS) on this path for those"
+    " exact origins, with credentials allowed, so web pages can post with td-js-sdk; other origins get"
+    " no CORS headers."
+}
 
 
 def _ingest(
@@ -327,15 +355,18 @@ def _add_paths(spec: APISpec, settings: Settings | None) -> None:
                 body="Record",
                 answer="PostbackAnswer",
             )
+            | CORS
         },
         "/{database}/{table}": {
             "post": _ingest(
                 "ingest",
-                'TD Data Ingestion API: {"records": [...]}.',
+                'TD Data Ingestion API: {"records": [...]}, or {"events": [...]} as td-js-sdk sends it.',
                 security=td_auth,
                 body="IngestBody",
                 answer="Counts",
             )
+            | CORS
+            | {"parameters": SDK_QUERY}
         },
         "/export/{route}": {
             method: _ingest(
@@ -403,12 +434,11 @@ def build_spec(settings: Settings | None = None) -> dict[str, Any]:
 
 
 def document() -> bytes:
-    """The app's document as JSON bytes, built on first use and kept in `app.extensions`."""
-    body: bytes | None = current_app.extensions.get(EXTENSION)
-    if body is None:
-        body = json.dumps(build_spec(state.settings()), ensure_ascii=False).encode()
-        current_app.extensions[EXTENSION] = body
-    return body
+    """The app's document as JSON bytes, built on first use and kept in the app's state."""
+    edge = state.current()
+    if edge.openapi is None:
+        edge.openapi = json.dumps(build_spec(edge.settings), ensure_ascii=False).encode()
+    return edge.openapi
 
 
 @bp.get("/openapi.json")

@@ -7,7 +7,8 @@ and the mode's own fields. Handlers translate it into a Braze object without loo
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 from marshmallow import (
     EXCLUDE,
@@ -24,8 +25,10 @@ from marshmallow import (
 from receiver.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias, strict_json
 from receiver.iso4217 import CURRENCIES
 from relay.config import Limits
+from relay.modes import Kind, KindRegistry
 from relay.routes import Route
 
+S = TypeVar("S", bound="RecordSchema")
 IDENTIFIERS = ("external_id", "braze_id", "user_alias", "email", "phone")
 RESERVED_PROPERTIES = frozenset({"time", "event_name"})
 SUBSCRIPTION_STATES = ("subscribed", "unsubscribed")
@@ -62,8 +65,24 @@ def check_free_fields(values: dict[str, Any], *, what: str, property_rules: bool
     return errors
 
 
+SCHEMAS: KindRegistry[type[RecordSchema]] = KindRegistry("record schema")
+
+
+def record_schema(kind: Kind) -> Callable[[type[S]], type[S]]:
+    """Class decorator: the record schema of `kind` (one per kind; checked complete below)."""
+
+    def register(cls: type[S]) -> type[S]:
+        cls.kind = kind
+        SCHEMAS.register(kind)(cls)
+        return cls
+
+    return register
+
+
 class RecordSchema(Schema):
     """What every record has: the route's preprocessing, an identifier and a time."""
+
+    kind: ClassVar[Kind]
 
     time = Time(load_default=None)
     # Identifier fields may be null (a TD column with no value): null means absent.
@@ -180,6 +199,7 @@ class _TrackSchema(RecordSchema):
         return {"_id": ident, **data, "properties": properties}
 
 
+@record_schema(Kind.EVENTS)
 class EventSchema(_TrackSchema):
     """user_track / custom_events: Braze's event object."""
 
@@ -190,6 +210,7 @@ class EventSchema(_TrackSchema):
         return self.shape(data)
 
 
+@record_schema(Kind.PURCHASES)
 class PurchaseSchema(_TrackSchema):
     """user_track / purchases: Braze's purchase object."""
 
@@ -209,6 +230,7 @@ class PurchaseSchema(_TrackSchema):
         return self.shape(data)
 
 
+@record_schema(Kind.ATTRIBUTES)
 class AttributesSchema(RecordSchema):
     """user_track / user_profile_attributes: every field but the identifier and time is an attribute."""
 
@@ -232,6 +254,7 @@ class AttributesSchema(RecordSchema):
         return {"_id": ident, "time": time, "attributes": attributes}
 
 
+@record_schema(Kind.ALIAS)
 class AliasSchema(RecordSchema):
     """user_new_alias: a new alias, for an existing external_id or as a new alias-only user."""
 
@@ -248,6 +271,7 @@ class AliasSchema(RecordSchema):
         return {key: data[key] for key in keep if key in data}
 
 
+@record_schema(Kind.IDENTIFY)
 class IdentifySchema(RecordSchema):
     """user_identifying: attach an alias-only user to an external_id."""
 
@@ -263,6 +287,7 @@ class IdentifySchema(RecordSchema):
         return {"time": data.get("time"), "external_id": data["external_id"], **alias}
 
 
+@record_schema(Kind.DELETE)
 class DeleteSchema(RecordSchema):
     """user_delete: the one identifier of the user to delete."""
 
@@ -274,6 +299,7 @@ class DeleteSchema(RecordSchema):
         return {"_id": self.identifier(data), "time": data.get("time")}
 
 
+@record_schema(Kind.CONSENT)
 class SubscriptionSchema(RecordSchema):
     """user_subscription: a subscription group state and/or the global email/push states."""
 
@@ -303,20 +329,12 @@ class SubscriptionSchema(RecordSchema):
         return {"_id": self.identifier(data), **data}
 
 
-SCHEMA_OF_KIND: dict[str, type[RecordSchema]] = {
-    "events": EventSchema,
-    "purchases": PurchaseSchema,
-    "attributes": AttributesSchema,
-    "alias": AliasSchema,
-    "identify": IdentifySchema,
-    "delete": DeleteSchema,
-    "subscription": SubscriptionSchema,
-}
+SCHEMAS.complete()
 
 
 def schema_for(route: Route, limits: Limits | None = None) -> RecordSchema:
     """The record schema of a route's mode, bound to its options (build once per route)."""
-    return SCHEMA_OF_KIND[route.kind](route, limits)
+    return SCHEMAS[route.kind](route, limits)
 
 
 class IngestSchema(Schema):
@@ -326,6 +344,15 @@ class IngestSchema(Schema):
         unknown = EXCLUDE  # TD may add envelope keys; records are what counts
 
     records = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
+
+
+class IngestEventsSchema(Schema):
+    """TD Data Ingestion API body as TD's browser SDK (td-js-sdk 4.x) sends it: {"events": [ ... ]}."""
+
+    class Meta:
+        unknown = EXCLUDE  # as IngestSchema: the records are what counts
+
+    events = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
 
 
 class ExportSchema(Schema):

@@ -1,20 +1,54 @@
-"""The app's shared objects, as the app factory put them in `app.extensions`, typed."""
+"""The app's shared objects, built once by the app factory, behind one typed accessor."""
 
 from __future__ import annotations
 
-import redis
-from flask import current_app
+from collections.abc import Mapping
+from dataclasses import dataclass
 
+import redis
+from flask import Flask, current_app
+from prometheus_client import CollectorRegistry
+
+from receiver.schemas import RecordSchema
 from relay.config import Settings
+from relay.routes import Route
+
+KEY = "relay"  # the one app.extensions key of the relay
+
+
+@dataclass
+class EdgeState:
+    """Settings, the Redis client, routes by (database, table), record schemas by route, metrics."""
+
+    settings: Settings
+    redis: redis.Redis
+    tables: Mapping[tuple[str, str], Route]
+    schemas: Mapping[str, RecordSchema]
+    metrics: CollectorRegistry
+    openapi: bytes | None = None  # the serialized OpenAPI document, built on first request
+
+
+def install(app: Flask, edge: EdgeState) -> None:
+    """Attach the state to the app (the factory does this once)."""
+    app.extensions[KEY] = edge
+
+
+def of(app: Flask) -> EdgeState:
+    """The state of an app."""
+    edge: EdgeState = app.extensions[KEY]
+    return edge
+
+
+def current() -> EdgeState:
+    """The state of the app handling this request or command."""
+    return of(current_app)
 
 
 def settings() -> Settings:
     """The settings loaded at start."""
-    conf: Settings = current_app.extensions["relay.settings"]
-    return conf
+    return current().settings
 
 
 def redis_client() -> redis.Redis:
     """The app's Redis client."""
-    client: redis.Redis = current_app.extensions["redis"]
-    return client
+    return current().redis

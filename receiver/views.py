@@ -10,23 +10,29 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from receiver import auth, idempotency, signatures
+from receiver import auth, idempotency, signatures, state
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, error_response
 from receiver.fields import strict_json
-from receiver.schemas import ExportSchema, IngestSchema, RecordSchema
+from receiver.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.state import redis_client, settings
 from relay import metrics
 from relay.routes import Route
 
 bp = Blueprint("ingest", __name__)
-log = logging.getLogger("relay.receiver")
+log = logging.getLogger(__name__)
 
-JSON_TYPES = ("application/json", "application/vnd.treasuredata.v1+json")
+# TD's own types: the ingestion API's, and the one td-js-sdk sends in signed mode with a global id.
+JSON_TYPES = (
+    "application/json",
+    "application/vnd.treasuredata.v1+json",
+    "application/vnd.treasuredata.v1.js+json",
+)
+INGEST_SHAPE = 'The body must be {"records": [ ... ]} or {"events": [ ... ]} with at least one record.'
 
 
 def read_body(limit: int, *, lenient_type: bool = False) -> bytes:
@@ -83,6 +89,17 @@ def load_envelope(schema: Schema, body: Any, message: str) -> dict[str, Any]:
     return loaded
 
 
+def ingest_records(body: Any) -> list[Any]:
+    """The records of an ingestion body: {"records": [...]}, or {"events": [...]} as td-js-sdk sends."""
+    if isinstance(body, dict) and "events" in body:
+        if "records" in body:
+            raise ApiError(400, 'The body must hold "records" or "events", not both.')
+        events: list[Any] = load_envelope(IngestEventsSchema(), body, INGEST_SHAPE)["events"]
+        return events
+    records: list[Any] = load_envelope(IngestSchema(), body, INGEST_SHAPE)["records"]
+    return records
+
+
 def route_by_name(name: str) -> Route:
     """The route named in the path, or 404."""
     route = settings().routes.get(name)
@@ -93,7 +110,7 @@ def route_by_name(name: str) -> Route:
 
 def route_by_table(database: str, table: str) -> Route:
     """The route whose database and table match the path, or 404."""
-    route: Route | None = current_app.extensions["relay.tables"].get((database, table))
+    route = state.current().tables.get((database, table))
     if route is None:
         raise ApiError(404, f"No route for database {database!r} and table {table!r}.")
     return route
@@ -138,7 +155,7 @@ def authenticate(
 
 def load_records(route: Route, raw_records: Iterable[Any], total: int) -> Batch:
     """Validate every record; 422 naming index and field unless the route skips invalid records."""
-    schema: RecordSchema = current_app.extensions["relay.schemas"][route.name]
+    schema = state.current().schemas[route.name]
     batch = Batch(route=route, request_id=request_id(), shards=settings().delivery.track_shards)
     errors: dict[str, Any] = {}
     for index, raw in enumerate(raw_records):
@@ -246,19 +263,19 @@ def postback(database: str, table: str) -> tuple[Response, int]:
 
 @bp.post("/<database>/<table>")
 def ingest(database: str, table: str) -> tuple[Response, int]:
-    """TD Data Ingestion API: {"records": [...]}, 1 to 500 records."""
+    """TD Data Ingestion API: {"records": [...]} or td-js-sdk's {"events": [...]}, 1 to 500 records.
+
+    The SDK's query (?modified=<ms>&time=<s>) is ignored: a record's time is its own `time` field.
+    """
     route = route_by_table(database, table)
     authed = authenticate(route, td_style=True)
     limits = settings().limits
-    body = read_json(limits.ingest_bytes)
-    envelope = load_envelope(
-        IngestSchema(), body, 'The body must be {"records": [ ... ]} with at least one record.'
-    )
-    if len(envelope["records"]) > limits.ingest_records:
+    records = ingest_records(read_json(limits.ingest_bytes))
+    if len(records) > limits.ingest_records:
         raise ApiError(
             413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records}
         )
-    batch = load_records(route, envelope["records"], len(envelope["records"]))
+    batch = load_records(route, records, len(records))
     return accept(
         batch, authed, {"accepted": batch.accepted, "rejected": rejected(batch), "id": batch.request_id}
     )
@@ -318,7 +335,7 @@ def webhook(name: str) -> tuple[Response, int]:
 @bp.get("/metrics")
 def metrics_view() -> Response:
     """Prometheus text: counters and histograms from Redis (all processes), live lane depths."""
-    registry = current_app.extensions["relay.metrics"]
+    registry = state.current().metrics
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 

@@ -28,7 +28,7 @@ CHANGE_FIELDS = ("subscription_group_id", "subscription_state", "email_subscribe
 def audit_key(workspace: str, ident: dict[str, Any]) -> str:
     """The Redis key of one identifier's trail: a hash, so the key itself names no one."""
     digest = hashlib.sha256(f"{workspace}|{user_key(ident)}".encode()).hexdigest()[:32]
-    return f"{store.PREFIX}:audit:{digest}"
+    return store.audit_key(digest)
 
 
 def note(pipe: Any, envelope: Envelope, event: str, ttl_s: int, **details: Any) -> None:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from environs import Env, EnvError
 
-from relay.routes import SENSITIVE_MODES, Route, Workspace, load_routes
+from relay.modes import Kind
+from relay.routes import Route, Workspace, load_routes
 from relay.secrets import ConfigError, Secret, split_secrets
 
 SANDBOX_BRAZE_URL = "http://127.0.0.1:9100"
@@ -50,7 +51,9 @@ class Delivery:
     slice_s: float = 1.0
     connect_timeout_s: float = 3.05
     read_timeout_s: float = 10.0
-    max_attempts: int = 50  # the age bound below ends most retries first: ride out a Braze outage
+    # 100 attempts take at least 7.5 h of backoff, so the 6 h age bound below ends retries first:
+    # a Braze outage of hours is ridden out (50 would run out after 3.4 to 6.8 h, by the jitter).
+    max_attempts: int = 100
     retry_base_s: float = 1.0
     retry_cap_s: float = 600.0
     retry_max_age_s: float = 6 * 3600.0
@@ -59,6 +62,11 @@ class Delivery:
     rate_subscription: str = "5000/minute"
     rate_default: str = "250000/hour"
     watermark_ttl_s: int = 72 * 3600
+
+    @property
+    def lease_ms(self) -> int:
+        """The lane lease's expiry, as Redis takes it."""
+        return int(self.lease_s * 1000)
 
 
 @dataclass(frozen=True)
@@ -212,7 +220,7 @@ def global_only_sensitive_routes(settings: Settings) -> list[str]:
     return sorted(
         route.name
         for route in settings.routes.values()
-        if route.mode in SENSITIVE_MODES and not route.own_credentials
+        if route.kind in (Kind.DELETE, Kind.CONSENT) and not route.own_credentials
     )
 
 

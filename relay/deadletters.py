@@ -15,7 +15,7 @@ import redis
 
 from relay import metrics, store
 from relay.envelope import Envelope
-from relay.routes import LANE_OF_KIND, lane_of
+from relay.modes import BY_KIND, Kind
 from relay.text import dumps as safe_dumps
 from relay.text import loads as safe_loads
 
@@ -26,7 +26,7 @@ def entry(envelope: Envelope, *, reason: str, status: int | None = None, message
     return {
         "id": envelope["id"],
         "route": envelope["route"],
-        "lane": f"{envelope['ws']}:{store_family(envelope)}",
+        "lane": f"{envelope['ws']}:{BY_KIND[Kind(envelope['kind'])].lane}",
         "reason": reason,
         "status": status,
         "message": message[:1000],
@@ -35,11 +35,6 @@ def entry(envelope: Envelope, *, reason: str, status: int | None = None, message
         "last_failed_at": now,
         "envelope": envelope,
     }
-
-
-def store_family(envelope: Envelope) -> str:
-    """The lane family of a record kind (track, alias, identify, delete, consent)."""
-    return LANE_OF_KIND[envelope["kind"]]
 
 
 # At most `limit` dead letters per route: past it the oldest are dropped, and counted. An id in the
@@ -111,12 +106,10 @@ def get(client: redis.Redis, dead_id: str) -> dict[str, Any] | None:
     return safe_loads(raw) if raw else None
 
 
-def remove(pipe: redis.client.Pipeline, dead_id: str, route: str | None = None) -> None:
-    """Queue the removal of one dead letter on a pipeline (with its route, from the route's index too)."""
+def remove(pipe: redis.client.Pipeline, dead_id: str) -> None:
+    """Queue the removal of one dead letter on a pipeline."""
     pipe.hdel(store.DEAD, dead_id)
     pipe.zrem(store.DEAD_INDEX, dead_id)
-    if route is not None:
-        pipe.zrem(store.dead_route_index(route), dead_id)
 
 
 # Move a dead letter back to its lane only if it is still there: two operators replaying the same
@@ -140,7 +133,7 @@ def requeue(
     the dead letter was no longer there (replayed or purged meanwhile). The lane's drain job then
     delivers it through the normal path, ordering check included.
     """
-    from relay import lanes  # lanes imports rq; keep this module light for the edge
+    from relay.lanes import Lane  # lanes imports rq; keep this module light for the edge
 
     envelope: Envelope = dict(item["envelope"])  # type: ignore[assignment]
     for key in ("first", "why"):
@@ -149,11 +142,11 @@ def requeue(
     if record is not None:
         envelope["rec"] = record
         envelope["t"] = record["time"]
-    lane = lane_of(envelope["ws"], envelope["kind"], envelope["rec"].get("_id"), delivery.track_shards)
+    lane = Lane.of(envelope["ws"], Kind(envelope["kind"]), envelope["rec"].get("_id"), delivery.track_shards)
     payload = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
     counter = metrics.field("relay_records_replayed", route=envelope["route"])
-    keys = [store.DEAD, store.DEAD_INDEX, store.lane_queue(lane), store.LANES, metrics.KEY]
-    if not client.eval(REQUEUE, len(keys), *keys, item["id"], payload, lane, counter):
+    keys = [store.DEAD, store.DEAD_INDEX, lane.queue_key, store.LANES, metrics.KEY]
+    if not client.eval(REQUEUE, len(keys), *keys, item["id"], payload, lane.name, counter):
         return None
-    lanes.try_arm(client, lane, delivery)
-    return lane
+    lane.wake(client, delivery)
+    return lane.name

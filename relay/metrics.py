@@ -2,7 +2,8 @@
 
 Writers add to one Redis hash inside the transactions they already run (no extra round trip);
 `/metrics` reads it at scrape time and renders it with prometheus-client, adding gauges read live
-(lane depths, retry sets, dead letters). Field names are JSON `[metric, {label: value}]`.
+(lane depths, retry sets, dead letters, RQ workers per queue). Field names are JSON
+`[metric, {label: value}]`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any, cast
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from rq import Queue, Worker
 
-from relay import store
+from relay import lanes, store
 
-KEY = f"{store.PREFIX}:metrics"
+KEY = store.METRICS
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 
 COUNTERS = {
@@ -137,16 +139,24 @@ class RelayCollector(Collector):
         retry = GaugeMetricFamily(
             "relay_retry_depth", "Records of a lane waiting for a retry", labels=["lane"]
         )
-        lanes = sorted(lane.decode() for lane in cast("set[bytes]", self.client.smembers(store.LANES)))
-        pipe = self.client.pipeline(transaction=False)
-        for lane in lanes:
-            pipe.llen(store.lane_queue(lane))
-            pipe.zcard(store.lane_retry(lane))
-        pipe.zcard(store.DEAD_INDEX)
-        results = pipe.execute()
-        for index, lane in enumerate(lanes):
-            depth.add_metric([lane], results[2 * index])
-            retry.add_metric([lane], results[2 * index + 1])
+        for state in lanes.states(self.client, lanes.Lane.known(self.client)):
+            depth.add_metric([state.lane.name], state.waiting)
+            retry.add_metric([state.lane.name], state.retrying)
         yield depth
         yield retry
-        yield GaugeMetricFamily("relay_dead_letters", "Dead letters in the store", value=results[-1])
+        yield GaugeMetricFamily(
+            "relay_dead_letters", "Dead letters in the store", value=self.client.zcard(store.DEAD_INDEX)
+        )
+        yield self._workers()
+
+    def _workers(self) -> Metric:
+        """RQ's registry of live workers per queue: 0 for a queue means its drain jobs wait for nobody."""
+        workers = GaugeMetricFamily(
+            "relay_workers",
+            "RQ workers registered for a queue (one killed without warning counts until its key expires)",
+            labels=["queue"],
+        )
+        for name in (store.QUEUE_CONSENT, store.QUEUE_BULK):
+            queue = Queue(name, connection=self.client)
+            workers.add_metric([name], len(Worker.all(queue=queue)))
+        return workers

@@ -5,17 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from relay.modes import ROUTE_MODES, TRACK_TYPES, Kind, Mode, mode_of
 from relay.secrets import ConfigError, Secret, split_secrets
 
-MODES = ("user_new_alias", "user_identifying", "user_track", "user_delete", "user_subscription")
-TRACK_TYPES = ("custom_events", "purchases", "user_profile_attributes")
 NAME = validate.Regexp(r"^[A-Za-z0-9_]{1,128}$", error="only letters, digits and '_' are allowed")
 ROUTE_NAME = validate.Regexp(
     r"^[A-Za-z0-9_\-]{1,128}$", error="only letters, digits, '_' and '-' are allowed"
@@ -26,44 +25,22 @@ HEADER_NAME = validate.Regexp(r"^[A-Za-z0-9-]{1,128}$", error="must be an HTTP h
 SIGNATURES = ("standard", "shopify", "td_signed", "hmac")
 SIGNATURE_ALGORITHMS = ("sha256", "sha1")
 SIGNATURE_ENCODINGS = ("hex", "base64")
-# Modes that destroy data or change consent: warned about at start when they use only global keys.
-SENSITIVE_MODES = ("user_delete", "user_subscription")
+# An exact web origin, as a browser sends it in `Origin`: scheme, host, optional port; no path or wildcard.
+ORIGIN = validate.Regexp(
+    r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z",
+    error="must be an exact origin such as https://www.example.com (scheme, host, optional port; "
+    "no path, no trailing slash, no wildcard)",
+)
 
 # /{database}/{table} would collide with these paths.
 RESERVED_DATABASES = frozenset({"webhooks", "export"})
-# A record's kind decides how it is translated; its lane (kind -> family of Braze calls) decides
-# which queue and which worker batch it travels in.
-LANE_OF_KIND = {
-    "events": "track",
-    "purchases": "track",
-    "attributes": "track",
-    "alias": "alias",
-    "identify": "identify",
-    "delete": "delete",
-    "subscription": "consent",
-}
 
 
 def user_key(ident: dict[str, Any]) -> str:
     """A stable string for one identifier object, e.g. 'email:a@b.c' (for per-user state)."""
     ((name, value),) = ident.items()
     return f"{name}:{json.dumps(value, sort_keys=True) if isinstance(value, dict) else value}"
-
-
-def lane_of(workspace: str, kind: str, ident: dict[str, Any] | None, shards: int) -> str:
-    """The lane a record travels in: '<workspace>:<family>'; track lanes split by user into shards.
-
-    A user's records always share a shard, so their order holds; shards are drained in parallel.
-    """
-    family = LANE_OF_KIND[kind]
-    if family != "track" or shards <= 1 or not ident:
-        return f"{workspace}:{family}"
-    return f"{workspace}:{family}.{zlib.crc32(user_key(ident).encode()) % shards}"
-
-
-def family_of(lane: str) -> str:
-    """The family of a lane name ('default:track.1' -> 'track')."""
-    return lane.split(":", 1)[1].split(".", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -102,36 +79,23 @@ class Route:
     signature_prefix: str = ""
     delivery_id_header: str | None = None
     dead_letters_max: int | None = None  # None: the global RELAY_DEAD_LETTERS_MAX
+    # Web pages that may post to this route from a browser (CORS); their key is public.
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def own_credentials(self) -> bool:
         """True when the route names a credential of its own: then no global credential applies to it."""
         return bool(self.write_keys_env or self.webhook_secrets_env)
 
+    @cached_property
+    def spec(self) -> Mode:
+        """The registry entry of the route's mode."""
+        return mode_of(self.mode, self.track_record_type)
+
     @property
-    def kind(self) -> str:
+    def kind(self) -> Kind:
         """What a record of this route becomes: events, purchases, attributes, alias, ..."""
-        if self.mode == "user_track":
-            return {"custom_events": "events", "purchases": "purchases"}.get(
-                self.track_record_type or "", "attributes"
-            )
-        return {
-            "user_new_alias": "alias",
-            "user_identifying": "identify",
-            "user_delete": "delete",
-            "user_subscription": "subscription",
-        }[self.mode]
-
-    @property
-    def lane(self) -> str:
-        """The queue this route's records travel in: '<workspace>:<family>' (before sharding)."""
-        return f"{self.workspace}:{LANE_OF_KIND[self.kind]}"
-
-    def lanes(self, shards: int) -> list[str]:
-        """Every lane this route's records may travel in."""
-        if LANE_OF_KIND[self.kind] != "track" or shards <= 1:
-            return [self.lane]
-        return [f"{self.lane}.{shard}" for shard in range(shards)]
+        return self.spec.kind
 
 
 class RouteSchema(Schema):
@@ -142,7 +106,7 @@ class RouteSchema(Schema):
 
     database = fields.String(validate=NAME, load_default=None)
     table = fields.String(validate=NAME, load_default=None)
-    mode = fields.String(required=True, validate=validate.OneOf(MODES))
+    mode = fields.String(required=True, validate=validate.OneOf(ROUTE_MODES))
     track_record_type = fields.String(validate=validate.OneOf(TRACK_TYPES), load_default=None)
     pre_formatted_fields = fields.List(fields.String(), load_default=list)
     # TD's older docs spell it this way; accept both so a copied TD config works.
@@ -161,6 +125,33 @@ class RouteSchema(Schema):
     signature_prefix = fields.String(validate=validate.Length(max=64), load_default=None)
     delivery_id_header = fields.String(validate=HEADER_NAME, load_default=None)
     dead_letters_max = fields.Integer(validate=validate.Range(min=1), load_default=None)
+    allowed_origins = fields.List(fields.String(validate=ORIGIN), load_default=list)
+
+    @validates_schema
+    def _public_key(self, data: dict[str, Any], **_: Any) -> None:
+        """A route that web pages post to has a key anyone can read: keep what it opens small."""
+        if not data.get("allowed_origins"):
+            return
+        try:
+            from_pages = mode_of(data["mode"], data.get("track_record_type")).from_pages
+        except KeyError:
+            return  # user_track without a valid track_record_type: _consistent says so
+        if not from_pages:
+            raise ValidationError(
+                f"not allowed in mode {data['mode']}: a key used in a web page is public, and anyone "
+                "holding it could delete users or attach profiles to any external id",
+                "allowed_origins",
+            )
+        if not data.get("database"):
+            raise ValidationError(
+                "needs database and table: browsers post to /{database}/{table}", "allowed_origins"
+            )
+        if not data.get("write_keys_env"):
+            raise ValidationError(
+                "required with allowed_origins: a key used in a web page is public, so the route needs "
+                "keys of its own that open no other route",
+                "write_keys_env",
+            )
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
@@ -279,5 +270,6 @@ def load_routes(
             signature_prefix=data["signature_prefix"] or "",
             delivery_id_header=data["delivery_id_header"],
             dead_letters_max=data["dead_letters_max"],
+            allowed_origins=tuple(data["allowed_origins"]),
         )
     return routes, workspaces

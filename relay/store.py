@@ -1,4 +1,8 @@
-"""The Redis connection and every key name the relay uses, in one place."""
+"""The Redis connection and every key name the relay uses, in one place.
+
+Key names never hold a secret or raw personal data: where a key is per user or per caller-chosen
+value, the value is hashed first.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,8 @@ QUEUE_BULK = "relay-bulk"  # RQ queue for every other lane
 LANES = f"{PREFIX}:lanes"  # set of every lane that has ever held records
 DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON
 DEAD_INDEX = f"{PREFIX}:dead:index"  # zset: dead-letter id scored by last failure time
-
-
-def dead_route_index(route: str) -> str:
-    """One route's dead-letter ids scored by when they were added (a sorted set): the per-route cap."""
-    return f"{PREFIX}:dead:route:{route}"
+METRICS = f"{PREFIX}:metrics"  # hash: JSON [metric, labels] -> value (relay/metrics.py)
+RATE_PREFIX = f"{PREFIX}:rate"  # the `limits` library's moving windows live under this prefix
 
 
 def lane_queue(lane: str) -> str:
@@ -33,14 +34,9 @@ def lane_retry(lane: str) -> str:
     return f"{PREFIX}:retry:{lane}"
 
 
-def lane_armed(lane: str) -> str:
+def lane_lease(lane: str) -> str:
     """The lease of the one drain job that owns a lane; its value is the owner's token."""
-    return f"{PREFIX}:armed:{lane}"
-
-
-def rq_queue_for(lane: str) -> str:
-    """Which RQ queue a lane's drain jobs go on: consent never waits behind bulk."""
-    return QUEUE_CONSENT if lane.endswith(":consent") else QUEUE_BULK
+    return f"{PREFIX}:lease:{lane}"
 
 
 def pause_key(workspace: str, family: str) -> str:
@@ -49,12 +45,36 @@ def pause_key(workspace: str, family: str) -> str:
 
 
 def watermark_key(workspace: str, user: str) -> str:
-    """Per user: the newest record time claimed for each attribute or subscription state.
+    """Per user: the newest-value watermark (record time) of each attribute or subscription state.
 
     The user part is a hash (as the audit trail's keys are): an email or phone never names a key.
     """
     digest = hashlib.sha256(f"{workspace}|{user}".encode()).hexdigest()[:32]
     return f"{PREFIX}:wm:{workspace}:{digest}"
+
+
+def idempotency_key(route: str, digest: str) -> str:
+    """A request's idempotency key (already hashed) and the answer to repeat, for the dedup window."""
+    return f"{PREFIX}:idem:{route}:{digest}"
+
+
+def signed_identity_key(scope: str, part: str, digest: str) -> str:
+    """A signed request's duplicate identity (receiver/idempotency.py), across routes.
+
+    scope: names the secret that can verify it; part: "id" (the sender's delivery id) or "body"
+    (the signed body, where the signature does not cover the id); digest: a hash of that part.
+    """
+    return f"{PREFIX}:idem-signed:{scope}:{part}:{digest}"
+
+
+def dead_route_index(route: str) -> str:
+    """One route's dead-letter ids scored by when they were added (a sorted set): the per-route cap."""
+    return f"{PREFIX}:dead:route:{route}"
+
+
+def audit_key(digest: str) -> str:
+    """One identifier's consent audit trail, under a hash of the identifier."""
+    return f"{PREFIX}:audit:{digest}"
 
 
 def connect(settings: Settings, **kwargs: Any) -> redis.Redis:

@@ -1,12 +1,12 @@
 """Shared fixtures: the real Redis on this machine, a Braze simulator on loopback, the relay's app.
 
 Nothing inside the project is patched: tests set environment variables, as an operator would, and
-run the real RQ worker code in-process (`drain`) or as separate processes (the e2e tests).
+run the real RQ worker code in-process (`drain`) or as separate processes (the e2e tests). The
+constants and plain functions the fixtures use live in tests/helpers.py.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,82 +22,10 @@ from handlers import context
 from handlers.worker import RelayWorker, tick
 from relay import store
 from relay.config import Settings, load_settings
+from relay.lanes import Lane
+from tests.helpers import BRAZE_KEY, REDIS_URL, ROUTES, create_app_for, lanes_busy, relay_environment
 
 pytest_plugins = ["tests.processes"]  # the `stack` fixture: gunicorn and workers as processes
-
-REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-BRAZE_KEY = "test-braze-key-5f1c"
-WRITE_KEY = "test-write-key-81aa"
-OTHER_WRITE_KEY = "test-write-key-rotated-22bb"
-WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-SAMPLES = Path(__file__).parent / "samples"
-
-ROUTES = """
-[routes.events]
-database = "db"
-table = "events"
-mode = "user_track"
-track_record_type = "custom_events"
-pre_formatted_fields = ["properties", "tags"]
-
-[routes.purchases]
-database = "db"
-table = "purchases"
-mode = "user_track"
-track_record_type = "purchases"
-
-[routes.profiles]
-database = "db"
-table = "profiles"
-mode = "user_track"
-track_record_type = "user_profile_attributes"
-
-[routes.profiles_skip]
-database = "db"
-table = "profiles_skip"
-mode = "user_track"
-track_record_type = "user_profile_attributes"
-skip_on_invalid_records = true
-
-[routes.aliases]
-database = "db"
-table = "aliases"
-mode = "user_new_alias"
-
-[routes.identify]
-database = "db"
-table = "identify"
-mode = "user_identifying"
-
-[routes.deletes]
-database = "db"
-table = "deletes"
-mode = "user_delete"
-
-[routes.consent]
-database = "db"
-table = "consent"
-mode = "user_subscription"
-"""
-
-
-def relay_environment(redis_url: str, braze_url: str, routes_path: Path) -> dict[str, str]:
-    """The variables an operator would set to run the relay against this simulator."""
-    return {
-        "REDIS_URL": redis_url,
-        "BRAZE_REST_ENDPOINT": braze_url,
-        "BRAZE_API_KEY": BRAZE_KEY,
-        "RELAY_CONFIG": str(routes_path),
-        "RELAY_WRITE_KEYS": f"{WRITE_KEY},{OTHER_WRITE_KEY}",
-        "RELAY_WEBHOOK_SECRETS": WEBHOOK_SECRET,
-        "RELAY_LINGER_MS": "20",
-        "RELAY_RETRY_BASE_S": "0.05",
-        "RELAY_RETRY_CAP_S": "0.2",
-        "RELAY_MAX_ATTEMPTS": "8",
-        "RELAY_LEASE_S": "3",
-        "RELAY_SLICE_S": "2",
-        "BRAZE_READ_TIMEOUT_S": "2",
-    }
 
 
 @pytest.fixture(scope="session")
@@ -169,26 +97,10 @@ def app(settings: Settings) -> Flask:
     return create_app_for(settings)
 
 
-def create_app_for(settings: Settings) -> Flask:
-    """The app factory, imported late so a collection error names the test that needs it."""
-    from receiver import create_app
-
-    return create_app(settings)
-
-
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     """A client for the relay's app (a real Redis behind it)."""
     return app.test_client()
-
-
-def lanes_busy(client: redis.Redis) -> bool:
-    """True while any lane holds records or retries."""
-    for raw in client.smembers(store.LANES):
-        lane = raw.decode()
-        if client.llen(store.lane_queue(lane)) or client.zcard(store.lane_retry(lane)):
-            return True
-    return False
 
 
 @pytest.fixture
@@ -203,7 +115,7 @@ def drain(settings: Settings, clean_redis: redis.Redis) -> Callable[..., None]:
             tick(
                 clean_redis,
                 settings.delivery,
-                [lane for r in settings.routes.values() for lane in r.lanes(shards)],
+                Lane.configured(settings.routes.values(), shards),
             )
             worker = RelayWorker(
                 [store.QUEUE_CONSENT, store.QUEUE_BULK], connection=clean_redis, serializer=JSONSerializer

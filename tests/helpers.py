@@ -1,16 +1,111 @@
-"""Posting records the way each caller does: TD postback, TD ingestion, TD export, webhook."""
+"""The tests' own helpers: the test environment (keys, routes, Redis), posting records the way each
+caller does (TD postback, TD ingestion, TD export, webhook), and records made by the edge's schemas."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
+import redis
+from flask import Flask
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import ROUTES, WEBHOOK_SECRET, WRITE_KEY
+from relay import lanes
+from relay.config import Settings
+from relay.envelope import Envelope
+from relay.lanes import Lane
+
+REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+BRAZE_KEY = "test-braze-key-5f1c"
+WRITE_KEY = "test-write-key-81aa"
+OTHER_WRITE_KEY = "test-write-key-rotated-22bb"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SAMPLES = Path(__file__).parent / "samples"
+
+ROUTES = """
+[routes.events]
+database = "db"
+table = "events"
+mode = "user_track"
+track_record_type = "custom_events"
+pre_formatted_fields = ["properties", "tags"]
+
+[routes.purchases]
+database = "db"
+table = "purchases"
+mode = "user_track"
+track_record_type = "purchases"
+
+[routes.profiles]
+database = "db"
+table = "profiles"
+mode = "user_track"
+track_record_type = "user_profile_attributes"
+
+[routes.profiles_skip]
+database = "db"
+table = "profiles_skip"
+mode = "user_track"
+track_record_type = "user_profile_attributes"
+skip_on_invalid_records = true
+
+[routes.aliases]
+database = "db"
+table = "aliases"
+mode = "user_new_alias"
+
+[routes.identify]
+database = "db"
+table = "identify"
+mode = "user_identifying"
+
+[routes.deletes]
+database = "db"
+table = "deletes"
+mode = "user_delete"
+
+[routes.consent]
+database = "db"
+table = "consent"
+mode = "user_subscription"
+"""
+
+
+def relay_environment(redis_url: str, braze_url: str, routes_path: Path) -> dict[str, str]:
+    """The variables an operator would set to run the relay against this simulator."""
+    return {
+        "REDIS_URL": redis_url,
+        "BRAZE_REST_ENDPOINT": braze_url,
+        "BRAZE_API_KEY": BRAZE_KEY,
+        "RELAY_CONFIG": str(routes_path),
+        "RELAY_WRITE_KEYS": f"{WRITE_KEY},{OTHER_WRITE_KEY}",
+        "RELAY_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+        "RELAY_LINGER_MS": "20",
+        "RELAY_RETRY_BASE_S": "0.05",
+        "RELAY_RETRY_CAP_S": "0.2",
+        "RELAY_MAX_ATTEMPTS": "8",
+        "RELAY_LEASE_S": "3",
+        "RELAY_SLICE_S": "2",
+        "BRAZE_READ_TIMEOUT_S": "2",
+    }
+
+
+def create_app_for(settings: Settings) -> Flask:
+    """The app factory, imported late so a collection error names the test that needs it."""
+    from receiver import create_app
+
+    return create_app(settings)
+
+
+def lanes_busy(client: redis.Redis) -> bool:
+    """True while any lane holds records or retries."""
+    return any(row.waiting or row.retrying for row in lanes.states(client, Lane.known(client)))
+
 
 SHAPES = ("postback", "ingest", "export", "webhook")
 
@@ -83,3 +178,17 @@ def requests_for(shape: str, route: str, records: list[dict[str, Any]]) -> list[
             {"method": "POST", "path": f"/webhooks/{route}", "headers": signed_headers(body), "body": body}
         ]
     raise ValueError(shape)
+
+
+def envelopes(
+    mode: str, records: list[dict[str, Any]], *, track_record_type: str | None = None, **route: Any
+) -> list[Envelope]:
+    """Records loaded by the route's real schema and wrapped as the edge queues them (no Redis)."""
+    from receiver.enqueue import Batch
+    from receiver.schemas import schema_for
+    from relay.routes import Route
+
+    target = Route("unit", mode, track_record_type=track_record_type, **route)
+    schema = schema_for(target)
+    batch = Batch(route=target, request_id="req")
+    return [batch.envelope(index, schema.load(record)) for index, record in enumerate(records)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,18 +16,35 @@ import pytest
 import requests
 
 from braze_sim.server import Simulator
-from tests.conftest import REDIS_URL, relay_environment
+from tests.helpers import REDIS_URL, relay_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def procfile_command(role: str) -> str:
-    """The command the Procfile gives a role."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
+def procfile_command(role: str, procfile: str = "Procfile") -> str:
+    """The command the Procfile (or another, such as Procfile.sandbox) gives a role."""
+    for line in (ROOT / procfile).read_text().splitlines():
         name, _, command = line.partition(":")
         if name.strip() == role:
             return command.strip()
     raise KeyError(role)
+
+
+def refused_start(command: list[str], env: dict[str, str], marker: str = "") -> str:
+    """Run a process that must refuse to start: exit status 2, no traceback; return its one error message.
+
+    The message is one JSON log line at level `critical`, as every line a process prints; `marker`
+    picks it out of what the program prints on its own ("Starting gunicorn" ...).
+    """
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
+    printed = done.stdout + done.stderr
+    assert done.returncode == 2, printed
+    assert "Traceback" not in printed
+    lines = [json.loads(line) for line in printed.splitlines() if line.strip() and marker in line]
+    errors = [line for line in lines if line["level"] == "critical"]
+    assert len(errors) == 1, printed
+    message: str = errors[0]["msg"]
+    return message
 
 
 def free_port() -> int:
@@ -97,8 +115,8 @@ def stack(
 
     def ready() -> bool:
         try:
-            return requests.get(base + "/readyz", timeout=1).status_code == 200
-        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or workers still booting
+            return requests.get(base + "/readyz", timeout=2).status_code == 200
+        except requests.RequestException:  # not listening yet, or too busy booting to answer in time
             return False
 
     try:

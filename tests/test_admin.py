@@ -19,7 +19,7 @@ from braze_sim.server import Simulator
 from receiver.admin import dashboard_redis_url
 from relay import deadletters
 from relay.config import Settings, load_settings
-from tests.conftest import BRAZE_KEY, WRITE_KEY, create_app_for
+from tests.helpers import BRAZE_KEY, WRITE_KEY, create_app_for
 
 ADMIN_KEY = "test-admin-key-3c9e0b"
 ROTATED_ADMIN_KEY = "test-admin-key-next-71d0"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,23 +10,18 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
 
 from braze_sim.server import Simulator
+from tests import chromium
 from tests.test_admin import ADMIN_KEY, admin_app, plant_dead_letters  # noqa: F401 - admin_app is a fixture
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOTS = Path("/tmp")
 
-pytestmark = pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-    reason="Chromium is not installed (apt-get install chromium chromium-driver; scripts/test does it)",
-)
+pytestmark = chromium.needs_chromium
 
 
 @pytest.fixture
@@ -46,28 +40,13 @@ def server(admin_app: Flask) -> Iterator[str]:  # noqa: F811 - the fixture impor
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
     """Headless Chromium sending the admin key as HTTP Basic on every request (a CDP header)."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver = chromium.start(tmp_path / "chromium")
     try:
         credentials = base64.b64encode(f"ops:{ADMIN_KEY}".encode()).decode()
         driver.execute_cdp_cmd("Network.enable", {})
         driver.execute_cdp_cmd(
             "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {credentials}"}}
         )
-        driver.set_page_load_timeout(30)
         yield driver
     finally:
         driver.quit()

@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 
 from relay import audit, deadletters, store
 from relay.config import load_settings
-from tests.conftest import WRITE_KEY, create_app_for
-from tests.helpers import signed_headers
+from tests.helpers import WRITE_KEY, create_app_for, signed_headers
 from tests.processes import Processes
 
 LONE = '"\\ud800"'  # JSON text of a lone high surrogate

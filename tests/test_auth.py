@@ -14,7 +14,7 @@ from werkzeug.datastructures import Headers
 
 from receiver import auth
 from relay.secrets import Secret
-from tests.conftest import WEBHOOK_SECRET
+from tests.helpers import WEBHOOK_SECRET
 
 KEY = "write-key-0a71"
 ROTATED_KEY = "write-key-rotated-93cd"

@@ -10,8 +10,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from braze_sim.server import Simulator
+from receiver import state
 from relay import deadletters
-from tests.conftest import BRAZE_KEY, WRITE_KEY
+from tests.helpers import BRAZE_KEY, WRITE_KEY
 
 HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
 
@@ -26,7 +27,7 @@ def test_check_prints_routes_without_secrets(app: Flask) -> None:
     result = app.test_cli_runner().invoke(args=["check"])
     assert result.exit_code == 0, result.output
     assert "configuration OK: 8 route(s)" in result.output
-    assert "consent: user_subscription/subscription" in result.output
+    assert "consent: user_subscription/consent" in result.output
     assert BRAZE_KEY not in result.output and WRITE_KEY not in result.output
 
 
@@ -91,7 +92,7 @@ def test_replaying_twice_sends_once(
     drain()
     braze.config.api_key = BRAZE_KEY
     (item,) = deadletters.iter_entries(clean_redis)
-    settings = app.extensions["relay.settings"]
+    settings = state.of(app).settings
     first = deadletters.requeue(clean_redis, item, settings.delivery)
     second = deadletters.requeue(clean_redis, item, settings.delivery)
     assert (first, second) == ("default:track", None)

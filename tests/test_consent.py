@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from braze_sim.server import Simulator
 from relay import audit, store
-from tests.conftest import WRITE_KEY
+from tests.helpers import WRITE_KEY
 from tests.processes import Processes, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +67,7 @@ def lane_idle(client: redis.Redis) -> bool:
     return not (
         client.llen(store.lane_queue(LANE))
         or client.zcard(store.lane_retry(LANE))
-        or client.exists(store.lane_armed(LANE))
+        or client.exists(store.lane_lease(LANE))
     )
 
 
@@ -176,7 +176,9 @@ def test_audit_trail_tells_received_and_confirmed(
         "confirmed",
         "superseded",
     ]
-    assert not any(key.startswith(b"relay:audit:") and b"trail" in key for key in clean_redis.keys("*"))
+    assert not any(
+        key.startswith(store.audit_key("").encode()) and b"trail" in key for key in clean_redis.keys("*")
+    )
     assert braze.state.find(email="trail@example.com")["subscription_groups"] == {"g1": "subscribed"}
 
 

@@ -12,8 +12,9 @@ import redis
 from flask.testing import FlaskClient
 
 from braze_sim.server import Simulator
-from relay import deadletters, metrics
-from tests.conftest import WRITE_KEY
+from relay import deadletters, metrics, store
+from relay.lanes import Lane
+from tests.helpers import WRITE_KEY
 
 HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
 
@@ -312,7 +313,7 @@ def test_track_lanes_split_by_user_and_keep_each_users_order(
     from handlers import context
     from handlers.worker import RelayWorker, tick
     from relay.config import load_settings
-    from tests.conftest import create_app_for
+    from tests.helpers import create_app_for
 
     monkeypatch.setenv("RELAY_TRACK_SHARDS", "2")
     sharded = load_settings()
@@ -323,17 +324,17 @@ def test_track_lanes_split_by_user_and_keep_each_users_order(
         for user in range(20)
     ]
     assert client.post("/db/profiles", json={"records": records}, headers=HEADERS).status_code == 200
-    depths = [clean_redis.llen(f"relay:q:default:track.{shard}") for shard in (0, 1)]
+    depths = [clean_redis.llen(store.lane_queue(f"default:track.{shard}")) for shard in (0, 1)]
     assert sum(depths) == 60 and min(depths) > 0
     assert all(depth % 3 == 0 for depth in depths), "a user's three records share one lane"
     context.install(context.Context(sharded, clean_redis))
-    lanes = [lane for route in sharded.routes.values() for lane in route.lanes(2)]
+    lanes = Lane.configured(sharded.routes.values(), 2)
     for _ in range(20):
         tick(clean_redis, sharded.delivery, lanes)
         RelayWorker(["relay-consent", "relay-bulk"], connection=clean_redis, serializer=JSONSerializer).work(
             burst=True, logging_level="WARNING"
         )
-        if not any(clean_redis.llen(f"relay:q:default:track.{shard}") for shard in (0, 1)):
+        if not any(clean_redis.llen(store.lane_queue(f"default:track.{shard}")) for shard in (0, 1)):
             break
     for user in range(20):
         assert braze.state.profile(f"shard-{user}")["attributes"] == {"tier": "t2"}

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from braze_sim.server import Simulator
-from tests.conftest import WRITE_KEY
+from tests.helpers import WRITE_KEY
 from tests.processes import Processes, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -29,8 +29,9 @@ from schemathesis import GenerationMode, checks
 from schemathesis.config import SchemathesisConfig
 from werkzeug.test import TestResponse
 
-from tests.conftest import BRAZE_KEY, OTHER_WRITE_KEY, WEBHOOK_SECRET, WRITE_KEY
-from tests.helpers import signed_headers
+from receiver import state
+from relay.logs import PACKAGES, JsonFormatter
+from tests.helpers import BRAZE_KEY, OTHER_WRITE_KEY, WEBHOOK_SECRET, WRITE_KEY, signed_headers
 
 T1 = 1_764_000_000  # 2025-11-24T16:00:00Z
 SECRETS = (WRITE_KEY, OTHER_WRITE_KEY, WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_"), BRAZE_KEY)
@@ -67,7 +68,7 @@ def fuzz(test: str) -> settings:
     )
 
 
-# The configured routes (tests/conftest.py ROUTES), each with a valid record; all live in database "db".
+# The configured routes (tests/helpers.py ROUTES), each with a valid record; all live in database "db".
 ROUTES = {
     "events": {"external_id": "u1", "name": "signup", "time": T1, "properties": {"plan": "pro"}},
     "purchases": {
@@ -106,10 +107,13 @@ def checked(client: FlaskClient, clean_redis: redis.Redis) -> Iterator[FlaskClie
             lines.append(self.format(record))
 
     handler = Collect()
-    handler.setFormatter(logging.getLogger("relay").handlers[0].formatter)
-    logging.getLogger("relay").addHandler(handler)
+    handler.setFormatter(JsonFormatter())
+    loggers = [logging.getLogger(package) for package in PACKAGES]  # every logger of the relay
+    for logger in loggers:
+        logger.addHandler(handler)
     yield client
-    logging.getLogger("relay").removeHandler(handler)
+    for logger in loggers:
+        logger.removeHandler(handler)
     for line in lines:
         for secret in SECRETS:
             assert secret not in line, "a log line carries a secret"
@@ -124,7 +128,7 @@ def check(client: FlaskClient, test: str, method: str, response: TestResponse) -
     text = body.decode("utf-8", "replace")
     if status >= 500:
         assert status == 503, f"{status}: {text[:500]}"
-        redis_up = client.application.extensions["redis"].ping()
+        redis_up = state.of(client.application).redis.ping()
         assert not redis_up, "503 while Redis answers"
     for marker in LEAKS:
         assert marker not in text, text[:500]
@@ -687,7 +691,7 @@ def test_schemathesis_holds_the_app_to_its_openapi_document(checked: FlaskClient
     weighted = [op for op in operations if op.method != "get"] * 4 + [
         op for op in operations if op.method == "get"
     ]
-    routes = checked.application.extensions["relay.settings"].routes
+    routes = state.of(checked.application).settings.routes
     skipping = {name for name, route in routes.items() if route.skip_on_invalid_records}
     skipping |= {routes[name].table or "" for name in skipping}
     cases = 0

@@ -9,10 +9,10 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import WRITE_KEY
-from tests.helpers import signed_headers
+from relay import store
+from tests.helpers import WRITE_KEY, signed_headers
 
-TRACK_LANE = "relay:q:default:track"
+TRACK_LANE = store.lane_queue("default:track")
 TD = {"Authorization": f"TD1 {WRITE_KEY}", "Content-Type": "application/json"}
 EVENT = {"external_id": "idem-u", "name": "paid"}
 

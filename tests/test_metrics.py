@@ -8,7 +8,7 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from braze_sim.server import Simulator
-from tests.conftest import WRITE_KEY
+from tests.helpers import WRITE_KEY
 
 TD = {"Authorization": f"TD1 {WRITE_KEY}"}
 

@@ -16,10 +16,18 @@ from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
+from receiver import state
 from receiver.openapi import build_spec
 from relay.config import Settings, load_settings
-from tests.conftest import BRAZE_KEY, OTHER_WRITE_KEY, ROUTES, WEBHOOK_SECRET, WRITE_KEY, create_app_for
-from tests.helpers import signed_headers
+from tests.helpers import (
+    BRAZE_KEY,
+    OTHER_WRITE_KEY,
+    ROUTES,
+    WEBHOOK_SECRET,
+    WRITE_KEY,
+    create_app_for,
+    signed_headers,
+)
 
 T1 = 1_764_000_000
 SECRETS = (WRITE_KEY, OTHER_WRITE_KEY, WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_"), BRAZE_KEY)
@@ -217,10 +225,10 @@ def test_route_own_credentials_stay_out_of_the_document(
 def test_document_is_built_once_per_app(app: Flask, client: FlaskClient) -> None:
     """The second request gets the very bytes the first one built."""
     first = client.get("/openapi.json").get_data()
-    cached = app.extensions["relay.openapi"]
+    cached = state.of(app).openapi
     second = client.get("/openapi.json").get_data()
     assert first == second
-    assert app.extensions["relay.openapi"] is cached
+    assert cached is not None and state.of(app).openapi is cached
 
 
 @pytest.mark.parametrize(("component", "record"), VALID_RECORDS.items(), ids=VALID_RECORDS.keys())

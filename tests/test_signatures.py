@@ -22,7 +22,7 @@ from standardwebhooks.webhooks import Webhook
 from receiver import signatures
 from receiver.signatures import Scheme, SignatureError
 from relay.secrets import Secret
-from tests.conftest import WEBHOOK_SECRET
+from tests.helpers import WEBHOOK_SECRET
 
 SHOP_SECRET = "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"
 SHOP_ROTATED = "shpss_rotated_8e7d6c5b4a39281706f5e4d3"

@@ -1,0 +1,129 @@
+"""What an operator does to dead letters, written once: the CLI and the admin pages both call these.
+
+Selecting (by ids, or by route and reason as of a moment), re-validating a record refused at the
+edge, replaying through the normal delivery path, purging in bounded transactions, and telling
+ages and times the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from marshmallow import ValidationError
+
+from receiver import state
+from relay import deadletters
+from relay.modes import DeadReason
+
+PURGE_CHUNK = 500  # dead letters per transaction: a purge of any size never blocks Redis for long
+
+
+def ago(then: float | None, now: float | None = None) -> str:
+    """How long ago, in whole units, rounded down: '5s ago', '3m ago', '1h ago' (for 90 min), '4d ago'."""
+    if not then:
+        return "-"
+    seconds = max((time.time() if now is None else now) - then, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+def utc(then: float | None) -> str:
+    """A UNIX time as 'YYYY-MM-DD HH:MM:SS UTC'."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(then)) if then else "-"
+
+
+def matching(
+    client: redis.Redis, *, route: str | None = None, reason: str | None = None, as_of: float | None = None
+) -> Iterator[dict[str, Any]]:
+    """Dead letters of this route and this reason (the whole reason), newest first, failed by `as_of`.
+
+    `as_of` (the moment a page was shown) keeps an action on "all that match" to what the operator
+    saw: dead letters that arrived after it are left alone.
+    """
+    for item in deadletters.iter_entries(client, route=route):
+        if reason and item["reason"] != reason:
+            continue
+        if as_of is not None and item["last_failed_at"] > as_of:
+            continue
+        yield item
+
+
+@dataclass
+class Found:
+    """Dead letters named by id: those found, and the ids that were not there."""
+
+    items: list[dict[str, Any]]
+    missing: list[str]
+
+
+def by_ids(client: redis.Redis, ids: Iterable[str]) -> Found:
+    """The dead letters with these ids, each once, in the order given."""
+    found = Found([], [])
+    for dead_id in dict.fromkeys(ids):
+        item = deadletters.get(client, dead_id)
+        if item is None:
+            found.missing.append(dead_id)
+        else:
+            found.items.append(item)
+    return found
+
+
+def revalidate(item: dict[str, Any]) -> dict[str, Any] | None:
+    """For a record refused at the edge, load it again with its route's current schema.
+
+    Returns the loaded record (None for records Braze refused, which are replayed as stored);
+    raises ValidationError when it is still invalid or its route is gone.
+    """
+    if item["reason"] != DeadReason.INVALID:
+        return None
+    edge = state.current()
+    route = edge.settings.routes.get(item["route"])
+    if route is None:
+        raise ValidationError({"_route": [f"route {item['route']!r} is no longer configured"]})
+    record: dict[str, Any] = edge.schemas[route.name].load(item["envelope"]["rec"]["raw"])
+    if record.get("time") is None:
+        record["time"] = item["envelope"]["at"]
+    return record
+
+
+@dataclass
+class Replayed:
+    """What a replay did: records put back on their lanes, and those still invalid (with why)."""
+
+    replayed: int = 0
+    still_invalid: list[tuple[str, Any]] = field(default_factory=list)  # (id, validation messages)
+
+
+def replay(client: redis.Redis, items: Iterable[dict[str, Any]]) -> Replayed:
+    """Put dead letters back on their lanes, fresh attempts; records refused at the edge are validated first.
+
+    A dead letter replayed or purged meanwhile (by another operator) is skipped: it is sent once.
+    """
+    delivery = state.current().settings.delivery
+    done = Replayed()
+    for item in items:
+        try:
+            record = revalidate(item)
+        except ValidationError as exc:
+            done.still_invalid.append((item["id"], exc.messages))
+            continue
+        if deadletters.requeue(client, item, delivery, record) is not None:
+            done.replayed += 1
+    return done
+
+
+def purge(client: redis.Redis, ids: Iterable[str]) -> int:
+    """Delete dead letters for good, in bounded transactions; returns how many ids were given."""
+    chosen = list(dict.fromkeys(ids))
+    for start in range(0, len(chosen), PURGE_CHUNK):
+        with client.pipeline(transaction=True) as pipe:
+            for dead_id in chosen[start : start + PURGE_CHUNK]:
+                deadletters.remove(pipe, dead_id)
+            pipe.execute()
+    return len(chosen)

@@ -1,0 +1,227 @@
+"""The relay's vocabulary: closed sets as enums, and one registry entry per mode.
+
+A *mode* is what a route's table in the routes file says (`mode`, and `track_record_type` for
+`user_track`); it decides the record *kind* (what a record becomes in Braze). A kind travels in one
+*lane family* (the queue and worker batch it shares with kinds sent to the same Braze calls), and
+each Braze *endpoint* counts against one *rate-limit family*. Every record ends in one *outcome*.
+
+Adding a mode is one `Mode` entry below, plus the behaviour that is new: its record schema
+(`receiver/schemas.py`, registered with `@record_schema(Kind.X)`) and its translator
+(`handlers/translate.py`, `@translator(Kind.X)`). Both registries are checked against `Kind` when
+their module loads, so a kind without a schema or translator stops every process at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+
+class Kind(StrEnum):
+    """What a record becomes in Braze (kept in each queued record's envelope as `kind`)."""
+
+    EVENTS = "events"
+    PURCHASES = "purchases"
+    ATTRIBUTES = "attributes"
+    ALIAS = "alias"
+    IDENTIFY = "identify"
+    DELETE = "delete"
+    CONSENT = "consent"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Kind | None:
+        # Records queued before the rename (`subscription`) still read as consent.
+        return cls.CONSENT if value == "subscription" else None
+
+
+class LaneFamily(StrEnum):
+    """The family of Braze calls a lane carries: one queue, one batch, one owner at a time."""
+
+    TRACK = "track"
+    ALIAS = "alias"
+    IDENTIFY = "identify"
+    DELETE = "delete"
+    CONSENT = "consent"
+
+
+class RateFamily(StrEnum):
+    """Braze's rate-limit families: endpoints that share one request window per workspace."""
+
+    TRACK = "track"  # /users/track: 3,000 per 3 s
+    USERS = "users"  # alias/new, identify, delete (and merge): 20,000 per minute, shared
+    SUBSCRIPTION = "subscription"  # subscription/status/set, v1 and v2: 5,000 per minute
+    DEFAULT = "default"  # every other endpoint (/email/status): 250,000 per hour
+
+
+class Endpoint(StrEnum):
+    """The Braze REST endpoints the relay calls."""
+
+    TRACK = "/users/track"
+    ALIAS = "/users/alias/new"
+    IDENTIFY = "/users/identify"
+    DELETE = "/users/delete"
+    SUBSCRIPTION = "/v2/subscription/status/set"
+    EMAIL_STATUS = "/email/status"
+
+    @property
+    def rate_family(self) -> RateFamily:
+        """The rate-limit family this endpoint counts against."""
+        return _RATE_FAMILY[self]
+
+
+_RATE_FAMILY = {
+    Endpoint.TRACK: RateFamily.TRACK,
+    Endpoint.ALIAS: RateFamily.USERS,
+    Endpoint.IDENTIFY: RateFamily.USERS,
+    Endpoint.DELETE: RateFamily.USERS,
+    Endpoint.SUBSCRIPTION: RateFamily.SUBSCRIPTION,
+    Endpoint.EMAIL_STATUS: RateFamily.DEFAULT,
+}
+
+
+class Outcome(StrEnum):
+    """Where a record accepted at the edge ends (or waits): exactly one of these."""
+
+    DELIVERED = "delivered"  # Braze took it (a 2xx that did not name it in `errors`)
+    SUPERSEDED = "superseded"  # every field it set was already newer in Braze: nothing to send
+    RETRY = "retry"  # waits in its lane's retry set for another attempt
+    DEAD_LETTERED = "dead_lettered"  # in the dead-letter store, with its reason
+
+
+class DeadReason(StrEnum):
+    """Why a record is in the dead-letter store."""
+
+    INVALID = "invalid"  # refused at the edge (a route with skip_on_invalid_records)
+    BRAZE_REJECTED = "braze_rejected"  # Braze refused the request (4xx), the record alone
+    BRAZE_REJECTED_ITEM = "braze_rejected_item"  # named in the `errors` of a 2xx
+    AMBIGUOUS = "ambiguous"  # an event or purchase sent with no answer: Braze may hold it
+    RETRIES_EXHAUSTED = "retries_exhausted"  # 5xx or no answer for all its attempts
+    UNTRANSLATABLE = "untranslatable"  # could not be made into a Braze object
+
+
+class AuditEvent(StrEnum):
+    """The consent audit trail's events for one consent record."""
+
+    RECEIVED = "received"
+    CONFIRMED = "confirmed"
+    RETRYING = "retrying"
+    SUPERSEDED = "superseded"
+    DEAD_LETTERED = "dead_lettered"
+
+
+TEST_USER = "braze-relay-test-user"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One mode of the routes file and everything that follows from it."""
+
+    kind: Kind
+    mode: str  # the routes file's `mode`
+    track_record_type: str | None  # and its `track_record_type` (user_track only)
+    lane: LaneFamily
+    openapi_name: str  # the record's component in /openapi.json
+    sample: Mapping[str, Any] = field(default_factory=dict)  # `send-test`'s record
+    # May a route of this mode take records from web pages (`allowed_origins`)? Their key is public,
+    # so a mode that deletes users or attaches profiles to an external id must say no (the default).
+    from_pages: bool = False
+
+
+MODES: tuple[Mode, ...] = (
+    Mode(
+        Kind.EVENTS,
+        "user_track",
+        "custom_events",
+        LaneFamily.TRACK,
+        "EventRecord",
+        {"external_id": TEST_USER, "name": "braze_relay_test"},
+        from_pages=True,
+    ),
+    Mode(
+        Kind.PURCHASES,
+        "user_track",
+        "purchases",
+        LaneFamily.TRACK,
+        "PurchaseRecord",
+        {"external_id": TEST_USER, "product_id": "braze-relay-test", "currency": "USD", "price": 0},
+        from_pages=True,
+    ),
+    Mode(
+        Kind.ATTRIBUTES,
+        "user_track",
+        "user_profile_attributes",
+        LaneFamily.TRACK,
+        "AttributesRecord",
+        {"external_id": TEST_USER, "braze_relay_test": True},
+        from_pages=True,
+    ),
+    Mode(
+        Kind.ALIAS,
+        "user_new_alias",
+        None,
+        LaneFamily.ALIAS,
+        "AliasRecord",
+        {"alias_name": TEST_USER, "alias_label": "braze_relay_test"},
+    ),
+    Mode(
+        Kind.IDENTIFY,
+        "user_identifying",
+        None,
+        LaneFamily.IDENTIFY,
+        "IdentifyRecord",
+        {"external_id": TEST_USER, "alias_name": TEST_USER, "alias_label": "braze_relay_test"},
+    ),
+    Mode(Kind.DELETE, "user_delete", None, LaneFamily.DELETE, "DeleteRecord", {"external_id": TEST_USER}),
+    Mode(
+        Kind.CONSENT,
+        "user_subscription",
+        None,
+        LaneFamily.CONSENT,
+        "SubscriptionRecord",
+        {"external_id": TEST_USER, "push_subscribe": "subscribed"},
+        from_pages=True,
+    ),
+)
+BY_KIND: dict[Kind, Mode] = {mode.kind: mode for mode in MODES}
+ROUTE_MODES = tuple(dict.fromkeys(mode.mode for mode in MODES))  # the routes file's `mode` values
+TRACK_TYPES = tuple(mode.track_record_type for mode in MODES if mode.track_record_type)
+
+
+def mode_of(mode: str, track_record_type: str | None = None) -> Mode:
+    """The registry entry of a routes-file mode (KeyError for one that does not exist)."""
+    for entry in MODES:
+        if entry.mode == mode and (
+            entry.track_record_type is None or entry.track_record_type == track_record_type
+        ):
+            return entry
+    raise KeyError((mode, track_record_type))
+
+
+T = TypeVar("T")
+
+
+class KindRegistry(dict[Kind, T]):
+    """A table filled by a decorator, one entry per kind, checked complete with `complete()`."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
+
+    def register(self, kind: Kind) -> Callable[[T], T]:
+        """Decorator: this object is the `what` of `kind`."""
+
+        def add(obj: T) -> T:
+            if kind in self:
+                raise ValueError(f"two {self.what}s for kind {kind}")
+            self[kind] = obj
+            return obj
+
+        return add
+
+    def complete(self) -> None:
+        """Raise unless every kind has its entry (called once the defining module has loaded)."""
+        missing = [kind.value for kind in Kind if kind not in self]
+        if missing:
+            raise RuntimeError(f"no {self.what} for kind(s) {', '.join(missing)}")

@@ -1,0 +1,137 @@
+"""Packing items into Braze requests within Braze's per-request limits (handlers/packing.py).
+
+Pure and exact; each test names the rule of README "Delivery: what happens to a record" it pins
+("Batching").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from handlers.packing import V2_GROUPS_PER_REQUEST, pack
+from handlers.translate import Item, to_items
+from relay.config import Delivery
+from relay.modes import Endpoint
+from tests.helpers import envelopes
+
+DELIVERY = Delivery()
+
+
+def items(mode: str, records: list[dict[str, object]], track_record_type: str | None = None) -> list[Item]:
+    """The Braze items of these records, through the real schemas and translators."""
+    return [
+        item
+        for env in envelopes(mode, records, track_record_type=track_record_type)
+        for item in to_items(env)
+    ]
+
+
+def events(count: int, user: str = "u") -> list[Item]:
+    return items(
+        "user_track", [{"external_id": f"{user}{i}", "name": "tap"} for i in range(count)], "custom_events"
+    )
+
+
+def test_track_arrays_hold_at_most_75() -> None:
+    """Rule "75 per array on /users/track": 200 events make requests of 75, 75 and 50, in order."""
+    requests = pack(events(200), DELIVERY)
+    assert [len(request.arrays["events"]) for request in requests] == [75, 75, 50]
+    names = [obj["external_id"] for request in requests for obj in request.body()["events"]]
+    assert names == [f"u{i}" for i in range(200)]
+
+
+def test_track_arrays_fill_side_by_side() -> None:
+    """75 of each array share one request: events, purchases and attributes together."""
+    mixed = (
+        events(75)
+        + items(
+            "user_track",
+            [{"external_id": f"p{i}", "product_id": "x", "currency": "USD", "price": 1} for i in range(75)],
+            "purchases",
+        )
+        + items(
+            "user_track",
+            [{"external_id": f"a{i}", "tier": "t"} for i in range(75)],
+            "user_profile_attributes",
+        )
+    )
+    (request,) = pack(mixed, DELIVERY)
+    assert {name: len(values) for name, values in request.arrays.items()} == {
+        "events": 75,
+        "purchases": 75,
+        "attributes": 75,
+    }
+
+
+def test_combined_limit_counts_every_array() -> None:
+    """Rule "or 50 combined with BRAZE_TRACK_COMBINED_LIMIT=50"."""
+    mixed = events(40) + items(
+        "user_track", [{"external_id": f"a{i}", "tier": "t"} for i in range(40)], "user_profile_attributes"
+    )
+    requests = pack(mixed, replace(DELIVERY, track_combined=50))
+    assert [request.count() for request in requests] == [50, 30]
+
+
+def test_alias_identify_delete_hold_at_most_50() -> None:
+    """Rule "50 on alias, identify, delete and subscription calls"."""
+    aliases = items("user_new_alias", [{"alias_name": f"n{i}", "alias_label": "l"} for i in range(120)])
+    assert [request.count() for request in pack(aliases, DELIVERY)] == [50, 50, 20]
+    deletes = items("user_delete", [{"external_id": f"d{i}"} for i in range(60)])
+    requests = pack(deletes, DELIVERY)
+    assert [len(request.body()["external_ids"]) for request in requests] == [50, 10]
+
+
+def test_body_stays_under_the_size_limit() -> None:
+    """Rule "under 4 MB": a request starts afresh before its JSON would pass max_body_bytes."""
+    big = items(
+        "user_track",
+        [{"external_id": f"u{i}", "name": "tap", "blob": "x" * 250} for i in range(60)],
+        "custom_events",
+    )
+    small = replace(DELIVERY, max_body_bytes=5_000)
+    requests = pack(big, small)
+    assert len(requests) > 1
+    for request in requests:
+        assert len(json.dumps(request.body(), separators=(",", ":"))) <= small.max_body_bytes
+
+
+def test_subscription_groups_by_group_and_state() -> None:
+    """v2 subscription bodies group users by (group, state); at most 50 users per group entry."""
+    records = [
+        {
+            "external_id": f"u{i}",
+            "subscription_group_id": "g1",
+            "subscription_state": "subscribed" if i % 2 else "unsubscribed",
+        }
+        for i in range(120)
+    ]
+    consent = items("user_subscription", records)
+    requests = pack(consent, DELIVERY)
+    assert all(request.endpoint is Endpoint.SUBSCRIPTION for request in requests)
+    groups = [group for request in requests for group in request.body()["subscription_groups"]]
+    assert all(len(group["external_ids"]) <= 50 for group in groups)
+    assert sum(len(group["external_ids"]) for group in groups) == 120
+    assert {group["subscription_state"] for group in groups} == {"subscribed", "unsubscribed"}
+    assert all(len(request.body()["subscription_groups"]) <= V2_GROUPS_PER_REQUEST for request in requests)
+
+
+def test_email_status_requests_hold_one_state() -> None:
+    """/email/status takes one state per request: subscribed and unsubscribed emails go apart."""
+    records = [
+        {"email": f"e{i}@example.com", "email_subscribe": "subscribed" if i % 2 else "unsubscribed"}
+        for i in range(6)
+    ]
+    requests = pack(items("user_subscription", records), DELIVERY)
+    bodies = sorted(
+        (request.body()["subscription_state"], len(request.body()["email"])) for request in requests
+    )
+    assert bodies == [("subscribed", 3), ("unsubscribed", 3)]
+
+
+def test_items_at_maps_braze_error_positions_back() -> None:
+    """An `errors` entry (input_array, index) names exactly the item at that position."""
+    (request,) = pack(events(3), DELIVERY)
+    (item,) = request.items_at("events", 2)
+    assert item.envelope["id"] == "req.2"
+    assert request.items_at("events", 3) == [] and request.items_at("purchases", 0) == []
