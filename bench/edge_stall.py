@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import json
 import socket
 import sys
@@ -152,6 +153,9 @@ def main() -> int:
     print(machine())
     for spec in args.classes.split(","):
         worker_class, _, threads = spec.partition(":")
+        if worker_class == "gevent" and importlib.util.find_spec("gevent") is None:
+            print("  gevent: not installed (pip install gevent), skipped")
+            continue
         measure(worker_class, threads or "1", args.rows, args.slow)
     return 0
 
