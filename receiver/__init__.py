@@ -12,7 +12,7 @@ def create_app(config: Settings | None = None) -> Flask:
     """Build the Flask app: load settings, open the shared clients, register blueprints and errors."""
     from prometheus_client import CollectorRegistry
 
-    from receiver import admin, cli, cors, state
+    from receiver import admin, cli, cors, request_ids, state
     from receiver.errors import register_error_handlers
     from receiver.openapi import bp as openapi_bp
     from receiver.schemas import schema_for
@@ -45,5 +45,6 @@ def create_app(config: Settings | None = None) -> Flask:
     cors.register(app, settings.routes)  # routes with allowed_origins: web pages may post (CORS)
     admin.register(app)  # /admin/ pages and rq-dashboard; 404 unless RELAY_ADMIN_KEYS is set
     register_error_handlers(app)
+    request_ids.register(app)
     cli.register(app)
     return app
