@@ -49,6 +49,11 @@ def watermark_key(workspace: str, user: str) -> str:
     return f"{PREFIX}:wm:{workspace}:{user}"
 
 
+def minute_key(minute: int) -> str:
+    """What was delivered in one minute (UNIX time // 60), for the overview's charts (a hash)."""
+    return f"{PREFIX}:minute:{minute}"
+
+
 def idempotency_key(route: str, digest: str) -> str:
     """A request's idempotency key (already hashed) and the answer to repeat, for the dedup window."""
     return f"{PREFIX}:idem:{route}:{digest}"
