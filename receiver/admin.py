@@ -1,7 +1,7 @@
 """The operator's pages at /admin/: overview, dead letters (list, show, replay, purge), RQ dashboard.
 
 Plain server-rendered HTML behind HTTP Basic with an admin key (receiver/admin_auth.py). Replay and
-purge use the same store functions as `flask --app receiver dead ...`; every POST carries the
+purge use the same store functions as `scripts/relay dead ...`; every POST carries the
 session's CSRF token and answers with a redirect and a flash message.
 """
 

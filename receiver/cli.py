@@ -1,4 +1,4 @@
-"""Command-line tools for operators: `flask --app receiver check|dead ...`."""
+"""Command-line tools for operators: `scripts/relay check|dead ...` (or `flask --app receiver ...`)."""
 
 from __future__ import annotations
 
@@ -204,7 +204,7 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
     )
     click.echo(
         f'follow it: worker log lines with request_ids ["{batch.request_id}"]; '
-        "if Braze refuses it, `flask --app receiver dead list` shows why"
+        "if Braze refuses it, `scripts/relay dead list` shows why"
     )
 
 
