@@ -3,7 +3,9 @@
 import logging
 import os
 
-from relay import logs, weblog
+import redis
+
+from relay import logs, store, weblog
 from relay.config import load_settings, warn_at_start
 from relay.secrets import ConfigError
 
@@ -40,10 +42,25 @@ logconfig_dict = logs.logging_config(access_log=accesslog)
 
 
 def on_starting(server: object) -> None:
-    """Check the configuration once in the master: a bad one exits 2 with one line, no respawn loop."""
+    """Check the configuration and Redis once in the master: exit 2 with one line, no respawn loop."""
+    log = logging.getLogger("relay.web")
     try:
         settings = load_settings()
     except ConfigError as exc:
-        logging.getLogger("relay.web").critical("braze-relay web: configuration error: %s", exc)
+        log.critical("braze-relay web: configuration error: %s", exc)
         os._exit(2)
     warn_at_start(settings, "web")
+    if not settings.redis_url:
+        return  # the embedded Redis (sandbox): the workers, which keep it running, check it
+    client = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
+    try:
+        notes = store.check_server(client, allow_eviction=settings.allow_eviction)
+    except ConfigError as exc:
+        log.critical("braze-relay web: %s", exc)
+        os._exit(2)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        notes = [f"could not check Redis at start ({type(exc).__name__}): answering 503 until it answers"]
+    finally:
+        client.close()
+    for note in notes:
+        log.warning(note)

@@ -1,5 +1,6 @@
 """The /_sim/ control API: inspect state, the request log and stats, set faults, reset. No auth.
 
+GET  /_sim/                      this list, and the Braze endpoints the simulator answers
 GET  /_sim/state                 profiles, orphans, deleted identifiers, identified aliases
 GET  /_sim/users/<external_id>   one profile, or 404
 GET  /_sim/requests?since=<i>    {"requests": [log entries from index i], "next": next index}
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from braze_sim.endpoints import ENDPOINTS
+
 if TYPE_CHECKING:
     from braze_sim.server import Simulator
 
@@ -23,6 +26,23 @@ if TYPE_CHECKING:
 def control_blueprint(sim: Simulator) -> Blueprint:
     """Build the blueprint serving /_sim/ for one simulator."""
     control = Blueprint("sim_control", __name__, url_prefix="/_sim")
+
+    @control.get("/")
+    def index() -> ResponseReturnValue:
+        lines = [
+            line.split(None, 2) for line in (__doc__ or "").splitlines() if line.startswith(("GET", "POST"))
+        ]
+        return jsonify(
+            {
+                "simulator": "braze_sim: a Braze REST API on loopback, for tests and the sandbox",
+                "control": [{"method": m, "path": path, "what": what.strip()} for m, path, what in lines],
+                "braze_endpoints": [
+                    {"method": "POST", "path": path, "rate_limit_family": endpoint.family}
+                    for path, endpoint in sorted(ENDPOINTS.items())
+                ],
+                "api_key_header": "Authorization: Bearer <the simulator's --api-key>",
+            }
+        )
 
     @control.get("/state")
     def state() -> ResponseReturnValue:

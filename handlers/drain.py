@@ -225,6 +225,7 @@ class Drainer:
         for (name, route), count in ended.items():
             metrics.incr(pipe, name, count, route=route)
         metrics.observe(pipe, "relay_delivery_lag_seconds", lags, lane=self.lane.name)
+        metrics.note_minute(pipe, lags, now)
 
     def dead_letter(self, pipe: Any, env: Envelope, dead: Dead) -> None:
         """Queue one dead letter (and its audit event) on the transaction, and log it."""

@@ -3,34 +3,50 @@
 Run it as `python -m handlers.worker` (the Procfile's `worker`). It takes consent drain jobs
 before bulk ones, keeps its Redis and Braze connections across jobs, and every second looks for
 lanes that hold records or due retries but have no owner (after a crash, or when a retry falls
-due) and enqueues their drain job.
+due) and enqueues their drain job. It checks its Redis at start (an evicting policy stops it), and
+rides out a Redis outage: RQ's work loop ends when Redis goes away mid-job, so `serve` waits for
+Redis with backoff and starts a fresh RQ worker; the records of the interrupted job come back when
+its lane's lease expires.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import threading
+import time
 from collections.abc import Iterable
 
 import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
+from rq.worker.base import StopRequested
 
 from handlers import context
+from handlers.outage import GONE, QuietRQ, RedisWatch
 from relay import lanes, store
 from relay.config import Delivery, Settings, load_settings, warn_at_start
 from relay.lanes import Lane
 from relay.logs import configure_process_logging
 from relay.secrets import ConfigError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("handlers.worker")  # by name: under `python -m` the module is __main__
 TICK_S = 1.0
+RESTART_PAUSE_S = 1.0  # before a fresh RQ worker when the last one quit for another reason than Redis
 
 
 class RelayWorker(SimpleWorker):
     """RQ's SimpleWorker: jobs run in this process, so sessions and pools survive between jobs."""
+
+    max_connection_wait_time = 2.0  # RQ's own reconnection backoff: resume soon after Redis returns
+    stopping = False  # a stop was asked for (SIGTERM, SIGINT): do not start another
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        """Warm shutdown, remembered so that `serve` does not start a fresh worker."""
+        self.stopping = True
+        super().request_stop(signum, frame)
 
 
 def tick(client: redis.Redis, delivery: Delivery, configured: Iterable[Lane] = ()) -> int:
@@ -47,11 +63,11 @@ def tick(client: redis.Redis, delivery: Delivery, configured: Iterable[Lane] = (
 
 
 class Ticker(threading.Thread):
-    """Calls `tick` every second until stopped; a Redis outage is logged and waited out."""
+    """Calls `tick` every second until stopped; tells the watch when Redis is away and when back."""
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings, watch: RedisWatch) -> None:
         super().__init__(name="relay-ticker", daemon=True)
-        self.client, self.delivery = client, settings.delivery
+        self.client, self.delivery, self.watch = client, settings.delivery, watch
         self.configured = Lane.configured(settings.routes.values(), settings.delivery.track_shards)
         self.stopping = threading.Event()
 
@@ -60,8 +76,53 @@ class Ticker(threading.Thread):
         while not self.stopping.wait(TICK_S):
             try:
                 tick(self.client, self.delivery, self.configured)
-            except redis.RedisError as exc:
-                log.warning("ticker: redis unavailable", extra={"error": type(exc).__name__})
+            except GONE as exc:
+                self.watch.lost(exc, "ticker")
+                continue
+            except redis.RedisError as exc:  # Redis answered with an error: say so, try again next tick
+                log.warning("ticker: redis refused a command", extra={"error": type(exc).__name__})
+                continue
+            self.watch.back()
+
+
+def serve(queues: list[str], client: redis.Redis, watch: RedisWatch) -> None:
+    """Run RQ workers on `queues` until a stop is asked for, riding out Redis outages."""
+    while True:
+        worker = RelayWorker(queues, connection=client, serializer=JSONSerializer)
+        try:
+            worker.work(logging_level="INFO")
+        except GONE as exc:  # RQ's own bookkeeping at start or end (register_birth, register_death)
+            watch.lost(exc, "worker")
+        except StopRequested:  # a stop asked for before RQ's loop began
+            return
+        if worker.stopping:
+            return
+        try:
+            if not watch.down:
+                log.error("rq worker stopped unexpectedly; starting a fresh one", extra={"queues": queues})
+                time.sleep(RESTART_PAUSE_S)
+            if not watch.wait(functools.partial(_asked_to_stop, worker)):
+                return
+        except StopRequested:  # SIGTERM while waiting for Redis: RQ's handler of the last worker
+            return
+
+
+def _asked_to_stop(worker: RelayWorker) -> bool:
+    return worker.stopping
+
+
+def checked_redis(client: redis.Redis, settings: Settings, watch: RedisWatch) -> None:
+    """Wait for Redis, then check it (ConfigError if it may drop records); notes are logged once."""
+    while True:
+        watch.wait()
+        try:
+            notes = store.check_server(client, allow_eviction=settings.allow_eviction)
+        except GONE as exc:
+            watch.lost(exc, "start")
+            continue
+        for note in notes:
+            log.warning(note)
+        return
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -86,20 +147,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     warn_at_start(settings, "worker")
     client = store.connect(settings)
-    ctx = context.Context(settings, client)
-    context.install(ctx)
-    ticker = Ticker(client, settings)
+    watch = RedisWatch(client)
+    logging.getLogger("rq.worker").addFilter(QuietRQ(watch))
+    try:
+        checked_redis(client, settings, watch)
+    except ConfigError as exc:
+        log.critical("braze-relay worker: %s", exc)
+        return 2
+    context.install(context.Context(settings, client))
+    ticker = Ticker(client, settings, watch)
     ticker.start()
     queues = [store.QUEUE_CONSENT] if args.consent_only else [store.QUEUE_CONSENT, store.QUEUE_BULK]
-    worker = RelayWorker(queues, connection=client, serializer=JSONSerializer)
     log.info(
         "worker started",
         extra={"sandbox": settings.sandbox, "routes": len(settings.routes), "queues": queues},
     )
     try:
-        worker.work(logging_level="INFO")
+        serve(queues, client, watch)
     finally:
         ticker.stopping.set()
+    log.info("worker stopped", extra={"queues": queues})
     return 0
 
 

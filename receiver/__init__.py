@@ -13,7 +13,7 @@ def create_app(config: Settings | None = None) -> Flask:
     from prometheus_client import CollectorRegistry
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from receiver import admin, cli, cors, state
+    from receiver import admin, cli, cors, request_ids, state
     from receiver.errors import register_error_handlers
     from receiver.openapi import bp as openapi_bp
     from receiver.schemas import schema_for
@@ -46,6 +46,7 @@ def create_app(config: Settings | None = None) -> Flask:
     cors.register(app, settings.routes)  # routes with allowed_origins: web pages may post (CORS)
     admin.register(app)  # /admin/ pages and rq-dashboard; 404 unless RELAY_ADMIN_KEYS is set
     register_error_handlers(app)
+    request_ids.register(app)
     cli.register(app)
     # A proxy that terminates TLS says so in X-Forwarded-Proto: the app then sees https (the admin
     # session cookie is marked Secure). Only the scheme is taken, from one hop; the client address

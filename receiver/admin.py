@@ -1,7 +1,7 @@
 """The operator's pages at /admin/: overview, dead letters (list, show, replay, purge), RQ dashboard.
 
 Plain server-rendered HTML behind HTTP Basic with an admin key (receiver/admin_auth.py). Replay and
-purge use the same store functions as `flask --app receiver dead ...`; every POST carries the
+purge use the same store functions as `scripts/relay dead ...`; every POST carries the
 session's CSRF token and answers with a redirect and a flash message.
 """
 
@@ -21,9 +21,9 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 from werkzeug.wrappers import Response
 
-from receiver import admin_auth, operations, state
+from receiver import admin_auth, charts, operations, state
 from receiver.state import redis_client, settings
-from relay import deadletters, lanes, store
+from relay import deadletters, lanes, metrics, store
 from relay.config import Settings
 from relay.lanes import Lane
 from relay.modes import DeadReason, RateFamily
@@ -79,8 +79,10 @@ def overview() -> str:
                 "failed": queue.failed_job_registry.count,
             }
         )
+    minutes = metrics.recent_minutes(client, 60)
     return render_template(
         "admin/overview.html",
+        charts=[charts.delivered_chart(minutes), charts.lag_chart(minutes)],
         by_reason=by_reason.most_common(),
         by_route=by_route.most_common(),
         dead_total=sum(by_reason.values()),

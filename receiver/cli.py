@@ -1,13 +1,15 @@
-"""Command-line tools for operators: `flask --app receiver check|dead ...`."""
+"""Command-line tools for operators: `scripts/relay check|dead ...` (or `flask --app receiver ...`)."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import click
+import redis
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
@@ -18,6 +20,14 @@ from relay import audit, store
 from relay.config import warn_at_start
 from relay.lanes import Lane
 from relay.modes import TEST_USER, DeadReason, Kind
+from relay.secrets import ConfigError
+
+
+def refuse(message: str) -> NoReturn:
+    """End a command with one line on stderr and exit status 2, as the processes do."""
+    click.echo(f"braze-relay: {message}", err=True)
+    sys.exit(2)
+
 
 dead = AppGroup("dead", help="List, show, replay and purge dead letters (records that did not reach Braze).")
 REASON = click.Choice([reason.value for reason in DeadReason])
@@ -132,12 +142,19 @@ def history_command(
 def check_command() -> None:
     """Check the configuration and Redis, and print the routes (no secret is printed)."""
     conf = settings()
-    redis_client().ping()
+    try:
+        notes = store.check_server(redis_client(), allow_eviction=conf.allow_eviction)
+    except ConfigError as exc:
+        refuse(str(exc))
+    except redis.RedisError as exc:
+        refuse(f"Redis does not answer ({type(exc).__name__})")
     warn_at_start(conf, "check")
     mode = "sandbox (bundled Braze simulator)" if conf.sandbox else "live Braze"
     click.echo(
         f"configuration OK: {len(conf.routes)} route(s) from {conf.config_path}; {mode}; Redis answers"
     )
+    for note in notes:
+        click.echo(f"  note: {note}")
     for route in conf.routes.values():
         table = f"{route.database}/{route.table}" if route.database else "-"
         workspace = conf.workspaces[route.workspace].endpoint
@@ -189,7 +206,7 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
     )
     click.echo(
         f'follow it: worker log lines with request_ids ["{batch.request_id}"]; '
-        "if Braze refuses it, `flask --app receiver dead list` shows why"
+        "if Braze refuses it, `scripts/relay dead list` shows why"
     )
 
 

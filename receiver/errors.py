@@ -10,6 +10,8 @@ import redis
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from receiver.request_ids import request_id
+
 log = logging.getLogger(__name__)
 
 
@@ -54,10 +56,12 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.RedisError)
     def _redis(exc: redis.RedisError) -> Response:
         # The message of a Redis error can hold the server address; log the class, not the text.
-        log.error("redis unavailable", extra={"error": type(exc).__name__})
+        log.error("redis unavailable", extra={"error": type(exc).__name__, "request_id": request_id()})
         return error_response(503, "Storage unavailable: nothing was stored. Retry later.")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.error("unexpected error", extra={"error": type(exc).__name__}, exc_info=exc)
+        log.error(
+            "unexpected error", extra={"error": type(exc).__name__, "request_id": request_id()}, exc_info=exc
+        )
         return error_response(500, "Internal error: nothing was stored. Retry later.")

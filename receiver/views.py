@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +16,7 @@ from receiver import auth, idempotency, signatures, state
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, error_response
 from receiver.fields import strict_json
+from receiver.request_ids import request_id
 from receiver.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.state import redis_client, settings
 from relay import metrics
@@ -198,14 +197,6 @@ def headers() -> dict[str, str]:
     return found
 
 
-def request_id() -> str:
-    """The id of this request: the caller's webhook-id or Idempotency-Key is not trusted for it."""
-    if "relay_id" not in g:
-        g.relay_id = f"{int(time.time() * 1000):x}-{secrets.token_hex(6)}"
-    rid: str = g.relay_id
-    return rid
-
-
 def accept(
     batch: Batch, authed: auth.Authenticated, answer: dict[str, Any], status: int = 200
 ) -> tuple[Response, int]:
@@ -239,9 +230,7 @@ def accept(
             "rejected": len(batch.invalid),
         },
     )
-    response = jsonify(answer)
-    response.headers["X-Request-Id"] = batch.request_id
-    return response, status
+    return jsonify(answer), status
 
 
 def rejected(batch: Batch) -> list[dict[str, Any]]:

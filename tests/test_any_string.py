@@ -221,7 +221,8 @@ def test_strings_of_every_unicode_category_never_5xx(
     fields = {(value if keyed else f"f{n}"): value for n, value in enumerate(values)}
     text = json.dumps(" ".join(values))  # a JSON string literal: lone surrogates as \udXXX escapes
     record_json = json.dumps({"external_id": "u-fuzz", **fields})
-    has_lone = any(0xD800 <= ord(char) <= 0xDFFF for value in values for char in value)
+    # As JSON reads it back: a high surrogate drawn just before a low one is a pair, one character.
+    has_lone = any(0xD800 <= ord(char) <= 0xDFFF for char in json.loads(text))
     cases = {
         **bodies(text),
         "record": ("POST", "/db/profiles_skip", TD, f'{{"records": [{record_json}]}}'.encode()),

@@ -157,13 +157,16 @@ def start_simulator(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
             break
     else:
         pytest.fail("Procfile.sandbox has no braze process")
-    command = command.strip().replace("--port 9100", f"--port {port}")
-    assert f"--port {port}" in command
+    assert "${SANDBOX_BRAZE_PORT:-9100}" in command, command  # the port the sandbox gives it
     log = open(tmp_path / "braze.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        ["bash", "-c", f"exec {command}"],
+        ["bash", "-c", f"exec {command.strip()}"],
         cwd=ROOT,
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        env={
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "SANDBOX_BRAZE_PORT": str(port),
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
     )

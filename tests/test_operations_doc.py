@@ -19,9 +19,9 @@ ENV_NAME = re.compile(r"\b(?:(?:RELAY|BRAZE|GUNICORN)_[A-Z0-9_]+|REDIS_URL|WEB_C
 
 
 def flask_commands() -> list[list[str]]:
-    """Every `flask --app receiver ...` command in the doc, as words (comments, pipes and quotes cut)."""
+    """Every `scripts/relay ...` command in the doc, as words (comments, pipes and quotes cut)."""
     found = []
-    for match in re.finditer(r"flask --app receiver ([^`|#\n\\]*)", DOC):
+    for match in re.finditer(r"scripts/relay ([^`|#\n\\]*)", DOC):
         found.append(shlex.split(match.group(1)))
     return found
 
@@ -39,19 +39,19 @@ def resolve(app: Flask, words: list[str]) -> tuple[list[str], click.Command]:
 
 
 def test_every_flask_command_in_the_doc_exists_with_its_options(app: Flask) -> None:
-    """Each `flask --app receiver` command answers --help, and every option it uses is one it takes."""
+    """Each `scripts/relay` command answers --help, and every option it uses is one it takes."""
     commands = flask_commands()
     assert len(commands) >= 8, "the doc's CLI commands were not found"
     runner = app.test_cli_runner()
     for words in commands:
         path, command = resolve(app, words)
-        assert path and not isinstance(command, click.Group), f"not a command: flask --app receiver {words}"
+        assert path and not isinstance(command, click.Group), f"not a command: scripts/relay {words}"
         result = runner.invoke(args=[*path, "--help"])
         assert result.exit_code == 0, (words, result.output)
         known = {opt for param in command.params for opt in param.opts}
         for word in words[len(path) :]:
             if word.startswith("--"):
-                assert word in known, f"flask --app receiver {' '.join(path)} has no option {word}"
+                assert word in known, f"scripts/relay {' '.join(path)} has no option {word}"
 
 
 def test_every_variable_in_the_doc_is_in_env_example() -> None:

@@ -55,7 +55,6 @@ def sandbox_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "RELAY_WRITE_KEYS",
         "DEMO_WRITE_KEYS",
         "PRIVACY_WRITE_KEYS",  # the example's deletion and consent routes take keys of their own
-        "CONSENT_WEBHOOK_SECRETS",
     ):
         monkeypatch.setenv(name, sandbox_default(name))
 
@@ -71,7 +70,7 @@ def test_example_routes_load_as_the_sandbox_runs_them_with_the_demo_routes() -> 
     for route in (events, consent):
         assert route.allowed_origins == DEMO_ORIGINS
         assert [key.reveal() for key in route.write_keys] == [sandbox_default("DEMO_WRITE_KEYS")]
-    port = re.search(r"--port (\d+)", procfile_command("demo", "Procfile.sandbox"))
+    port = re.search(r"--port \$\{SANDBOX_DEMO_PORT:-(\d+)\}", procfile_command("demo", "Procfile.sandbox"))
     assert port and all(origin.endswith(f":{port.group(1)}") for origin in DEMO_ORIGINS)
     # Every other example route is closed to pages.
     assert [name for name, route in settings.routes.items() if route.allowed_origins] == [

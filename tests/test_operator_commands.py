@@ -1,0 +1,228 @@
+"""The README's operator commands and the sandbox, as a newcomer runs them: a fresh shell (no
+virtualenv activated, nothing exported by hand) in a fresh copy of the checkout.
+
+The copy holds what a clone holds (git's tracked and not-ignored files); its `.venv` is the
+project's, linked rather than installed again. Commands are taken from the README itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from braze_sim.server import Simulator
+from relay import store
+from tests.helpers import BRAZE_KEY, REDIS_URL, WRITE_KEY
+from tests.processes import ROOT, free_port, wait_for
+
+README = (ROOT / "README.md").read_text()
+
+
+def readme_commands() -> list[str]:
+    """The `./scripts/relay` lines of the README's "Operator commands" block, comments cut."""
+    section = README.split("## Operator commands", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh", 1)[1].split("```", 1)[0]
+    return [
+        line.split("  #", 1)[0].strip() for line in block.splitlines() if line.startswith("./scripts/relay")
+    ]
+
+
+@pytest.fixture
+def fresh_copy(tmp_path: Path) -> Path:
+    """What `git clone` of this checkout gives, with the project's virtualenv linked in."""
+    copy = tmp_path / "clone"
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    (copy / ".venv").symlink_to(ROOT / ".venv")
+    return copy
+
+
+def fresh_shell(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a new login shell: no virtualenv, none of the relay's variables."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", **extra}
+
+
+def run(command: str, *, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """One command line, as typed into that shell."""
+    return subprocess.run(
+        ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def write_env(copy: Path, braze: Simulator, **overrides: str) -> None:
+    """The operator's `.env`: .env.example with the values of this machine filled in."""
+    values = {
+        "REDIS_URL": REDIS_URL,
+        "BRAZE_REST_ENDPOINT": braze.url,
+        "BRAZE_API_KEY": BRAZE_KEY,
+        "RELAY_CONFIG": "relay.example.toml",
+        "RELAY_WRITE_KEYS": WRITE_KEY,
+        "DEMO_WRITE_KEYS": "demo-key-for-the-copy",
+        "PRIVACY_WRITE_KEYS": "privacy-key-for-the-copy",  # the example's deletion and consent routes
+        **overrides,
+    }
+    example = (copy / ".env.example").read_text()
+    lines = [line for line in example.splitlines() if line.split("=", 1)[0].lstrip("# ") not in values]
+    lines += [f"{name}={value}" for name, value in values.items() if value]
+    (copy / ".env").write_text("\n".join(lines) + "\n")
+
+
+def plant_dead_letter(
+    copy: Path, braze: Simulator, monkeypatch: pytest.MonkeyPatch, client: redis.Redis
+) -> str:
+    """An invalid record on the copy's lenient `profiles` route, through the edge: its dead letter's id."""
+    from receiver import create_app
+    from relay.config import load_settings
+
+    for name, value in {
+        "REDIS_URL": REDIS_URL,
+        "BRAZE_REST_ENDPOINT": braze.url,
+        "BRAZE_API_KEY": BRAZE_KEY,
+        "RELAY_CONFIG": str(copy / "relay.example.toml"),
+        "RELAY_WRITE_KEYS": WRITE_KEY,
+        "DEMO_WRITE_KEYS": "demo-key-for-the-copy",
+        "PRIVACY_WRITE_KEYS": "privacy-key-for-the-copy",  # the example's deletion and consent routes
+    }.items():
+        monkeypatch.setenv(name, value)
+    edge = create_app(load_settings()).test_client()
+    posted = edge.post(
+        "/marketing/profiles", json={"records": [{"tier": "no user"}]}, headers={"X-TD-Write-Key": WRITE_KEY}
+    )
+    assert posted.status_code == 200 and posted.get_json()["rejected"]
+    (dead_id,) = [raw.decode() for raw in client.zrange(store.DEAD_INDEX, 0, -1)]
+    return dead_id
+
+
+@pytest.mark.e2e
+def test_readme_operator_commands_work_from_a_fresh_shell(
+    fresh_copy: Path,
+    braze: Simulator,
+    clean_redis: redis.Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every `./scripts/relay` line of the README runs (exit 0) from another directory, with the .env."""
+    write_env(fresh_copy, braze)
+    dead_id = plant_dead_letter(fresh_copy, braze, monkeypatch, clean_redis)
+    shell = fresh_shell(tmp_path)
+    elsewhere = tmp_path / "somewhere-else"
+    elsewhere.mkdir()
+    relay = str(fresh_copy / "scripts" / "relay")
+    commands = readme_commands()
+    assert len(commands) >= 7, commands
+    for line in commands:
+        command = line.replace("./scripts/relay", relay, 1).replace("DEAD_LETTER_ID", dead_id)
+        done = run(command, cwd=elsewhere, env=shell)
+        assert done.returncode == 0, (line, done.stdout, done.stderr)
+        assert "Traceback" not in done.stdout + done.stderr, line
+    listed = run(f"{relay} dead list", cwd=elsewhere, env=shell)
+    assert "0 shown, 0 dead letter(s)" in listed.stderr, "the README's purge removed the planted one"
+
+
+@pytest.mark.e2e
+def test_configuration_errors_are_one_line_and_status_2(
+    fresh_copy: Path, braze: Simulator, tmp_path: Path
+) -> None:
+    """A broken routes file, or a missing variable: `check` prints one line and exits 2, no traceback."""
+    shell = fresh_shell(tmp_path)
+    relay = str(fresh_copy / "scripts" / "relay")
+    (fresh_copy / "broken.toml").write_text('[routes.bad]\nmode = "user_track"\n')
+    write_env(fresh_copy, braze, RELAY_CONFIG="broken.toml")
+    broken = run(f"{relay} check", cwd=tmp_path, env=shell)
+    assert broken.returncode == 2
+    assert broken.stderr.strip().count("\n") == 0 and "route 'bad'" in broken.stderr, broken.stderr
+    assert "track_record_type" in broken.stderr and broken.stdout == ""
+    write_env(fresh_copy, braze, RELAY_WRITE_KEYS="")
+    missing = run(f"{relay} dead list", cwd=tmp_path, env=shell)
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0, missing.stderr
+    assert "RELAY_WRITE_KEYS" in missing.stderr
+    assert "Traceback" not in broken.stderr + missing.stderr
+
+
+@pytest.mark.e2e
+def test_sandbox_shows_everything_safely(fresh_copy: Path, tmp_path: Path) -> None:
+    """`./scripts/sandbox` binds 127.0.0.1, prints a session admin key, secret and a signed-webhook
+    example that works, and `./scripts/relay` in another shell finds the session; Ctrl-C cleans up."""
+    ports = {
+        "PORT": str(free_port()),
+        "SANDBOX_BRAZE_PORT": str(free_port()),
+        "SANDBOX_DEMO_PORT": str(free_port()),
+    }
+    shell = fresh_shell(tmp_path, **ports)
+    log = (tmp_path / "sandbox.log").open("wb")
+    sandbox = subprocess.Popen(
+        ["./scripts/sandbox"],
+        cwd=fresh_copy,
+        env=shell,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    relay = f"http://127.0.0.1:{ports['PORT']}"
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{relay}/readyz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return sandbox.poll() is not None
+
+    try:
+        wait_for(up, 120, "the sandbox's web to answer")
+        assert sandbox.poll() is None
+        printed = (tmp_path / "sandbox.log").read_text()
+        admin_key = re.search(r"password: (\S+)\)", printed)
+        secret = re.search(r"webhook secret: (whsec_\S+)", printed)
+        assert admin_key and secret, printed[:3000]
+        assert f"Listening at: http://127.0.0.1:{ports['PORT']}" in printed, "web binds loopback only"
+        session = (fresh_copy / "var" / "sandbox.env").read_text()
+        assert admin_key.group(1) in session and secret.group(1) in session
+        assert oct((fresh_copy / "var" / "sandbox.env").stat().st_mode & 0o777) == "0o600"
+        admin = requests.get(f"{relay}/admin/", auth=("ops", admin_key.group(1)), timeout=10)
+        assert admin.status_code == 200 and "Overview" in admin.text
+        example = re.search(r"signed webhook: (.+)", printed)
+        assert example
+        sent = run(example.group(1).strip(), cwd=fresh_copy, env={**shell, "RELAY_URL": relay})
+        assert sent.returncode == 0 and sent.stdout.startswith("202"), (sent.stdout, sent.stderr)
+        sim = requests.get(f"http://127.0.0.1:{ports['SANDBOX_BRAZE_PORT']}/_sim/", timeout=10).json()
+        assert {"/users/track", "/users/delete"} <= {entry["path"] for entry in sim["braze_endpoints"]}
+        checked = run(f"{fresh_copy}/scripts/relay check", cwd=tmp_path, env=fresh_shell(tmp_path))
+        assert checked.returncode == 0 and "sandbox (bundled Braze simulator)" in checked.stdout, (
+            checked.stderr
+        )
+        wait_for(
+            lambda: bool(
+                requests.get(
+                    f"http://127.0.0.1:{ports['SANDBOX_BRAZE_PORT']}/_sim/users/user-1", timeout=5
+                ).ok
+            ),
+            30,
+            "the signed webhook's event in the sandbox Braze",
+        )
+    finally:
+        os.killpg(sandbox.pid, signal.SIGINT)
+        try:
+            sandbox.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(sandbox.pid, signal.SIGKILL)
+        log.close()
+    assert not (fresh_copy / "var" / "sandbox.env").exists(), "the session's keys are forgotten"
+    lines = (tmp_path / "sandbox.log").read_text().splitlines()
+    assert any(json.loads(line).get("msg") == "worker started" for line in lines if line.startswith("{"))
