@@ -12,7 +12,7 @@ def create_app(config: Settings | None = None) -> Flask:
     """Build the Flask app: load settings, open the shared clients, register blueprints and errors."""
     from prometheus_client import CollectorRegistry
 
-    from receiver import admin, cli, cors, request_ids, state
+    from receiver import admin, cli, cors, request_ids, state, transform
     from receiver.errors import register_error_handlers
     from receiver.openapi import bp as openapi_bp
     from receiver.schemas import schema_for
@@ -38,6 +38,7 @@ def create_app(config: Settings | None = None) -> Flask:
             tables={(r.database, r.table): r for r in settings.routes.values() if r.database and r.table},
             schemas={name: schema_for(route, settings.limits) for name, route in settings.routes.items()},
             metrics=registry,
+            transform_schemas=transform.schemas_by_route(settings),
         ),
     )
     app.register_blueprint(bp)

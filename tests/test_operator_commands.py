@@ -76,6 +76,7 @@ def write_env(copy: Path, braze: Simulator, **overrides: str) -> None:
         "RELAY_CONFIG": "relay.example.toml",
         "RELAY_WRITE_KEYS": WRITE_KEY,
         "DEMO_WRITE_KEYS": "demo-key-for-the-copy",
+        "SDK_WRITE_KEYS": "sdk-key-for-the-copy",
         **overrides,
     }
     example = (copy / ".env.example").read_text()
@@ -98,6 +99,7 @@ def plant_dead_letter(
         "RELAY_CONFIG": str(copy / "relay.example.toml"),
         "RELAY_WRITE_KEYS": WRITE_KEY,
         "DEMO_WRITE_KEYS": "demo-key-for-the-copy",
+        "SDK_WRITE_KEYS": "sdk-key-for-the-copy",
     }.items():
         monkeypatch.setenv(name, value)
     edge = create_app(load_settings()).test_client()
