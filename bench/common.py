@@ -309,8 +309,10 @@ class WrkResult:
         return self.ok / self.duration_s if self.duration_s else 0.0
 
 
-def run_wrk(url: str, seconds: float, connections: int, run_id: str, threads: int = 2) -> WrkResult:
-    """Load `url` with bench/postback.lua; bounded by wrk's own duration plus a margin."""
+def run_wrk(
+    url: str, seconds: float, connections: int, run_id: str, threads: int = 2, *, script: Path = LUA
+) -> WrkResult:
+    """Load `url` with a wrk script (bench/postback.lua); bounded by wrk's own duration plus a margin."""
     env = base_env({"BENCH_WRITE_KEY": WRITE_KEY, "BENCH_RUN": run_id})
     command = [
         "wrk",
@@ -323,7 +325,7 @@ def run_wrk(url: str, seconds: float, connections: int, run_id: str, threads: in
         "--timeout",
         "10s",
         "-s",
-        str(LUA),
+        str(script),
         url,
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -138,13 +138,16 @@ def consent_items(env: Envelope) -> list[Item]:
 
     The v2 subscription endpoint and /email/status both work for an email or phone that has no
     Braze profile yet (Braze keeps the state for it); push_subscribe, and email_subscribe by
-    external_id, go in /users/track attributes.
+    external_id, go in /users/track attributes. The v2 endpoint takes no alias: an alias's states
+    all go in /users/track attributes (`subscription_groups`), creating its alias-only profile.
     """
     rec = env["rec"]
     ident = rec["_id"]
     ((id_name, id_value),) = ident.items()
     user = user_key(ident)
     items = []
+    if id_name == "user_alias":
+        return alias_subscription_items(env, user)
     if rec.get("subscription_group_id"):
         gid, state = rec["subscription_group_id"], rec["subscription_state"]
         ids = {"external_id": "external_ids", "email": "emails", "phone": "phones"}[id_name]
@@ -178,6 +181,31 @@ def consent_items(env: Envelope) -> list[Item]:
     if attrs:
         items.append(
             Item(env, Endpoint.TRACK, "attributes", {**ident, **attrs}, watermarks=list(attrs), user=user)
+        )
+    return items
+
+
+def alias_subscription_items(env: Envelope, user: str) -> list[Item]:
+    """An alias's consent as /users/track attributes (`subscription_groups`, email/push states).
+
+    The group state in an object of its own, so a group state older than one already sent (no stale
+    overwrite) drops that whole object without taking the email/push states with it.
+    """
+    rec = env["rec"]
+    ident = rec["_id"]
+    # Braze defaults _update_existing_only to true for an alias: say false, or an unknown alias's
+    # consent is dropped (the route's update_existing_only still wins).
+    base = {**ident, "_update_existing_only": bool(env.get("uxo"))}
+    items = []
+    if rec.get("subscription_group_id"):
+        gid, state = rec["subscription_group_id"], rec["subscription_state"]
+        group = {"subscription_group_id": gid, "subscription_state": state}
+        obj = {**base, "subscription_groups": [group]}
+        items.append(Item(env, Endpoint.TRACK, "attributes", obj, watermarks=[f"sub:{gid}"], user=user))
+    attrs = {name: rec[name] for name in ("email_subscribe", "push_subscribe") if rec.get(name)}
+    if attrs:
+        items.append(
+            Item(env, Endpoint.TRACK, "attributes", {**base, **attrs}, watermarks=list(attrs), user=user)
         )
     return items
 

@@ -13,7 +13,7 @@ def create_app(config: Settings | None = None) -> Flask:
     from prometheus_client import CollectorRegistry
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from receiver import admin, cli, cors, request_ids, state
+    from receiver import admin, cli, cors, request_ids, state, transform
     from receiver.errors import register_error_handlers
     from receiver.openapi import bp as openapi_bp
     from receiver.schemas import schema_for
@@ -39,6 +39,7 @@ def create_app(config: Settings | None = None) -> Flask:
             tables={(r.database, r.table): r for r in settings.routes.values() if r.database and r.table},
             schemas={name: schema_for(route, settings.limits) for name, route in settings.routes.items()},
             metrics=registry,
+            transform_schemas=transform.schemas_by_route(settings),
         ),
     )
     app.register_blueprint(bp)

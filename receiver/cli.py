@@ -14,7 +14,7 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 
-from receiver import operations, state
+from receiver import operations, state, transform_cli
 from receiver.state import redis_client, settings
 from relay import audit, store
 from relay.config import warn_at_start
@@ -110,19 +110,33 @@ consent = AppGroup("consent", help="The consent audit trail: what was received a
 @click.option("--external-id", help="The user's external_id.")
 @click.option("--email", help="The user's email (looked up by hash; it is not logged).")
 @click.option("--phone", help="The user's phone (looked up by hash; it is not logged).")
+@click.option(
+    "--alias", metavar="NAME:LABEL", help="The user's alias, e.g. a browser's <td_client_id>:td_client_id."
+)
 @click.option("--workspace", default="default", show_default=True, help="The Braze workspace of the route.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def history_command(
-    external_id: str | None, email: str | None, phone: str | None, workspace: str, as_json: bool
+    *,
+    external_id: str | None,
+    email: str | None,
+    phone: str | None,
+    alias: str | None,
+    workspace: str,
+    as_json: bool,
 ) -> None:
     """Show one user's consent changes, newest first: received, confirmed, superseded, dead-lettered."""
-    given = {
+    given: dict[str, Any] = {
         name: value
         for name, value in (("external_id", external_id), ("email", email), ("phone", phone))
         if value
     }
+    if alias:
+        alias_name, sep, alias_label = alias.rpartition(":")
+        if not (sep and alias_name and alias_label):
+            raise click.BadParameter(f"{alias!r} is not NAME:LABEL", param_hint="--alias")
+        given["user_alias"] = {"alias_name": alias_name, "alias_label": alias_label}
     if len(given) != 1:
-        raise click.UsageError("give exactly one of --external-id, --email, --phone")
+        raise click.UsageError("give exactly one of --external-id, --email, --phone, --alias")
     events = audit.history(redis_client(), workspace, given)
     for event in events:
         if as_json:
@@ -159,8 +173,10 @@ def check_command() -> None:
         table = f"{route.database}/{route.table}" if route.database else "-"
         workspace = conf.workspaces[route.workspace].endpoint
         lanes = ",".join(lane.name for lane in Lane.of_route(route, conf.delivery.track_shards))
+        shaped = f"  transform={route.transform.label}" if route.transform else ""  # jq before the schema
         click.echo(
             f"  {route.name}: {route.mode}/{route.kind}  table={table}  lane={lanes}  braze={workspace}"
+            + shaped
         )
 
 
@@ -216,3 +232,4 @@ def register(app: Flask) -> None:
     app.cli.add_command(consent)
     app.cli.add_command(check_command)
     app.cli.add_command(send_test_command)
+    app.cli.add_command(transform_cli.transform_group)

@@ -40,28 +40,29 @@ class Batch:
     payloads: dict[Lane, list[str]] = field(default_factory=dict)  # lane -> serialized records
     consent: list[Envelope] = field(default_factory=list)  # kept for the audit trail
     invalid: list[tuple[int, Any, dict[str, Any]]] = field(default_factory=list)
+    filtered: int = 0  # inputs the route's transform turned into no record
 
     @property
     def accepted(self) -> int:
         """How many records this request stores for delivery."""
         return sum(map(len, self.payloads.values()))
 
-    def add(self, index: int, record: dict[str, Any]) -> None:
-        """Take one loaded record."""
-        env = self.envelope(index, record)
-        lane = Lane.of(self.route.workspace, self.route.kind, record.get("_id"), self.shards)
+    def add(self, index: int, record: dict[str, Any], kind: Kind | None = None) -> None:
+        """Take one loaded record (of `kind`, when a transform chose another than the route's)."""
+        env = self.envelope(index, record, kind)
+        lane = Lane.of(self.route.workspace, kind or self.route.kind, record.get("_id"), self.shards)
         self.payloads.setdefault(lane, []).append(dumps(env))
-        if self.route.kind is Kind.CONSENT:
+        if (kind or self.route.kind) is Kind.CONSENT:
             self.consent.append(env)
 
-    def envelope(self, index: int, record: dict[str, Any]) -> Envelope:
+    def envelope(self, index: int, record: dict[str, Any], kind: Kind | None = None) -> Envelope:
         """Wrap one loaded record for the queue; the receive time stands in for a missing `time`."""
         if record.get("time") is None:
             record["time"] = self.received
         env: Envelope = {
             "id": f"{self.request_id}.{index}",
             "route": self.route.name,
-            "kind": self.route.kind,
+            "kind": kind or self.route.kind,
             "ws": self.route.workspace,
             "rec": record,
             "t": record["time"],
@@ -98,7 +99,9 @@ def store_batch(
     first request's stored answer instead of None.
     """
     token = new_token()
-    plain = claim is None and not (batch.invalid or batch.consent) and len(batch.payloads) == 1
+    plain = (
+        claim is None and not (batch.invalid or batch.consent or batch.filtered) and len(batch.payloads) == 1
+    )
     if plain and batch.accepted <= PUSH_CHUNK:
         armed = _store_plain(client, batch, settings, token)
     else:
@@ -176,6 +179,7 @@ def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) ->
     route = batch.route.name  # received = accepted + rejected: /metrics adds them up
     metrics.incr(pipe, "relay_records_accepted", batch.accepted, route=route)
     metrics.incr(pipe, "relay_records_rejected", len(batch.invalid), route=route, reason=DeadReason.INVALID)
+    metrics.incr(pipe, "relay_inputs_filtered", batch.filtered, route=route)
     arming = list(batch.payloads)
     for lane in arming:
         lane.take_lease(pipe, token, settings.delivery)

@@ -19,6 +19,10 @@ NUMBER = re.compile(r"^[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?$")
 # as UTF-8. Text without such an escape cannot hold one (the body was decoded as strict UTF-8).
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 SURROGATE = re.compile("[\ud800-\udfff]")
+# A zone written as a name ("2026-11-30 10:00:00.123 UTC", as Presto prints a timestamp with zone).
+ZONE_NAME = re.compile(r"\s*(?:Z|UTC|GMT)$", re.IGNORECASE)
+# Braze's own event-time form: yyyy-MM-dd'T'HH:mm:ss:SSSZ, a colon before the milliseconds.
+BRAZE_MILLIS = re.compile(r"(T\d{2}:\d{2}:\d{2}):(\d{3})")
 
 
 def _refuse_constant(name: str) -> None:
@@ -80,6 +84,10 @@ def _finite_float(text: str) -> float:
 def parse_time(value: Any) -> float:
     """ISO-8601 or UNIX seconds (number or numeric string) as UNIX seconds; naive times are UTC.
 
+    ISO-8601 as senders write it: with a zone or without (UTC), 'T' or a space between date and
+    time ("2026-11-30 10:00:00.123", AppsFlyer's and TD's form), a zone as an offset (+00:00, +0000)
+    or as Z, UTC or GMT, and Braze's own "...T10:00:00:123Z".
+
     A time more than a day ahead is refused: it would hold a user's newest-value mark for its
     fields (no stale overwrite) and shut out every real change until the mark expires.
     """
@@ -105,7 +113,7 @@ def _seconds(value: Any) -> float:
             seconds = float(text)
         except ValueError:
             try:
-                parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+                parsed = datetime.fromisoformat(BRAZE_MILLIS.sub(r"\1.\2", ZONE_NAME.sub("+00:00", text)))
             except ValueError:
                 raise ValidationError("Not a valid time: use ISO-8601 or UNIX seconds.") from None
             if parsed.tzinfo is None:

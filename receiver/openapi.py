@@ -42,7 +42,11 @@ ERRORS = {
     409: "Idempotency key (`webhook-id` or `Idempotency-Key`) already used with a different body.",
     413: "Body, record count or row count over the limit.",
     415: "Content-Type is not JSON.",
-    422: "Records failed validation; `errors.records` is keyed by record index, then field. Nothing stored.",
+    422: (
+        "Records failed validation; `errors.records` is keyed by record index, then field. Nothing stored."
+        " On a route with a transform it is keyed by input index: `transform` holds jq's message, or"
+        " `emitted` the errors of the input's records by their index among them."
+    ),
     503: "Redis unavailable: nothing of the request was stored. Retry later.",
 }
 INGEST_ERRORS = (400, 401, 404, 405, 409, 413, 415, 422, 503)
@@ -78,7 +82,12 @@ class ErrorSchema(Schema):
 class RejectedSchema(Schema):
     """A record that failed validation on a route with `skip_on_invalid_records = true`."""
 
-    index = fields.Integer(required=True, metadata={"description": "Its index in the request."})
+    index = fields.Integer(
+        required=True, metadata={"description": "Its index in the request (with a transform: its input's)."}
+    )
+    emitted = fields.Integer(
+        metadata={"description": "With a transform: the record's index among those its input made."}
+    )
     errors = fields.Dict(required=True, metadata={"description": "Its errors, keyed by field."})
 
 
@@ -86,12 +95,16 @@ class PostbackAnswerSchema(Schema):
     """`{}`, as TD answers; names the record when the route skips invalid records."""
 
     rejected = fields.List(fields.Nested(RejectedSchema))
+    filtered = fields.Integer(metadata={"description": "1 when the route's transform made no record of it."})
 
 
 class CountsSchema(Schema):
     """What a TD ingestion or export request stored."""
 
     accepted = fields.Integer(required=True, metadata={"description": "Records stored for delivery."})
+    filtered = fields.Integer(
+        metadata={"description": "On a route with a transform: inputs it made no record of (not errors)."}
+    )
     rejected = fields.List(fields.Nested(RejectedSchema), required=True)
     id = fields.String(required=True, metadata={"description": "The request id, also in X-Request-Id."})
 
@@ -221,8 +234,17 @@ def _add_components(spec: APISpec, settings: Settings | None) -> None:
         "description": "One record; the route named by the path decides which schema applies.",
         "anyOf": [_ref(name) for name in names.values()],
     }
+    transformed = {
+        n: r.transform.label for n, r in sorted((settings.routes if settings else {}).items()) if r.transform
+    }
+    if transformed:  # such a route takes its sender's documents: its transform makes the records
+        spec.components.schema("TransformInput", TRANSFORM_INPUT)
+        record["anyOf"].append(_ref("TransformInput"))
+        record["x-transform-by-route"] = transformed
     if settings:
-        record["x-record-schema-by-route"] = {n: names[r.kind] for n, r in sorted(settings.routes.items())}
+        record["x-record-schema-by-route"] = {
+            n: "TransformInput" if r.transform else names[r.kind] for n, r in sorted(settings.routes.items())
+        }
     limits = settings.limits if settings else Limits()
     records = {"type": "array", "items": _ref("Record"), "minItems": 1}
     bodies = {
@@ -268,6 +290,15 @@ def _add_components(spec: APISpec, settings: Settings | None) -> None:
         spec.components.security_scheme(scheme_name, scheme)
 
 
+TRANSFORM_INPUT: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        "A document as its sender posts it (a Segment call, a Shopify order, ...): the route's jq"
+        " transform (its `transform`, or a `preset`) makes zero or more records of it, each then checked"
+        " by the record schema of its kind (`track_record_type` may choose it in a user_track route)."
+        " An input that makes no record is counted as `filtered`."
+    ),
+}
 SIGNATURE = (
     "Standard Webhooks, with webhook-id and webhook-timestamp: `webhook-signature: v1,<base64 "
     "HMAC-SHA256 of '{id}.{timestamp}.{body}'>`, several space-separated; timestamp within ±5 minutes."

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from marshmallow import ValidationError
 
-from receiver import state
+from receiver import state, transform
 from relay import deadletters
 from relay.modes import DeadReason
 
@@ -86,7 +86,11 @@ def revalidate(item: dict[str, Any]) -> dict[str, Any] | None:
     route = edge.settings.routes.get(item["route"])
     if route is None:
         raise ValidationError({"_route": [f"route {item['route']!r} is no longer configured"]})
-    record: dict[str, Any] = edge.schemas[route.name].load(item["envelope"]["rec"]["raw"])
+    raw = item["envelope"]["rec"]["raw"]
+    # A transformed route's dead letter: its input through the transform again, or its record as made.
+    record: dict[str, Any] = (
+        transform.revalidate(route, item) if route.transform else edge.schemas[route.name].load(raw)
+    )
     if record.get("time") is None:
         record["time"] = item["envelope"]["at"]
     return record

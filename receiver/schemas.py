@@ -306,7 +306,8 @@ class SubscriptionSchema(RecordSchema):
     class Meta:
         unknown = EXCLUDE  # other columns mean nothing to a consent change
 
-    identifier_fields = ("external_id", "email", "phone")
+    # An alias (a browser's consent, say) takes its states through /users/track attributes.
+    identifier_fields = ("external_id", "email", "phone", "user_alias")
     subscription_group_id = BrazeString()
     subscription_state = fields.String(validate=validate.OneOf(SUBSCRIPTION_STATES))
     email_subscribe = fields.String(validate=validate.OneOf(GLOBAL_STATES))

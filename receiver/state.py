@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from flask import Flask, current_app
@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from receiver.schemas import RecordSchema
 from relay.config import Settings
+from relay.modes import Kind
 from relay.routes import Route
 
 KEY = "relay"  # the one app.extensions key of the relay
@@ -26,6 +27,8 @@ class EdgeState:
     schemas: Mapping[str, RecordSchema]
     metrics: CollectorRegistry
     openapi: bytes | None = None  # the serialized OpenAPI document, built on first request
+    # Routes with a transform: the schemas of every kind their records may be (user_track: three).
+    transform_schemas: Mapping[str, Mapping[Kind, RecordSchema]] = field(default_factory=dict)
 
 
 def install(app: Flask, edge: EdgeState) -> None:

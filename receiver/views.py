@@ -12,7 +12,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from receiver import auth, idempotency, signatures, state
+from receiver import auth, idempotency, signatures, state, transform
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, error_response
 from receiver.fields import strict_json
@@ -154,6 +154,16 @@ def authenticate(
 
 def load_records(route: Route, raw_records: Iterable[Any], total: int) -> Batch:
     """Validate every record; 422 naming index and field unless the route skips invalid records."""
+    if route.transform is not None:  # each input through the route's jq program first
+        shards = settings().delivery.track_shards
+        made = transform.TransformedBatch(route=route, request_id=request_id(), shards=shards)
+        problems = transform.load_inputs(
+            route, raw_records, made, state.current().transform_schemas[route.name]
+        )
+        if problems and not route.skip_on_invalid_records:
+            count_refused(route, made.numbered, len(made.invalid))
+            raise ApiError(422, transform.refusal(route, problems, total), {"records": problems})
+        return made
     schema = state.current().schemas[route.name]
     batch = Batch(route=route, request_id=request_id(), shards=settings().delivery.track_shards)
     errors: dict[str, Any] = {}
@@ -235,6 +245,8 @@ def accept(
 
 def rejected(batch: Batch) -> list[dict[str, Any]]:
     """The records the route skipped as invalid, named by index with their errors."""
+    if isinstance(batch, transform.TransformedBatch):
+        return batch.rejections  # by input index, and the index among that input's records
     return [{"index": index, "errors": errors} for index, _, errors in batch.invalid]
 
 
@@ -247,7 +259,8 @@ def postback(database: str, table: str) -> tuple[Response, int]:
     if not isinstance(body, dict):
         raise ApiError(400, "A postback body must be one JSON object (one record).")
     batch = load_records(route, [body], 1)
-    return accept(batch, authed, {"rejected": rejected(batch)} if batch.invalid else {})
+    answer = {"rejected": rejected(batch)} if batch.invalid else {}
+    return accept(batch, authed, {**answer, "filtered": batch.filtered} if batch.filtered else answer)
 
 
 @bp.post("/<database>/<table>")
@@ -265,9 +278,8 @@ def ingest(database: str, table: str) -> tuple[Response, int]:
             413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records}
         )
     batch = load_records(route, records, len(records))
-    return accept(
-        batch, authed, {"accepted": batch.accepted, "rejected": rejected(batch), "id": batch.request_id}
-    )
+    answer = {"accepted": batch.accepted, **transform.counts(batch), "rejected": rejected(batch)}
+    return accept(batch, authed, {**answer, "id": batch.request_id})
 
 
 @bp.route("/export/<name>", methods=["PUT", "POST"])
@@ -296,9 +308,8 @@ def export(name: str) -> tuple[Response, int]:
         )
     # Rows become records one at a time: only the serialized records are kept, not 100,000 dicts.
     batch = load_records(route, (dict(zip(names, row, strict=True)) for row in rows), len(rows))
-    return accept(
-        batch, authed, {"accepted": batch.accepted, "rejected": rejected(batch), "id": batch.request_id}
-    )
+    answer = {"accepted": batch.accepted, **transform.counts(batch), "rejected": rejected(batch)}
+    return accept(batch, authed, {**answer, "id": batch.request_id})
 
 
 @bp.post("/webhooks/<name>")
@@ -317,8 +328,8 @@ def webhook(name: str) -> tuple[Response, int]:
     if len(records) > limits.webhook_records:
         raise ApiError(413, f"At most {limits.webhook_records} records per request.")
     batch = load_records(route, records, len(records))
-    answer = {"id": batch.request_id, "accepted": batch.accepted, "rejected": rejected(batch)}
-    return accept(batch, authed, answer, 202)
+    answer = {"id": batch.request_id, "accepted": batch.accepted, **transform.counts(batch)}
+    return accept(batch, authed, {**answer, "rejected": rejected(batch)}, 202)
 
 
 @bp.get("/metrics")

@@ -35,6 +35,7 @@ COUNTERS = {
     "relay_records_dead_lettered": ("Records put in the dead-letter store", ("route", "reason")),
     "relay_records_replayed": ("Dead letters put back for delivery", ("route",)),
     "relay_dead_letters_dropped": ("Oldest dead letters dropped: the route held its maximum", ("route",)),
+    "relay_inputs_filtered": ("Inputs a route's transform turned into no record", ("route",)),
     "relay_retries": ("Records scheduled for another attempt", ("route", "reason")),
     "relay_braze_requests": ("Requests sent to Braze", ("endpoint", "status")),
     "relay_rate_limited": ("429 answers from Braze, or waits for the shared window", ("family", "source")),

@@ -14,6 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from relay.modes import ROUTE_MODES, TRACK_TYPES, Kind, Mode, mode_of
 from relay.secrets import ConfigError, Secret, split_secrets
+from relay.transforms import PRESETS, Transform, TransformError, compile_transform
 
 NAME = validate.Regexp(r"^[A-Za-z0-9_]{1,128}$", error="only letters, digits and '_' are allowed")
 ROUTE_NAME = validate.Regexp(
@@ -81,6 +82,8 @@ class Route:
     dead_letters_max: int | None = None  # None: the global RELAY_DEAD_LETTERS_MAX
     # Web pages that may post to this route from a browser (CORS); their key is public.
     allowed_origins: tuple[str, ...] = ()
+    # The route's jq program (`transform` or `preset`), compiled at start; None: records as they come.
+    transform: Transform | None = None
 
     @property
     def own_credentials(self) -> bool:
@@ -126,6 +129,9 @@ class RouteSchema(Schema):
     delivery_id_header = fields.String(validate=HEADER_NAME, load_default=None)
     dead_letters_max = fields.Integer(validate=validate.Range(min=1), load_default=None)
     allowed_origins = fields.List(fields.String(validate=ORIGIN), load_default=list)
+    transform = fields.String(validate=validate.Length(min=1), load_default=None)
+    preset = fields.String(validate=validate.OneOf(sorted(PRESETS)), load_default=None)
+    transform_args = fields.Dict(keys=fields.String(), load_default=None)
 
     @validates_schema
     def _public_key(self, data: dict[str, Any], **_: Any) -> None:
@@ -167,6 +173,15 @@ class RouteSchema(Schema):
             raise ValidationError("database and table go together", "table")
         if bool(data.get("braze_endpoint")) != bool(data.get("braze_api_key_env")):
             raise ValidationError("braze_endpoint and braze_api_key_env go together", "braze_api_key_env")
+        if data.get("transform") and data.get("preset"):
+            raise ValidationError("give transform or preset, not both", "preset")
+        if data.get("transform_args") is not None and not (data.get("transform") or data.get("preset")):
+            raise ValidationError("only allowed with transform or preset", "transform_args")
+        preset = PRESETS.get(data.get("preset") or "")
+        if preset and data["mode"] not in preset.modes:
+            raise ValidationError(
+                f"preset {data['preset']!r} needs mode {' or '.join(preset.modes)}", "preset"
+            )
         _check_signature(data)
 
 
@@ -248,6 +263,19 @@ def load_routes(
                     f"{where}: database/table {'/'.join(pair)} already used by {seen_tables[pair]!r}"
                 )
             seen_tables[pair] = name
+        transform = None
+        if data["transform"] or data["preset"]:
+            variables = {key: data[key] for key in ("database", "table", "mode", "track_record_type")}
+            try:
+                transform = compile_transform(
+                    source=data["transform"],
+                    preset=data["preset"],
+                    args=data["transform_args"] or {},
+                    route={"name": name, **variables},
+                )
+            except TransformError as exc:
+                key = "preset" if data["preset"] else "transform"
+                raise ConfigError(f"{where}: key '{key}': {exc}") from None
         routes[name] = Route(
             name=name,
             mode=data["mode"],
@@ -271,5 +299,6 @@ def load_routes(
             delivery_id_header=data["delivery_id_header"],
             dead_letters_max=data["dead_letters_max"],
             allowed_origins=tuple(data["allowed_origins"]),
+            transform=transform,
         )
     return routes, workspaces

@@ -20,7 +20,15 @@ import pytest
 import redis
 import requests
 
-from tests.helpers import REDIS_URL, ROUTES, WEBHOOK_SECRET, WRITE_KEY, relay_environment, signed_headers
+from tests.helpers import (
+    REDIS_URL,
+    ROUTES,
+    SAMPLES,
+    WEBHOOK_SECRET,
+    WRITE_KEY,
+    relay_environment,
+    signed_headers,
+)
 from tests.processes import ROOT, Processes, wait_for
 
 PRIVACY_KEY = "privacy-write-key-51c0"
@@ -39,6 +47,13 @@ track_record_type = "custom_events"
 signature = "shopify"
 webhook_secrets_env = "SHOP_SECRETS"
 write_keys_env = "SHOP_WRITE_KEYS"
+
+[routes.shop_orders]
+mode = "user_track"
+track_record_type = "purchases"
+preset = "shopify_orders"
+signature = "shopify"
+webhook_secrets_env = "SHOP_SECRETS"
 """
 
 
@@ -293,3 +308,27 @@ def test_encoded_crlf_in_a_path_keeps_the_access_log_json(stack: tuple[Processes
     (line,) = [line for line in logged() if "forged" in str(line["path"])]
     assert str(line["path"]).startswith('/webhooks/x\r\n{"forged": true}"\\')
     assert not any(text.startswith('{"forged"') for text in procs.logs().splitlines())
+
+
+def test_signed_shopify_order_through_the_preset(
+    stack: tuple[Processes, str], clean_redis: redis.Redis
+) -> None:
+    """Issue 9: Shopify's documented orders/create sample, signed by Shopify's recipe, goes through the
+    shopify_orders preset (202, a purchase per line item stored); the same bytes one digit off are 401.
+
+    Sample: tests/samples/shopify/orders_create.json (Shopify's orders/create example payload,
+    https://shopify.dev/docs/api/webhooks?reference=toml#list-orders/create).
+    """
+    _, base = stack
+    body = (SAMPLES / "shopify" / "orders_create.json").read_bytes()
+    items = len(json.loads(body)["line_items"])
+    accepted = post(base, "/webhooks/shop_orders", body, shopify_headers(body, SHOP_SECRET, "order-wh-1"))
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["accepted"] >= items
+    stored_now = stored(clean_redis, "track")
+    assert stored_now == accepted.json()["accepted"]
+    tampered = body.replace(b'"quantity": 1', b'"quantity": 9', 1)
+    assert tampered != body
+    refused = post(base, "/webhooks/shop_orders", tampered, shopify_headers(body, SHOP_SECRET, "order-wh-2"))
+    assert refused.status_code == 401
+    assert stored(clean_redis, "track") == stored_now

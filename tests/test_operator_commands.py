@@ -77,6 +77,7 @@ def write_env(copy: Path, braze: Simulator, **overrides: str) -> None:
         "RELAY_WRITE_KEYS": WRITE_KEY,
         "DEMO_WRITE_KEYS": "demo-key-for-the-copy",
         "PRIVACY_WRITE_KEYS": "privacy-key-for-the-copy",  # the example's deletion and consent routes
+        "SDK_WRITE_KEYS": "sdk-key-for-the-copy",
         **overrides,
     }
     example = (copy / ".env.example").read_text()
@@ -100,6 +101,7 @@ def plant_dead_letter(
         "RELAY_WRITE_KEYS": WRITE_KEY,
         "DEMO_WRITE_KEYS": "demo-key-for-the-copy",
         "PRIVACY_WRITE_KEYS": "privacy-key-for-the-copy",  # the example's deletion and consent routes
+        "SDK_WRITE_KEYS": "sdk-key-for-the-copy",
     }.items():
         monkeypatch.setenv(name, value)
     edge = create_app(load_settings()).test_client()

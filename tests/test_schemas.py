@@ -516,7 +516,6 @@ BAD_SUBSCRIPTIONS = {
     "push_subscribe unknown": ({"external_id": "u7", "push_subscribe": "yes"}, "push_subscribe"),
     "nothing to set": ({"external_id": "u7"}, "_record"),
     "braze_id identifier": ({"braze_id": "b-1", "email_subscribe": "opted_in"}, "identifier"),
-    "alias identifier": ({**ALIAS, "email_subscribe": "opted_in"}, "identifier"),
     "no identifier": ({"email_subscribe": "opted_in"}, "identifier"),
 }
 

@@ -47,13 +47,17 @@ def sandbox_default(name: str) -> str:
 def sandbox_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The environment scripts/sandbox runs the relay with (sandbox mode: no Braze variables)."""
     for name in list(os.environ):
-        if name.startswith(("RELAY_", "BRAZE_", "DEMO_")) or name in ("REDIS_URL", "PRIVACY_WRITE_KEYS"):
+        if name.startswith(("RELAY_", "BRAZE_", "DEMO_", "SDK_")) or name in (
+            "REDIS_URL",
+            "PRIVACY_WRITE_KEYS",
+        ):
             monkeypatch.delenv(name)
     monkeypatch.chdir(ROOT)
     for name in (
         "RELAY_CONFIG",
         "RELAY_WRITE_KEYS",
         "DEMO_WRITE_KEYS",
+        "SDK_WRITE_KEYS",
         "PRIVACY_WRITE_KEYS",  # the example's deletion and consent routes take keys of their own
     ):
         monkeypatch.setenv(name, sandbox_default(name))
@@ -72,10 +76,18 @@ def test_example_routes_load_as_the_sandbox_runs_them_with_the_demo_routes() -> 
         assert [key.reveal() for key in route.write_keys] == [sandbox_default("DEMO_WRITE_KEYS")]
     port = re.search(r"--port \$\{SANDBOX_DEMO_PORT:-(\d+)\}", procfile_command("demo", "Procfile.sandbox"))
     assert port and all(origin.endswith(f":{port.group(1)}") for origin in DEMO_ORIGINS)
-    # Every other example route is closed to pages.
+    # The routes of the SDK's own records (presets td_js_sdk, td_js_consent) take the same pages, with
+    # a key of their own; every other example route is closed to pages.
+    for name in ("sdk_events", "sdk_consent"):
+        assert settings.routes[name].allowed_origins == DEMO_ORIGINS
+        assert [key.reveal() for key in settings.routes[name].write_keys] == [
+            sandbox_default("SDK_WRITE_KEYS")
+        ]
     assert [name for name, route in settings.routes.items() if route.allowed_origins] == [
         "demo_events",
         "demo_consent",
+        "sdk_events",
+        "sdk_consent",
     ]
 
 
