@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench.common import (
     HOST,
+    ROUTES,
     WRITE_KEY,
     Processes,
     Workdir,
@@ -40,14 +41,6 @@ from bench.common import (
     run,
     start_gunicorn,
 )
-
-ROUTES = """
-[routes.events]
-database = "bench"
-table = "events"
-mode = "user_track"
-track_record_type = "custom_events"
-"""
 
 
 def export_stall(url: str, rows: int) -> str:
