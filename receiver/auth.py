@@ -9,6 +9,7 @@ import base64
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from receiver import signatures
 from relay.routes import Route
@@ -78,16 +79,23 @@ def verify_signature(body: bytes, *, headers: Mapping[str, str], secrets: Iterab
         raise AuthError(str(exc)) from None
 
 
+class By(StrEnum):
+    """How a request authenticated."""
+
+    KEY = "key"  # a write key (TD's forms, Bearer)
+    SIGNATURE = "signature"  # a webhook signed by one of the route's secrets
+    OPEN = "open"  # no credential: RELAY_INSECURE_NO_AUTH
+
+
 @dataclass(frozen=True)
 class Authenticated:
     """How a request proved itself, which decides the scope of its duplicate identity.
 
-    how: "key" (a write key), "signature" (a webhook signed by one of `secrets`, the route's whole
-    set), or "open" (RELAY_INSECURE_NO_AUTH). A key holder's Idempotency-Key lives in the key scope
-    and can never claim, or be mistaken for, a signed sender's delivery id.
+    `secrets` is the route's whole set when signed. A key holder's Idempotency-Key lives in the key
+    scope and can never claim, or be mistaken for, a signed sender's delivery id.
     """
 
-    how: str
+    how: By
     verified: signatures.Verified | None = None
     secrets: tuple[Secret, ...] = field(default=(), repr=False)
 

@@ -25,7 +25,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from receiver.auth import Authenticated
+from receiver.auth import Authenticated, By
 from receiver.enqueue import Claim
 from receiver.errors import ApiError
 from relay import store
@@ -47,7 +47,7 @@ def scope_of(secret: Secret) -> str:
 
 def identities(route: str, authed: Authenticated, headers: Mapping[str, str], body: bytes) -> list[str]:
     """The Redis keys naming this request's duplicate identity (none: it has none)."""
-    if authed.how == "signature" and authed.verified is not None:
+    if authed.how is By.SIGNATURE and authed.verified is not None:
         verified = authed.verified
         keys = []
         for secret in authed.secrets:

@@ -125,7 +125,7 @@ def authenticate(
     """
     conf = settings()
     if conf.insecure_no_auth:
-        return auth.Authenticated("open")
+        return auth.Authenticated(auth.By.OPEN)
     keys, secrets_ = auth.credentials(route, write_keys=conf.write_keys, webhook_secrets=conf.webhook_secrets)
     try:
         if td_style:
@@ -136,18 +136,18 @@ def authenticate(
                 allow_basic=allow_basic,
             )
             auth.verify_write_key(presented, keys=keys)
-            return auth.Authenticated("key")
+            return auth.Authenticated(auth.By.KEY)
         token = auth.bearer_token(headers())
         if token is not None:
             auth.verify_write_key(token, keys=keys)
-            return auth.Authenticated("key")
+            return auth.Authenticated(auth.By.KEY)
         body = request.get_data(cache=True)
         try:
             scheme = auth.scheme_of(route)
             verified = signatures.verify(body, headers=headers(), secrets=secrets_, scheme=scheme)
         except signatures.SignatureError as exc:
             raise auth.AuthError(str(exc)) from None
-        return auth.Authenticated("signature", verified, secrets_)
+        return auth.Authenticated(auth.By.SIGNATURE, verified, secrets_)
     except auth.AuthError as exc:
         raise ApiError(401, str(exc)) from None
 
