@@ -75,7 +75,6 @@ def write_env(copy: Path, braze: Simulator, **overrides: str) -> None:
         "BRAZE_API_KEY": BRAZE_KEY,
         "RELAY_CONFIG": "relay.example.toml",
         "RELAY_WRITE_KEYS": WRITE_KEY,
-        "DEMO_WRITE_KEYS": "demo-key-for-the-copy",
         "SDK_WRITE_KEYS": "sdk-key-for-the-copy",
         **overrides,
     }
@@ -98,7 +97,6 @@ def plant_dead_letter(
         "BRAZE_API_KEY": BRAZE_KEY,
         "RELAY_CONFIG": str(copy / "relay.example.toml"),
         "RELAY_WRITE_KEYS": WRITE_KEY,
-        "DEMO_WRITE_KEYS": "demo-key-for-the-copy",
         "SDK_WRITE_KEYS": "sdk-key-for-the-copy",
     }.items():
         monkeypatch.setenv(name, value)
