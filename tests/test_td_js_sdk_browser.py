@@ -398,8 +398,10 @@ def test_the_sandbox_demo_page_sends_an_event_and_consent_changes_and_links_to_t
     browser.get(f"{demo_pages[0]}/")
     assert browser.execute_script("return Treasure.version") == "4.4.3"
     assert "is in the routes' allowed_origins" in browser.find_element(By.ID, "origin").text
-    client_id = browser.find_element(By.ID, "client-id").text
-    assert client_id == browser.execute_script("return td.client.track.uuid")
+    client_id = browser.execute_script("return td.client.track.uuid")
+    assert json.loads(browser.find_element(By.ID, "alias").text) == alias_of(
+        client_id
+    )  # shown to the visitor
     link = browser.find_element(By.ID, "braze-alias").get_attribute("href")
     assert link == f"{braze.url}/_sim/aliases/td_client_id/{client_id}"
 

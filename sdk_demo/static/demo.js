@@ -91,7 +91,6 @@
   var clientId = td.client.track.uuid
   $('sdk-version').textContent = window.Treasure.version
   $('endpoint').textContent = config.endpoint
-  $('client-id').textContent = clientId
   $('alias').textContent = JSON.stringify({ alias_name: clientId, alias_label: config.aliasLabel })
   $('events-route').textContent = routes.events.route
   $('events-table').textContent = routes.events.table
