@@ -226,6 +226,13 @@ def user_profile(braze: Simulator, external_id: str = USER) -> dict[str, Any]:
     return found
 
 
+def visit(driver: webdriver.Chrome, page: str, base: str) -> str:
+    """Open the plain page and make its Treasure client pointed at the relay; the SDK's client id."""
+    driver.get(f"{page}/")
+    client_id: str = driver.execute_script(NEW_CLIENT, f"{base}/", SDK_KEY)
+    return client_id
+
+
 def track_items(braze: Simulator, array: str) -> list[dict[str, Any]]:
     """Every object of one /users/track array that reached the simulator, in order."""
     return [item for entry in braze.requests for item in (entry["body"] or {}).get(array, [])]
@@ -236,8 +243,7 @@ def test_known_users_events_and_the_browsers_consent_reach_braze_as_the_sdk_send
 ) -> None:
     """$global external id: events on that user; the consent manager's give, refuse: the browser's alias."""
     procs, base = relay
-    browser.get(f"{plain_page}/")
-    client_id = browser.execute_script(NEW_CLIENT, f"{base}/", SDK_KEY)
+    client_id = visit(browser, plain_page, base)
     browser.execute_script("td.set('$global', {external_id: arguments[0]})", USER)
 
     sent = sdk(
@@ -246,9 +252,8 @@ def test_known_users_events_and_the_browsers_consent_reach_braze_as_the_sdk_send
         ("addRecord", "events", {"event": "pricing_viewed", "tier": "team"}),
         ("trackPageview", "pageviews"),
     )
-    assert [(result["ok"], result.get("answer", {}).get("accepted")) for result in sent] == [(True, 1)] * 3, (
-        sent
-    )
+    assert all(result["ok"] for result in sent), sent
+    assert [result["answer"]["accepted"] for result in sent] == [1, 1, 1]
 
     # The consent manager, as CONSENTMANAGER.md's example: a context, consents, saveContexts, saveConsents.
     context_id = browser.execute_script(
@@ -272,9 +277,8 @@ def test_known_users_events_and_the_browsers_consent_reach_braze_as_the_sdk_send
 
     browser.execute_script(UPDATE_CONSENT, context_id, "newsletter", "refused")
     (refused,) = sdk(browser, ("saveConsents",))
-    assert refused["ok"] and {p: c["status"] for p, c in refused["answer"].items()} == {
-        "newsletter": "refused"
-    }
+    assert refused["ok"], refused
+    assert {purpose: c["status"] for purpose, c in refused["answer"].items()} == {"newsletter": "refused"}
     wait_for(
         lambda: browser_profile(braze, client_id).get("subscription_groups") == {GROUP: "unsubscribed"},
         30,
@@ -320,10 +324,9 @@ def test_known_users_events_and_the_browsers_consent_reach_braze_as_the_sdk_send
         [{"subscription_group_id": GROUP, "subscription_state": "subscribed"}],
         [{"subscription_group_id": GROUP, "subscription_state": "unsubscribed"}],
     ]
+    # Neither the context nor the purpose the mapping does not name went anywhere.
     sent_to_braze = json.dumps([entry["body"] for entry in braze.requests])
-    assert (
-        "whole_website" not in sent_to_braze and "analytics" not in sent_to_braze
-    )  # the context, the unmapped purpose
+    assert "whole_website" not in sent_to_braze and "analytics" not in sent_to_braze
     assert SDK_KEY not in procs.logs()
 
 
@@ -332,8 +335,7 @@ def test_an_anonymous_visitor_is_named_by_its_client_id_once_the_sdk_is_in_signe
 ) -> None:
     """Anonymous mode: no user, 422; signed mode: events and consents on one alias, kept across visits."""
     procs, base = relay
-    browser.get(f"{plain_page}/")
-    client_id = browser.execute_script(NEW_CLIENT, f"{base}/", SDK_KEY)
+    client_id = visit(browser, plain_page, base)
     coupon = ("trackEvent", "events", {"event": "coupon_clicked", "coupon": "SPRING20"})
 
     # The SDK's default, anonymous mode, drops td_client_id: the record names no user, and is refused.
@@ -358,8 +360,7 @@ def test_an_anonymous_visitor_is_named_by_its_client_id_once_the_sdk_is_in_signe
 
     # The next visit: a new client finds the same client id (the SDK's cookie, kept in signed mode)
     # and the consents (localStorage); refusing changes the same alias's state.
-    browser.get(f"{plain_page}/")
-    assert browser.execute_script(NEW_CLIENT, f"{base}/", SDK_KEY) == client_id
+    assert visit(browser, plain_page, base) == client_id
     context_id = browser.execute_script("return td.getContexts()[0].context_id")
     browser.execute_script(UPDATE_CONSENT, context_id, "newsletter", "refused")
     (refused,) = sdk(browser, ("saveConsents",))
@@ -373,7 +374,7 @@ def test_an_anonymous_visitor_is_named_by_its_client_id_once_the_sdk_is_in_signe
     profile = browser_profile(braze, client_id)
     assert profile["external_id"] is None and profile["user_aliases"] == [alias_of(client_id)]
     assert profile["attributes"] == {"web_client_id": client_id}  # made the alias's profile
-    ((event),) = profile["events"]
+    (event,) = profile["events"]
     assert event["name"] == "coupon_clicked"
     assert event["properties"] == {
         "coupon": "SPRING20",
@@ -399,9 +400,8 @@ def test_the_sandbox_demo_page_sends_an_event_and_consent_changes_and_links_to_t
     assert browser.execute_script("return Treasure.version") == "4.4.3"
     assert "is in the routes' allowed_origins" in browser.find_element(By.ID, "origin").text
     client_id = browser.execute_script("return td.client.track.uuid")
-    assert json.loads(browser.find_element(By.ID, "alias").text) == alias_of(
-        client_id
-    )  # shown to the visitor
+    shown_alias = browser.find_element(By.ID, "alias").text  # shown to the visitor
+    assert json.loads(shown_alias) == alias_of(client_id)
     link = browser.find_element(By.ID, "braze-alias").get_attribute("href")
     assert link == f"{braze.url}/_sim/aliases/td_client_id/{client_id}"
 
@@ -415,8 +415,12 @@ def test_the_sandbox_demo_page_sends_an_event_and_consent_changes_and_links_to_t
         30,
         "the newsletter given in Braze",
     )
-    click_and_read(browser, "refused-newsletter", 2)
-    click_and_read(browser, "given-marketing_email", 2)
+    assert click_and_read(browser, "refused-newsletter", 2)[0] == (
+        "ok: consent newsletter refused: td_cm_consent: stored"
+    )
+    assert click_and_read(browser, "given-marketing_email", 2)[0] == (
+        "ok: consent marketing_email given: td_cm_consent: stored"
+    )
     wait_for(
         lambda: (
             browser_profile(braze, client_id).get("subscription_groups") == {GROUP: "unsubscribed"}
@@ -431,7 +435,7 @@ def test_the_sandbox_demo_page_sends_an_event_and_consent_changes_and_links_to_t
     # The link shows what the sandbox Braze holds for this browser: the event and both states.
     shown = requests.get(link, timeout=5).json()
     assert shown == browser_profile(braze, client_id)
-    ((event),) = shown["events"]
+    (event,) = shown["events"]
     assert event["name"] == "demo_button_clicked"
     assert event["properties"] == {
         "button": "send-event",
