@@ -3,6 +3,7 @@
 GET  /_sim/                      this list, and the Braze endpoints the simulator answers
 GET  /_sim/state                 profiles, orphans, deleted identifiers, identified aliases
 GET  /_sim/users/<external_id>   one profile, or 404
+GET  /_sim/aliases/<label>/<name> the profile of the alias {alias_name: name, alias_label: label}, or 404
 GET  /_sim/requests?since=<i>    {"requests": [log entries from index i], "next": next index}
 GET  /_sim/stats                 requests per path and status, 429s per family, track items
 GET  /_sim/faults                current fault settings
@@ -51,6 +52,11 @@ def control_blueprint(sim: Simulator) -> Blueprint:
     @control.get("/users/<path:external_id>")
     def user(external_id: str) -> ResponseReturnValue:
         found = sim.state.profile(external_id)
+        return jsonify(found) if found else (jsonify({"message": "Not Found"}), 404)
+
+    @control.get("/aliases/<alias_label>/<path:alias_name>")
+    def alias(alias_label: str, alias_name: str) -> ResponseReturnValue:
+        found = sim.state.find(user_alias={"alias_name": alias_name, "alias_label": alias_label})
         return jsonify(found) if found else (jsonify({"message": "Not Found"}), 404)
 
     @control.get("/requests")

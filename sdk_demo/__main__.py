@@ -1,10 +1,11 @@
-"""`python -m sdk_demo --port 8001`: serve the demo page, with the relay's URL and the routes' page keys.
+"""`python -m sdk_demo --port 8001`: serve the demo page, with the relay's URL and the SDK routes' key.
 
-The page loads the vendored td-js-sdk (static/td-js-sdk/) and posts an event and a consent change to
-the routes named by --events-route and --consent-route, as configured in the relay's routes file
-(their database, table and own write key: a key in a page is public, so those routes must have
-keys of their own). It is served from another origin than the relay, so the browser makes the
-CORS preflight that `allowed_origins` answers.
+The page loads the vendored td-js-sdk (static/td-js-sdk/) and uses it as its docs say: one client for
+the routes' database, `trackEvent` into the events route's table, and the SDK's consent manager,
+whose `saveContexts` and `saveConsents` write the contexts and consent routes' tables. The routes
+(default sdk_events, sdk_consent, sdk_consent_contexts of relay.example.toml, presets td_js_sdk and
+td_js_consent) must share one database and one key, as the one client does. It is served from another
+origin than the relay, so the browser makes the CORS preflight that `allowed_origins` answers.
 """
 
 from __future__ import annotations
@@ -21,41 +22,62 @@ from typing import Any
 
 from relay.config import Settings, load_settings
 from relay.logs import configure_process_logging
+from relay.routes import Route
 from relay.secrets import ConfigError
 
 log = logging.getLogger("sdk_demo")
 
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_RELAY = "http://127.0.0.1:8000/"
+ROUTES = {"events": "sdk_events", "consent": "sdk_consent", "contexts": "sdk_consent_contexts"}
+PRESETS = {"events": "td_js_sdk", "consent": "td_js_consent"}  # what each table's records need
 
 
-def route_config(settings: Settings, name: str) -> dict[str, Any]:
-    """What the page needs to post to one route: database, table, the route's own key, its origins."""
+def page_route(settings: Settings, role: str, name: str) -> Route:
+    """The route a table of the page posts to; ConfigError unless a page can post to it as the SDK sends."""
     route = settings.routes.get(name)
     if route is None:
         raise ConfigError(f"route {name!r} is not in the routes file {settings.config_path!r}")
-    if not route.allowed_origins or not route.write_keys:
+    if not route.allowed_origins:  # such a route has a table and keys of its own (checked at start)
         raise ConfigError(f"route {name!r} has no allowed_origins: a web page cannot post to it")
-    return {
-        "route": name,
-        "database": route.database,
-        "table": route.table,
-        "writeKey": route.write_keys[0].reveal(),  # public by design: it is in the page
-        "allowedOrigins": list(route.allowed_origins),
-    }
+    preset = PRESETS.get(role)
+    if preset and (route.transform is None or route.transform.preset != preset):
+        raise ConfigError(f"route {name!r} needs preset = {preset!r}: the page posts the SDK's own records")
+    return route
 
 
-def page_config(settings: Settings, relay: str, events: str, consent: str) -> dict[str, Any]:
+def page_config(settings: Settings, relay: str, names: dict[str, str]) -> dict[str, Any]:
     """The page's whole configuration, served as /config.js."""
-    config = {
+    routes = {role: page_route(settings, role, names[role]) for role in ROUTES}
+    events, consent = routes["events"], routes["consent"]
+    key = events.write_keys[0]
+    for route in routes.values():  # one Treasure client: one database, one key for every table
+        if route.database != events.database or key not in route.write_keys:
+            raise ConfigError(
+                f"routes {events.name!r} and {route.name!r} must share a database and a key: "
+                "the page's one SDK client posts every table to one database with one key"
+            )
+    consent_args = consent.transform.args if consent.transform else {}
+    alias_label = consent_args.get("alias_label", "td_client_id")
+    config: dict[str, Any] = {
         "endpoint": relay.rstrip("/") + "/",  # td-js-sdk appends '<database>/<table>'
-        "events": route_config(settings, events),
-        "consent": route_config(settings, consent),
-        "brazeUsers": None,
+        "database": events.database,
+        "writeKey": key.reveal(),  # public by design: it is in the page
+        # The origins every one of the routes allows: where the page works.
+        "allowedOrigins": [
+            o for o in events.allowed_origins if all(o in r.allowed_origins for r in routes.values())
+        ],
+        "routes": {role: {"route": route.name, "table": route.table} for role, route in routes.items()},
+        "purposes": dict(consent_args.get("purposes", {})),
+        "aliasLabel": alias_label,
+        "braze": None,
     }
     if settings.sandbox:  # the simulator shows what Braze holds for a user
-        workspace = settings.workspaces[settings.routes[events].workspace]
-        config["brazeUsers"] = f"{workspace.endpoint}/_sim/users/"
+        workspace = settings.workspaces[events.workspace]
+        config["braze"] = {
+            "users": f"{workspace.endpoint}/_sim/users/",
+            "aliases": f"{workspace.endpoint}/_sim/aliases/{alias_label}/",
+        }
     return config
 
 
@@ -97,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("RELAY_DEMO_RELAY_URL", DEFAULT_RELAY),
         help="the relay's base URL as the browser reaches it (default: $RELAY_DEMO_RELAY_URL or %(default)s)",
     )
-    parser.add_argument("--events-route", default="demo_events")
-    parser.add_argument("--consent-route", default="demo_consent")
+    for role, default in ROUTES.items():
+        parser.add_argument(f"--{role}-route", default=default, help="default: %(default)s")
     args = parser.parse_args(argv)
     configure_process_logging()
+    names = {role: getattr(args, f"{role}_route") for role in ROUTES}
     try:
-        config = page_config(load_settings(), args.relay, args.events_route, args.consent_route)
+        config = page_config(load_settings(), args.relay, names)
     except ConfigError as exc:
         log.critical("sdk_demo: configuration error: %s", exc)
         return 2

@@ -526,21 +526,27 @@ def test_slow_request_applies_state_before_the_client_times_out(sim: Simulator) 
 
 
 def test_control_api_shows_state_log_stats_and_sets_faults(sim: Simulator) -> None:
-    """/_sim/ serves state, one user, the log since an index and stats, sets faults, and resets."""
+    """/_sim/ serves state, a user by external id or alias, the log since an index, stats; faults, reset."""
     track(sim, attributes=[{"external_id": "u/1", "a": 1}], events=[event("u/1"), {"name": "bad"}])
+    browser = {"alias_name": "c/9", "alias_label": "td_client_id"}
+    track(sim, attributes=[{"user_alias": browser, "_update_existing_only": False, "b": 2}])
     track(sim, events=[event("u2")])
     base = sim.url + "/_sim"
     assert [p["external_id"] for p in requests.get(base + "/state", timeout=5).json()["profiles"]] == [
         "u/1",
+        None,
         "u2",
     ]
     assert requests.get(base + "/users/u/1", timeout=5).json()["attributes"] == {"a": 1}
     assert requests.get(base + "/users/nobody", timeout=5).status_code == 404
-    log = requests.get(base + "/requests", params={"since": 1}, timeout=5).json()
-    assert [(e["index"], e["status"], e["counts"]) for e in log["requests"]] == [(1, 201, {"events": 1})]
-    assert log["next"] == 2
+    by_alias = requests.get(base + "/aliases/td_client_id/c/9", timeout=5).json()
+    assert (by_alias["user_aliases"], by_alias["attributes"]) == ([browser], {"b": 2})
+    assert requests.get(base + "/aliases/other_label/c/9", timeout=5).status_code == 404
+    log = requests.get(base + "/requests", params={"since": 2}, timeout=5).json()
+    assert [(e["index"], e["status"], e["counts"]) for e in log["requests"]] == [(2, 201, {"events": 1})]
+    assert log["next"] == 3
     stats = requests.get(base + "/stats", timeout=5).json()
-    assert stats["by_path"] == {"/users/track": {"201": 2}}
+    assert stats["by_path"] == {"/users/track": {"201": 3}}
     assert stats["items_received"]["events"] == 3
     assert stats["items_processed"]["events"] == 2
     assert requests.post(base + "/faults", json={"nonsense": 1}, timeout=5).status_code == 400

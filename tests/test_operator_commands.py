@@ -75,7 +75,6 @@ def write_env(copy: Path, braze: Simulator, **overrides: str) -> None:
         "BRAZE_API_KEY": BRAZE_KEY,
         "RELAY_CONFIG": "relay.example.toml",
         "RELAY_WRITE_KEYS": WRITE_KEY,
-        "DEMO_WRITE_KEYS": "demo-key-for-the-copy",
         "PRIVACY_WRITE_KEYS": "privacy-key-for-the-copy",  # the example's deletion and consent routes
         "SDK_WRITE_KEYS": "sdk-key-for-the-copy",
         **overrides,
@@ -99,7 +98,6 @@ def plant_dead_letter(
         "BRAZE_API_KEY": BRAZE_KEY,
         "RELAY_CONFIG": str(copy / "relay.example.toml"),
         "RELAY_WRITE_KEYS": WRITE_KEY,
-        "DEMO_WRITE_KEYS": "demo-key-for-the-copy",
         "PRIVACY_WRITE_KEYS": "privacy-key-for-the-copy",  # the example's deletion and consent routes
         "SDK_WRITE_KEYS": "sdk-key-for-the-copy",
     }.items():

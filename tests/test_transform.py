@@ -389,7 +389,6 @@ def test_the_example_routes_file_has_a_route_per_preset(
 
     monkeypatch.setenv("RELAY_CONFIG", str(ROOT / "relay.example.toml"))
     monkeypatch.setenv("SDK_WRITE_KEYS", "sandbox-sdk-key")
-    monkeypatch.setenv("DEMO_WRITE_KEYS", "sandbox-demo-page-key")
     monkeypatch.setenv("PRIVACY_WRITE_KEYS", "sandbox-privacy-key")  # deletions and consent: their own
     routes = load_settings().routes
     presets = {route.transform.preset for route in routes.values() if route.transform}
