@@ -52,11 +52,7 @@ def _helpers() -> dict[str, Any]:
 def overview() -> str:
     """Dead letters by reason and route, lane depths and retries, 429 pauses, RQ queues."""
     client = redis_client()
-    by_reason: Counter[str] = Counter()
-    by_route: Counter[str] = Counter()
-    for item in deadletters.iter_entries(client):
-        by_reason[item["reason"]] += 1
-        by_route[item["route"]] += 1
+    dead = deadletters.counts(client)
     lane_rows = [
         {"name": row.lane.name, "waiting": row.waiting, "retrying": row.retrying, "owned": row.owned}
         for row in lanes.states(client, Lane.known(client))
@@ -83,9 +79,9 @@ def overview() -> str:
     return render_template(
         "admin/overview.html",
         charts=[charts.delivered_chart(minutes), charts.lag_chart(minutes)],
-        by_reason=by_reason.most_common(),
-        by_route=by_route.most_common(),
-        dead_total=sum(by_reason.values()),
+        by_reason=Counter(dead.by_reason).most_common(),
+        by_route=Counter(dead.by_route).most_common(),
+        dead_total=dead.total,
         lanes=lane_rows,
         pauses=pauses,
         queues=queues,
@@ -99,21 +95,14 @@ def dead_list() -> str:
     reason = request.args.get("reason") or None
     page = max(request.args.get("page", 1, type=int) or 1, 1)
     as_of = time.time()
-    routes: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    shown: list[dict[str, Any]] = []
-    total = matched = 0
-    first = (page - 1) * PER_PAGE
-    # One pass over the store: counts for the filter menus, and only this page's entries kept.
-    for item in deadletters.iter_entries(redis_client()):
-        total += 1
-        routes[item["route"]] += 1
-        reasons[item["reason"]] += 1
-        if (route and item["route"] != route) or (reason and item["reason"] != reason):
-            continue
-        if first <= matched < first + PER_PAGE:
-            shown.append(item)
-        matched += 1
+    client = redis_client()
+    # Counts for the filter menus and one page of the filter, from the indexes: no other entry is read.
+    counted = deadletters.counts(client, settings().routes)
+    found = deadletters.page(
+        client, route=route, reason=reason, as_of=as_of, offset=(page - 1) * PER_PAGE, count=PER_PAGE
+    )
+    shown, matched, total = found.items, found.total, counted.total
+    routes, reasons = counted.by_route, counted.by_reason
     pages = max(math.ceil(matched / PER_PAGE), 1)
     return render_template(
         "admin/dead_list.html",

@@ -19,7 +19,7 @@ from receiver import state, transform
 from relay import deadletters
 from relay.modes import DeadReason
 
-PURGE_CHUNK = 500  # dead letters per transaction: a purge of any size never blocks Redis for long
+PURGE_CHUNK = 500  # dead letters per script call: a purge of any size never blocks Redis for long
 
 
 def ago(then: float | None, now: float | None = None) -> str:
@@ -46,12 +46,7 @@ def matching(
     `as_of` (the moment a page was shown) keeps an action on "all that match" to what the operator
     saw: dead letters that arrived after it are left alone.
     """
-    for item in deadletters.iter_entries(client, route=route):
-        if reason and item["reason"] != reason:
-            continue
-        if as_of is not None and item["last_failed_at"] > as_of:
-            continue
-        yield item
+    yield from deadletters.iter_entries(client, route=route, reason=reason, as_of=as_of)
 
 
 @dataclass
@@ -123,11 +118,9 @@ def replay(client: redis.Redis, items: Iterable[dict[str, Any]]) -> Replayed:
 
 
 def purge(client: redis.Redis, ids: Iterable[str]) -> int:
-    """Delete dead letters for good, in bounded transactions; returns how many ids were given."""
+    """Delete dead letters for good, a bounded number per script call; returns how many were there."""
     chosen = list(dict.fromkeys(ids))
-    for start in range(0, len(chosen), PURGE_CHUNK):
-        with client.pipeline(transaction=True) as pipe:
-            for dead_id in chosen[start : start + PURGE_CHUNK]:
-                deadletters.remove(pipe, dead_id)
-            pipe.execute()
-    return len(chosen)
+    return sum(
+        deadletters.remove(client, chosen[start : start + PURGE_CHUNK])
+        for start in range(0, len(chosen), PURGE_CHUNK)
+    )

@@ -74,8 +74,22 @@ def signed_identity_key(scope: str, part: str, digest: str) -> str:
 
 
 def dead_route_index(route: str) -> str:
-    """One route's dead-letter ids scored by when they were added (a sorted set): the per-route cap."""
+    """One route's dead-letter ids scored by last failure (a sorted set): its page, and the per-route cap."""
     return f"{PREFIX}:dead:route:{route}"
+
+
+def dead_reason_index(reason: str) -> str:
+    """The dead-letter ids of one reason, scored by last failure (a sorted set)."""
+    return f"{PREFIX}:dead:reason:{reason}"
+
+
+def dead_pair_index(route: str, reason: str) -> str:
+    """The dead-letter ids of one route and reason, scored by last failure (a sorted set)."""
+    return f"{PREFIX}:dead:pair:{route}|{reason}"
+
+
+DEAD_ROUTES = f"{PREFIX}:dead:routes"  # set: every route that has held dead letters
+DEAD_INDEXED = f"{PREFIX}:dead:indexed"  # the version of the dead-letter indexes built (see deadletters)
 
 
 def audit_key(digest: str) -> str:
