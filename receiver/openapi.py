@@ -313,6 +313,21 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         header: {"type": "apiKey", "in": "header", "name": header, "description": SIGNATURE}
         for header in ("webhook-id", "webhook-timestamp", "webhook-signature")
     },
+    "ShopifyHmac": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Shopify-Hmac-Sha256",
+        "description": 'Routes with `signature = "shopify"`: base64 HMAC-SHA256 of the raw body.',
+    },
+    "HmacSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "(the route's signature_header)",
+        "description": (
+            'Routes with `signature = "hmac"` or `"td_signed"`: an HMAC of the raw body in the header'
+            " the route names (x-signature-by-route gives each route's header, algorithm and encoding)."
+        ),
+    },
 }
 TD_AUTH: list[dict[str, list[str]]] = [{"TDWriteKey": []}, {"TD1": []}]
 SIGNED: dict[str, list[str]] = {"webhook-id": [], "webhook-timestamp": [], "webhook-signature": []}
@@ -373,6 +388,24 @@ def _get(op_id: str, tag: str, summary: str, responses: dict[str, Any]) -> dict[
     }
 
 
+def signatures_by_route(settings: Settings) -> dict[str, dict[str, Any]]:
+    """How each route's webhook senders sign (scheme and where; never a secret)."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, route in sorted(settings.routes.items()):
+        how: dict[str, Any] = {"scheme": route.signature}
+        if route.signature == "shopify":
+            how["header"] = "X-Shopify-Hmac-Sha256"
+        elif route.signature in ("hmac", "td_signed"):
+            how |= {
+                "header": route.signature_header,
+                "algorithm": route.signature_algorithm,
+                "encoding": route.signature_encoding,
+                "prefix": route.signature_prefix,
+            }
+        found[name] = how
+    return found
+
+
 def _add_paths(spec: APISpec, settings: Settings | None) -> None:
     params = _path_params(settings)
     anyone: list[Any] = [{}] if settings and settings.insecure_no_auth else []  # RELAY_INSECURE_NO_AUTH
@@ -413,11 +446,12 @@ def _add_paths(spec: APISpec, settings: Settings | None) -> None:
             "post": _ingest(
                 "webhook",
                 "Any caller: one JSON object, or an array of them.",
-                security=[{"Bearer": []}, SIGNED, *anyone],
+                security=[{"Bearer": []}, SIGNED, {"ShopifyHmac": []}, {"HmacSignature": []}, *anyone],
                 body="WebhookBody",
                 answer="WebhookAnswer",
                 code=202,
             )
+            | ({"x-signature-by-route": signatures_by_route(settings)} if settings else {})
         },
         "/healthz": _get("healthz", "health", "Liveness.", {"200": _answer("Alive.", _json(_ref("Health")))}),
         "/readyz": _get(

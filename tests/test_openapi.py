@@ -287,3 +287,33 @@ def test_answers_match_their_documented_schemas(client: FlaskClient, clean_redis
     for response, status, component in cases:
         assert response.status_code == status, response.get_data(as_text=True)
         validator(document, f"#/components/schemas/{component}").validate(response.get_json())
+
+
+def test_each_webhook_routes_signature_scheme_is_described(
+    relay_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """x-signature-by-route names each route's scheme and header (never a secret); the schemes are listed."""
+    routes = tmp_path / "signed.toml"
+    routes.write_text(
+        ROUTES
+        + '\n[routes.orders]\nmode = "user_track"\ntrack_record_type = "purchases"\nsignature = "shopify"\n'
+        + 'webhook_secrets_env = "ORDER_SECRETS"\n'
+        + '\n[routes.partner]\nmode = "user_track"\ntrack_record_type = "custom_events"\nsignature = "hmac"\n'
+        + 'signature_header = "X-Partner-Signature"\nsignature_encoding = "base64"\n'
+        + 'webhook_secrets_env = "PARTNER_SECRETS"\n'
+    )
+    monkeypatch.setenv("RELAY_CONFIG", str(routes))
+    monkeypatch.setenv("ORDER_SECRETS", "shopify-secret-9a1f")
+    monkeypatch.setenv("PARTNER_SECRETS", "partner-secret-77c2")
+    text = create_app_for(load_settings()).test_client().get("/openapi.json").get_data(as_text=True)
+    document = json.loads(text)
+    validate(document)
+    webhook = document["paths"]["/webhooks/{route}"]["post"]
+    by_route = webhook["x-signature-by-route"]
+    assert by_route["events"] == {"scheme": "standard"}
+    assert by_route["orders"] == {"scheme": "shopify", "header": "X-Shopify-Hmac-Sha256"}
+    assert (
+        by_route["partner"]["header"] == "X-Partner-Signature" and by_route["partner"]["encoding"] == "base64"
+    )
+    assert {"ShopifyHmac": []} in webhook["security"] and {"HmacSignature": []} in webhook["security"]
+    assert "shopify-secret-9a1f" not in text and "partner-secret-77c2" not in text
