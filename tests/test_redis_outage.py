@@ -92,7 +92,11 @@ def ride_out(
         wait_for(lambda: load.refused > 0 and len(load.acknowledged) >= 600, 60, "postbacks after the outage")
         load.stopping.set()
         load.join(timeout=20)
-        wait_for(lambda: load.acknowledged <= delivered(braze), 90, "every acknowledged record in Braze")
+        try:
+            wait_for(lambda: load.acknowledged <= delivered(braze), 90, "every acknowledged record in Braze")
+        except AssertionError:
+            missing = sorted(load.acknowledged - delivered(braze))
+            raise AssertionError(f"{len(missing)} acknowledged records not in Braze, e.g. {missing[:10]}") from None
         assert all(proc.poll() is None for proc in procs.running), "a relay process exited"
         assert load.refused > 0, "the web answered 503 while Redis was away"
         for index, proc in enumerate(workers):
