@@ -96,7 +96,9 @@ def ride_out(
             wait_for(lambda: load.acknowledged <= delivered(braze), 90, "every acknowledged record in Braze")
         except AssertionError:
             missing = sorted(load.acknowledged - delivered(braze))
-            raise AssertionError(f"{len(missing)} acknowledged records not in Braze, e.g. {missing[:10]}") from None
+            raise AssertionError(
+                f"{len(missing)} acknowledged records not in Braze, e.g. {missing[:10]}"
+            ) from None
         assert all(proc.poll() is None for proc in procs.running), "a relay process exited"
         assert load.refused > 0, "the web answered 503 while Redis was away"
         for index, proc in enumerate(workers):
