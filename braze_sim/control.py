@@ -24,26 +24,27 @@ if TYPE_CHECKING:
     from braze_sim.server import Simulator
 
 
+def offered() -> dict[str, Any]:
+    """What the simulator offers: this control API (from the list above) and the Braze endpoints."""
+    lines = [line.split(None, 2) for line in (__doc__ or "").splitlines() if line.startswith(("GET", "POST"))]
+    return {
+        "simulator": "braze_sim: a Braze REST API on loopback, for tests and the sandbox",
+        "control": [{"method": method, "path": path, "what": what.strip()} for method, path, what in lines],
+        "braze_endpoints": [
+            {"method": "POST", "path": path, "rate_limit_family": endpoint.family}
+            for path, endpoint in sorted(ENDPOINTS.items())
+        ],
+        "api_key_header": "Authorization: Bearer <the simulator's --api-key>",
+    }
+
+
 def control_blueprint(sim: Simulator) -> Blueprint:
     """Build the blueprint serving /_sim/ for one simulator."""
     control = Blueprint("sim_control", __name__, url_prefix="/_sim")
 
     @control.get("/")
     def index() -> ResponseReturnValue:
-        lines = [
-            line.split(None, 2) for line in (__doc__ or "").splitlines() if line.startswith(("GET", "POST"))
-        ]
-        return jsonify(
-            {
-                "simulator": "braze_sim: a Braze REST API on loopback, for tests and the sandbox",
-                "control": [{"method": m, "path": path, "what": what.strip()} for m, path, what in lines],
-                "braze_endpoints": [
-                    {"method": "POST", "path": path, "rate_limit_family": endpoint.family}
-                    for path, endpoint in sorted(ENDPOINTS.items())
-                ],
-                "api_key_header": "Authorization: Bearer <the simulator's --api-key>",
-            }
-        )
+        return jsonify(offered())
 
     @control.get("/state")
     def state() -> ResponseReturnValue:
