@@ -586,3 +586,14 @@ def test_cli_serves_and_logs_one_line_per_request_without_the_key(tmp_path: Path
             process.terminate()
     assert "POST /users/track 201 events=1" in line
     assert "cli-secret-key" not in line
+
+
+def test_sim_index_lists_what_the_simulator_offers(braze: Simulator) -> None:
+    """GET /_sim/ lists the control API and every Braze endpoint the simulator answers."""
+    index = requests.get(f"{braze.url}/_sim/", timeout=5).json()
+    assert {"/users/track", "/users/delete", "/v2/subscription/status/set"} <= {
+        entry["path"] for entry in index["braze_endpoints"]
+    }
+    assert {("GET", "/_sim/state"), ("POST", "/_sim/faults"), ("GET", "/_sim/")} <= {
+        (entry["method"], entry["path"]) for entry in index["control"]
+    }
