@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 import redis
@@ -23,7 +25,14 @@ class Context:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.redis = client or store.connect(settings)
-        self._clients: dict[str, BrazeClient] = {}
+        self._local = threading.local()  # each sender thread's own Braze clients
+
+    @cached_property
+    def senders(self) -> ThreadPoolExecutor:
+        """The threads that send a round's requests at once (RELAY_INFLIGHT of them), kept for the process."""
+        return ThreadPoolExecutor(
+            max_workers=self.settings.delivery.inflight, thread_name_prefix="relay-send"
+        )
 
     @cached_property
     def watermarks(self) -> Watermarks:
@@ -36,11 +45,15 @@ class Context:
         return Limiter(self.redis, self.settings.delivery)
 
     def braze(self, workspace: str) -> BrazeClient:
-        """The kept-alive client of a workspace (KeyError if the routes file no longer names it)."""
-        client = self._clients.get(workspace)
+        """This thread's kept-alive client of a workspace (KeyError if the routes file no longer names it)."""
+        clients: dict[str, BrazeClient] | None = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        client = clients.get(workspace)
         if client is None:
-            client = BrazeClient(self.settings.workspaces[workspace], self.settings.delivery)
-            self._clients[workspace] = client
+            client = clients[workspace] = BrazeClient(
+                self.settings.workspaces[workspace], self.settings.delivery
+            )
         return client
 
     def observe(self, workspace: str, request: BrazeRequest, answer: Answer | None, verdict: Verdict) -> None:

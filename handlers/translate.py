@@ -40,7 +40,16 @@ class Item:
     # The fields whose newest value must win (attributes, subscription states): each holds a
     # newest-value watermark per user in Redis (handlers/ordering.py).
     watermarks: list[str] = field(default_factory=list)
-    user: str = ""  # the user key of those watermarks
+    # The user whose profile the item changes (the key of its watermarks), and any other user it
+    # also changes (an identify's alias, a new alias's external_id): no two requests in flight at
+    # once carry items of the same user (handlers/packing.py `plan`).
+    user: str = ""
+    also: tuple[str, ...] = ()
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        """Every user this item changes."""
+        return (self.user, *self.also) if self.user else self.also
 
     @property
     def family(self) -> RateFamily:
@@ -76,7 +85,7 @@ def event_items(env: Envelope) -> list[Item]:
         obj["app_id"] = rec["app_id"]
     if rec["properties"]:
         obj["properties"] = rec["properties"]
-    return [Item(env, Endpoint.TRACK, "events", obj)]
+    return [Item(env, Endpoint.TRACK, "events", obj, user=user_key(rec["_id"]))]
 
 
 @translator(Kind.PURCHASES)
@@ -89,7 +98,7 @@ def purchase_items(env: Envelope) -> list[Item]:
             obj[name] = rec[name]
     if rec["properties"]:
         obj["properties"] = rec["properties"]
-    return [Item(env, Endpoint.TRACK, "purchases", obj)]
+    return [Item(env, Endpoint.TRACK, "purchases", obj, user=user_key(rec["_id"]))]
 
 
 @translator(Kind.ATTRIBUTES)
@@ -110,9 +119,12 @@ def alias_items(env: Envelope) -> list[Item]:
     """user_new_alias: one new alias, for an external_id or alias-only."""
     rec = env["rec"]
     obj = {"alias_name": rec["alias_name"], "alias_label": rec["alias_label"]}
+    also: tuple[str, ...] = ()
     if rec.get("external_id"):
         obj["external_id"] = rec["external_id"]
-    return [Item(env, Endpoint.ALIAS, "user_aliases", obj)]
+        also = (user_key({"external_id": rec["external_id"]}),)
+    alias = user_key({"user_alias": {"alias_name": rec["alias_name"], "alias_label": rec["alias_label"]}})
+    return [Item(env, Endpoint.ALIAS, "user_aliases", obj, user=alias, also=also)]
 
 
 @translator(Kind.IDENTIFY)
@@ -120,16 +132,27 @@ def identify_items(env: Envelope) -> list[Item]:
     """user_identifying: one alias to attach to an external_id."""
     rec = env["rec"]
     obj = {"external_id": rec["external_id"], "user_alias": rec["user_alias"]}
-    return [Item(env, Endpoint.IDENTIFY, "aliases_to_identify", obj)]
+    alias = user_key({"user_alias": rec["user_alias"]})
+    return [
+        Item(
+            env,
+            Endpoint.IDENTIFY,
+            "aliases_to_identify",
+            obj,
+            user=user_key({"external_id": rec["external_id"]}),
+            also=(alias,),
+        )
+    ]
 
 
 @translator(Kind.DELETE)
 def delete_items(env: Envelope) -> list[Item]:
     """user_delete: one identifier in the array of its kind."""
-    ((name, value),) = env["rec"]["_id"].items()
+    ident = env["rec"]["_id"]
+    ((name, value),) = ident.items()
     if name == "email":
         value = {"email": value, "prioritization": ["most_recently_updated"]}
-    return [Item(env, Endpoint.DELETE, DELETE_ARRAY[name], value)]
+    return [Item(env, Endpoint.DELETE, DELETE_ARRAY[name], value, user=user_key(ident))]
 
 
 @translator(Kind.CONSENT)

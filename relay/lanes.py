@@ -162,6 +162,17 @@ class Lane:
         """Extend the lease held by `token`; False if another owner holds the lane now."""
         return bool(_script(client, RENEW)(keys=[self.lease_key], args=[token, delivery.lease_ms]))
 
+    def confirm(self, client: redis.Redis, token: str, delivery: Delivery) -> bool:
+        """Renew the lease and say whether `token` may act on the lane now (checked, not just renewed).
+
+        False if another owner holds it, and also if Redis's answer came back so late that the lease
+        may have run out meanwhile (the process was frozen, by SIGSTOP or a paused VM, mid-call): a
+        renewal is only as good as the moment it was asked for.
+        """
+        asked = time.monotonic()
+        renewed = self.renew(client, token, delivery)
+        return renewed and time.monotonic() - asked < delivery.lease_s / 2
+
     def holds(self, client: redis.Redis, token: str) -> bool:
         """True while `token` holds the lease (checked, not extended)."""
         return client.get(self.lease_key) == token.encode()
