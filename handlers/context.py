@@ -13,6 +13,7 @@ from handlers.braze import Answer, BrazeClient, Verdict
 from handlers.ordering import Watermarks
 from handlers.packing import BrazeRequest
 from handlers.ratelimit import Limiter
+from handlers.unchanged import Memory
 from relay import store
 from relay.config import Settings, load_settings
 
@@ -25,6 +26,12 @@ class Context:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.redis = client or store.connect(settings)
+        # Each sender thread may hold a Redis connection at once (rate limit, lease check), beside
+        # the job, the ticker and RQ: redis-py's pool stops at 100 unless told otherwise.
+        pool = self.redis.connection_pool
+        needed = settings.delivery.inflight + 16
+        if isinstance(getattr(pool, "max_connections", None), int) and pool.max_connections < needed:
+            pool.max_connections = needed
         self._local = threading.local()  # each sender thread's own Braze clients
 
     @cached_property
@@ -38,6 +45,17 @@ class Context:
     def watermarks(self) -> Watermarks:
         """The no-stale-overwrite checker."""
         return Watermarks(self.redis, self.settings.delivery.watermark_ttl_s)
+
+    @cached_property
+    def unchanged(self) -> Memory:
+        """The skip_unchanged memory (kept for the workspaces where a route has skip_unchanged)."""
+        routes = [route for route in self.settings.routes.values() if route.skip_unchanged]
+        return Memory(
+            self.redis,
+            self.settings.delivery.unchanged_ttl_s,
+            skip_routes=[route.name for route in routes],
+            remembering={route.workspace for route in routes},
+        )
 
     @cached_property
     def limiter(self) -> Limiter:

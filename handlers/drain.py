@@ -1,23 +1,29 @@
-"""The drain job: the one owner of a lane takes its records in batches and delivers them to Braze.
+"""The drain job: the one owner of a lane takes its records in chunks and delivers them to Braze.
 
-The owner takes a *wave* (up to `RELAY_INFLIGHT` requests' worth of records) and sends it in
-rounds of requests at once, from a pool of sender threads: no user in two requests of a round
-(handlers/packing.py `plan`), the shared rate limit taken and the lease checked before each send.
-Records stay at the head of the lane's Redis list until the outcome of their wave is committed
+The owner keeps up to `RELAY_INFLIGHT` Braze requests in flight at once, sent by a pool of sender
+threads: it takes a *chunk* of records from the lane's head (a wave of requests' worth), prepares
+it (translate, newest-value watermarks, skip_unchanged, packed into requests by
+handlers/packing.py `plan`) while earlier requests fly, and lets each request go as soon as a
+sender is free and none of its users is in a request in flight or waiting before it
+(handlers/window.py). The shared rate limit is taken and the lease checked before each send.
+
+Records stay at the head of the lane's Redis list until the outcome of their chunk is committed
 (trimmed from the list, put on the retry set, or dead-lettered) in one transaction that checks
-the owner still holds the lease. A worker killed mid-wave commits nothing, its lease expires,
-and the next owner delivers the same records again: at least once, never lost.
+the owner still holds the lease; chunks are committed in the order they were taken. A worker
+killed mid-flight commits nothing more, its lease expires, and the next owner delivers the
+uncommitted records again: at least once, never lost.
 
 This module does the I/O; what Braze's answers mean and where records end is decided by the pure
 functions of handlers/braze.py (`classify`), handlers/outcomes.py (`judge`, `ending`),
-handlers/packing.py and handlers/ordering.py.
+handlers/packing.py, handlers/window.py and handlers/ordering.py.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -31,19 +37,72 @@ from handlers.context import Context
 from handlers.outcomes import Dead, Judgement, Ledger, ending, judge, window_full
 from handlers.packing import BrazeRequest, pack, plan
 from handlers.translate import Item, to_items
+from handlers.unchanged import Memo
+from handlers.window import Window
 from relay import audit, deadletters, metrics, store
 from relay.config import dead_letter_limit
 from relay.envelope import Envelope, dumps, loads
 from relay.lanes import Lane
-from relay.modes import AuditEvent, DeadReason, Kind, LaneFamily, Outcome
+from relay.modes import AuditEvent, DeadReason, Kind, LaneFamily, Outcome, kind_of
 
 log = logging.getLogger(__name__)
 
 Chunk = list[tuple[bytes, Envelope, bool]]  # (raw as stored, envelope, taken from the retry set)
+CHUNKS_AHEAD = 3  # chunks taken and not yet committed, at most: bounds memory and redelivery
+CONFIRM_EVERY_S = 0.5  # the loop renews the lease this often (each send checks it besides)
+FORGETTING = frozenset({Kind.DELETE, Kind.IDENTIFY})  # kinds after which skip_unchanged forgets the users
+
+
+class Tally:
+    """What a chunk cost: Braze requests by (endpoint, status), rate-limit waits by (family, source)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.waits: Counter[tuple[str, str]] = Counter()
+
+    def add(self, other: Tally) -> None:
+        """Count another tally in."""
+        self.calls.update(other.calls)
+        self.waits.update(other.waits)
+
+
+@dataclass
+class Sent:
+    """What one request (and the halves sent after it) came to: judgements in order, cost, lease."""
+
+    judgements: list[Judgement] = field(default_factory=list)
+    tally: Tally = field(default_factory=Tally)
+    lease_lost: bool = False  # the lease check before a send failed: nothing more may be sent
+
+
+@dataclass(eq=False)
+class Flight:
+    """One chunk on its way: its records, where they stand, and its requests not answered yet."""
+
+    chunk: Chunk
+    ledger: Ledger = field(default_factory=Ledger)
+    tally: Tally = field(default_factory=Tally)
+    open: int = 0  # its requests not yet answered
+    memos: dict[str, list[Memo]] = field(default_factory=dict)  # record id -> skip_unchanged memos
+    unchanged: dict[str, int] = field(default_factory=dict)  # route -> attribute values left out
+
+    def pending(self) -> set[tuple[str, str]]:
+        """(memory key, field) pairs this chunk may deliver."""
+        return {(memo.key, name) for memos in self.memos.values() for memo in memos for name in memo.digests}
+
+    @property
+    def from_list(self) -> int:
+        """Records it took from the list's head (the commit trims them)."""
+        return sum(1 for _, _, retried in self.chunk if not retried)
+
+    @property
+    def retried(self) -> list[bytes]:
+        """Records it took from the retry set, as stored there."""
+        return [raw for raw, _, retried in self.chunk if retried]
 
 
 class Drainer:
-    """One run of a lane's drain job, for at most one time slice."""
+    """One run of a lane's drain job: its window of requests in flight, for a time slice or more."""
 
     def __init__(self, ctx: Context, lane: Lane, token: str) -> None:
         self.ctx = ctx
@@ -56,62 +115,99 @@ class Drainer:
         self.batch_size = self.delivery.track_combined or self.delivery.track_per_array
         if family is not LaneFamily.TRACK:
             self.batch_size = self.delivery.batch_limit
-        # A wave: as many records as `inflight` full requests hold, sent in rounds (packing.plan).
         self.width = self.delivery.inflight
-        self.wave_size = self.width * self.batch_size
+        self.chunk_size = self.width * self.batch_size  # a wave: `inflight` full requests' worth
         self.linger_s = (
             self.delivery.consent_linger_s if family is LaneFamily.CONSENT else self.delivery.linger_s
         )
         self.rq_queues = [
             Queue(name, connection=self.client) for name in (store.QUEUE_CONSENT, store.QUEUE_BULK)
         ]
+        self.flights: deque[Flight] = deque()  # taken, not yet committed, oldest first
+        self.window: Window[BrazeRequest] = Window()
+        self.flying: dict[Future[Sent], tuple[Flight, BrazeRequest]] = {}
+        self.owner: dict[BrazeRequest, Flight] = {}
+        self.lost = False
 
     def confirm(self) -> bool:
         """Renew the lease and check it is still ours; False: another owner took the lane (stop at once)."""
         return self.lane.confirm(self.client, self.token, self.delivery)
 
     def run(self) -> dict[str, Any]:
-        """Deliver waves until the lane is empty or the slice is over; then release or hand over."""
-        deadline = time.monotonic() + self.delivery.slice_s
-        waves = 0
-        while self.confirm():
-            if time.monotonic() >= deadline:
+        """Deliver until the lane is empty or the slice is over; then release or hand over.
+
+        Past its slice the job keeps the lane while no other drain job waits for a worker (up to
+        `Delivery.longest_job_s`): handing over empties the window, which costs a Braze answer time.
+        """
+        started = time.monotonic()
+        deadline, confirmed = started + self.delivery.slice_s, 0.0
+        committed, stopping = 0, False
+        while True:
+            now = time.monotonic()
+            if now - confirmed >= CONFIRM_EVERY_S:
+                if not self.confirm():
+                    self.lost = True
+                confirmed = now
+            if self.lost:
+                break
+            if not stopping and now >= deadline:
+                if self.others_waiting() or now - started >= self.delivery.longest_job_s:
+                    stopping = True
+                else:
+                    deadline = now + self.delivery.slice_s
+            if not stopping and not self.window.waiting and len(self.flights) < CHUNKS_AHEAD:
+                chunk = self.take()
+                if chunk is None:
+                    continue  # lingering for company
+                if chunk:
+                    self.prepare(chunk)
+                elif not self.flights:
+                    if self.release():
+                        return {"lane": self.lane.name, "chunks": committed}
+                    continue
+            self.dispatch()
+            self.collect(timeout=0.05 if self.flying else 0.0)
+            committed += self.commit_done()
+            if stopping and not self.flights:
                 # Hand over to a fresh job at the back of the queue, so other lanes get a turn.
                 self.lane.enqueue_drain(self.client, self.token, self.delivery)
-                return {"lane": self.lane.name, "waves": waves, "handed_over": True}
-            chunk = self.take()
-            if chunk is None:
-                continue  # lingering for company
-            if not chunk:
-                if self.release():
-                    return {"lane": self.lane.name, "waves": waves}
-                continue
-            if not self.deliver(chunk):
-                break
-            waves += 1
-        return {"lane": self.lane.name, "waves": waves, "lease_lost": True}
+                return {"lane": self.lane.name, "chunks": committed, "handed_over": True}
+        # The lease is gone: let the requests in flight come back (their answers are not committed:
+        # the next owner sends those records again), and stop.
+        while self.flying:
+            self.collect(timeout=1.0)
+        log.warning(
+            "lease lost; the next owner delivers the uncommitted records", extra={"lane": self.lane.name}
+        )
+        return {"lane": self.lane.name, "chunks": committed, "lease_lost": True}
 
     def take(self) -> Chunk | None:
-        """Due retries first, else the list head, up to one wave; None while a short batch lingers.
+        """The next chunk: due retries first, else the list after what is already taken.
 
         From the list it takes whole requests' worth (the rest waits for company, so a stream of
         one-record postbacks still fills its requests), or what there is once the head has waited
-        the linger out.
+        the linger out. None: lingering (nothing in flight, a short batch, young). []: nothing.
         """
         now = time.time()
+        offset = sum(flight.from_list for flight in self.flights)
+        taken = {raw for flight in self.flights for raw in flight.retried}
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrangebyscore(self.retry_key, "-inf", now, start=0, num=self.wave_size)
-            pipe.lrange(self.queue_key, 0, self.wave_size - 1)
+            pipe.zrangebyscore(self.retry_key, "-inf", now, start=0, num=self.chunk_size + len(taken))
+            pipe.lrange(self.queue_key, offset, offset + self.chunk_size - 1)
             due, raws = cast("tuple[list[bytes], list[bytes]]", pipe.execute())
+        due = [raw for raw in due if raw not in taken]
         if due:
-            return [(raw, loads(raw), True) for raw in due]
+            return [(raw, loads(raw), True) for raw in due[: self.chunk_size]]
         if not raws:
             return []
         if len(raws) < self.batch_size:
             age = now - loads(raws[0])["at"]
-            if age < self.linger_s and not self.others_waiting():
-                time.sleep(min(self.linger_s - age, 0.02))
-                return None
+            if age < self.linger_s:
+                if self.flying:
+                    return []  # answers come back meanwhile; look again after them
+                if not self.others_waiting():
+                    time.sleep(min(self.linger_s - age, 0.02))
+                    return None
         else:
             raws = raws[: len(raws) - len(raws) % self.batch_size]
         return [(raw, loads(raw), False) for raw in raws]
@@ -124,34 +220,71 @@ class Drainer:
         """Give the lane up when it is empty; False if records arrived meanwhile and we kept it."""
         return self.lane.release(self.client, self.token, self.delivery)
 
-    def deliver(self, chunk: Chunk) -> bool:
-        """Send one wave, round by round, and commit where each record ends; False if the lease was lost."""
-        ledger, tally = Ledger(), Tally()
+    def prepare(self, chunk: Chunk) -> None:
+        """Translate a chunk, keep each field's newest value, pack it; its requests join the window."""
+        flight = Flight(chunk)
         items: list[Item] = []
         for _, env, _ in chunk:
             try:
                 items.extend(to_items(env))
             except (KeyError, ValueError, TypeError) as exc:
-                ledger.fail(env["id"], Dead(DeadReason.UNTRANSLATABLE, None, f"{type(exc).__name__}: {exc}"))
-        for wave_round in plan(self.ctx.watermarks.keep_newest(items), self.delivery, self.width):
-            if len(wave_round) == 1:
-                results = [self.send(wave_round[0])]
-            else:
-                results = list(self.ctx.senders.map(self.send, wave_round))
-            for sent in results:
-                for judgement in sent.judgements:
-                    ledger.add(judgement)
-                tally.add(sent.tally)
-            if any(sent.lease_lost for sent in results):
-                log.warning(
-                    "lease lost before a send; the next owner delivers again", extra={"lane": self.lane.name}
+                flight.ledger.fail(
+                    env["id"], Dead(DeadReason.UNTRANSLATABLE, None, f"{type(exc).__name__}: {exc}")
                 )
-                return False
-        self.commit(chunk, ledger, tally)
-        return True
+        items = self.ctx.watermarks.keep_newest(items)
+        memory = self.ctx.unchanged
+        if memory.remembering:
+            memos = memory.memos(items)
+            if memos:
+                pending = {pair for other in self.flights for pair in other.pending()}
+                items, dropped = memory.drop_unchanged(items, memos, pending=pending)
+                flight.ledger.unchanged |= dropped.records
+                flight.unchanged = dropped.fields
+                for item in items:
+                    if id(item) in memos:
+                        flight.memos.setdefault(item.envelope["id"], []).append(memos[id(item)])
+        for wave_round in plan(items, self.delivery, self.width):
+            for request in wave_round:
+                self.window.add(request, request.users())
+                self.owner[request] = flight
+                flight.open += 1
+        self.flights.append(flight)
+
+    def dispatch(self) -> None:
+        """Send every waiting request that may go now, as far as senders are free."""
+        for request in self.window.ready(self.width - len(self.flying)):
+            future = self.ctx.senders.submit(self.send, request)
+            self.flying[future] = (self.owner.pop(request), request)
+
+    def collect(self, timeout: float) -> None:
+        """Take in the answers that came back (waiting up to `timeout` for the first)."""
+        if not self.flying:
+            return
+        done, _ = wait(self.flying, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            flight, request = self.flying.pop(future)
+            self.window.done(request)
+            sent = future.result()  # a Redis error in a sender fails the job: nothing more committed
+            for judgement in sent.judgements:
+                flight.ledger.add(judgement)
+            flight.tally.add(sent.tally)
+            flight.open -= 1
+            if sent.lease_lost:
+                self.lost = True
+
+    def commit_done(self) -> int:
+        """Commit every chunk at the front whose requests are all answered, oldest first; how many."""
+        count = 0
+        while self.flights and self.flights[0].open == 0 and not self.lost:
+            flight = self.flights.popleft()
+            if not self.commit(flight):
+                self.lost = True
+                break
+            count += 1
+        return count
 
     def send(self, request: BrazeRequest) -> Sent:
-        """Send one request of a round (in a sender thread) and what Braze's answers mean for its items.
+        """Send one request (in a sender thread) and what Braze's answers mean for its items.
 
         Halves of a batch Braze refused are sent here too, one after another: they hold the same
         users, who must not be in two requests at once.
@@ -194,10 +327,9 @@ class Drainer:
             for sub in pack(half, self.delivery):
                 self.send_into(sub, sent)
 
-    def commit(self, chunk: Chunk, ledger: Ledger, tally: Tally) -> None:
-        """Record every outcome in one transaction, only if we still own the lane."""
+    def commit(self, flight: Flight) -> bool:
+        """Record every outcome of a chunk in one transaction, only if we still own the lane."""
         now = time.time()
-        from_list = sum(1 for _, _, retried in chunk if not retried)
         with self.client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(self.lane.lease_key)
@@ -206,17 +338,16 @@ class Drainer:
                         "lease lost before commit; the next owner delivers again",
                         extra={"lane": self.lane.name},
                     )
-                    return
+                    return False
                 pipe.multi()
-                if from_list:
-                    pipe.ltrim(self.queue_key, from_list, -1)
-                retried = [raw for raw, _, was_retry in chunk if was_retry]
-                if retried:
-                    pipe.zrem(self.retry_key, *retried)
-                self.settle(pipe, chunk, ledger, now)
-                for (endpoint, status), count in tally.calls.items():
+                if flight.from_list:
+                    pipe.ltrim(self.queue_key, flight.from_list, -1)
+                if flight.retried:
+                    pipe.zrem(self.retry_key, *flight.retried)
+                self.settle(pipe, flight, now)
+                for (endpoint, status), count in flight.tally.calls.items():
                     metrics.incr(pipe, "relay_braze_requests", count, endpoint=endpoint, status=status)
-                for (family, source), count in tally.waits.items():
+                for (family, source), count in flight.tally.waits.items():
                     metrics.incr(pipe, "relay_rate_limited", count, family=family, source=source)
                 pipe.execute()
             except redis.WatchError:
@@ -224,15 +355,20 @@ class Drainer:
                     "lease changed during commit; the next owner delivers again",
                     extra={"lane": self.lane.name},
                 )
+                return False
+        return True
 
-    def settle(self, pipe: Any, chunk: Chunk, ledger: Ledger, now: float) -> None:
-        """Queue each record's ending (and its metrics and audit events) on the transaction."""
+    def settle(self, pipe: Any, flight: Flight, now: float) -> None:
+        """Queue each record's ending (and its metrics, audit events and memory) on the transaction."""
         ttl = self.ctx.settings.audit_ttl_s
         ended: Counter[tuple[str, str]] = Counter()  # (metric, route) -> records
         lags: list[float] = []
-        for _, env, _ in chunk:
-            end = ending(env, ledger, now=now, delivery=self.delivery)
-            consent = Kind(env["kind"]) is Kind.CONSENT
+        learnt: list[Memo] = []
+        forget: list[str] = []
+        memory = self.ctx.unchanged
+        for _, env, _ in flight.chunk:
+            end = ending(env, flight.ledger, now=now, delivery=self.delivery)
+            consent = kind_of(env["kind"]) is Kind.CONSENT
             if end.outcome is Outcome.DEAD_LETTERED:
                 assert end.dead is not None
                 self.dead_letter(pipe, end.envelope, end.dead)
@@ -249,22 +385,32 @@ class Drainer:
             elif end.outcome is Outcome.DELIVERED:
                 ended[("relay_records_delivered", env["route"])] += 1
                 lags.append(now - env["at"])
+                learnt += flight.memos.get(env["id"], ())
                 if consent:
                     audit.note(pipe, env, AuditEvent.CONFIRMED, ttl)
+                elif env["ws"] in memory.remembering and kind_of(env["kind"]) in FORGETTING:
+                    # Braze deleted or merged the profile: what it held of it is no longer known.
+                    forget += [user for item in to_items(env) for user in item.users]
+            elif end.outcome is Outcome.UNCHANGED:
+                ended[("relay_records_unchanged", env["route"])] += 1
             else:
                 ended[("relay_records_superseded", env["route"])] += 1
                 if consent:
                     audit.note(pipe, env, AuditEvent.SUPERSEDED, ttl)
         for (name, route), count in ended.items():
             metrics.incr(pipe, name, count, route=route)
+        for route, count in flight.unchanged.items():
+            metrics.incr(pipe, "relay_attributes_unchanged", count, route=route)
         metrics.observe(pipe, "relay_delivery_lag_seconds", lags, lane=self.lane.name)
         metrics.note_minute(pipe, lags, now)
+        memory.remember(pipe, learnt, now)
+        memory.forget(pipe, self.workspace, forget)
 
     def dead_letter(self, pipe: Any, env: Envelope, dead: Dead) -> None:
         """Queue one dead letter (and its audit event) on the transaction, and log it."""
         item = deadletters.entry(env, reason=dead.reason, status=dead.status, message=dead.message)
         deadletters.add(pipe, item, limit=dead_letter_limit(self.ctx.settings, env["route"]))
-        if Kind(env["kind"]) is Kind.CONSENT:
+        if kind_of(env["kind"]) is Kind.CONSENT:
             audit.note(
                 pipe,
                 env,
@@ -279,28 +425,6 @@ class Drainer:
         )
 
 
-class Tally:
-    """What one wave cost: Braze requests by (endpoint, status), rate-limit waits by (family, source)."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[tuple[str, str]] = Counter()
-        self.waits: Counter[tuple[str, str]] = Counter()
-
-    def add(self, other: Tally) -> None:
-        """Count another tally in."""
-        self.calls.update(other.calls)
-        self.waits.update(other.waits)
-
-
-@dataclass
-class Sent:
-    """What one request (and the halves sent after it) came to: judgements in order, cost, lease."""
-
-    judgements: list[Judgement] = field(default_factory=list)
-    tally: Tally = field(default_factory=Tally)
-    lease_lost: bool = False  # the lease check before a send failed: nothing more may be sent
-
-
 def drain_lane(lane: str, token: str) -> dict[str, Any]:
-    """RQ job: deliver a lane's records for one time slice (only the lease holder does anything)."""
+    """RQ job: deliver a lane's records for a time slice or more (only the lease holder does anything)."""
     return Drainer(context.current(), Lane(lane), token).run()

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from handlers.translate import Item
 from relay.config import Delivery
 from relay.modes import Endpoint
@@ -26,11 +28,14 @@ Key = tuple[str, tuple[str, ...]]  # (endpoint, group): a request holds items of
 
 
 def encode(obj: Any) -> bytes:
-    """Compact JSON as Braze gets it."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON as Braze gets it (orjson; the stdlib for what orjson cannot encode)."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # an integer past 64 bits: Braze will say what it thinks of it
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-@dataclass
+@dataclass(eq=False)  # each request is itself (hashable by identity: the window tracks them)
 class BrazeRequest:
     """One request body in the making, and which item sits at each (array, index)."""
 
@@ -70,6 +75,10 @@ class BrazeRequest:
     def items_at(self, array: str, index: int) -> list[Item]:
         """The items Braze means by an error naming (input_array, index); [] if none."""
         return self.slots.get((array, index), [])
+
+    def users(self) -> set[str]:
+        """Every user the request changes."""
+        return {user for item in self.items for user in item.users}
 
 
 def key_of(item: Item) -> Key:
@@ -170,43 +179,126 @@ class Rounds(Packer):
         self._open: list[dict[Key, BrazeRequest]] = []  # per round: the request still filling, per key
         self._last: dict[str, tuple[int, BrazeRequest]] = {}  # user -> (round, request) of their last item
 
-    def add(self, item: Item) -> None:
-        """Put the item in the earliest round it may go in: after its users' earlier items."""
-        encoded = encode(item.obj)
-        size, key = len(encoded) + 1, key_of(item)
-        seen = [self._last[user] for user in item.users if user in self._last]
-        first = max((index for index, _ in seen), default=0)
-        homes = {id(request): request for index, request in seen if index == first}
-        index = first
+    def add_group(self, group: list[Item]) -> None:
+        """Put the items of users no other item touches, together in one request where they fit."""
+        encoded = [encode(item.obj) for item in group]
+        key = key_of(group[0])
+        together = (
+            len(group) > 1
+            and key[0] in PLAIN_ARRAYS
+            and all(key_of(item) == key for item in group)
+            and not any(user in self._last for item in group for user in item.users)
+        )
+        if together:
+            counts: dict[str, int] = {}
+            for item in group:
+                counts[item.array] = counts.get(item.array, 0) + 1
+            size = sum(len(one) + 1 for one in encoded)
+            if self._takes(BrazeRequest(group[0].endpoint, key[1]), counts, size):
+                self._add_together(group, encoded, key, counts, size)
+                return
+        for item, one in zip(group, encoded, strict=True):
+            self.add(item, one)
+
+    def _takes(self, request: BrazeRequest, counts: dict[str, int], size: int) -> bool:
+        """True if the request can take this many more objects per array, and bytes, within the limits."""
+        if request.size + size > self.delivery.max_body_bytes:
+            return False
+        if request.endpoint == Endpoint.TRACK:
+            limit = self.delivery.track_combined
+            if limit is not None:
+                return request.count() + sum(counts.values()) <= limit
+            per_array = self.delivery.track_per_array
+            return all(
+                len(request.arrays.get(name, [])) + count <= per_array for name, count in counts.items()
+            )
+        return request.count() + sum(counts.values()) <= self.delivery.batch_limit
+
+    def _add_together(
+        self, group: list[Item], encoded: list[bytes], key: Key, counts: dict[str, int], size: int
+    ) -> None:
+        index = 0
         while True:
             if index == len(self.rounds):
                 self.rounds.append([])
                 self._open.append({})
-            target: BrazeRequest | None = None
-            if homes and index == first:
-                # Its users already have a request in this round: that one, or a later round.
-                home = next(iter(homes.values())) if len(homes) == 1 else None
-                if home is not None and key_of(home.items[0]) == key and self.fits(home, item, size):
-                    target = home
-            else:
-                current = self._open[index].get(key)
-                if current is not None and self.fits(current, item, size):
-                    target = current
-                elif len(self.rounds[index]) < self.width:
-                    target = self.new_request(item)
-                    self.rounds[index].append(target)
-                    self._open[index][key] = target
-            if target is not None:
-                self.place(target, item, encoded)
-                for user in item.users:
-                    self._last[user] = (index, target)
-                return
+            current = self._open[index].get(key)
+            if current is None or not self._takes(current, counts, size):
+                if len(self.rounds[index]) >= self.width:
+                    index += 1
+                    continue
+                current = self._open[index][key] = self.new_request(group[0])
+                self.rounds[index].append(current)
+            for item, one in zip(group, encoded, strict=True):
+                self._put(index, current, item, one)
+            return
+
+    def add(self, item: Item, encoded: bytes | None = None) -> None:
+        """Put the item in the earliest round it may go in: after its users' earlier items."""
+        encoded = encode(item.obj) if encoded is None else encoded
+        size, key = len(encoded) + 1, key_of(item)
+        seen = [self._last[user] for user in item.users if user in self._last]
+        index = max((found for found, _ in seen), default=0)
+        if seen:
+            # Its users already have a request in that round: that one, if it can take it, else later.
+            homes = {id(request): request for found, request in seen if found == index}
+            home = next(iter(homes.values())) if len(homes) == 1 else None
+            if home is not None and key_of(home.items[0]) == key and self.fits(home, item, size):
+                return self._put(index, home, item, encoded)
             index += 1
+        while True:
+            if index == len(self.rounds):
+                self.rounds.append([])
+                self._open.append({})
+            current = self._open[index].get(key)
+            if current is not None and self.fits(current, item, size):
+                return self._put(index, current, item, encoded)
+            if len(self.rounds[index]) < self.width:
+                current = self._open[index][key] = self.new_request(item)
+                self.rounds[index].append(current)
+                return self._put(index, current, item, encoded)
+            index += 1
+
+    def _put(self, index: int, request: BrazeRequest, item: Item, encoded: bytes) -> None:
+        self.place(request, item, encoded)
+        for user in item.users:
+            self._last[user] = (index, request)
+
+
+def by_user(items: list[Item]) -> list[list[Item]]:
+    """Items grouped by user: items that share a user (even through a third item) share a group.
+
+    Groups come in the order of their first item, and keep their items' order: any two items of one
+    user stay in order, while different users' items need not (Braze keeps no order across profiles).
+    """
+    parent: dict[str, str] = {}
+
+    def root(user: str) -> str:
+        while parent.get(user, user) != user:
+            parent[user] = parent.get(parent[user], parent[user])
+            user = parent[user]
+        return user
+
+    for item in items:
+        first, *others = item.users or ("",)
+        for other in others:
+            a, b = root(first), root(other)
+            if a != b:
+                parent[b] = a
+    groups: dict[object, list[Item]] = {}
+    for item in items:
+        group_key: object = root(item.users[0]) if item.users else id(item)
+        groups.setdefault(group_key, []).append(item)
+    return list(groups.values())
 
 
 def plan(items: list[Item], delivery: Delivery, width: int) -> list[list[BrazeRequest]]:
-    """Rounds of at most `width` requests holding all the items: see the module's docstring."""
+    """Rounds of at most `width` requests holding all the items: see the module's docstring.
+
+    A user's items go together in one request where they fit, so that a wave of users with a few
+    items each fills a whole round rather than one request per round.
+    """
     rounds = Rounds(delivery, width)
-    for item in items:
-        rounds.add(item)
+    for group in by_user(items):
+        rounds.add_group(group)
     return rounds.rounds

@@ -66,6 +66,11 @@ class Delivery:
     unchanged_ttl_s: int = 30 * 86400  # skip_unchanged: how long a delivered value is remembered
 
     @property
+    def longest_job_s(self) -> float:
+        """How long a drain job keeps its lane past its slice while no other drain job waits."""
+        return 10 * self.slice_s
+
+    @property
     def lease_ms(self) -> int:
         """The lane lease's expiry, as Redis takes it."""
         return int(self.lease_s * 1000)

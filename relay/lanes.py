@@ -47,9 +47,9 @@ def new_token() -> str:
 
 
 def job_timeout(delivery: Delivery) -> int:
-    """How long RQ lets one drain job run: its time slice plus a Braze call and the linger, doubled."""
+    """How long RQ lets one drain job run: its longest run plus a Braze call and the linger, doubled."""
     one_call = delivery.connect_timeout_s + delivery.read_timeout_s
-    return int(2 * (delivery.slice_s + one_call + delivery.linger_s)) + 30
+    return int(2 * (delivery.longest_job_s + one_call + delivery.linger_s)) + 30
 
 
 @functools.cache

@@ -220,3 +220,15 @@ def test_plan_width_one_is_one_request_at_a_time() -> None:
     """RELAY_INFLIGHT=1: one request per round, as full as Braze's limits allow."""
     rounds = plan(events(200), DELIVERY, width=1)
     assert [[request.count() for request in one] for one in rounds] == [[75], [75], [50]]
+
+
+def test_plan_puts_each_users_items_together() -> None:
+    """200 users with 3 events each, in arrival order: each user's three in one request, one round."""
+    records = [{"external_id": f"u{i}", "name": "tap", "n": n} for n in range(3) for i in range(200)]
+    rounds = plan(items("user_track", records, "custom_events"), DELIVERY, width=16)
+    assert len(rounds) == 1 and sum(request.count() for request in rounds[0]) == 600
+    for request in rounds[0]:
+        by_user: dict[str, list[int]] = {}
+        for obj in request.body()["events"]:
+            by_user.setdefault(obj["external_id"], []).append(obj["properties"]["n"])
+        assert all(seqs == [0, 1, 2] for seqs in by_user.values())
