@@ -37,6 +37,7 @@ from bench.common import (
     relay_env,
     start_gunicorn,
     start_simulator,
+    track_waiting,
     wait_for,
 )
 
@@ -52,7 +53,6 @@ database = "bench"
 table = "consent"
 mode = "user_subscription"
 """
-TRACK_LANE = "relay:q:default:track"
 CONSENT_PATH = "/v2/subscription/status/set"
 
 
@@ -108,13 +108,13 @@ def main() -> int:
         started = time.perf_counter()
         load_backlog(base, args.backlog)
         print(
-            f"backlog: {client.llen(TRACK_LANE):,} track records queued in "
+            f"backlog: {track_waiting(client):,} track records queued in "
             f"{time.perf_counter() - started:.1f} s"
         )
         procs.start("worker", procfile_command("worker"), env)
         if not args.no_consent_worker:
             procs.start("consent", procfile_command("consent"), env)
-        wait_for(lambda: client.llen(TRACK_LANE) < args.backlog, 30, "the backlog to start draining")
+        wait_for(lambda: track_waiting(client) < args.backlog, 30, "the backlog to start draining")
 
         session = requests.Session()
         headers = {"X-TD-Write-Key": WRITE_KEY, "Content-Type": "application/json"}
@@ -145,7 +145,7 @@ def main() -> int:
             return all(user in arrivals for user in accepted_at)
 
         wait_for(all_arrived, 60, "every consent record at the simulator", interval=0.5)
-        waiting = client.llen(TRACK_LANE)
+        waiting = track_waiting(client)
         latencies = [arrivals[user] - accepted_at[user] for user in accepted_at]
         worker = (
             "worker + consent-only worker"

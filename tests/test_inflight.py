@@ -115,7 +115,7 @@ def test_shared_rate_limit_holds_for_several_workers_with_requests_in_flight(
 
 
 def test_429_stops_every_sender_until_the_reset(stack: tuple[Processes, str], braze: Simulator) -> None:
-    """A 429 mid-flight: after its answer reached the relay, no worker sends to the family before the reset."""
+    """A 429 mid-flight: once its answer reached the relay, no worker sends to the family before the reset."""
     procs, base = stack
     latency, slack = 0.1, 0.15
     braze.faults.latency_ms = latency * 1000
