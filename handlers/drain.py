@@ -21,6 +21,7 @@ handlers/packing.py, handlers/window.py and handlers/ordering.py.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -128,10 +129,14 @@ class Drainer:
         self.flying: dict[Future[Sent], tuple[Flight, BrazeRequest]] = {}
         self.owner: dict[BrazeRequest, Flight] = {}
         self.lost = False
+        # Renewing the lease writes its key, which the commit's transaction watches: a sender renewing
+        # between WATCH and EXEC would abort our own commit. Renewals and commits take turns.
+        self.lease_lock = threading.Lock()
 
     def confirm(self) -> bool:
         """Renew the lease and check it is still ours; False: another owner took the lane (stop at once)."""
-        return self.lane.confirm(self.client, self.token, self.delivery)
+        with self.lease_lock:
+            return self.lane.confirm(self.client, self.token, self.delivery)
 
     def run(self) -> dict[str, Any]:
         """Deliver until the lane is empty or the slice is over; then release or hand over.
@@ -330,7 +335,7 @@ class Drainer:
     def commit(self, flight: Flight) -> bool:
         """Record every outcome of a chunk in one transaction, only if we still own the lane."""
         now = time.time()
-        with self.client.pipeline(transaction=True) as pipe:
+        with self.lease_lock, self.client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(self.lane.lease_key)
                 if pipe.get(self.lane.lease_key) != self.token.encode():
