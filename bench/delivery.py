@@ -136,6 +136,7 @@ def one_drain(
         sim.reset(latency_ms)
         sampler = Sampler([Group("worker", workers), Group("sim", [sim_pid])], client)
         busy_before = wait_quiet(limit=20) if opts.quiet_wait else float("nan")
+        sampler.start()  # peak RSS, every 100 ms
         cpu0, redis0 = sampler.cpu(), RedisSnapshot.take(client)
         for lane in lanes:  # the workers' tickers wake the lanes within a second
             client.delete(f"relay:lease:{lane}")
@@ -145,9 +146,12 @@ def one_drain(
             sim.poll()
             procs.check_alive()
         cpu1, redis1 = sampler.cpu(), RedisSnapshot.take(client)
+        sampler.stop()
         sim.poll()
         left = sum(int(client.llen(f"relay:q:{lane}")) for lane in lanes)
     finally:
+        if sampler is not None:
+            sampler.stop()
         with contextlib.suppress(Exception):  # the bench's own Redis goes with the processes
             client.flushdb()
         procs.stop_all()
@@ -174,6 +178,7 @@ def one_drain(
         "redis_cpu_ms_per_1000": round(per_1000["redis"], 1),
         "redis_commands_per_record": round(redis1.since(redis0)["commands"] / max(delivered, 1), 3),
         "queued_bytes_per_record": round(queue_bytes / backlog, 1),
+        "worker_peak_rss_mb": round(max(sampler.groups[0].peak_root_mb.values(), default=0.0), 1),
         "busy_before": round(busy_before, 2),
     }
 
@@ -203,7 +208,8 @@ def describe(result: dict[str, Any]) -> str:
         f"{result['delivered']:,}/{result['backlog']:,} delivered, {result['duplicates']} duplicates, "
         f"{result['braze_requests']:,} requests ({result['records_per_request']:g} records each, "
         f"{result['braze_non_2xx']} non-2xx); Redis {result['redis_commands_per_record']:g} commands "
-        f"per record, {result['queued_bytes_per_record']:.0f} bytes per queued record"
+        f"per record, {result['queued_bytes_per_record']:.0f} bytes per queued record; worker peak RSS "
+        f"{result['worker_peak_rss_mb']:.0f} MB"
     )
 
 

@@ -35,7 +35,7 @@ from rq import Queue
 from handlers import context
 from handlers.braze import Answer, Verdict, classify, classify_failure
 from handlers.context import Context
-from handlers.outcomes import Dead, Judgement, Ledger, ending, judge, window_full
+from handlers.outcomes import Dead, Ending, Judgement, Ledger, ending, judge, window_full
 from handlers.packing import BrazeRequest, pack, plan
 from handlers.translate import Item, to_items
 from handlers.unchanged import Memo
@@ -49,8 +49,12 @@ from relay.modes import AuditEvent, DeadReason, Kind, LaneFamily, Outcome, kind_
 log = logging.getLogger(__name__)
 
 Chunk = list[tuple[bytes, Envelope, bool]]  # (raw as stored, envelope, taken from the retry set)
-CHUNKS_AHEAD = 3  # chunks taken and not yet committed, at most: bounds memory and redelivery
+# A chunk is a quarter of the window: preparing one holds the job's thread (and the GIL) for a while,
+# during which answers coming back free senders that nothing dispatches; small chunks keep that short.
+CHUNK_SHARE = 4
+CHUNKS_AHEAD = CHUNK_SHARE + 2  # chunks taken and not yet committed, at most: bounds memory and redelivery
 CONFIRM_EVERY_S = 0.5  # the loop renews the lease this often (each send checks it besides)
+FRESH_CHECK_S = 0.05  # a lease check older than this (the rate limit made the send wait) is made again
 FORGETTING = frozenset({Kind.DELETE, Kind.IDENTIFY})  # kinds after which skip_unchanged forgets the users
 
 
@@ -117,7 +121,7 @@ class Drainer:
         if family is not LaneFamily.TRACK:
             self.batch_size = self.delivery.batch_limit
         self.width = self.delivery.inflight
-        self.chunk_size = self.width * self.batch_size  # a wave: `inflight` full requests' worth
+        self.chunk_size = max(1, self.width // CHUNK_SHARE) * self.batch_size  # whole requests' worth
         self.linger_s = (
             self.delivery.consent_linger_s if family is LaneFamily.CONSENT else self.delivery.linger_s
         )
@@ -299,16 +303,25 @@ class Drainer:
         return sent
 
     def send_into(self, request: BrazeRequest, sent: Sent) -> None:
-        """Wait for the shared rate limit, check the lease, send; then judge the answer."""
+        """Check the lease, take a place in the shared rate limit, send; then judge the answer.
+
+        The lease is checked before each send: a worker frozen past its lease must not send records
+        that a new owner now holds (and may already have sent, with newer values after them). The
+        rate limit (and a 429's pause) is the last gate before the send, so that a pause another
+        sender has just set is seen; if waiting for the window took a while, the lease is checked
+        again, so the send still follows a fresh check.
+        """
         family = request.items[0].family
+        if not self.confirm():
+            sent.lease_lost = True
+            return
+        checked = time.monotonic()
         wait_until = self.ctx.limiter.acquire(self.workspace, family)
         if wait_until is not None:
             sent.judgements.append(window_full(request.items, wait_until))
             sent.tally.waits[(family, "window")] += 1
             return
-        # Checked right before the send: a worker frozen past its lease must not send records
-        # that a new owner now holds (and may already have sent, with newer values after them).
-        if not self.confirm():
+        if time.monotonic() - checked > FRESH_CHECK_S and not self.confirm():
             sent.lease_lost = True
             return
         client = self.ctx.braze(self.workspace)
@@ -333,8 +346,13 @@ class Drainer:
                 self.send_into(sub, sent)
 
     def commit(self, flight: Flight) -> bool:
-        """Record every outcome of a chunk in one transaction, only if we still own the lane."""
+        """Record every outcome of a chunk in one transaction, only if we still own the lane.
+
+        The endings are decided before the lease is locked: senders wait for the lock to check the
+        lease, so it is held only for the transaction itself.
+        """
         now = time.time()
+        endings = [ending(env, flight.ledger, now=now, delivery=self.delivery) for _, env, _ in flight.chunk]
         with self.lease_lock, self.client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(self.lane.lease_key)
@@ -349,7 +367,7 @@ class Drainer:
                     pipe.ltrim(self.queue_key, flight.from_list, -1)
                 if flight.retried:
                     pipe.zrem(self.retry_key, *flight.retried)
-                self.settle(pipe, flight, now)
+                self.settle(pipe, flight, endings, now)
                 for (endpoint, status), count in flight.tally.calls.items():
                     metrics.incr(pipe, "relay_braze_requests", count, endpoint=endpoint, status=status)
                 for (family, source), count in flight.tally.waits.items():
@@ -363,7 +381,7 @@ class Drainer:
                 return False
         return True
 
-    def settle(self, pipe: Any, flight: Flight, now: float) -> None:
+    def settle(self, pipe: Any, flight: Flight, endings: list[Ending], now: float) -> None:
         """Queue each record's ending (and its metrics, audit events and memory) on the transaction."""
         ttl = self.ctx.settings.audit_ttl_s
         ended: Counter[tuple[str, str]] = Counter()  # (metric, route) -> records
@@ -371,8 +389,7 @@ class Drainer:
         learnt: list[Memo] = []
         forget: list[str] = []
         memory = self.ctx.unchanged
-        for _, env, _ in flight.chunk:
-            end = ending(env, flight.ledger, now=now, delivery=self.delivery)
+        for (_, env, _), end in zip(flight.chunk, endings, strict=True):
             consent = kind_of(env["kind"]) is Kind.CONSENT
             if end.outcome is Outcome.DEAD_LETTERED:
                 assert end.dead is not None

@@ -42,7 +42,8 @@ class BrazeRequest:
     endpoint: Endpoint
     group: tuple[str, ...]
     arrays: dict[str, list[Any]] = field(default_factory=dict)
-    slots: dict[tuple[str, int], list[Item]] = field(default_factory=dict)
+    slots: dict[tuple[str, int], list[Item]] = field(default_factory=dict)  # v2 subscription groups
+    members: dict[str, list[Item]] = field(default_factory=dict)  # array -> its items, by index
     size: int = 2  # bytes of JSON so far, roughly
     items: list[Item] = field(default_factory=list)  # every item in this request, once, in order
     encoded: dict[str, list[bytes]] = field(default_factory=dict)  # array -> each object's JSON
@@ -74,7 +75,10 @@ class BrazeRequest:
 
     def items_at(self, array: str, index: int) -> list[Item]:
         """The items Braze means by an error naming (input_array, index); [] if none."""
-        return self.slots.get((array, index), [])
+        if self.endpoint == Endpoint.SUBSCRIPTION:
+            return self.slots.get((array, index), [])
+        members = self.members.get(array, [])
+        return [members[index]] if 0 <= index < len(members) else []
 
     def users(self) -> set[str]:
         """Every user the request changes."""
@@ -132,10 +136,14 @@ class Packer:
             group[item.group[2]].append(item.obj)
             request.slots.setdefault(("subscription_groups", groups.index(group)), []).append(item)
             return
-        values = request.arrays.setdefault(item.array, [])
-        request.slots[(item.array, len(values))] = [item]
+        values = request.arrays.get(item.array)
+        if values is None:
+            values = request.arrays[item.array] = []
+            request.members[item.array] = []
+            request.encoded[item.array] = []
         values.append(item.obj)
-        request.encoded.setdefault(item.array, []).append(encoded)
+        request.members[item.array].append(item)
+        request.encoded[item.array].append(encoded)
 
     def new_request(self, item: Item) -> BrazeRequest:
         """An empty request for the item's endpoint and group."""
@@ -237,7 +245,12 @@ class Rounds(Packer):
         """Put the item in the earliest round it may go in: after its users' earlier items."""
         encoded = encode(item.obj) if encoded is None else encoded
         size, key = len(encoded) + 1, key_of(item)
-        seen = [self._last[user] for user in item.users if user in self._last]
+        users = item.users
+        if len(users) == 1:
+            last = self._last.get(users[0])
+            seen = [last] if last is not None else []
+        else:
+            seen = [self._last[user] for user in users if user in self._last]
         index = max((found for found, _ in seen), default=0)
         if seen:
             # Its users already have a request in that round: that one, if it can take it, else later.
@@ -271,6 +284,11 @@ def by_user(items: list[Item]) -> list[list[Item]]:
     Groups come in the order of their first item, and keep their items' order: any two items of one
     user stay in order, while different users' items need not (Braze keeps no order across profiles).
     """
+    if all(len(item.users) == 1 for item in items):  # the usual case: one user per item
+        simple: dict[str, list[Item]] = {}
+        for item in items:
+            simple.setdefault(item.users[0], []).append(item)
+        return list(simple.values())
     parent: dict[str, str] = {}
 
     def root(user: str) -> str:

@@ -47,11 +47,10 @@ class Item:
     # once carry items of the same user (handlers/packing.py `plan`).
     user: str = ""
     also: tuple[str, ...] = ()
+    users: tuple[str, ...] = field(init=False)  # every user this item changes: `user`, then `also`
 
-    @property
-    def users(self) -> tuple[str, ...]:
-        """Every user this item changes."""
-        return (self.user, *self.also) if self.user else self.also
+    def __post_init__(self) -> None:
+        self.users = (self.user, *self.also) if self.user else self.also
 
     @property
     def family(self) -> RateFamily:
