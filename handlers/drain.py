@@ -136,6 +136,7 @@ class Drainer:
         # Renewing the lease writes its key, which the commit's transaction watches: a sender renewing
         # between WATCH and EXEC would abort our own commit. Renewals and commits take turns.
         self.lease_lock = threading.Lock()
+        self._looked, self._others = -1.0, False  # others_waiting(), looked up at most every 0.1 s
 
     def confirm(self) -> bool:
         """Renew the lease and check it is still ours; False: another owner took the lane (stop at once)."""
@@ -202,15 +203,17 @@ class Drainer:
         taken = {raw for flight in self.flights for raw in flight.retried}
         with self.client.pipeline(transaction=False) as pipe:
             pipe.zrangebyscore(self.retry_key, "-inf", now, start=0, num=self.chunk_size + len(taken))
-            pipe.lrange(self.queue_key, offset, offset + self.chunk_size - 1)
-            due, raws = cast("tuple[list[bytes], list[bytes]]", pipe.execute())
+            pipe.llen(self.queue_key)
+            pipe.lindex(self.queue_key, offset)
+            due, length, head = cast("tuple[list[bytes], int, bytes | None]", pipe.execute())
         due = [raw for raw in due if raw not in taken]
         if due:
             return [(raw, loads(raw), True) for raw in due[: self.chunk_size]]
-        if not raws:
+        waiting = min(length - offset, self.chunk_size)
+        if waiting <= 0 or head is None:
             return []
-        if len(raws) < self.batch_size:
-            age = now - loads(raws[0])["at"]
+        if waiting < self.batch_size:
+            age = now - loads(head)["at"]
             if age < self.linger_s:
                 if self.flying:
                     return []  # answers come back meanwhile; look again after them
@@ -218,12 +221,20 @@ class Drainer:
                     time.sleep(min(self.linger_s - age, 0.02))
                     return None
         else:
-            raws = raws[: len(raws) - len(raws) % self.batch_size]
+            waiting -= waiting % self.batch_size
+        raws = cast("list[bytes]", self.client.lrange(self.queue_key, offset, offset + waiting - 1))
         return [(raw, loads(raw), False) for raw in raws]
 
     def others_waiting(self) -> bool:
-        """True when drain jobs of other lanes wait for a worker: then send now rather than linger."""
-        return any(queue.count for queue in self.rq_queues)
+        """True when drain jobs of other lanes wait for a worker: then send now rather than linger.
+
+        Looked up at most every 0.1 s: a lingering job asks every 20 ms.
+        """
+        now = time.monotonic()
+        if now - self._looked >= 0.1:
+            self._others = any(queue.count for queue in self.rq_queues)
+            self._looked = now
+        return self._others
 
     def release(self) -> bool:
         """Give the lane up when it is empty; False if records arrived meanwhile and we kept it."""
