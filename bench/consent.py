@@ -90,7 +90,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=20.0, help="consent postbacks per second")
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--no-consent-worker", action="store_true")
     args = parser.parse_args()
@@ -119,6 +119,7 @@ def main() -> int:
         session = requests.Session()
         headers = {"X-TD-Write-Key": WRITE_KEY, "Content-Type": "application/json"}
         accepted_at: dict[str, float] = {}
+        during: set[str] = set()  # accepted while track records still waited
         total = int(args.rate * args.seconds)
         first = time.time()
         for n in range(total):
@@ -135,6 +136,8 @@ def main() -> int:
             )
             response.raise_for_status()
             accepted_at[user] = sent
+            if track_waiting(client):
+                during.add(user)
         arrivals: dict[str, float] = {}
         since = 0
 
@@ -153,11 +156,19 @@ def main() -> int:
             else "one worker, no consent-only worker"
         )
         print(f"{worker}; Braze at {args.latency_ms:g} ms; {total} consent postbacks at {args.rate:g}/s")
+        drained = [arrivals[user] - accepted_at[user] for user in during]
         print(
             f"consent accepted -> Braze: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
-            f"p99 {percentile(latencies, 99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
-            f"(target p99 < 300 ms: {'pass' if percentile(latencies, 99) < 0.3 else 'FAIL'})"
+            f"p99 {percentile(latencies, 99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
         )
+        if drained:
+            p99 = percentile(drained, 99)
+            print(
+                f"  of them accepted while the backlog drained ({len(drained)}): p50 "
+                f"{percentile(drained, 50) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+                f"max {max(drained) * 1000:.0f} ms "
+                f"(target p99 < 300 ms: {'pass' if p99 < 0.3 else 'FAIL'})"
+            )
         print(
             f"track records still waiting when the last consent record landed: "
             f"{waiting:,} of {args.backlog:,}"
