@@ -84,14 +84,14 @@ class Route:
     allowed_origins: tuple[str, ...] = ()
     # The route's jq program (`transform` or `preset`), compiled at start; None: records as they come.
     transform: Transform | None = None
+    # Attribute values equal to the last ones delivered for the user are not sent again
+    # (handlers/unchanged.py); only user_track routes, whose records may set attributes.
+    skip_unchanged: bool = False
 
     @property
     def own_credentials(self) -> bool:
         """True when the route names a credential of its own: then no global credential applies to it."""
         return bool(self.write_keys_env or self.webhook_secrets_env)
-    # Attribute values equal to the last ones delivered for the user are not sent again
-    # (handlers/unchanged.py); only user_track routes, whose records may set attributes.
-    skip_unchanged: bool = False
 
     @cached_property
     def spec(self) -> Mode:
