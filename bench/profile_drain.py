@@ -56,7 +56,7 @@ skip_unchanged = {skip}
 
 # (label, function as pstats names it: (file suffix, function)); inclusive CPU of each.
 STEPS = [
-    ("take a wave (ZRANGEBYSCORE + LRANGE, envelopes parsed)", "handlers/drain.py", "take"),
+    ("take a chunk (LLEN, LRANGE, envelopes parsed)", "handlers/drain.py", "take"),
     ("translate (records to Braze objects)", "handlers/translate.py", "to_items"),
     ("newest-value watermarks (one script call)", "handlers/ordering.py", "keep_newest"),
     ("skip_unchanged memory (one script call)", "handlers/unchanged.py", "drop_unchanged"),
@@ -71,7 +71,7 @@ STEPS = [
     ("  judge the answer", "handlers/outcomes.py", "judge"),
     ("commit (WATCH lease, MULTI/EXEC)", "handlers/drain.py", "commit"),
     ("  settle (each record's ending, metrics)", "handlers/drain.py", "settle"),
-    ("renew/confirm at each wave, release", "handlers/drain.py", "confirm"),
+    ("the job's own lease renewals, release", "handlers/drain.py", "confirm"),
 ]
 
 

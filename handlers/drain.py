@@ -1,7 +1,7 @@
 """The drain job: the one owner of a lane takes its records in chunks and delivers them to Braze.
 
 The owner keeps up to `RELAY_INFLIGHT` Braze requests in flight at once, sent by a pool of sender
-threads: it takes a *chunk* of records from the lane's head (a wave of requests' worth), prepares
+threads: it takes a *chunk* of records from the lane's head (a quarter of the window's requests), prepares
 it (translate, newest-value watermarks, skip_unchanged, packed into requests by
 handlers/packing.py `plan`) while earlier requests fly, and lets each request go as soon as a
 sender is free and none of its users is in a request in flight or waiting before it
@@ -263,8 +263,8 @@ class Drainer:
                 for item in items:
                     if id(item) in memos:
                         flight.memos.setdefault(item.envelope["id"], []).append(memos[id(item)])
-        for wave_round in plan(items, self.delivery, self.width):
-            for request in wave_round:
+        for one_round in plan(items, self.delivery, self.width):
+            for request in one_round:
                 self.window.add(request, request.users())
                 self.owner[request] = flight
                 flight.open += 1

@@ -1,10 +1,11 @@
 """Packing items into Braze requests, within each endpoint's per-request limits and 4 MB.
 
 `pack` fills requests one after another (for requests sent one at a time: the halves of a batch
-Braze refused). `plan` lays a whole wave out as *rounds* of at most `width` requests, which are
-sent at once: no user has items in two requests of one round, and a user's later items never go
-in an earlier round, so each user's updates still reach Braze one request at a time, in order.
-Each item is encoded to JSON once, here; a request's body is those bytes joined.
+Braze refused). `plan` lays a chunk out as *rounds* of at most `width` requests: no user has items
+in two requests of one round, a user's later items never go in an earlier round, and a user's items
+go together where they fit. The drain job hands the requests to its window in that order
+(handlers/window.py decides when each may go), so each user's updates reach Braze one request at a
+time, in order. Each item is encoded to JSON once, here; a request's body is those bytes joined.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def braze_time(seconds: float) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _whole_second(seconds: int) -> str:
-    # Records of a wave mostly share their second: formatting it once per second saves a datetime each.
+    # Records of a chunk mostly share their second: formatting it once per second saves a datetime each.
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 

@@ -115,10 +115,13 @@ def test_shared_rate_limit_holds_for_several_workers_with_requests_in_flight(
 
 
 def test_429_stops_every_sender_until_the_reset(stack: tuple[Processes, str], braze: Simulator) -> None:
-    """A 429 mid-flight: once its answer reached the relay, no worker sends to the family before the reset."""
+    """A 429 mid-flight: only requests already on their way arrive before the reset, from any worker."""
     procs, base = stack
-    latency, slack = 0.1, 0.15
-    braze.faults.latency_ms = latency * 1000
+    braze.faults.latency_ms = 100
+    # Two workers with two requests in flight each: when the 429 comes back, at most three other
+    # requests are on their way. (Arrival stamps alone cannot tell those from later sends: the
+    # simulator shares this test's process and stamps late when the machine is busy.)
+    procs.env["RELAY_INFLIGHT"] = "2"
     users = [f"limited-{n}" for n in range(6000)]
     ingest(base, "events", events_for(users, 1))
     procs.start("worker")
@@ -130,10 +133,9 @@ def test_429_stops_every_sender_until_the_reset(stack: tuple[Processes, str], br
     calls = track(braze)
     (limited,) = [entry for entry in calls if entry["status"] == 429]
     reset = math.ceil(limited["time"] + 2.0)  # the simulator's X-RateLimit-Reset for this fault
-    learnt = limited["time"] + latency + slack  # requests sent before the answer came back may still arrive
-    early = [entry["time"] - limited["time"] for entry in calls if learnt < entry["time"] < reset]
-    assert early == [], "requests sent after the 429 and before its reset"
-    assert any(entry["time"] >= reset for entry in calls)
+    early = [entry for entry in calls if limited["time"] < entry["time"] < reset]
+    assert len(early) <= 3, f"{len(early)} requests arrived after the 429 and before its reset"
+    assert any(entry["time"] >= reset for entry in calls), "nothing was left for after the reset"
 
 
 def attribute_versions(users: list[str], versions: range) -> list[dict[str, Any]]:
