@@ -39,7 +39,24 @@ WRITE_KEY = "bench-write-key-3c9d"
 BRAZE_KEY = "bench-braze-key-7a21"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 POSTBACK_PATH = "/postback/v3/event/bench/events"
-LANE_QUEUE = "relay:q:default:track"  # relay.store.lane_queue("default:track")
+TRACK_SHARDS = 2  # the product's default RELAY_TRACK_SHARDS: default:track.0 and default:track.1
+TRACK_QUEUES = [f"relay:q:default:track.{n}" for n in range(TRACK_SHARDS)]  # relay.store.lane_queue
+TRACK_LEASES = [f"relay:lease:default:track.{n}" for n in range(TRACK_SHARDS)]  # relay.store.lane_lease
+
+
+def track_waiting(client: redis.Redis) -> int:
+    """Records waiting in the default workspace's track lanes (every shard)."""
+    with client.pipeline(transaction=False) as pipe:
+        for key in TRACK_QUEUES:
+            pipe.llen(key)
+        return sum(pipe.execute())
+
+
+def track_idle(client: redis.Redis) -> bool:
+    """True when no track record waits and no drain job holds a track lane."""
+    return not track_waiting(client) and not client.exists(*TRACK_LEASES)
+
+
 ROUTES = """
 [routes.events]
 database = "bench"
@@ -201,8 +218,8 @@ def relay_env(braze_url: str, routes: Path, web_port: int, **knobs: str) -> dict
 class Processes:
     """Processes started by a benchmark, each in a session of its own, output to a log file each."""
 
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
+    def __init__(self, log_dir: Path, root: Path = ROOT) -> None:
+        self.log_dir, self.root = log_dir, root  # root: the checkout the processes run from
         self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -211,7 +228,7 @@ class Processes:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 ["bash", "-c", f"exec {command}"],
-                cwd=ROOT,
+                cwd=self.root,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -243,6 +260,22 @@ class Processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=2)
         self.running.clear()
+
+
+def start_redis(procs: Processes) -> str:
+    """A redis-server of the bench's own on a free port (nothing persisted); the bench then uses it.
+
+    Its INFO counts only the relay's commands and CPU: the machine's shared Redis also serves other
+    people's test suites, whose commands INFO counts too.
+    """
+    global REDIS_URL  # noqa: PLW0603 - every helper here reads the bench's Redis from this name
+    port = free_port()
+    procs.start("redis", f"redis-server --port {port} --bind {HOST} --save '' --appendonly no", base_env({}))
+    REDIS_URL = f"redis://{HOST}:{port}/0"
+    wait_for(
+        lambda: bool(redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping()), 20, "the bench's redis-server"
+    )
+    return REDIS_URL
 
 
 def start_simulator(procs: Processes, latency_ms: float) -> str:
@@ -481,7 +514,7 @@ class Sampler(threading.Thread):
             group.peak_total_mb = max(group.peak_total_mb, total)
         if self.client is not None:
             with contextlib.suppress(redis.RedisError):
-                self.backlog.append((time.time(), int(self.client.llen(LANE_QUEUE))))
+                self.backlog.append((time.time(), track_waiting(self.client)))
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of each group (all processes of its trees), this process and the machine."""

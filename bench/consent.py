@@ -9,7 +9,7 @@ left out to see what it buys) against the simulator (`--latency-ms` per answer).
 drains, one-record consent postbacks (a subscription group change for a user of their own) arrive
 at `--rate` per second for `--seconds`. Prints postback-accepted to simulator-received for the
 consent records (p50, p99, max) and how much of the backlog was still waiting when the last consent
-record landed. Target (BENCHMARKS.md): p99 under 1 s.
+record landed. Target (BENCHMARKS.md, issue 10): p99 under 300 ms.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from bench.common import (
     relay_env,
     start_gunicorn,
     start_simulator,
+    track_waiting,
     wait_for,
 )
 
@@ -52,7 +53,6 @@ database = "bench"
 table = "consent"
 mode = "user_subscription"
 """
-TRACK_LANE = "relay:q:default:track"
 CONSENT_PATH = "/v2/subscription/status/set"
 
 
@@ -90,7 +90,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=20.0, help="consent postbacks per second")
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--no-consent-worker", action="store_true")
     args = parser.parse_args()
@@ -108,17 +108,18 @@ def main() -> int:
         started = time.perf_counter()
         load_backlog(base, args.backlog)
         print(
-            f"backlog: {client.llen(TRACK_LANE):,} track records queued in "
+            f"backlog: {track_waiting(client):,} track records queued in "
             f"{time.perf_counter() - started:.1f} s"
         )
         procs.start("worker", procfile_command("worker"), env)
         if not args.no_consent_worker:
             procs.start("consent", procfile_command("consent"), env)
-        wait_for(lambda: client.llen(TRACK_LANE) < args.backlog, 30, "the backlog to start draining")
+        wait_for(lambda: track_waiting(client) < args.backlog, 30, "the backlog to start draining")
 
         session = requests.Session()
         headers = {"X-TD-Write-Key": WRITE_KEY, "Content-Type": "application/json"}
         accepted_at: dict[str, float] = {}
+        during: set[str] = set()  # accepted while track records still waited
         total = int(args.rate * args.seconds)
         first = time.time()
         for n in range(total):
@@ -135,6 +136,8 @@ def main() -> int:
             )
             response.raise_for_status()
             accepted_at[user] = sent
+            if track_waiting(client):
+                during.add(user)
         arrivals: dict[str, float] = {}
         since = 0
 
@@ -145,7 +148,7 @@ def main() -> int:
             return all(user in arrivals for user in accepted_at)
 
         wait_for(all_arrived, 60, "every consent record at the simulator", interval=0.5)
-        waiting = client.llen(TRACK_LANE)
+        waiting = track_waiting(client)
         latencies = [arrivals[user] - accepted_at[user] for user in accepted_at]
         worker = (
             "worker + consent-only worker"
@@ -153,11 +156,19 @@ def main() -> int:
             else "one worker, no consent-only worker"
         )
         print(f"{worker}; Braze at {args.latency_ms:g} ms; {total} consent postbacks at {args.rate:g}/s")
+        drained = [arrivals[user] - accepted_at[user] for user in during]
         print(
             f"consent accepted -> Braze: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
-            f"p99 {percentile(latencies, 99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
-            f"(target p99 < 1000 ms: {'pass' if percentile(latencies, 99) < 1 else 'FAIL'})"
+            f"p99 {percentile(latencies, 99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
         )
+        if drained:
+            p99 = percentile(drained, 99)
+            print(
+                f"  of them accepted while the backlog drained ({len(drained)}): p50 "
+                f"{percentile(drained, 50) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+                f"max {max(drained) * 1000:.0f} ms "
+                f"(target p99 < 300 ms: {'pass' if p99 < 0.3 else 'FAIL'})"
+            )
         print(
             f"track records still waiting when the last consent record landed: "
             f"{waiting:,} of {args.backlog:,}"

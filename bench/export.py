@@ -36,6 +36,7 @@ from bench.common import (
     relay_env,
     rss_mb,
     start_gunicorn,
+    track_waiting,
 )
 
 ROUTES = """
@@ -43,7 +44,6 @@ ROUTES = """
 mode = "user_track"
 track_record_type = "user_profile_attributes"
 """
-LANE = "relay:q:default:track"
 
 
 def export_body(rows: int, columns: int) -> bytes:
@@ -101,7 +101,7 @@ def run_once(body: bytes, rows: int) -> dict[str, float]:
             "peak_mb": peak[0],
             "before_mb": before,
             "accepted": accepted,
-            "in_lane": int(client.llen(LANE)),
+            "in_lane": track_waiting(client),
             "rows_per_s": rows / took,
         }
     finally:

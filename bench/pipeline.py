@@ -32,7 +32,6 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench import anchors
 from bench.common import (
-    LANE_QUEUE,
     POSTBACK_PATH,
     WRITE_KEY,
     Group,
@@ -55,6 +54,8 @@ from bench.common import (
     run_wrk,
     start_gunicorn,
     start_simulator,
+    track_idle,
+    track_waiting,
     wait_for,
     wait_quiet,
 )
@@ -84,7 +85,6 @@ def accepted_total(client: Any) -> int:
     return relay_counters(client).get("accepted", 0)
 
 
-ARMED = "relay:lease:default:track"  # relay.store.lane_lease("default:track")
 KEEP_UP_DRAIN_S = 3.0  # "the backlog of a load is gone within a few seconds of its end"
 
 
@@ -133,9 +133,7 @@ def warm_up(web_url: str, sim_url: str, run_id: str, count: int = 10) -> None:
 def lone_records(web_url: str, sim_url: str, run_id: str, count: int, gap: float) -> dict[str, Any]:
     """Single postbacks on an idle relay, `gap` s apart: accepted (answer received) to Braze arrival."""
     client = redis_client()
-    wait_for(
-        lambda: not client.llen(LANE_QUEUE) and not client.exists(ARMED), 15, "the relay to go idle", 0.1
-    )
+    wait_for(lambda: track_idle(client), 15, "the relay to go idle", 0.1)
     prefix = f"l{run_id}"
     log = SimLog(sim_url, prefix)
     log.start_at_end()
@@ -219,7 +217,7 @@ def relay_run(
         cpu2 = sampler.cpu()
         sampler.stop()
         stats = relay_counters(client)
-        left = int(client.llen(LANE_QUEUE))
+        left = track_waiting(client)
         lone_figures = lone_records(web_url, sim_url, run_id, opts.lone, opts.lone_gap) if lone else None
         procs.check_alive()
     finally:

@@ -24,7 +24,6 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench import stack_sampler
 from bench.common import (
-    LANE_QUEUE,
     POSTBACK_PATH,
     Processes,
     SimLog,
@@ -38,6 +37,7 @@ from bench.common import (
     run_wrk,
     start_gunicorn,
     start_simulator,
+    track_waiting,
     wait_for,
 )
 
@@ -117,7 +117,7 @@ def profile_drain(opts: argparse.Namespace) -> None:
         url = start_gunicorn(procs, env)
         run_id = f"d{int(time.time())}"
         run_wrk(url + POSTBACK_PATH, 4, opts.connections, run_id)
-        backlog = int(client.llen(LANE_QUEUE))
+        backlog = track_waiting(client)
         sim = SimLog(sim_url, run_id)
         sim.reset(opts.latency_ms)
         command = (
@@ -126,7 +126,7 @@ def profile_drain(opts: argparse.Namespace) -> None:
         )
         started = time.monotonic()
         procs.start("worker", command, {**env, "BENCH_PROFILE_DIR": str(out)})
-        wait_for(lambda: client.llen(LANE_QUEUE) == 0, 60, "the backlog to drain", interval=0.1)
+        wait_for(lambda: track_waiting(client) == 0, 60, "the backlog to drain", interval=0.1)
         took = time.monotonic() - started
         time.sleep(2.5)  # let the sampler write once more
         sim.poll()

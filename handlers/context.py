@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 import redis
@@ -11,6 +13,7 @@ from handlers.braze import Answer, BrazeClient, Verdict
 from handlers.ordering import Watermarks
 from handlers.packing import BrazeRequest
 from handlers.ratelimit import Limiter
+from handlers.unchanged import Memory
 from relay import store
 from relay.config import Settings, load_settings
 
@@ -23,7 +26,20 @@ class Context:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.redis = client or store.connect(settings)
-        self._clients: dict[str, BrazeClient] = {}
+        # Each sender thread may hold a Redis connection at once (rate limit, lease check), beside
+        # the job, the ticker and RQ: redis-py's pool stops at 100 unless told otherwise.
+        pool = self.redis.connection_pool
+        needed = settings.delivery.inflight + 16
+        if isinstance(getattr(pool, "max_connections", None), int) and pool.max_connections < needed:
+            pool.max_connections = needed
+        self._local = threading.local()  # each sender thread's own Braze clients
+
+    @cached_property
+    def senders(self) -> ThreadPoolExecutor:
+        """The threads that send a round's requests at once (RELAY_INFLIGHT of them), kept for the process."""
+        return ThreadPoolExecutor(
+            max_workers=self.settings.delivery.inflight, thread_name_prefix="relay-send"
+        )
 
     @cached_property
     def watermarks(self) -> Watermarks:
@@ -31,16 +47,31 @@ class Context:
         return Watermarks(self.redis, self.settings.delivery.watermark_ttl_s)
 
     @cached_property
+    def unchanged(self) -> Memory:
+        """The skip_unchanged memory (kept for the workspaces where a route has skip_unchanged)."""
+        routes = [route for route in self.settings.routes.values() if route.skip_unchanged]
+        return Memory(
+            self.redis,
+            self.settings.delivery.unchanged_ttl_s,
+            skip_routes=[route.name for route in routes],
+            remembering={route.workspace for route in routes},
+        )
+
+    @cached_property
     def limiter(self) -> Limiter:
         """The shared rate limiter."""
         return Limiter(self.redis, self.settings.delivery)
 
     def braze(self, workspace: str) -> BrazeClient:
-        """The kept-alive client of a workspace (KeyError if the routes file no longer names it)."""
-        client = self._clients.get(workspace)
+        """This thread's kept-alive client of a workspace (KeyError if the routes file no longer names it)."""
+        clients: dict[str, BrazeClient] | None = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        client = clients.get(workspace)
         if client is None:
-            client = BrazeClient(self.settings.workspaces[workspace], self.settings.delivery)
-            self._clients[workspace] = client
+            client = clients[workspace] = BrazeClient(
+                self.settings.workspaces[workspace], self.settings.delivery
+            )
         return client
 
     def observe(self, workspace: str, request: BrazeRequest, answer: Answer | None, verdict: Verdict) -> None:

@@ -1,20 +1,31 @@
-"""The drain job: the one owner of a lane takes its records in batches and delivers them to Braze.
+"""The drain job: the one owner of a lane takes its records in chunks and delivers them to Braze.
 
-Records stay at the head of the lane's Redis list until the outcome of their batch is committed
+The owner keeps up to `RELAY_INFLIGHT` Braze requests in flight at once, sent by a pool of sender
+threads: it takes a *chunk* of records from the lane's head (a quarter of the window's requests), prepares
+it (translate, newest-value watermarks, skip_unchanged, packed into requests by
+handlers/packing.py `plan`) while earlier requests fly, and lets each request go as soon as a
+sender is free and none of its users is in a request in flight or waiting before it
+(handlers/window.py). The shared rate limit is taken and the lease checked before each send.
+
+Records stay at the head of the lane's Redis list until the outcome of their chunk is committed
 (trimmed from the list, put on the retry set, or dead-lettered) in one transaction that checks
-the owner still holds the lease. A worker killed mid-batch commits nothing, its lease expires,
-and the next owner delivers the same records again: at least once, never lost.
+the owner still holds the lease; chunks are committed in the order they were taken. A worker
+killed mid-flight commits nothing more, its lease expires, and the next owner delivers the
+uncommitted records again: at least once, never lost.
 
 This module does the I/O; what Braze's answers mean and where records end is decided by the pure
 functions of handlers/braze.py (`classify`), handlers/outcomes.py (`judge`, `ending`),
-handlers/packing.py and handlers/ordering.py.
+handlers/packing.py, handlers/window.py and handlers/ordering.py.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
@@ -24,22 +35,79 @@ from rq import Queue
 from handlers import context
 from handlers.braze import Answer, Verdict, classify, classify_failure
 from handlers.context import Context
-from handlers.outcomes import Dead, Judgement, Ledger, ending, judge, window_full
-from handlers.packing import BrazeRequest, pack
+from handlers.outcomes import Dead, Ending, Judgement, Ledger, ending, judge, window_full
+from handlers.packing import BrazeRequest, pack, plan
 from handlers.translate import Item, to_items
+from handlers.unchanged import Memo
+from handlers.window import Window
 from relay import audit, deadletters, metrics, store
 from relay.config import dead_letter_limit
 from relay.envelope import Envelope, dumps, loads
 from relay.lanes import Lane
-from relay.modes import AuditEvent, DeadReason, Kind, LaneFamily, Outcome, RateFamily
+from relay.modes import AuditEvent, DeadReason, Kind, LaneFamily, Outcome, kind_of
 
 log = logging.getLogger(__name__)
 
 Chunk = list[tuple[bytes, Envelope, bool]]  # (raw as stored, envelope, taken from the retry set)
+# A chunk is a quarter of the window: preparing one holds the job's thread (and the GIL) for a while,
+# during which answers coming back free senders that nothing dispatches; small chunks keep that short.
+CHUNK_SHARE = 4
+CHUNKS_AHEAD = CHUNK_SHARE + 2  # chunks taken and not yet committed, at most: bounds memory and redelivery
+CONFIRM_EVERY_S = 0.5  # the loop renews the lease this often (each send checks it besides)
+FRESH_CHECK_S = 0.05  # a lease check older than this (the rate limit made the send wait) is made again
+FORGETTING = frozenset({Kind.DELETE, Kind.IDENTIFY})  # kinds after which skip_unchanged forgets the users
+
+
+class Tally:
+    """What a chunk cost: Braze requests by (endpoint, status), rate-limit waits by (family, source)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.waits: Counter[tuple[str, str]] = Counter()
+
+    def add(self, other: Tally) -> None:
+        """Count another tally in."""
+        self.calls.update(other.calls)
+        self.waits.update(other.waits)
+
+
+@dataclass
+class Sent:
+    """What one request (and the halves sent after it) came to: judgements in order, cost, lease."""
+
+    judgements: list[Judgement] = field(default_factory=list)
+    tally: Tally = field(default_factory=Tally)
+    lease_lost: bool = False  # the lease check before a send failed: nothing more may be sent
+
+
+@dataclass(eq=False)
+class Flight:
+    """One chunk on its way: its records, where they stand, and its requests not answered yet."""
+
+    chunk: Chunk
+    ledger: Ledger = field(default_factory=Ledger)
+    tally: Tally = field(default_factory=Tally)
+    open: int = 0  # its requests not yet answered
+    memos: dict[str, list[Memo]] = field(default_factory=dict)  # record id -> skip_unchanged memos
+    unchanged: dict[str, int] = field(default_factory=dict)  # route -> attribute values left out
+
+    def pending(self) -> set[tuple[str, str]]:
+        """(memory key, field) pairs this chunk may deliver."""
+        return {(memo.key, name) for memos in self.memos.values() for memo in memos for name in memo.digests}
+
+    @property
+    def from_list(self) -> int:
+        """Records it took from the list's head (the commit trims them)."""
+        return sum(1 for _, _, retried in self.chunk if not retried)
+
+    @property
+    def retried(self) -> list[bytes]:
+        """Records it took from the retry set, as stored there."""
+        return [raw for raw, _, retried in self.chunk if retried]
 
 
 class Drainer:
-    """One run of a lane's drain job, for at most one time slice."""
+    """One run of a lane's drain job: its window of requests in flight, for a time slice or more."""
 
     def __init__(self, ctx: Context, lane: Lane, token: str) -> None:
         self.ctx = ctx
@@ -52,120 +120,251 @@ class Drainer:
         self.batch_size = self.delivery.track_combined or self.delivery.track_per_array
         if family is not LaneFamily.TRACK:
             self.batch_size = self.delivery.batch_limit
+        self.width = self.delivery.inflight
+        self.chunk_size = max(1, self.width // CHUNK_SHARE) * self.batch_size  # whole requests' worth
         self.linger_s = (
             self.delivery.consent_linger_s if family is LaneFamily.CONSENT else self.delivery.linger_s
         )
         self.rq_queues = [
             Queue(name, connection=self.client) for name in (store.QUEUE_CONSENT, store.QUEUE_BULK)
         ]
+        self.flights: deque[Flight] = deque()  # taken, not yet committed, oldest first
+        self.window: Window[BrazeRequest] = Window()
+        self.flying: dict[Future[Sent], tuple[Flight, BrazeRequest]] = {}
+        self.owner: dict[BrazeRequest, Flight] = {}
+        self.lost = False
+        # Renewing the lease writes its key, which the commit's transaction watches: a sender renewing
+        # between WATCH and EXEC would abort our own commit. Renewals and commits take turns.
+        self.lease_lock = threading.Lock()
+        self._looked, self._others = -1.0, False  # others_waiting(), looked up at most every 0.1 s
 
-    def renew(self) -> bool:
-        """Extend the lease; False if another owner took the lane (then stop at once)."""
-        return self.lane.renew(self.client, self.token, self.delivery)
+    def confirm(self) -> bool:
+        """Renew the lease and check it is still ours; False: another owner took the lane (stop at once)."""
+        with self.lease_lock:
+            return self.lane.confirm(self.client, self.token, self.delivery)
 
     def run(self) -> dict[str, Any]:
-        """Deliver batches until the lane is empty or the slice is over; then release or hand over."""
-        deadline = time.monotonic() + self.delivery.slice_s
-        batches = 0
-        while self.renew():
-            if time.monotonic() >= deadline:
+        """Deliver until the lane is empty or the slice is over; then release or hand over.
+
+        Past its slice the job keeps the lane while no other drain job waits for a worker (up to
+        `Delivery.longest_job_s`): handing over empties the window, which costs a Braze answer time.
+        """
+        started = time.monotonic()
+        deadline, confirmed = started + self.delivery.slice_s, 0.0
+        committed, stopping = 0, False
+        while True:
+            now = time.monotonic()
+            if now - confirmed >= CONFIRM_EVERY_S:
+                if not self.confirm():
+                    self.lost = True
+                confirmed = now
+            if self.lost:
+                break
+            if not stopping and now >= deadline:
+                if self.others_waiting() or now - started >= self.delivery.longest_job_s:
+                    stopping = True
+                else:
+                    deadline = now + self.delivery.slice_s
+            if not stopping and not self.window.waiting and len(self.flights) < CHUNKS_AHEAD:
+                chunk = self.take()
+                if chunk is None:
+                    continue  # lingering for company
+                if chunk:
+                    self.prepare(chunk)
+                elif not self.flights:
+                    if self.release():
+                        return {"lane": self.lane.name, "chunks": committed}
+                    continue
+            self.dispatch()
+            self.collect(timeout=0.05 if self.flying else 0.0)
+            committed += self.commit_done()
+            if stopping and not self.flights:
                 # Hand over to a fresh job at the back of the queue, so other lanes get a turn.
                 self.lane.enqueue_drain(self.client, self.token, self.delivery)
-                return {"lane": self.lane.name, "batches": batches, "handed_over": True}
-            chunk = self.take()
-            if chunk is None:
-                continue  # lingering for company
-            if not chunk:
-                if self.release():
-                    return {"lane": self.lane.name, "batches": batches}
-                continue
-            self.deliver(chunk)
-            batches += 1
-        return {"lane": self.lane.name, "batches": batches, "lease_lost": True}
+                return {"lane": self.lane.name, "chunks": committed, "handed_over": True}
+        # The lease is gone: let the requests in flight come back (their answers are not committed:
+        # the next owner sends those records again), and stop.
+        while self.flying:
+            self.collect(timeout=1.0)
+        log.warning(
+            "lease lost; the next owner delivers the uncommitted records", extra={"lane": self.lane.name}
+        )
+        return {"lane": self.lane.name, "chunks": committed, "lease_lost": True}
 
     def take(self) -> Chunk | None:
-        """Due retries first, then the list head; None while a short batch lingers for company."""
+        """The next chunk: due retries first, else the list after what is already taken.
+
+        From the list it takes whole requests' worth (the rest waits for company, so a stream of
+        one-record postbacks still fills its requests), or what there is once the head has waited
+        the linger out. None: lingering (nothing in flight, a short batch, young). []: nothing.
+        """
         now = time.time()
-        due = cast(
-            "list[bytes]",
-            self.client.zrangebyscore(self.retry_key, "-inf", now, start=0, num=self.batch_size),
-        )
-        if due:
-            return [(raw, loads(raw), True) for raw in due]
+        offset = sum(flight.from_list for flight in self.flights)
+        taken = {raw for flight in self.flights for raw in flight.retried}
         with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(self.retry_key, "-inf", now, start=0, num=self.chunk_size + len(taken))
             pipe.llen(self.queue_key)
-            pipe.lindex(self.queue_key, 0)
-            waiting, head = pipe.execute()
-        if not waiting:
+            pipe.lindex(self.queue_key, offset)
+            due, length, head = cast("tuple[list[bytes], int, bytes | None]", pipe.execute())
+        due = [raw for raw in due if raw not in taken]
+        if due:
+            return [(raw, loads(raw), True) for raw in due[: self.chunk_size]]
+        waiting = min(length - offset, self.chunk_size)
+        if waiting <= 0 or head is None:
             return []
         if waiting < self.batch_size:
             age = now - loads(head)["at"]
-            if age < self.linger_s and not self.others_waiting():
-                time.sleep(min(self.linger_s - age, 0.02))
-                return None
-        raws = cast("list[bytes]", self.client.lrange(self.queue_key, 0, self.batch_size - 1))
+            if age < self.linger_s:
+                if self.flying:
+                    return []  # answers come back meanwhile; look again after them
+                if not self.others_waiting():
+                    time.sleep(min(self.linger_s - age, 0.02))
+                    return None
+        else:
+            waiting -= waiting % self.batch_size
+        raws = cast("list[bytes]", self.client.lrange(self.queue_key, offset, offset + waiting - 1))
         return [(raw, loads(raw), False) for raw in raws]
 
     def others_waiting(self) -> bool:
-        """True when drain jobs of other lanes wait for a worker: then send now rather than linger."""
-        return any(queue.count for queue in self.rq_queues)
+        """True when drain jobs of other lanes wait for a worker: then send now rather than linger.
+
+        Looked up at most every 0.1 s: a lingering job asks every 20 ms.
+        """
+        now = time.monotonic()
+        if now - self._looked >= 0.1:
+            self._others = any(queue.count for queue in self.rq_queues)
+            self._looked = now
+        return self._others
 
     def release(self) -> bool:
         """Give the lane up when it is empty; False if records arrived meanwhile and we kept it."""
         return self.lane.release(self.client, self.token, self.delivery)
 
-    def deliver(self, chunk: Chunk) -> None:
-        """Send one batch and commit where each of its records ends."""
-        ledger, tally = Ledger(), Tally()
+    def prepare(self, chunk: Chunk) -> None:
+        """Translate a chunk, keep each field's newest value, pack it; its requests join the window."""
+        flight = Flight(chunk)
         items: list[Item] = []
         for _, env, _ in chunk:
             try:
                 items.extend(to_items(env))
             except (KeyError, ValueError, TypeError) as exc:
-                ledger.fail(env["id"], Dead(DeadReason.UNTRANSLATABLE, None, f"{type(exc).__name__}: {exc}"))
-        for request in pack(self.ctx.watermarks.keep_newest(items), self.delivery):
-            self.send(request, ledger, tally)
-        self.commit(chunk, ledger, tally)
+                flight.ledger.fail(
+                    env["id"], Dead(DeadReason.UNTRANSLATABLE, None, f"{type(exc).__name__}: {exc}")
+                )
+        items = self.ctx.watermarks.keep_newest(items)
+        memory = self.ctx.unchanged
+        if memory.remembering:
+            memos = memory.memos(items)
+            if memos:
+                pending = {pair for other in self.flights for pair in other.pending()}
+                items, dropped = memory.drop_unchanged(items, memos, pending=pending)
+                flight.ledger.unchanged |= dropped.records
+                flight.unchanged = dropped.fields
+                for item in items:
+                    if id(item) in memos:
+                        flight.memos.setdefault(item.envelope["id"], []).append(memos[id(item)])
+        for one_round in plan(items, self.delivery, self.width):
+            for request in one_round:
+                self.window.add(request, request.users())
+                self.owner[request] = flight
+                flight.open += 1
+        self.flights.append(flight)
 
-    def send(self, request: BrazeRequest, ledger: Ledger, tally: Tally) -> None:
-        """Send one request (waiting for the shared rate limit) and take in what its answer means."""
+    def dispatch(self) -> None:
+        """Send every waiting request that may go now, as far as senders are free."""
+        for request in self.window.ready(self.width - len(self.flying)):
+            future = self.ctx.senders.submit(self.send, request)
+            self.flying[future] = (self.owner.pop(request), request)
+
+    def collect(self, timeout: float) -> None:
+        """Take in the answers that came back (waiting up to `timeout` for the first)."""
+        if not self.flying:
+            return
+        done, _ = wait(self.flying, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            flight, request = self.flying.pop(future)
+            self.window.done(request)
+            sent = future.result()  # a Redis error in a sender fails the job: nothing more committed
+            for judgement in sent.judgements:
+                flight.ledger.add(judgement)
+            flight.tally.add(sent.tally)
+            flight.open -= 1
+            if sent.lease_lost:
+                self.lost = True
+
+    def commit_done(self) -> int:
+        """Commit every chunk at the front whose requests are all answered, oldest first; how many."""
+        count = 0
+        while self.flights and self.flights[0].open == 0 and not self.lost:
+            flight = self.flights.popleft()
+            if not self.commit(flight):
+                self.lost = True
+                break
+            count += 1
+        return count
+
+    def send(self, request: BrazeRequest) -> Sent:
+        """Send one request (in a sender thread) and what Braze's answers mean for its items.
+
+        Halves of a batch Braze refused are sent here too, one after another: they hold the same
+        users, who must not be in two requests at once.
+        """
+        sent = Sent()
+        self.send_into(request, sent)
+        return sent
+
+    def send_into(self, request: BrazeRequest, sent: Sent) -> None:
+        """Check the lease, take a place in the shared rate limit, send; then judge the answer.
+
+        The lease is checked before each send: a worker frozen past its lease must not send records
+        that a new owner now holds (and may already have sent, with newer values after them). The
+        rate limit (and a 429's pause) is the last gate before the send, so that a pause another
+        sender has just set is seen; if waiting for the window took a while, the lease is checked
+        again, so the send still follows a fresh check.
+        """
         family = request.items[0].family
+        if not self.confirm():
+            sent.lease_lost = True
+            return
+        checked = time.monotonic()
         wait_until = self.ctx.limiter.acquire(self.workspace, family)
         if wait_until is not None:
-            ledger.add(window_full(request.items, wait_until))
-            tally.waits[(family, "window")] += 1
+            sent.judgements.append(window_full(request.items, wait_until))
+            sent.tally.waits[(family, "window")] += 1
             return
-        self.renew()
+        if time.monotonic() - checked > FRESH_CHECK_S and not self.confirm():
+            sent.lease_lost = True
+            return
         client = self.ctx.braze(self.workspace)
         answer: Answer | None = None
         verdict: Verdict
         try:
-            answer = client.post(request.endpoint, request.body())
+            answer = client.post(request.endpoint, request.data())
         except requests.RequestException as exc:
             verdict = classify_failure(exc)
-            tally.calls[(request.endpoint, type(exc).__name__)] += 1
+            sent.tally.calls[(request.endpoint, type(exc).__name__)] += 1
         else:
             verdict = classify(answer)
-            tally.calls[(request.endpoint, str(answer.status))] += 1
+            sent.tally.calls[(request.endpoint, str(answer.status))] += 1
         self.ctx.observe(self.workspace, request, answer, verdict)
         judgement = judge(request, verdict, now=time.time(), delivery=self.delivery)
-        self.follow(judgement, family, ledger, tally)
-
-    def follow(self, judgement: Judgement, family: RateFamily, ledger: Ledger, tally: Tally) -> None:
-        """Act on a judgement: pause the family after a 429, resend halves, record the rest."""
         if judgement.pause_until is not None:
             self.ctx.limiter.pause(self.workspace, family, judgement.pause_until)
-            tally.waits[(family, "braze")] += 1
-        ledger.add(judgement)
+            sent.tally.waits[(family, "braze")] += 1
+        sent.judgements.append(judgement)
         for half in judgement.resend:
             for sub in pack(half, self.delivery):
-                self.send(sub, ledger, tally)
+                self.send_into(sub, sent)
 
-    def commit(self, chunk: Chunk, ledger: Ledger, tally: Tally) -> None:
-        """Record every outcome in one transaction, only if we still own the lane."""
+    def commit(self, flight: Flight) -> bool:
+        """Record every outcome of a chunk in one transaction, only if we still own the lane.
+
+        The endings are decided before the lease is locked: senders wait for the lock to check the
+        lease, so it is held only for the transaction itself.
+        """
         now = time.time()
-        from_list = sum(1 for _, _, retried in chunk if not retried)
-        with self.client.pipeline(transaction=True) as pipe:
+        endings = [ending(env, flight.ledger, now=now, delivery=self.delivery) for _, env, _ in flight.chunk]
+        with self.lease_lock, self.client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(self.lane.lease_key)
                 if pipe.get(self.lane.lease_key) != self.token.encode():
@@ -173,17 +372,16 @@ class Drainer:
                         "lease lost before commit; the next owner delivers again",
                         extra={"lane": self.lane.name},
                     )
-                    return
+                    return False
                 pipe.multi()
-                if from_list:
-                    pipe.ltrim(self.queue_key, from_list, -1)
-                retried = [raw for raw, _, was_retry in chunk if was_retry]
-                if retried:
-                    pipe.zrem(self.retry_key, *retried)
-                self.settle(pipe, chunk, ledger, now)
-                for (endpoint, status), count in tally.calls.items():
+                if flight.from_list:
+                    pipe.ltrim(self.queue_key, flight.from_list, -1)
+                if flight.retried:
+                    pipe.zrem(self.retry_key, *flight.retried)
+                self.settle(pipe, flight, endings, now)
+                for (endpoint, status), count in flight.tally.calls.items():
                     metrics.incr(pipe, "relay_braze_requests", count, endpoint=endpoint, status=status)
-                for (family, source), count in tally.waits.items():
+                for (family, source), count in flight.tally.waits.items():
                     metrics.incr(pipe, "relay_rate_limited", count, family=family, source=source)
                 pipe.execute()
             except redis.WatchError:
@@ -191,15 +389,19 @@ class Drainer:
                     "lease changed during commit; the next owner delivers again",
                     extra={"lane": self.lane.name},
                 )
+                return False
+        return True
 
-    def settle(self, pipe: Any, chunk: Chunk, ledger: Ledger, now: float) -> None:
-        """Queue each record's ending (and its metrics and audit events) on the transaction."""
+    def settle(self, pipe: Any, flight: Flight, endings: list[Ending], now: float) -> None:
+        """Queue each record's ending (and its metrics, audit events and memory) on the transaction."""
         ttl = self.ctx.settings.audit_ttl_s
         ended: Counter[tuple[str, str]] = Counter()  # (metric, route) -> records
         lags: list[float] = []
-        for _, env, _ in chunk:
-            end = ending(env, ledger, now=now, delivery=self.delivery)
-            consent = Kind(env["kind"]) is Kind.CONSENT
+        learnt: list[Memo] = []
+        forget: list[str] = []
+        memory = self.ctx.unchanged
+        for (_, env, _), end in zip(flight.chunk, endings, strict=True):
+            consent = kind_of(env["kind"]) is Kind.CONSENT
             if end.outcome is Outcome.DEAD_LETTERED:
                 assert end.dead is not None
                 self.dead_letter(pipe, end.envelope, end.dead)
@@ -216,22 +418,32 @@ class Drainer:
             elif end.outcome is Outcome.DELIVERED:
                 ended[("relay_records_delivered", env["route"])] += 1
                 lags.append(now - env["at"])
+                learnt += flight.memos.get(env["id"], ())
                 if consent:
                     audit.note(pipe, env, AuditEvent.CONFIRMED, ttl)
+                elif env["ws"] in memory.remembering and kind_of(env["kind"]) in FORGETTING:
+                    # Braze deleted or merged the profile: what it held of it is no longer known.
+                    forget += [user for item in to_items(env) for user in item.users]
+            elif end.outcome is Outcome.UNCHANGED:
+                ended[("relay_records_unchanged", env["route"])] += 1
             else:
                 ended[("relay_records_superseded", env["route"])] += 1
                 if consent:
                     audit.note(pipe, env, AuditEvent.SUPERSEDED, ttl)
         for (name, route), count in ended.items():
             metrics.incr(pipe, name, count, route=route)
+        for route, count in flight.unchanged.items():
+            metrics.incr(pipe, "relay_attributes_unchanged", count, route=route)
         metrics.observe(pipe, "relay_delivery_lag_seconds", lags, lane=self.lane.name)
         metrics.note_minute(pipe, lags, now)
+        memory.remember(pipe, learnt, now)
+        memory.forget(pipe, self.workspace, forget)
 
     def dead_letter(self, pipe: Any, env: Envelope, dead: Dead) -> None:
         """Queue one dead letter (and its audit event) on the transaction, and log it."""
         item = deadletters.entry(env, reason=dead.reason, status=dead.status, message=dead.message)
         deadletters.add(pipe, item, limit=dead_letter_limit(self.ctx.settings, env["route"]))
-        if Kind(env["kind"]) is Kind.CONSENT:
+        if kind_of(env["kind"]) is Kind.CONSENT:
             audit.note(
                 pipe,
                 env,
@@ -246,14 +458,6 @@ class Drainer:
         )
 
 
-class Tally:
-    """What one batch cost: Braze requests by (endpoint, status), rate-limit waits by (family, source)."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[tuple[str, str]] = Counter()
-        self.waits: Counter[tuple[str, str]] = Counter()
-
-
 def drain_lane(lane: str, token: str) -> dict[str, Any]:
-    """RQ job: deliver a lane's records for one time slice (only the lease holder does anything)."""
+    """RQ job: deliver a lane's records for a time slice or more (only the lease holder does anything)."""
     return Drainer(context.current(), Lane(lane), token).run()

@@ -125,6 +125,7 @@ class Ledger:
     delivered: set[str] = field(default_factory=set)
     later: dict[str, Later] = field(default_factory=dict)
     dead: dict[str, Dead] = field(default_factory=dict)
+    unchanged: set[str] = field(default_factory=set)  # left with nothing to send by skip_unchanged
 
     def add(self, judgement: Judgement) -> None:
         """Take in one request's judgement."""
@@ -157,7 +158,7 @@ class Ending:
 
 
 def ending(env: Envelope, ledger: Ledger, *, now: float, delivery: Delivery) -> Ending:
-    """The one outcome of a record: dead-lettered, retried, delivered, or superseded (nothing sent).
+    """The one outcome of a record: dead-lettered, retried, delivered, unchanged or superseded.
 
     A record whose items ended differently takes the strongest: dead, then retry (a retry sends the
     whole record again, which is safe for the kinds a record splits into), then delivered.
@@ -178,5 +179,8 @@ def ending(env: Envelope, ledger: Ledger, *, now: float, delivery: Delivery) -> 
         return Ending(Outcome.RETRY, retried, later=later)
     if rid in ledger.delivered:
         return Ending(Outcome.DELIVERED, env)
+    if rid in ledger.unchanged:
+        # Every value it set that was not superseded, Braze already has from us: nothing was sent.
+        return Ending(Outcome.UNCHANGED, env)
     # Every field it set was already newer in Braze (or in its own batch): nothing was sent for it.
     return Ending(Outcome.SUPERSEDED, env)

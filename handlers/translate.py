@@ -8,13 +8,15 @@ with `@translator(Kind.X)`; the registry is checked complete when this module lo
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from relay.envelope import Envelope
-from relay.modes import Endpoint, Kind, KindRegistry, RateFamily
+from relay.modes import Endpoint, Kind, KindRegistry, RateFamily, kind_of
 from relay.routes import user_key
 
 # Braze stores these twice if sent twice: never resend them after an ambiguous failure.
@@ -40,7 +42,15 @@ class Item:
     # The fields whose newest value must win (attributes, subscription states): each holds a
     # newest-value watermark per user in Redis (handlers/ordering.py).
     watermarks: list[str] = field(default_factory=list)
-    user: str = ""  # the user key of those watermarks
+    # The user whose profile the item changes (the key of its watermarks), and any other user it
+    # also changes (an identify's alias, a new alias's external_id): no two requests in flight at
+    # once carry items of the same user (handlers/packing.py `plan`).
+    user: str = ""
+    also: tuple[str, ...] = ()
+    users: tuple[str, ...] = field(init=False)  # every user this item changes: `user`, then `also`
+
+    def __post_init__(self) -> None:
+        self.users = (self.user, *self.also) if self.user else self.also
 
     @property
     def family(self) -> RateFamily:
@@ -49,8 +59,18 @@ class Item:
 
 
 def braze_time(seconds: float) -> str:
-    """UNIX seconds as the ISO-8601 UTC form Braze documents."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UNIX seconds as the ISO-8601 UTC form Braze documents, to the millisecond, as datetime rounds."""
+    fraction, whole = math.modf(seconds)
+    micro = round(fraction * 1e6)
+    if seconds < 0 or micro >= 1_000_000:  # rare: the long way, which carries the rounding over
+        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return f"{_whole_second(int(whole))}.{micro // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_second(seconds: int) -> str:
+    # Records of a chunk mostly share their second: formatting it once per second saves a datetime each.
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 Translator = Callable[[Envelope], list[Item]]
@@ -60,7 +80,7 @@ translator = TRANSLATORS.register
 
 def to_items(env: Envelope) -> list[Item]:
     """The Braze items of one record, by its kind (KeyError for a kind that does not exist)."""
-    return TRANSLATORS[Kind(env["kind"])](env)
+    return TRANSLATORS[kind_of(env["kind"])](env)
 
 
 def _uxo(env: Envelope) -> dict[str, bool]:
@@ -76,7 +96,7 @@ def event_items(env: Envelope) -> list[Item]:
         obj["app_id"] = rec["app_id"]
     if rec["properties"]:
         obj["properties"] = rec["properties"]
-    return [Item(env, Endpoint.TRACK, "events", obj)]
+    return [Item(env, Endpoint.TRACK, "events", obj, user=user_key(rec["_id"]))]
 
 
 @translator(Kind.PURCHASES)
@@ -89,7 +109,7 @@ def purchase_items(env: Envelope) -> list[Item]:
             obj[name] = rec[name]
     if rec["properties"]:
         obj["properties"] = rec["properties"]
-    return [Item(env, Endpoint.TRACK, "purchases", obj)]
+    return [Item(env, Endpoint.TRACK, "purchases", obj, user=user_key(rec["_id"]))]
 
 
 @translator(Kind.ATTRIBUTES)
@@ -110,9 +130,12 @@ def alias_items(env: Envelope) -> list[Item]:
     """user_new_alias: one new alias, for an external_id or alias-only."""
     rec = env["rec"]
     obj = {"alias_name": rec["alias_name"], "alias_label": rec["alias_label"]}
+    also: tuple[str, ...] = ()
     if rec.get("external_id"):
         obj["external_id"] = rec["external_id"]
-    return [Item(env, Endpoint.ALIAS, "user_aliases", obj)]
+        also = (user_key({"external_id": rec["external_id"]}),)
+    alias = user_key({"user_alias": {"alias_name": rec["alias_name"], "alias_label": rec["alias_label"]}})
+    return [Item(env, Endpoint.ALIAS, "user_aliases", obj, user=alias, also=also)]
 
 
 @translator(Kind.IDENTIFY)
@@ -120,16 +143,27 @@ def identify_items(env: Envelope) -> list[Item]:
     """user_identifying: one alias to attach to an external_id."""
     rec = env["rec"]
     obj = {"external_id": rec["external_id"], "user_alias": rec["user_alias"]}
-    return [Item(env, Endpoint.IDENTIFY, "aliases_to_identify", obj)]
+    alias = user_key({"user_alias": rec["user_alias"]})
+    return [
+        Item(
+            env,
+            Endpoint.IDENTIFY,
+            "aliases_to_identify",
+            obj,
+            user=user_key({"external_id": rec["external_id"]}),
+            also=(alias,),
+        )
+    ]
 
 
 @translator(Kind.DELETE)
 def delete_items(env: Envelope) -> list[Item]:
     """user_delete: one identifier in the array of its kind."""
-    ((name, value),) = env["rec"]["_id"].items()
+    ident = env["rec"]["_id"]
+    ((name, value),) = ident.items()
     if name == "email":
         value = {"email": value, "prioritization": ["most_recently_updated"]}
-    return [Item(env, Endpoint.DELETE, DELETE_ARRAY[name], value)]
+    return [Item(env, Endpoint.DELETE, DELETE_ARRAY[name], value, user=user_key(ident))]
 
 
 @translator(Kind.CONSENT)

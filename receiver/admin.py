@@ -50,7 +50,7 @@ def _helpers() -> dict[str, Any]:
 
 @bp.get("/", strict_slashes=False)
 def overview() -> str:
-    """Dead letters by reason and route, lane depths and retries, 429 pauses, RQ queues."""
+    """Dead letters by reason and route, lane depths and retries, 429 pauses, RQ queues, skip_unchanged."""
     client = redis_client()
     dead = deadletters.counts(client)
     lane_rows = [
@@ -82,10 +82,27 @@ def overview() -> str:
         by_reason=Counter(dead.by_reason).most_common(),
         by_route=Counter(dead.by_route).most_common(),
         dead_total=dead.total,
+        unchanged=operations.unchanged_summary(client, settings()),
+        unchanged_ttl_days=settings().delivery.unchanged_ttl_s / 86400,
         lanes=lane_rows,
         pauses=pauses,
         queues=queues,
     )
+
+
+@bp.post("/unchanged/forget")
+def unchanged_forget() -> Response:
+    """Forget a skip_unchanged route's memory: its next values are each sent again once."""
+    refused = admin_auth.check_csrf()
+    if refused is not None:
+        return refused
+    route = request.form.get("route", "")
+    if route not in settings().routes or not settings().routes[route].skip_unchanged:
+        flash(f"no skip_unchanged route named {route!r}", "error")
+    else:
+        when = operations.forget_route(redis_client(), route)
+        flash(f"route {route}: values delivered before {operations.utc(when)} no longer count", "ok")
+    return redirect(url_for(".overview"), 303)
 
 
 @bp.get("/dead")

@@ -151,6 +151,75 @@ def history_command(
     click.echo(f"{len(events)} event(s)", err=True)
 
 
+unchanged = AppGroup(
+    "unchanged", help="skip_unchanged: what each route left out, and forgetting what was delivered."
+)
+
+
+@unchanged.command("show")
+def unchanged_show_command() -> None:
+    """Each skip_unchanged route: records delivered, objects not sent, values left out, last forget."""
+    rows = operations.unchanged_summary(redis_client(), settings())
+    for row in rows:
+        when = operations.utc(row.forgotten_at) if row.forgotten_at else "never"
+        click.echo(
+            f"{row.route}  delivered={row.delivered}  not_sent={row.unchanged}  "
+            f"values_left_out={row.values_left_out}  forgotten={when}"
+        )
+    click.echo(f"{len(rows)} route(s) with skip_unchanged", err=True)
+
+
+@unchanged.command("forget")
+@click.option(
+    "--route", help="Forget what this route's values are checked against: it sends each value again once."
+)
+@click.option("--external-id", help="Forget one user's memory, by external_id.")
+@click.option("--email", help="... by email (looked up by hash; it is not logged).")
+@click.option("--phone", help="... by phone (looked up by hash; it is not logged).")
+@click.option("--braze-id", help="... by braze_id.")
+@click.option("--alias-name", help="... by user alias (with --alias-label).")
+@click.option("--alias-label", help="The alias's label.")
+@click.option("--workspace", default="default", show_default=True, help="The Braze workspace of the user.")
+def unchanged_forget_command(  # noqa: PLR0917 - one parameter per click option
+    route: str | None,
+    external_id: str | None,
+    email: str | None,
+    phone: str | None,
+    braze_id: str | None,
+    alias_name: str | None,
+    alias_label: str | None,
+    workspace: str,
+) -> None:
+    """Forget a route's or a user's skip_unchanged memory, so the next values are sent whatever Braze has."""
+    given: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("external_id", external_id),
+            ("email", email),
+            ("phone", phone),
+            ("braze_id", braze_id),
+        )
+        if value
+    }
+    if alias_name or alias_label:
+        if not (alias_name and alias_label):
+            raise click.UsageError("--alias-name and --alias-label go together")
+        given["user_alias"] = {"alias_name": alias_name, "alias_label": alias_label}
+    if bool(route) == bool(given) or len(given) > 1:
+        raise click.UsageError("give --route, or exactly one user identifier")
+    if route:
+        if route not in settings().routes:
+            raise click.BadParameter(f"no route {route!r}", param_hint="--route")
+        when = operations.forget_route(redis_client(), route)
+        click.echo(
+            f"route {route}: values delivered before {operations.utc(when)} no longer count; "
+            "each is sent again once"
+        )
+        return
+    found = operations.forget_user(redis_client(), workspace, given)
+    click.echo("forgotten" if found else "nothing was remembered for that user")
+
+
 @click.command("check")
 @with_appcontext
 def check_command() -> None:
@@ -230,6 +299,7 @@ def register(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
     app.cli.add_command(dead)
     app.cli.add_command(consent)
+    app.cli.add_command(unchanged)
     app.cli.add_command(check_command)
     app.cli.add_command(send_test_command)
     app.cli.add_command(transform_cli.transform_group)

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from relay import audit, deadletters, metrics
+from relay import audit, deadletters, metrics, store
 from relay.config import Settings, dead_letter_limit
 from relay.envelope import Envelope, dumps
 from relay.lanes import Lane, new_token
@@ -109,28 +109,42 @@ def store_batch(
         if first is not None:
             return first
     for lane in armed:
-        # The lane had no owner: this request woke it. If this process dies right here, the lease
-        # expires and a worker's ticker (which knows every configured lane) re-arms the lane.
-        lane.remember(client)
+        # The lane had no owner: this request woke it (and the store remembered the lane). If this
+        # process dies right here, the lease expires and a worker's ticker re-arms the lane.
         lane.enqueue_drain(client, token, settings.delivery)
     return None
 
 
-# The common case in one round trip: the records, their counter and the lane's lease. A script stops
-# at its first error, so if Redis refuses the RPUSH (out of memory) nothing else is written.
+# The common case in one round trip: the records, their counter, the lane's lease and, when this
+# request took the lease, the lane in the set of known lanes. A script stops at its first error, so
+# if Redis refuses the RPUSH (out of memory) nothing else is written.
 PLAIN = """
-redis.call('RPUSH', KEYS[1], unpack(ARGV, 5))
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 6))
 redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2])
-return redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4])
+local armed = redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4])
+if armed then redis.call('SADD', KEYS[4], ARGV[5]) end
+return armed
 """
+
+
+@functools.lru_cache(maxsize=4096)
+def _accepted_field(route: str) -> str:
+    """The metrics hash field counting a route's accepted records (made once per route)."""
+    return metrics.field("relay_records_accepted", route=route)
 
 
 def _store_plain(client: redis.Redis, batch: Batch, settings: Settings, token: str) -> list[Lane]:
     """Records of one lane, fitting one RPUSH, nothing else to keep: one script call; lanes armed."""
     ((lane, payloads),) = batch.payloads.items()
-    counter = metrics.field("relay_records_accepted", route=batch.route.name)
-    keys = [lane.queue_key, metrics.KEY, lane.lease_key]
-    args: list[str | int] = [counter, len(payloads), token, settings.delivery.lease_ms, *payloads]
+    keys = [lane.queue_key, metrics.KEY, lane.lease_key, store.LANES]
+    args: list[str | int] = [
+        _accepted_field(batch.route.name),
+        len(payloads),
+        token,
+        settings.delivery.lease_ms,
+        lane.name,
+        *payloads,
+    ]
     return [lane] if _plain_script(client)(keys=keys, args=args) else []
 
 
@@ -181,6 +195,8 @@ def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) ->
     metrics.incr(pipe, "relay_records_rejected", len(batch.invalid), route=route, reason=DeadReason.INVALID)
     metrics.incr(pipe, "relay_inputs_filtered", batch.filtered, route=route)
     arming = list(batch.payloads)
+    for lane in arming:
+        lane.remember(pipe)
     for lane in arming:
         lane.take_lease(pipe, token, settings.delivery)
     return arming

@@ -1,8 +1,9 @@
-"""What an operator does to dead letters, written once: the CLI and the admin pages both call these.
+"""What an operator does, written once: the CLI and the admin pages both call these.
 
-Selecting (by ids, or by route and reason as of a moment), re-validating a record refused at the
-edge, replaying through the normal delivery path, purging in bounded transactions, and telling
-ages and times the same way everywhere.
+Dead letters: selecting (by ids, or by route and reason as of a moment), re-validating a record
+refused at the edge, replaying through the normal delivery path, purging in bounded transactions,
+and telling ages and times the same way everywhere. skip_unchanged: what each route left out, and
+forgetting a route's or a user's memory (handlers/unchanged.py), so that values are sent again.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import redis
 from marshmallow import ValidationError
 
 from receiver import state, transform
-from relay import deadletters
+from relay import deadletters, metrics, store
+from relay.config import Settings
 from relay.modes import DeadReason
+from relay.routes import user_key
 
 PURGE_CHUNK = 500  # dead letters per script call: a purge of any size never blocks Redis for long
 
@@ -124,3 +127,53 @@ def purge(client: redis.Redis, ids: Iterable[str]) -> int:
         deadletters.remove(client, chosen[start : start + PURGE_CHUNK])
         for start in range(0, len(chosen), PURGE_CHUNK)
     )
+
+
+@dataclass(frozen=True)
+class RouteMemory:
+    """One skip_unchanged route: what it sent and left out (from /metrics), and when it last forgot."""
+
+    route: str
+    workspace: str
+    delivered: int  # records delivered
+    unchanged: int  # attribute objects not sent at all: nothing in them had changed
+    values_left_out: int  # attribute values left out of the objects that were sent, and of those
+    forgotten_at: float | None
+
+
+def unchanged_summary(client: redis.Redis, settings: Settings) -> list[RouteMemory]:
+    """Every route with skip_unchanged, by name."""
+    routes = sorted(
+        (route for route in settings.routes.values() if route.skip_unchanged), key=lambda r: r.name
+    )
+    if not routes:
+        return []
+    counted = metrics.read(client)
+
+    def count(metric: str, route: str) -> int:
+        return int(counted.get((metric, (("route", route),)), 0))
+
+    forgotten = client.mget([store.unchanged_forgotten_key(route.name) for route in routes])
+    return [
+        RouteMemory(
+            route=route.name,
+            workspace=route.workspace,
+            delivered=count("relay_records_delivered", route.name),
+            unchanged=count("relay_records_unchanged", route.name),
+            values_left_out=count("relay_attributes_unchanged", route.name),
+            forgotten_at=float(raw) if raw else None,
+        )
+        for route, raw in zip(routes, forgotten, strict=True)
+    ]
+
+
+def forget_route(client: redis.Redis, route: str, now: float | None = None) -> float:
+    """From now on the route sends every value again once (values remembered before now do not count)."""
+    when = time.time() if now is None else now
+    client.set(store.unchanged_forgotten_key(route), repr(when))
+    return when
+
+
+def forget_user(client: redis.Redis, workspace: str, identifier: dict[str, Any]) -> bool:
+    """Forget what was delivered for one user (every route); True if something was remembered."""
+    return bool(client.delete(store.unchanged_key(workspace, user_key(identifier))))

@@ -43,7 +43,8 @@ class Delivery:
     track_per_array: int = 75
     track_combined: int | None = None  # 50 for Braze's newer "combined" contracts
     batch_limit: int = 50  # alias, identify, delete, subscription
-    track_shards: int = 2  # track lanes split by user, drained in parallel (one Braze request in flight each)
+    track_shards: int = 2  # track lanes split by user, drained in parallel
+    inflight: int = 96  # Braze requests a drain job keeps in flight at once (README "Delivery")
     max_body_bytes: int = 3_900_000  # Braze refuses 4 MB; keep a margin for headers
     linger_s: float = 0.2
     consent_linger_s: float = 0.05  # consent is latency first: batches form while a request is in flight
@@ -62,6 +63,12 @@ class Delivery:
     rate_subscription: str = "5000/minute"
     rate_default: str = "250000/hour"
     watermark_ttl_s: int = 72 * 3600
+    unchanged_ttl_s: int = 30 * 86400  # skip_unchanged: how long a delivered value is remembered
+
+    @property
+    def longest_job_s(self) -> float:
+        """How long a drain job keeps its lane past its slice while no other drain job waits."""
+        return 10 * self.slice_s
 
     @property
     def lease_ms(self) -> int:
@@ -131,6 +138,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         track_per_array=env.int("BRAZE_TRACK_PER_ARRAY", Delivery.track_per_array),
         track_combined=combined,
         track_shards=max(1, env.int("RELAY_TRACK_SHARDS", Delivery.track_shards)),
+        inflight=max(1, env.int("RELAY_INFLIGHT", Delivery.inflight)),
         linger_s=env.float("RELAY_LINGER_MS", Delivery.linger_s * 1000) / 1000,
         consent_linger_s=env.float("RELAY_CONSENT_LINGER_MS", Delivery.consent_linger_s * 1000) / 1000,
         lease_s=env.float("RELAY_LEASE_S", Delivery.lease_s),
@@ -145,6 +153,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         rate_users=env.str("BRAZE_RATE_USERS", Delivery.rate_users),
         rate_subscription=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_subscription),
         rate_default=env.str("BRAZE_RATE_DEFAULT", Delivery.rate_default),
+        unchanged_ttl_s=env.int("RELAY_UNCHANGED_TTL_S", Delivery.unchanged_ttl_s),
     )
     audit_ttl = env.int("RELAY_AUDIT_TTL_S", 30 * 86400)
     dedup_window = env.int("RELAY_DEDUP_WINDOW_S", 72 * 3600)

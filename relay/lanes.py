@@ -47,9 +47,9 @@ def new_token() -> str:
 
 
 def job_timeout(delivery: Delivery) -> int:
-    """How long RQ lets one drain job run: its time slice plus a Braze call and the linger, doubled."""
+    """How long RQ lets one drain job run: its longest run plus a Braze call and the linger, doubled."""
     one_call = delivery.connect_timeout_s + delivery.read_timeout_s
-    return int(2 * (delivery.slice_s + one_call + delivery.linger_s)) + 30
+    return int(2 * (delivery.longest_job_s + one_call + delivery.linger_s)) + 30
 
 
 @functools.cache
@@ -161,6 +161,17 @@ class Lane:
     def renew(self, client: redis.Redis, token: str, delivery: Delivery) -> bool:
         """Extend the lease held by `token`; False if another owner holds the lane now."""
         return bool(_script(client, RENEW)(keys=[self.lease_key], args=[token, delivery.lease_ms]))
+
+    def confirm(self, client: redis.Redis, token: str, delivery: Delivery) -> bool:
+        """Renew the lease and say whether `token` may act on the lane now (checked, not just renewed).
+
+        False if another owner holds it, and also if Redis's answer came back so late that the lease
+        may have run out meanwhile (the process was frozen, by SIGSTOP or a paused VM, mid-call): a
+        renewal is only as good as the moment it was asked for.
+        """
+        asked = time.monotonic()
+        renewed = self.renew(client, token, delivery)
+        return renewed and time.monotonic() - asked < delivery.lease_s / 2
 
     def holds(self, client: redis.Redis, token: str) -> bool:
         """True while `token` holds the lease (checked, not extended)."""

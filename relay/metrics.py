@@ -32,6 +32,14 @@ COUNTERS = {
     "relay_records_rejected": ("Records refused at the edge", ("route", "reason")),
     "relay_records_delivered": ("Records Braze accepted", ("route",)),
     "relay_records_superseded": ("Records not sent: a newer value was already sent", ("route",)),
+    "relay_records_unchanged": (
+        "Attribute objects not sent: every value equals the last one delivered (skip_unchanged)",
+        ("route",),
+    ),
+    "relay_attributes_unchanged": (
+        "Attribute values left out: equal to the last one delivered for the user (skip_unchanged)",
+        ("route",),
+    ),
     "relay_records_dead_lettered": ("Records put in the dead-letter store", ("route", "reason")),
     "relay_records_replayed": ("Dead letters put back for delivery", ("route",)),
     "relay_dead_letters_dropped": ("Oldest dead letters dropped: the route held its maximum", ("route",)),

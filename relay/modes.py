@@ -36,6 +36,14 @@ class Kind(StrEnum):
         return cls.CONSENT if value == "subscription" else None
 
 
+def kind_of(value: str) -> Kind:
+    """The kind an envelope names, by a dict look-up (it runs for every record delivered)."""
+    return _KINDS.get(value) or Kind(value)
+
+
+_KINDS = {kind.value: kind for kind in Kind}
+
+
 class LaneFamily(StrEnum):
     """The family of Braze calls a lane carries: one queue, one batch, one owner at a time."""
 
@@ -86,6 +94,7 @@ class Outcome(StrEnum):
 
     DELIVERED = "delivered"  # Braze took it (a 2xx that did not name it in `errors`)
     SUPERSEDED = "superseded"  # every field it set was already newer in Braze: nothing to send
+    UNCHANGED = "unchanged"  # every value it set Braze already has from us (skip_unchanged): not sent
     RETRY = "retry"  # waits in its lane's retry set for another attempt
     DEAD_LETTERED = "dead_lettered"  # in the dead-letter store, with its reason
 

@@ -84,6 +84,9 @@ class Route:
     allowed_origins: tuple[str, ...] = ()
     # The route's jq program (`transform` or `preset`), compiled at start; None: records as they come.
     transform: Transform | None = None
+    # Attribute values equal to the last ones delivered for the user are not sent again
+    # (handlers/unchanged.py); only user_track routes, whose records may set attributes.
+    skip_unchanged: bool = False
 
     @property
     def own_credentials(self) -> bool:
@@ -132,6 +135,7 @@ class RouteSchema(Schema):
     transform = fields.String(validate=validate.Length(min=1), load_default=None)
     preset = fields.String(validate=validate.OneOf(sorted(PRESETS)), load_default=None)
     transform_args = fields.Dict(keys=fields.String(), load_default=None)
+    skip_unchanged = fields.Boolean(load_default=False)
 
     @validates_schema
     def _public_key(self, data: dict[str, Any], **_: Any) -> None:
@@ -165,6 +169,11 @@ class RouteSchema(Schema):
             raise ValidationError("required when mode is user_track", "track_record_type")
         if data["mode"] != "user_track" and data.get("track_record_type"):
             raise ValidationError("only allowed when mode is user_track", "track_record_type")
+        if data.get("skip_unchanged") and data["mode"] != "user_track":
+            raise ValidationError(
+                "only for user_track routes: it leaves out attribute values Braze already has",
+                "skip_unchanged",
+            )
         if data.get("database") in RESERVED_DATABASES:
             raise ValidationError(
                 f"'{data['database']}' is a path of its own; choose another name", "database"
@@ -300,5 +309,6 @@ def load_routes(
             dead_letters_max=data["dead_letters_max"],
             allowed_origins=tuple(data["allowed_origins"]),
             transform=transform,
+            skip_unchanged=data["skip_unchanged"],
         )
     return routes, workspaces

@@ -59,6 +59,17 @@ def minute_key(minute: int) -> str:
     return f"{PREFIX}:minute:{minute}"
 
 
+def unchanged_key(workspace: str, user: str) -> str:
+    """Per user, under a hash of the identifier: the last value delivered of each attribute."""
+    digest = hashlib.blake2b(user.encode(), digest_size=10).hexdigest()
+    return f"{PREFIX}:uc:{workspace}:{digest}"
+
+
+def unchanged_forgotten_key(route: str) -> str:
+    """When a route's skip_unchanged memory was last forgotten (UNIX seconds): older values do not count."""
+    return f"{PREFIX}:uc-forgotten:{route}"
+
+
 def idempotency_key(route: str, digest: str) -> str:
     """A request's idempotency key (already hashed) and the answer to repeat, for the dedup window."""
     return f"{PREFIX}:idem:{route}:{digest}"

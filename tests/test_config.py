@@ -80,6 +80,11 @@ BAD_ROUTES = {
         "skip_on_invalid_record",
     ),
     "bad mode": (route('database = "m"\ntable = "t"\nmode = "user_tracking"'), "app_events", "mode"),
+    "skip_unchanged outside user_track": (
+        route('mode = "user_subscription"\nskip_unchanged = true'),
+        "app_events",
+        "skip_unchanged",
+    ),
     "missing mode": (route('database = "m"\ntable = "t"'), "app_events", "mode"),
     "user_track without track_record_type": (
         route('database = "m"\ntable = "t"\nmode = "user_track"'),

@@ -338,3 +338,55 @@ def test_track_lanes_split_by_user_and_keep_each_users_order(
             break
     for user in range(20):
         assert braze.state.profile(f"shard-{user}")["attributes"] == {"tier": "t2"}
+
+
+def test_chunks_commit_while_later_requests_are_in_flight(
+    clean_redis: redis.Redis, braze: Simulator, monkeypatch: pytest.MonkeyPatch, settings: object
+) -> None:
+    """Rule "Several requests in flight": chunks commit in order while later ones fly; each record once."""
+    from handlers import context
+    from relay.config import load_settings
+    from tests.helpers import create_app_for
+
+    monkeypatch.setenv(
+        "RELAY_INFLIGHT", "2"
+    )  # chunks of 150 records: many commits, requests always in flight
+    narrow = load_settings()
+    braze.faults.latency_ms = 30
+    client = create_app_for(narrow).test_client()
+    records = [{"external_id": f"chunk-{n}", "name": "tap", "seq": n} for n in range(1500)]
+    for start in range(0, 1500, 500):
+        ingest(client, "events", records[start : start + 500])
+    context.install(context.Context(narrow, clean_redis))
+    drain_with(narrow, clean_redis)
+    delivered = [
+        event["properties"]["seq"] for call in track_calls(braze) for event in call["body"]["events"]
+    ]
+    assert sorted(delivered) == list(range(1500)), "a record lost or sent twice"
+    counted = metrics.read(clean_redis)
+    assert counted[("relay_records_delivered", (("route", "events"),))] == 1500
+
+
+def drain_with(settings: Any, client: redis.Redis, timeout: float = 30.0) -> None:
+    """The real worker in this process, on these settings, until every lane is empty."""
+    import time
+
+    from rq.serializers import JSONSerializer
+
+    from handlers.worker import RelayWorker, tick
+    from tests.helpers import lanes_busy
+
+    deadline = time.monotonic() + timeout
+    while True:
+        tick(
+            client,
+            settings.delivery,
+            Lane.configured(settings.routes.values(), settings.delivery.track_shards),
+        )
+        RelayWorker(
+            [store.QUEUE_CONSENT, store.QUEUE_BULK], connection=client, serializer=JSONSerializer
+        ).work(burst=True, logging_level="WARNING")
+        if not lanes_busy(client):
+            return
+        assert time.monotonic() < deadline, "lanes still hold records after the timeout"
+        time.sleep(0.05)

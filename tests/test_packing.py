@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from handlers.packing import V2_GROUPS_PER_REQUEST, pack
+from handlers.packing import V2_GROUPS_PER_REQUEST, BrazeRequest, pack, plan
 from handlers.translate import Item, to_items
 from relay.config import Delivery
 from relay.modes import Endpoint
@@ -135,3 +135,100 @@ def test_items_at_maps_braze_error_positions_back() -> None:
     (item,) = request.items_at("events", 2)
     assert item.envelope["id"] == "req.2"
     assert request.items_at("events", 3) == [] and request.items_at("purchases", 0) == []
+
+
+def test_data_is_the_body_as_json() -> None:
+    """The bytes sent are the body, built from each object's JSON made once at packing."""
+    for request in pack(events(3) + items("user_delete", [{"email": "a@example.com"}]), DELIVERY):
+        assert json.loads(request.data()) == request.body()
+    consent = items("user_subscription", [{"email": "e@example.com", "email_subscribe": "subscribed"}])
+    for request in pack(consent, DELIVERY):
+        assert json.loads(request.data()) == request.body()
+
+
+# --- plan: rounds of requests sent at once (README "Delivery", "several requests in flight") ---
+
+
+def users_of(request: BrazeRequest) -> set[str]:
+    return {user for item in request.items for user in item.users}
+
+
+def test_plan_fills_a_round_of_requests_sent_at_once() -> None:
+    """600 events of 600 users, width 8: one round of 8 full requests, every item once, in order."""
+    rounds = plan(events(600), DELIVERY, width=8)
+    assert [[request.count() for request in one] for one in rounds] == [[75] * 8]
+    names = [obj["external_id"] for request in rounds[0] for obj in request.body()["events"]]
+    assert names == [f"u{i}" for i in range(600)]
+
+
+def test_plan_keeps_each_user_in_one_request_of_a_round() -> None:
+    """Rule "no two requests in flight at once carry updates for the same user"."""
+    records = [{"external_id": f"u{i % 7}", "name": "tap", "n": i} for i in range(300)]
+    rounds = plan(items("user_track", records, "custom_events"), DELIVERY, width=4)
+    for one in rounds:
+        assert len(one) <= 4
+        seen: list[str] = [user for request in one for user in users_of(request)]
+        assert len(seen) == len(set(seen)), "a user in two requests of one round"
+    assert sum(request.count() for one in rounds for request in one) == 300
+
+
+def test_plan_keeps_each_users_order_across_rounds() -> None:
+    """A user with more items than one request takes: later items in later rounds, in order."""
+    records = [{"external_id": "busy", "name": "tap", "n": i} for i in range(160)]
+    records += [{"external_id": f"other{i}", "name": "tap", "n": i} for i in range(10)]
+    rounds = plan(items("user_track", records, "custom_events"), DELIVERY, width=4)
+    busy = [
+        obj["properties"]["n"]
+        for one in rounds
+        for request in one
+        for obj in request.body()["events"]
+        if obj["external_id"] == "busy"
+    ]
+    assert busy == list(range(160))
+    assert len(rounds) == 3  # 75 + 75 + 10 of one user: three requests, one after another
+    assert len(rounds[0]) == 2  # the others travel beside the busy user's first request
+
+
+def test_plan_an_identify_touches_both_its_users() -> None:
+    """An identify changes the alias and the external_id: neither shares a round with it elsewhere."""
+    records = [
+        {"external_id": "x1", "alias_name": "a", "alias_label": "l"},
+        {"external_id": "x2", "alias_name": "a", "alias_label": "l"},
+        {"external_id": "x1", "alias_name": "b", "alias_label": "l"},
+    ]
+    rounds = plan(items("user_identifying", records), DELIVERY, width=8)
+    for one in rounds:
+        seen = [user for request in one for user in users_of(request)]
+        assert len(seen) == len(set(seen))
+
+
+def test_plan_a_user_in_two_endpoints_waits_a_round() -> None:
+    """One consent record sending a group state and push_subscribe: two endpoints, two rounds."""
+    consent = items(
+        "user_subscription",
+        [{"external_id": "u", "subscription_group_id": "g", "subscription_state": "subscribed",
+          "push_subscribe": "opted_in"}],
+    )  # fmt: skip
+    rounds = plan(consent, DELIVERY, width=8)
+    assert [[request.endpoint for request in one] for one in rounds] == [
+        [Endpoint.SUBSCRIPTION],
+        [Endpoint.TRACK],
+    ]
+
+
+def test_plan_width_one_is_one_request_at_a_time() -> None:
+    """RELAY_INFLIGHT=1: one request per round, as full as Braze's limits allow."""
+    rounds = plan(events(200), DELIVERY, width=1)
+    assert [[request.count() for request in one] for one in rounds] == [[75], [75], [50]]
+
+
+def test_plan_puts_each_users_items_together() -> None:
+    """200 users with 3 events each, in arrival order: each user's three in one request, one round."""
+    records = [{"external_id": f"u{i}", "name": "tap", "n": n} for n in range(3) for i in range(200)]
+    rounds = plan(items("user_track", records, "custom_events"), DELIVERY, width=16)
+    assert len(rounds) == 1 and sum(request.count() for request in rounds[0]) == 600
+    for request in rounds[0]:
+        by_user: dict[str, list[int]] = {}
+        for obj in request.body()["events"]:
+            by_user.setdefault(obj["external_id"], []).append(obj["properties"]["n"])
+        assert all(seqs == [0, 1, 2] for seqs in by_user.values())

@@ -1,0 +1,55 @@
+"""Which requests may be in flight at once: the window of a lane's drain job, as a pure rule.
+
+Requests join the window in the order their records left the lane. A request may go when none of
+the users it changes is in a request in flight, and none is in an earlier request still waiting to
+go: so no two requests in flight at once carry updates for the same user, and each user's requests
+reach Braze one at a time, in order. Requests of other users overtake it meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+R = TypeVar("R", bound=Hashable)
+
+
+@dataclass
+class Window(Generic[R]):
+    """Requests waiting to go, in order, and the users of those in flight."""
+
+    waiting: list[tuple[R, frozenset[str]]] = field(default_factory=list)
+    busy: dict[str, R] = field(default_factory=dict)  # user -> the request in flight that holds them
+    flying: dict[R, frozenset[str]] = field(default_factory=dict)
+
+    def add(self, request: R, users: Iterable[str]) -> None:
+        """A request whose records were taken after every request already added."""
+        self.waiting.append((request, frozenset(users)))
+
+    def ready(self, room: int) -> list[R]:
+        """Up to `room` waiting requests that may go now, in order; they are in flight from here on."""
+        out: list[R] = []
+        blocked: set[str] = set()  # users of earlier requests that still wait
+        kept: list[tuple[R, frozenset[str]]] = []
+        for request, users in self.waiting:
+            if len(out) < room and not (users & blocked) and not any(user in self.busy for user in users):
+                out.append(request)
+                self.flying[request] = users
+                for user in users:
+                    self.busy[user] = request
+            else:
+                kept.append((request, users))
+                blocked |= users
+        self.waiting = kept
+        return out
+
+    def done(self, request: R) -> None:
+        """The request's answer is in (or it was never sent): its users are free again."""
+        for user in self.flying.pop(request):
+            if self.busy.get(user) is request:
+                del self.busy[user]
+
+    def __len__(self) -> int:
+        """Requests waiting or in flight."""
+        return len(self.waiting) + len(self.flying)
