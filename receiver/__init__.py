@@ -15,6 +15,7 @@ def create_app(config: Settings | None = None) -> Flask:
 
     from receiver import admin, cli, cors, request_ids, state, transform
     from receiver.errors import register_error_handlers
+    from receiver.group_commit import GroupCommit
     from receiver.openapi import bp as openapi_bp
     from receiver.schemas import schema_for
     from receiver.views import bp
@@ -39,6 +40,7 @@ def create_app(config: Settings | None = None) -> Flask:
             tables={(r.database, r.table): r for r in settings.routes.values() if r.database and r.table},
             schemas={name: schema_for(route, settings.limits) for name, route in settings.routes.items()},
             metrics=registry,
+            group=GroupCommit(client, wait_s=2 * (5 + 2)),  # twice the client's timeouts
             transform_schemas=transform.schemas_by_route(settings),
         ),
     )

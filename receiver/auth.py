@@ -12,13 +12,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from receiver import signatures
+from receiver.headers import lowered
 from relay.routes import Route
 from relay.secrets import Secret
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    """Header names compared case-insensitively, as HTTP says."""
-    return {name.lower(): value for name, value in headers.items()}
 
 
 class AuthError(Exception):
@@ -38,7 +34,7 @@ def td_write_key(
     headers: Mapping[str, str], query: Mapping[str, str], *, allow_query: bool, allow_basic: bool
 ) -> str | None:
     """The write key as TD sends it: X-TD-Write-Key, `Authorization: TD1 <key>`, ?td_write_key, Basic."""
-    headers = _lower(headers)
+    headers = lowered(headers)
     authorization = headers.get("authorization", "")
     scheme, _, value = authorization.partition(" ")
     if scheme.upper() == "TD1" and value.strip():
@@ -58,7 +54,7 @@ def td_write_key(
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
     """The token of `Authorization: Bearer <token>`, if that is what was sent."""
-    headers = _lower(headers)
+    headers = lowered(headers)
     scheme, _, value = headers.get("authorization", "").partition(" ")
     return value.strip() or None if scheme.lower() == "bearer" else None
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from receiver.group_commit import GroupCommit
 from relay import audit, deadletters, metrics, store
 from relay.config import Settings, dead_letter_limit
 from relay.envelope import Envelope, dumps
@@ -86,7 +87,12 @@ class Claim:
 
 
 def store_batch(
-    client: redis.Redis, batch: Batch, settings: Settings, claim: Claim | None = None
+    client: redis.Redis,
+    batch: Batch,
+    settings: Settings,
+    claim: Claim | None = None,
+    *,
+    group: GroupCommit | None = None,
 ) -> dict[str, Any] | None:
     """Write the batch's records (and its dead-lettered invalid records) at once, then answer.
 
@@ -96,14 +102,15 @@ def store_batch(
 
     With a claim, the idempotency key is written in the same transaction, watched so that of two
     concurrent repeats only one stores anything; the other (and any later repeat) gets back the
-    first request's stored answer instead of None.
+    first request's stored answer instead of None. With `group`, the one-script write shares its
+    round trip with those of the process's other threads (receiver/group_commit.py).
     """
     token = new_token()
     plain = (
         claim is None and not (batch.invalid or batch.consent or batch.filtered) and len(batch.payloads) == 1
     )
     if plain and batch.accepted <= PUSH_CHUNK:
-        armed = _store_plain(client, batch, settings, token)
+        armed = _store_plain(client, batch, settings, token, group)
     else:
         first, armed = _store_together(client, batch, settings, token, claim)
         if first is not None:
@@ -133,7 +140,9 @@ def _accepted_field(route: str) -> str:
     return metrics.field("relay_records_accepted", route=route)
 
 
-def _store_plain(client: redis.Redis, batch: Batch, settings: Settings, token: str) -> list[Lane]:
+def _store_plain(
+    client: redis.Redis, batch: Batch, settings: Settings, token: str, group: GroupCommit | None
+) -> list[Lane]:
     """Records of one lane, fitting one RPUSH, nothing else to keep: one script call; lanes armed."""
     ((lane, payloads),) = batch.payloads.items()
     keys = [lane.queue_key, metrics.KEY, lane.lease_key, store.LANES]
@@ -145,7 +154,9 @@ def _store_plain(client: redis.Redis, batch: Batch, settings: Settings, token: s
         lane.name,
         *payloads,
     ]
-    return [lane] if _plain_script(client)(keys=keys, args=args) else []
+    script = _plain_script(client)
+    armed = group.run(script, keys, args) if group is not None else script(keys=keys, args=args)
+    return [lane] if armed else []
 
 
 @functools.cache

@@ -28,6 +28,7 @@ from typing import Any
 from receiver.auth import Authenticated, By
 from receiver.enqueue import Claim
 from receiver.errors import ApiError
+from receiver.headers import lowered
 from relay import store
 from relay.secrets import Secret
 
@@ -57,8 +58,8 @@ def identities(route: str, authed: Authenticated, headers: Mapping[str, str], bo
             if not verified.id_signed:
                 keys.append(store.signed_identity_key(scope, "body", _digest(body)))
         return keys
-    lowered = {name.lower(): value for name, value in headers.items()}
-    value = next((lowered[name] for name in HEADERS if lowered.get(name)), None)
+    lower = lowered(headers)
+    value = next((lower[name] for name in HEADERS if lower.get(name)), None)
     if value is None:
         return []
     if len(value) > MAX_KEY:

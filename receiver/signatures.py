@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from receiver.headers import lowered
 from relay.secrets import Secret
 
 SHOPIFY_SIGNATURE = "X-Shopify-Hmac-Sha256"
@@ -50,10 +51,6 @@ class Verified:
     secret: Secret  # the configured secret that matched (never logged: Secret hides itself)
 
 
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
-
-
 def _delivery_id(value: str | None) -> str | None:
     """A sender's delivery id, if it is a usable one (an overlong id is refused, not cut)."""
     if not value:
@@ -69,10 +66,8 @@ def verify_standard(body: bytes, *, headers: Mapping[str, str], secrets: Iterabl
     The library checks the timestamp window and compares in constant time; several space-separated
     signatures (the sender's rotation) are each tried against each configured secret.
     """
-    lowered = _lower(headers)
-    wanted = {
-        name: lowered.get(name, "") for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
-    }
+    lower = lowered(headers)
+    wanted = {name: lower.get(name, "") for name in ("webhook-id", "webhook-timestamp", "webhook-signature")}
     if not all(wanted.values()):
         raise SignatureError("Missing webhook-id, webhook-timestamp or webhook-signature header.")
     msg_id = _delivery_id(wanted["webhook-id"])
@@ -115,8 +110,8 @@ def verify_hmac(
     """An HMAC of the raw body in one header: `<prefix><hex or base64 digest>`, sha256 or sha1."""
     if not scheme.header:
         raise SignatureError("No signature header configured.")  # fail closed; config refuses this
-    lowered = _lower(headers)
-    sent = lowered.get(scheme.header.lower(), "").strip()
+    lower = lowered(headers)
+    sent = lower.get(scheme.header.lower(), "").strip()
     if not sent:
         raise SignatureError(f"Missing {scheme.header} header.")
     if scheme.prefix:
@@ -126,7 +121,7 @@ def verify_hmac(
     given = _decode(sent, scheme.encoding)
     digest = hashlib.sha1 if scheme.algorithm == "sha1" else hashlib.sha256
     id_header = (scheme.delivery_id_header or "").lower()
-    delivery = _delivery_id(lowered.get(id_header)) if id_header else None
+    delivery = _delivery_id(lower.get(id_header)) if id_header else None
     matched: Secret | None = None
     for secret in secrets:  # every secret is tried: the time taken does not say which one matched
         expected = hmac.new(secret.reveal().encode(), body, digest).digest()

@@ -9,6 +9,7 @@ import redis
 from flask import Flask, current_app
 from prometheus_client import CollectorRegistry
 
+from receiver.group_commit import GroupCommit
 from receiver.schemas import RecordSchema
 from relay.config import Settings
 from relay.modes import Kind
@@ -26,6 +27,7 @@ class EdgeState:
     tables: Mapping[tuple[str, str], Route]
     schemas: Mapping[str, RecordSchema]
     metrics: CollectorRegistry
+    group: GroupCommit  # the process's threads share Redis round trips for their one-script writes
     openapi: bytes | None = None  # the serialized OpenAPI document, built on first request
     # Routes with a transform: the schemas of every kind their records may be (user_track: three).
     transform_schemas: Mapping[str, Mapping[Kind, RecordSchema]] = field(default_factory=dict)

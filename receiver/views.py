@@ -16,6 +16,7 @@ from receiver import auth, idempotency, signatures, state, transform
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, error_response
 from receiver.fields import strict_json
+from receiver.headers import Lowered, lowered
 from receiver.request_ids import request_id
 from receiver.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.state import redis_client, settings
@@ -199,11 +200,11 @@ def count_refused(route: Route, received: int, invalid: int) -> None:
         log.warning("metrics not counted: redis unavailable", extra={"route": route.name})
 
 
-def headers() -> dict[str, str]:
-    """The request's headers as a plain dict (made once per request; the checks take mappings)."""
+def headers() -> Lowered:
+    """The request's headers, names in lower case (made once per request; the checks take mappings)."""
     if "relay_headers" not in g:
-        g.relay_headers = dict(request.headers)
-    found: dict[str, str] = g.relay_headers
+        g.relay_headers = lowered(request.headers)
+    found: Lowered = g.relay_headers
     return found
 
 
@@ -214,8 +215,8 @@ def accept(
 
     A request with an idempotency key that was seen before stores nothing and gets the first answer.
     """
-    client = redis_client()
-    conf = settings()
+    edge = state.current()
+    client, conf = edge.redis, edge.settings
     body = request.get_data(cache=True)
     claim = idempotency.claim_for(
         batch.route.name,
@@ -226,7 +227,7 @@ def accept(
         answer=answer,
         status=status,
     )
-    first = store_batch(client, batch, conf, claim)
+    first = store_batch(client, batch, conf, claim, group=edge.group)
     if claim is not None and first is not None:
         answer, status = idempotency.repeat_answer(claim, first, answer)
     # DEBUG: at a thousand postbacks a second this line would cost a tenth of the edge; gunicorn's
