@@ -346,6 +346,8 @@ def run_wrk(
     url: str, seconds: float, connections: int, run_id: str, threads: int = 2, *, script: Path = LUA
 ) -> WrkResult:
     """Load `url` with a wrk script (bench/postback.lua); bounded by wrk's own duration plus a margin."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("this benchmark loads the relay with wrk: apt-get install -y wrk")
     env = base_env({"BENCH_WRITE_KEY": WRITE_KEY, "BENCH_RUN": run_id})
     command = [
         "wrk",

@@ -139,5 +139,6 @@ def install(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
     )
-    app.before_request(guard)
-    app.after_request(secure_headers)
+    for name in GUARDED:  # only the admin blueprints' requests: the ingest paths skip both
+        app.before_request_funcs.setdefault(name, []).append(guard)
+        app.after_request_funcs.setdefault(name, []).append(secure_headers)

@@ -317,3 +317,19 @@ def test_session_cookie_over_plain_http_stays_usable(admin: FlaskClient) -> None
     admin.get("/admin/dead", headers=AUTH)
     cookie = admin.get_cookie("relay_admin", path="/admin")
     assert cookie is not None and not cookie.secure
+
+
+def test_admin_headers_on_the_admin_pages_only(admin: FlaskClient, clean_redis: redis.Redis) -> None:
+    """The guard and its headers are the admin blueprints' own: rq-dashboard's pages get them too,
+    ingest answers do not."""
+    for path in ("/admin/", "/admin/rq/"):
+        response = admin.get(path, headers=AUTH)
+        assert response.status_code == 200, path
+        assert response.headers["Cache-Control"] == "no-store", path
+        assert response.headers["X-Frame-Options"] == "DENY", path
+    assert admin.get("/admin/rq/", headers={}).status_code == 401
+    answer = admin.post(
+        "/postback/v3/event/db/events", json={"external_id": "u1", "name": "e"}, headers=TD_HEADERS
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert "X-Frame-Options" not in answer.headers and "Cache-Control" not in answer.headers
