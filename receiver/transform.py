@@ -26,7 +26,7 @@ from receiver.errors import ApiError
 from receiver.schemas import RecordSchema, schema_for
 from relay.config import Limits, Settings
 from relay.envelope import Envelope
-from relay.modes import TRACK_TYPES, Kind
+from relay.modes import TRACK_TYPES, Kind, mode_of
 from relay.routes import Route
 from relay.transforms import TransformError
 
@@ -87,7 +87,7 @@ def load_emitted(route: Route, schemas: Mapping[Kind, RecordSchema], raw: Any) -
             return Emitted(
                 raw, kind, errors={"track_record_type": [f"Must be one of: {', '.join(TRACK_TYPES)}."]}
             )
-        kind = replace(route, track_record_type=chosen).kind
+        kind = mode_of(route.mode, chosen).kind
     try:
         return Emitted(raw, kind, record=schemas[kind].load(data))
     except ValidationError as exc:
