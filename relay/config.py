@@ -114,17 +114,9 @@ def load_settings() -> Settings:
     return _load(Env(eager=False), os.environ)
 
 
-def _load(env: Env, source: Mapping[str, str]) -> Settings:
-    redis_url = env.str("REDIS_URL", None) or None
-    endpoint = env.str("BRAZE_REST_ENDPOINT", "") or ""
-    api_key = env.str("BRAZE_API_KEY", "") or ""
-    config_path = env.str("RELAY_CONFIG", "relay.toml")
-    write_keys = split_secrets(env.str("RELAY_WRITE_KEYS", ""))
-    secrets = split_secrets(env.str("RELAY_WEBHOOK_SECRETS", ""))
-    admin_keys = split_secrets(env.str("RELAY_ADMIN_KEYS", ""))
-    insecure = env.bool("RELAY_INSECURE_NO_AUTH", False)
-    allow_eviction = env.bool("RELAY_ALLOW_EVICTION", False)
-    limits = Limits(
+def _limits(env: Env) -> Limits:
+    """The edge's size limits (RELAY_*_MAX_*)."""
+    return Limits(
         postback_bytes=env.int("RELAY_POSTBACK_MAX_BYTES", Limits.postback_bytes),
         ingest_bytes=env.int("RELAY_INGEST_MAX_BYTES", Limits.ingest_bytes),
         export_bytes=env.int("RELAY_EXPORT_MAX_BYTES", Limits.export_bytes),
@@ -133,10 +125,13 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         record_fields=env.int("RELAY_RECORD_MAX_FIELDS", Limits.record_fields),
         record_depth=env.int("RELAY_RECORD_MAX_DEPTH", Limits.record_depth),
     )
-    combined = env.int("BRAZE_TRACK_COMBINED_LIMIT", 0) or None
-    delivery = Delivery(
+
+
+def _delivery(env: Env) -> Delivery:
+    """How the workers deliver: Braze's per-request limits, flight, lingers, leases, retries, rates."""
+    return Delivery(
         track_per_array=env.int("BRAZE_TRACK_PER_ARRAY", Delivery.track_per_array),
-        track_combined=combined,
+        track_combined=env.int("BRAZE_TRACK_COMBINED_LIMIT", 0) or None,
         track_shards=max(1, env.int("RELAY_TRACK_SHARDS", Delivery.track_shards)),
         inflight=max(1, env.int("RELAY_INFLIGHT", Delivery.inflight)),
         linger_s=env.float("RELAY_LINGER_MS", Delivery.linger_s * 1000) / 1000,
@@ -155,6 +150,44 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         rate_default=env.str("BRAZE_RATE_DEFAULT", Delivery.rate_default),
         unchanged_ttl_s=env.int("RELAY_UNCHANGED_TTL_S", Delivery.unchanged_ttl_s),
     )
+
+
+def _check_credentials(
+    routes: Mapping[str, Route], write_keys: tuple[Secret, ...], secrets: tuple[Secret, ...], insecure: bool
+) -> None:
+    """Every route has a credential to check (its own, else the globals); secrets are well formed."""
+    for secret in secrets:
+        if not valid_webhook_secret(secret.reveal()):
+            raise ConfigError("webhook secrets must be 'whsec_' followed by base64 (Standard Webhooks)")
+    for route in routes.values():
+        # A route that names any credential of its own takes no global credential of any kind.
+        own = route.own_credentials
+        has_keys = (route.write_keys or route.webhook_secrets) if own else (write_keys or secrets)
+        if not (has_keys or insecure):
+            raise ConfigError(
+                f"no credentials for route {route.name!r}: set RELAY_WRITE_KEYS and/or RELAY_WEBHOOK_SECRETS "
+                "(or RELAY_INSECURE_NO_AUTH=1, for local use only)"
+            )
+        if route.signature == "standard":
+            for secret in route.webhook_secrets:
+                if not valid_webhook_secret(secret.reveal()):
+                    raise ConfigError(
+                        f"route {route.name!r}: webhook secrets must be 'whsec_' followed by base64 "
+                        "(Standard Webhooks)"
+                    )
+
+
+def _load(env: Env, source: Mapping[str, str]) -> Settings:
+    redis_url = env.str("REDIS_URL", None) or None
+    endpoint = env.str("BRAZE_REST_ENDPOINT", "") or ""
+    api_key = env.str("BRAZE_API_KEY", "") or ""
+    config_path = env.str("RELAY_CONFIG", "relay.toml")
+    write_keys = split_secrets(env.str("RELAY_WRITE_KEYS", ""))
+    secrets = split_secrets(env.str("RELAY_WEBHOOK_SECRETS", ""))
+    admin_keys = split_secrets(env.str("RELAY_ADMIN_KEYS", ""))
+    insecure = env.bool("RELAY_INSECURE_NO_AUTH", False)
+    allow_eviction = env.bool("RELAY_ALLOW_EVICTION", False)
+    limits, delivery = _limits(env), _delivery(env)
     audit_ttl = env.int("RELAY_AUDIT_TTL_S", 30 * 86400)
     dedup_window = env.int("RELAY_DEDUP_WINDOW_S", 72 * 3600)
     dead_letters_max = env.int("RELAY_DEAD_LETTERS_MAX", Settings.dead_letters_max)
@@ -180,25 +213,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
             "signed webhook's timestamp is accepted (±5 minutes): a replay could outlive its identity; "
             f"set it to at least {SIGNATURE_SPAN_S}"
         )
-    for secret in secrets:
-        if not valid_webhook_secret(secret.reveal()):
-            raise ConfigError("webhook secrets must be 'whsec_' followed by base64 (Standard Webhooks)")
-    for route in routes.values():
-        # A route that names any credential of its own takes no global credential of any kind.
-        own = route.own_credentials
-        has_keys = (route.write_keys or route.webhook_secrets) if own else (write_keys or secrets)
-        if not (has_keys or insecure):
-            raise ConfigError(
-                f"no credentials for route {route.name!r}: set RELAY_WRITE_KEYS and/or RELAY_WEBHOOK_SECRETS "
-                "(or RELAY_INSECURE_NO_AUTH=1, for local use only)"
-            )
-        if route.signature == "standard":
-            for secret in route.webhook_secrets:
-                if not valid_webhook_secret(secret.reveal()):
-                    raise ConfigError(
-                        f"route {route.name!r}: webhook secrets must be 'whsec_' followed by base64 "
-                        "(Standard Webhooks)"
-                    )
+    _check_credentials(routes, write_keys, secrets, insecure)
     return Settings(
         redis_url=redis_url,
         routes=routes,

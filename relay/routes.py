@@ -229,6 +229,38 @@ def load_routes(
     environ: Mapping[str, str],
 ) -> tuple[dict[str, Route], dict[str, Workspace]]:
     """Parse and validate the routes file; raise ConfigError that names the route and the key."""
+    routes: dict[str, Route] = {}
+    workspaces = {default.id: default}
+    seen_tables: dict[tuple[str, str], str] = {}
+    for name, table in _route_tables(path).items():
+        where = f"routes file {path!r}: route {name!r}"
+        try:
+            ROUTE_NAME(name)
+        except ValidationError:
+            raise ConfigError(f"{where}: the name may hold only letters, digits, '_' and '-'") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: must be a table")
+        try:
+            data = RouteSchema().load(table)
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: {_first_error(exc.messages)}") from None
+        for key in ("write_keys_env", "webhook_secrets_env", "braze_api_key_env"):
+            if data.get(key) and not environ.get(data[key]):
+                raise ConfigError(f"{where}: key '{key}' names {data[key]}, which is not set")
+        workspace = _workspace(data, default, environ, workspaces)
+        if data["database"]:
+            pair = (data["database"], data["table"])
+            if pair in seen_tables:
+                raise ConfigError(
+                    f"{where}: database/table {'/'.join(pair)} already used by {seen_tables[pair]!r}"
+                )
+            seen_tables[pair] = name
+        routes[name] = _route(name, data, workspace, _transform(name, data, where), environ)
+    return routes, workspaces
+
+
+def _route_tables(path: str) -> dict[str, Any]:
+    """The file's [routes.NAME] tables, or ConfigError naming what is wrong with the file."""
     try:
         with open(path, "rb") as fh:
             doc = tomllib.load(fh)
@@ -242,73 +274,66 @@ def load_routes(
     extra = set(doc) - {"routes"}
     if extra:
         raise ConfigError(f"routes file {path!r}: unknown top-level key {sorted(extra)[0]!r}")
+    return tables
 
-    routes: dict[str, Route] = {}
-    workspaces = {default.id: default}
-    seen_tables: dict[tuple[str, str], str] = {}
-    for name, table in tables.items():
-        where = f"routes file {path!r}: route {name!r}"
-        if ROUTE_NAME.regex.match(name) is None:
-            raise ConfigError(f"{where}: the name may hold only letters, digits, '_' and '-'")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where}: must be a table")
-        try:
-            data = RouteSchema().load(table)
-        except ValidationError as exc:
-            raise ConfigError(f"{where}: {_first_error(exc.messages)}") from None
-        for key in ("write_keys_env", "webhook_secrets_env", "braze_api_key_env"):
-            if data.get(key) and not environ.get(data[key]):
-                raise ConfigError(f"{where}: key '{key}' names {data[key]}, which is not set")
-        workspace = default.id
-        if data["braze_endpoint"]:
-            endpoint = data["braze_endpoint"].rstrip("/")
-            digest = hashlib.sha256(f"{endpoint}|{data['braze_api_key_env']}".encode()).hexdigest()[:10]
-            workspace = f"ws-{digest}"
-            workspaces[workspace] = Workspace(workspace, endpoint, Secret(environ[data["braze_api_key_env"]]))
-        if data["database"]:
-            pair = (data["database"], data["table"])
-            if pair in seen_tables:
-                raise ConfigError(
-                    f"{where}: database/table {'/'.join(pair)} already used by {seen_tables[pair]!r}"
-                )
-            seen_tables[pair] = name
-        transform = None
-        if data["transform"] or data["preset"]:
-            variables = {key: data[key] for key in ("database", "table", "mode", "track_record_type")}
-            try:
-                transform = compile_transform(
-                    source=data["transform"],
-                    preset=data["preset"],
-                    args=data["transform_args"] or {},
-                    route={"name": name, **variables},
-                )
-            except TransformError as exc:
-                key = "preset" if data["preset"] else "transform"
-                raise ConfigError(f"{where}: key '{key}': {exc}") from None
-        routes[name] = Route(
-            name=name,
-            mode=data["mode"],
-            database=data["database"],
-            table=data["table"],
-            track_record_type=data["track_record_type"],
-            pre_formatted_fields=tuple(data["pre_formatted_fields"] or data["pre_formated_fields"] or ()),
-            skip_on_invalid_records=data["skip_on_invalid_records"],
-            update_existing_only=data["update_existing_only"],
-            null_unsets=data["null_unsets"],
-            workspace=workspace,
-            write_keys_env=data["write_keys_env"],
-            webhook_secrets_env=data["webhook_secrets_env"],
-            write_keys=split_secrets(environ.get(data["write_keys_env"] or "", "")),
-            webhook_secrets=split_secrets(environ.get(data["webhook_secrets_env"] or "", "")),
-            signature=data["signature"],
-            signature_header=data["signature_header"],
-            signature_algorithm=data["signature_algorithm"] or "sha256",
-            signature_encoding=data["signature_encoding"] or "hex",
-            signature_prefix=data["signature_prefix"] or "",
-            delivery_id_header=data["delivery_id_header"],
-            dead_letters_max=data["dead_letters_max"],
-            allowed_origins=tuple(data["allowed_origins"]),
-            transform=transform,
-            skip_unchanged=data["skip_unchanged"],
+
+def _workspace(
+    data: dict[str, Any], default: Workspace, environ: Mapping[str, str], workspaces: dict[str, Workspace]
+) -> str:
+    """The route's workspace id: the default, or one per Braze endpoint and key (added to `workspaces`)."""
+    if not data["braze_endpoint"]:
+        return default.id
+    endpoint = data["braze_endpoint"].rstrip("/")
+    digest = hashlib.sha256(f"{endpoint}|{data['braze_api_key_env']}".encode()).hexdigest()[:10]
+    workspace = f"ws-{digest}"
+    workspaces[workspace] = Workspace(workspace, endpoint, Secret(environ[data["braze_api_key_env"]]))
+    return workspace
+
+
+def _transform(name: str, data: dict[str, Any], where: str) -> Transform | None:
+    """The route's jq program (its transform or preset), compiled once; None without one."""
+    if not (data["transform"] or data["preset"]):
+        return None
+    variables = {key: data[key] for key in ("database", "table", "mode", "track_record_type")}
+    try:
+        return compile_transform(
+            source=data["transform"],
+            preset=data["preset"],
+            args=data["transform_args"] or {},
+            route={"name": name, **variables},
         )
-    return routes, workspaces
+    except TransformError as exc:
+        key = "preset" if data["preset"] else "transform"
+        raise ConfigError(f"{where}: key '{key}': {exc}") from None
+
+
+def _route(
+    name: str, data: dict[str, Any], workspace: str, transform: Transform | None, environ: Mapping[str, str]
+) -> Route:
+    """The Route of a validated table."""
+    return Route(
+        name=name,
+        mode=data["mode"],
+        database=data["database"],
+        table=data["table"],
+        track_record_type=data["track_record_type"],
+        pre_formatted_fields=tuple(data["pre_formatted_fields"] or data["pre_formated_fields"] or ()),
+        skip_on_invalid_records=data["skip_on_invalid_records"],
+        update_existing_only=data["update_existing_only"],
+        null_unsets=data["null_unsets"],
+        workspace=workspace,
+        write_keys_env=data["write_keys_env"],
+        webhook_secrets_env=data["webhook_secrets_env"],
+        write_keys=split_secrets(environ.get(data["write_keys_env"] or "", "")),
+        webhook_secrets=split_secrets(environ.get(data["webhook_secrets_env"] or "", "")),
+        signature=data["signature"],
+        signature_header=data["signature_header"],
+        signature_algorithm=data["signature_algorithm"] or "sha256",
+        signature_encoding=data["signature_encoding"] or "hex",
+        signature_prefix=data["signature_prefix"] or "",
+        delivery_id_header=data["delivery_id_header"],
+        dead_letters_max=data["dead_letters_max"],
+        allowed_origins=tuple(data["allowed_origins"]),
+        transform=transform,
+        skip_unchanged=data["skip_unchanged"],
+    )
