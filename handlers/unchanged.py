@@ -4,7 +4,7 @@ The memory, per workspace and user, is one Redis hash (its key under a hash of t
 identifier, never the identifier itself): field = the attribute's name, value = 12 bytes, an
 8-byte digest of the value delivered and the 4-byte UNIX second it was delivered. A value counts
 as remembered for `RELAY_UNCHANGED_TTL_S` (30 days) from its delivery, and only if it was
-delivered after the route's memory was last forgotten (`flask --app receiver unchanged forget`).
+delivered after the route's memory was last forgotten (`./scripts/relay unchanged forget`).
 
 Which values take part is a pure rule (`eligible`): plain values do; subscription states
 (email_subscribe, push_subscribe, subscription_groups: always sent), Braze's steering keys, array

@@ -1,4 +1,4 @@
-"""`flask --app receiver transform try`: a route's transform (or a preset) on a JSON file, nothing stored.
+"""`scripts/relay transform try`: a route's transform (or a preset) on a JSON file, nothing stored.
 
 It reads the file as the sender would post it, runs each input through the transform, loads every
 record it makes with the schema of its kind, and prints the records with their validation errors and
