@@ -102,23 +102,19 @@ def profiled_bare_app() -> Flask:
 def relay_variant_app() -> Flask:
     """The relay's own app with what-if changes named in $BENCH_VARIANT (bench/whatif.py).
 
-    quiet_log: the per-request "accepted" log line off (logger receiver.views at WARNING).
     no_redis:  store_batch replaced by nothing (records are lost): the relay's Python alone.
     min_redis: store_batch replaced by the least a record needs: one RPUSH and the lane's SET NX in
                one plain pipeline (enqueueing the drain job when it armed the lane); no counters,
-               no MULTI/EXEC, SADD of the lanes once at start. Measures a design, not a fix.
+               no script, no group commit, SADD of the lanes once at start. Measures a design, not a
+               fix.
     Nothing of the product is edited: the changes live in this gunicorn worker only.
     """
-    import logging
-
     from receiver import create_app, state, views
     from relay import lanes
     from relay.lanes import Lane
 
     variant = {name for name in os.environ.get("BENCH_VARIANT", "").split(",") if name}
     app = create_app()
-    if "quiet_log" in variant:
-        logging.getLogger("receiver.views").setLevel(logging.WARNING)
     if "no_redis" in variant:
         # Nothing stored at all (records are lost): what the relay's Python costs without Redis.
         views.store_batch = lambda *args, **kwargs: None  # type: ignore[assignment]
@@ -129,7 +125,9 @@ def relay_variant_app() -> Flask:
             for lane in Lane.of_route(route, conf.delivery.track_shards):
                 lane.remember(client)
 
-        def store_batch(client: object, batch: object, settings: object, claim: object = None) -> None:
+        def store_batch(
+            client: object, batch: object, settings: object, claim: object = None, *, group: object = None
+        ) -> None:
             delivery = settings.delivery  # type: ignore[attr-defined]
             token = lanes.new_token()
             for lane, payloads in batch.payloads.items():  # type: ignore[attr-defined]

@@ -3,11 +3,11 @@
     python -m bench.whatif [--seconds 6] [--connections 32] [--workers 2] [--repeat 1]
 
 Serves, one after another, the bare view and the relay's app as is and with the changes of
-bench/anchor_apps.py's relay_variant_app (per-request log line off; the least Redis write), each with
+bench/anchor_apps.py's relay_variant_app (nothing stored; the least Redis write), each with
 the Procfile's gunicorn command and config (2 workers, access log off), `--workers` RQ workers and the
 simulator (50 ms) running, and loads each with the same wrk script. Prints postbacks/s, the ratio to
 the bare view of the same round, web CPU per request, and what the rest of the machine used (RQ
-workers, Redis, simulator, anyone else). The variants change behaviour (no counters, no log line,
+workers, Redis, simulator, anyone else). The variants change behaviour (no counters, no script,
 nothing stored): they size the suspects, they are not patches to apply as they are.
 """
 
@@ -47,9 +47,7 @@ VARIANTS = [
     ("bare view + one RPUSH", "bench.anchor_apps:bare_rpush_app()", ""),
     ("relay as it is", "receiver:create_app()", ""),
     ("relay, nothing stored", "bench.anchor_apps:relay_variant_app()", "no_redis"),
-    ("relay, log line off", "bench.anchor_apps:relay_variant_app()", "quiet_log"),
     ("relay, least Redis write", "bench.anchor_apps:relay_variant_app()", "min_redis"),
-    ("relay, both", "bench.anchor_apps:relay_variant_app()", "quiet_log,min_redis"),
 ]
 
 
