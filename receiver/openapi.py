@@ -233,11 +233,11 @@ def signatures_by_route(settings: Settings) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _add_paths(spec: APISpec, settings: Settings | None) -> None:
-    params = _path_params(settings)
+def _ingest_paths(settings: Settings | None) -> dict[str, dict[str, Any]]:
+    """The four ingest endpoints: TD postback, TD ingestion (td-js-sdk), TD export, webhooks."""
     anyone: list[Any] = [{}] if settings and settings.insecure_no_auth else []  # RELAY_INSECURE_NO_AUTH
     td_auth = [*TD_AUTH, *anyone]
-    paths: dict[str, dict[str, Any]] = {
+    return {
         "/postback/v3/event/{database}/{table}": {
             "post": _ingest(
                 "postback",
@@ -280,6 +280,12 @@ def _add_paths(spec: APISpec, settings: Settings | None) -> None:
             )
             | ({"x-signature-by-route": signatures_by_route(settings)} if settings else {})
         },
+    }
+
+
+def _service_paths() -> dict[str, dict[str, Any]]:
+    """Health, readiness, metrics and this document."""
+    return {
         "/healthz": _get(
             "healthz", "health", "Liveness.", {"200": described_answer("Alive.", json_content(ref("Health")))}
         ),
@@ -306,7 +312,12 @@ def _add_paths(spec: APISpec, settings: Settings | None) -> None:
             {"200": described_answer("OpenAPI 3.1.", json_content({"type": "object"}))},
         ),
     }
-    for path, operations in paths.items():
+
+
+def _add_paths(spec: APISpec, settings: Settings | None) -> None:
+    """Every path, with its path parameters (the configured routes' names as enums, with settings)."""
+    params = _path_params(settings)
+    for path, operations in (_ingest_paths(settings) | _service_paths()).items():
         names = [part.strip("{}") for part in path.split("/") if part.startswith("{")]
         spec.path(path, parameters=[params[name] for name in names], operations=operations)
 
