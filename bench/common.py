@@ -675,3 +675,58 @@ def median(values: Iterable[float]) -> float:
     """The median, ignoring None and nan; nan if nothing is left."""
     data = [v for v in values if v is not None and not math.isnan(v)]
     return statistics.median(data) if data else float("nan")
+
+
+def measure_variant(
+    opts: Any, *, app: str | None = None, routes: str | None = None, script: Path = LUA, **env_extra: str
+) -> dict[str, float]:
+    """Serve the relay (or `app`, with `routes` as its routes file) with the Procfile's gunicorn, the
+    simulator (50 ms) and `opts.workers` RQ workers; load it with wrk (`opts.seconds`,
+    `opts.connections`) once the machine is quiet; stop everything. Web CPU per request, the rest of
+    the machine's cores (RQ workers, Redis, simulator, anyone else) and wrk's figures.
+    """
+    client = redis_client()
+    client.flushdb()
+    work = Workdir()
+    procs = Processes(work.path)
+    try:
+        path = work.routes_file()
+        if routes is not None:
+            path.write_text(routes)
+        sim_url = start_simulator(procs, 50)
+        env = relay_env(sim_url, path, free_port(), **env_extra)
+        url = start_gunicorn(procs, env, app=app)
+        web_pid = procs.running[-1][1].pid
+        for _ in range(opts.workers):
+            procs.start("worker", procfile_command("worker"), env)
+        wait_for(lambda: client.scard("rq:workers") >= opts.workers, 30, "the RQ workers to register")
+        wait_quiet()
+        cpu, busy = tree_cpu_s(web_pid), machine_busy_s()
+        result = run_wrk(
+            url + POSTBACK_PATH, opts.seconds, opts.connections, f"v{int(time.time())}", script=script
+        )
+        cpu, busy = tree_cpu_s(web_pid) - cpu, machine_busy_s() - busy
+        procs.check_alive()
+    finally:
+        procs.stop_all()
+        work.close()
+        client.flushdb()
+    wall = result.ended - result.started
+    return {
+        "req_per_s": result.ok_per_s,
+        "non_2xx": result.non_2xx,
+        "web_cpu_ms": 1000 * cpu / max(result.requests, 1),
+        "p99_ms": result.latency_ms["p99"],
+        "other_cores": max(0.0, busy - cpu - result.cpu_s) / wall,
+    }
+
+
+def variant_medians(rounds: list[dict[str, dict[str, float]]], name: str, anchor: str) -> dict[str, float]:
+    """A variant's medians over rounds, its ratio to `anchor` taken within each round."""
+    return {
+        "req_per_s": median(r[name]["req_per_s"] for r in rounds),
+        "share": median(r[name]["req_per_s"] / r[anchor]["req_per_s"] for r in rounds),
+        "web_cpu_ms": median(r[name]["web_cpu_ms"] for r in rounds),
+        "other_cores": median(r[name]["other_cores"] for r in rounds),
+        "non_2xx": sum(r[name]["non_2xx"] for r in rounds),
+    }

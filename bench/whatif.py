@@ -15,73 +15,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    POSTBACK_PATH,
-    Processes,
-    Workdir,
-    free_port,
     install_signal_handlers,
     machine,
-    machine_busy_s,
-    median,
-    procfile_command,
-    redis_client,
-    relay_env,
+    measure_variant,
     run,
-    run_wrk,
-    start_gunicorn,
-    start_simulator,
-    tree_cpu_s,
-    wait_for,
-    wait_quiet,
+    variant_medians,
 )
 
+RELAY = "receiver:create_app()"  # the Procfile's own app
 VARIANTS = [
     ("bare Flask view", "bench.anchor_apps:bare_app()", ""),
     ("bare view + one RPUSH", "bench.anchor_apps:bare_rpush_app()", ""),
-    ("relay as it is", "receiver:create_app()", ""),
+    ("relay as it is", RELAY, ""),
     ("relay, nothing stored", "bench.anchor_apps:relay_variant_app()", "no_redis"),
     ("relay, least Redis write", "bench.anchor_apps:relay_variant_app()", "min_redis"),
 ]
-
-
-def measure(app: str, variant: str, opts: argparse.Namespace) -> dict[str, float]:
-    """One variant: start everything, wait for a quiet machine, load it, stop everything."""
-    client = redis_client()
-    client.flushdb()
-    work = Workdir()
-    procs = Processes(work.path)
-    try:
-        sim_url = start_simulator(procs, 50)
-        env = relay_env(sim_url, work.routes_file(), free_port(), BENCH_VARIANT=variant)
-        url = start_gunicorn(procs, env, app=None if app == "receiver:create_app()" else app)
-        web_pid = procs.running[-1][1].pid
-        for _ in range(opts.workers):
-            procs.start("worker", procfile_command("worker"), env)
-        wait_for(lambda: client.scard("rq:workers") >= opts.workers, 30, "the RQ workers to register")
-        wait_quiet()
-        cpu, busy = tree_cpu_s(web_pid), machine_busy_s()
-        result = run_wrk(url + POSTBACK_PATH, opts.seconds, opts.connections, f"v{int(time.time())}")
-        cpu, busy = tree_cpu_s(web_pid) - cpu, machine_busy_s() - busy
-        procs.check_alive()
-    finally:
-        procs.stop_all()
-        work.close()
-        client.flushdb()
-    wall = result.ended - result.started
-    return {
-        "req_per_s": result.ok_per_s,
-        "non_2xx": result.non_2xx,
-        "web_cpu_ms": 1000 * cpu / max(result.requests, 1),
-        "p99_ms": result.latency_ms["p99"],
-        "other_cores": max(0.0, busy - cpu - result.cpu_s) / wall,  # RQ workers, Redis, sim, others
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,19 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()
     rounds = []
     for _ in range(opts.repeat):
-        rounds.append({name: measure(app, variant, opts) for name, app, variant in VARIANTS})
+        rounds.append(
+            {
+                name: measure_variant(opts, app=None if app == RELAY else app, BENCH_VARIANT=variant)
+                for name, app, variant in VARIANTS
+            }
+        )
     print(f"what-if, {machine()}; wrk -c {opts.connections} -d {opts.seconds:g}s, {opts.workers} RQ workers, "
           f"gunicorn -w 2; median of {opts.repeat}")  # fmt: skip
-    bare = VARIANTS[0][0]
     for name, _, _ in VARIANTS:
-        rps = median(r[name]["req_per_s"] for r in rounds)
-        share = median(r[name]["req_per_s"] / r[bare]["req_per_s"] for r in rounds)
-        cpu = median(r[name]["web_cpu_ms"] for r in rounds)
-        other = median(r[name]["other_cores"] for r in rounds)
-        non2xx = sum(r[name]["non_2xx"] for r in rounds)
+        got = variant_medians(rounds, name, VARIANTS[0][0])
         print(
-            f"  {name:<28} {rps:8.1f} req/s  {share:5.2f}x bare   web CPU {cpu:.2f} ms/request   "
-            f"({non2xx:.0f} non-2xx; rest of the machine {other:.2f} cores)"
+            f"  {name:<28} {got['req_per_s']:8.1f} req/s  {got['share']:5.2f}x bare   web CPU "
+            f"{got['web_cpu_ms']:.2f} ms/request   ({got['non_2xx']:.0f} non-2xx; rest of the machine "
+            f"{got['other_cores']:.2f} cores)"
         )
     return 0
 
