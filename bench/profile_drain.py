@@ -69,8 +69,8 @@ STEPS = [
     ("  Braze POST (requests, http.client)", "handlers/braze.py", "post"),
     ("  observe (log line, rate-limit headers)", "handlers/context.py", "observe"),
     ("  judge the answer", "handlers/outcomes.py", "judge"),
-    ("commit (WATCH lease, MULTI/EXEC)", "handlers/drain.py", "commit"),
-    ("  settle (each record's ending, metrics)", "handlers/drain.py", "settle"),
+    ("commit (WATCH lease, MULTI/EXEC)", "handlers/commit.py", "commit"),
+    ("  settle (each record's ending, metrics)", "handlers/commit.py", "settle"),
     ("the job's own lease renewals, release", "handlers/drain.py", "confirm"),
 ]
 

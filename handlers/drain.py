@@ -13,9 +13,10 @@ the owner still holds the lease; chunks are committed in the order they were tak
 killed mid-flight commits nothing more, its lease expires, and the next owner delivers the
 uncommitted records again: at least once, never lost.
 
-This module does the I/O; what Braze's answers mean and where records end is decided by the pure
-functions of handlers/braze.py (`classify`), handlers/outcomes.py (`judge`, `ending`),
-handlers/packing.py, handlers/window.py and handlers/ordering.py.
+This module does the sending; handlers/commit.py writes a chunk's outcomes. What Braze's answers
+mean and where records end is decided by the pure functions of handlers/braze.py (`classify`),
+handlers/outcomes.py (`judge`, `ending`), handlers/packing.py, handlers/window.py and
+handlers/ordering.py.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -34,41 +35,25 @@ from rq import Queue
 
 from handlers import context
 from handlers.braze import Answer, Verdict, classify, classify_failure
+from handlers.commit import Chunk, Flight, Tally, commit
 from handlers.context import Context
-from handlers.outcomes import Dead, Ending, Judgement, Ledger, ending, judge, window_full
+from handlers.outcomes import Dead, Judgement, judge, window_full
 from handlers.packing import BrazeRequest, pack, plan
 from handlers.translate import Item, to_items
-from handlers.unchanged import Memo
 from handlers.window import Window
-from relay import audit, deadletters, metrics, store
-from relay.config import dead_letter_limit
-from relay.envelope import Envelope, dumps, loads
+from relay import store
+from relay.envelope import loads
 from relay.lanes import Lane
-from relay.modes import AuditEvent, DeadReason, Kind, LaneFamily, Outcome, kind_of
+from relay.modes import DeadReason, LaneFamily
 
 log = logging.getLogger(__name__)
 
-Chunk = list[tuple[bytes, Envelope, bool]]  # (raw as stored, envelope, taken from the retry set)
 # A chunk is a quarter of the window: preparing one holds the job's thread (and the GIL) for a while,
 # during which answers coming back free senders that nothing dispatches; small chunks keep that short.
 CHUNK_SHARE = 4
 CHUNKS_AHEAD = CHUNK_SHARE + 2  # chunks taken and not yet committed, at most: bounds memory and redelivery
 CONFIRM_EVERY_S = 0.5  # the loop renews the lease this often (each send checks it besides)
 FRESH_CHECK_S = 0.05  # a lease check older than this (the rate limit made the send wait) is made again
-FORGETTING = frozenset({Kind.DELETE, Kind.IDENTIFY})  # kinds after which skip_unchanged forgets the users
-
-
-class Tally:
-    """What a chunk cost: Braze requests by (endpoint, status), rate-limit waits by (family, source)."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[tuple[str, str]] = Counter()
-        self.waits: Counter[tuple[str, str]] = Counter()
-
-    def add(self, other: Tally) -> None:
-        """Count another tally in."""
-        self.calls.update(other.calls)
-        self.waits.update(other.waits)
 
 
 @dataclass
@@ -78,32 +63,6 @@ class Sent:
     judgements: list[Judgement] = field(default_factory=list)
     tally: Tally = field(default_factory=Tally)
     lease_lost: bool = False  # the lease check before a send failed: nothing more may be sent
-
-
-@dataclass(eq=False)
-class Flight:
-    """One chunk on its way: its records, where they stand, and its requests not answered yet."""
-
-    chunk: Chunk
-    ledger: Ledger = field(default_factory=Ledger)
-    tally: Tally = field(default_factory=Tally)
-    open: int = 0  # its requests not yet answered
-    memos: dict[str, list[Memo]] = field(default_factory=dict)  # record id -> skip_unchanged memos
-    unchanged: dict[str, int] = field(default_factory=dict)  # route -> attribute values left out
-
-    def pending(self) -> set[tuple[str, str]]:
-        """(memory key, field) pairs this chunk may deliver."""
-        return {(memo.key, name) for memos in self.memos.values() for memo in memos for name in memo.digests}
-
-    @property
-    def from_list(self) -> int:
-        """Records it took from the list's head (the commit trims them)."""
-        return sum(1 for _, _, retried in self.chunk if not retried)
-
-    @property
-    def retried(self) -> list[bytes]:
-        """Records it took from the retry set, as stored there."""
-        return [raw for raw, _, retried in self.chunk if retried]
 
 
 class Drainer:
@@ -297,7 +256,7 @@ class Drainer:
         count = 0
         while self.flights and self.flights[0].open == 0 and not self.lost:
             flight = self.flights.popleft()
-            if not self.commit(flight):
+            if not commit(self.ctx, self.lane, self.token, flight, self.lease_lock):
                 self.lost = True
                 break
             count += 1
@@ -355,107 +314,6 @@ class Drainer:
         for half in judgement.resend:
             for sub in pack(half, self.delivery):
                 self.send_into(sub, sent)
-
-    def commit(self, flight: Flight) -> bool:
-        """Record every outcome of a chunk in one transaction, only if we still own the lane.
-
-        The endings are decided before the lease is locked: senders wait for the lock to check the
-        lease, so it is held only for the transaction itself.
-        """
-        now = time.time()
-        endings = [ending(env, flight.ledger, now=now, delivery=self.delivery) for _, env, _ in flight.chunk]
-        with self.lease_lock, self.client.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(self.lane.lease_key)
-                if pipe.get(self.lane.lease_key) != self.token.encode():
-                    log.warning(
-                        "lease lost before commit; the next owner delivers again",
-                        extra={"lane": self.lane.name},
-                    )
-                    return False
-                pipe.multi()
-                if flight.from_list:
-                    pipe.ltrim(self.queue_key, flight.from_list, -1)
-                if flight.retried:
-                    pipe.zrem(self.retry_key, *flight.retried)
-                self.settle(pipe, flight, endings, now)
-                for (endpoint, status), count in flight.tally.calls.items():
-                    metrics.incr(pipe, "relay_braze_requests", count, endpoint=endpoint, status=status)
-                for (family, source), count in flight.tally.waits.items():
-                    metrics.incr(pipe, "relay_rate_limited", count, family=family, source=source)
-                pipe.execute()
-            except redis.WatchError:
-                log.warning(
-                    "lease changed during commit; the next owner delivers again",
-                    extra={"lane": self.lane.name},
-                )
-                return False
-        return True
-
-    def settle(self, pipe: Any, flight: Flight, endings: list[Ending], now: float) -> None:
-        """Queue each record's ending (and its metrics, audit events and memory) on the transaction."""
-        ttl = self.ctx.settings.audit_ttl_s
-        ended: Counter[tuple[str, str]] = Counter()  # (metric, route) -> records
-        lags: list[float] = []
-        learnt: list[Memo] = []
-        forget: list[str] = []
-        memory = self.ctx.unchanged
-        for (_, env, _), end in zip(flight.chunk, endings, strict=True):
-            consent = kind_of(env["kind"]) is Kind.CONSENT
-            if end.outcome is Outcome.DEAD_LETTERED:
-                assert end.dead is not None
-                self.dead_letter(pipe, end.envelope, end.dead)
-            elif end.outcome is Outcome.RETRY:
-                assert end.later is not None
-                pipe.zadd(self.retry_key, {dumps(end.envelope): end.later.due})
-                metrics.incr(
-                    pipe, "relay_retries", route=env["route"], reason=end.later.why.split(":")[0][:40]
-                )
-                if consent:
-                    audit.note(
-                        pipe, end.envelope, AuditEvent.RETRYING, ttl, reason=end.later.why, due=end.later.due
-                    )
-            elif end.outcome is Outcome.DELIVERED:
-                ended[("relay_records_delivered", env["route"])] += 1
-                lags.append(now - env["at"])
-                learnt += flight.memos.get(env["id"], ())
-                if consent:
-                    audit.note(pipe, env, AuditEvent.CONFIRMED, ttl)
-                elif env["ws"] in memory.remembering and kind_of(env["kind"]) in FORGETTING:
-                    # Braze deleted or merged the profile: what it held of it is no longer known.
-                    forget += [user for item in to_items(env) for user in item.users]
-            elif end.outcome is Outcome.UNCHANGED:
-                ended[("relay_records_unchanged", env["route"])] += 1
-            else:
-                ended[("relay_records_superseded", env["route"])] += 1
-                if consent:
-                    audit.note(pipe, env, AuditEvent.SUPERSEDED, ttl)
-        for (name, route), count in ended.items():
-            metrics.incr(pipe, name, count, route=route)
-        for route, count in flight.unchanged.items():
-            metrics.incr(pipe, "relay_attributes_unchanged", count, route=route)
-        metrics.observe(pipe, "relay_delivery_lag_seconds", lags, lane=self.lane.name)
-        metrics.note_minute(pipe, lags, now)
-        memory.remember(pipe, learnt, now)
-        memory.forget(pipe, self.workspace, forget)
-
-    def dead_letter(self, pipe: Any, env: Envelope, dead: Dead) -> None:
-        """Queue one dead letter (and its audit event) on the transaction, and log it."""
-        item = deadletters.entry(env, reason=dead.reason, status=dead.status, message=dead.message)
-        deadletters.add(pipe, item, limit=dead_letter_limit(self.ctx.settings, env["route"]))
-        if kind_of(env["kind"]) is Kind.CONSENT:
-            audit.note(
-                pipe,
-                env,
-                AuditEvent.DEAD_LETTERED,
-                self.ctx.settings.audit_ttl_s,
-                reason=dead.reason,
-                status=dead.status,
-            )
-        log.info(
-            "dead-lettered",
-            extra={"record": env["id"], "route": env["route"], "reason": dead.reason, "status": dead.status},
-        )
 
 
 def drain_lane(lane: str, token: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 another attempt and until when, which are dead-lettered and why, whether the family pauses, which
 halves to send again); a `Ledger` gathers the judgements of a batch; `ending` decides each record's
 one `Outcome` from the ledger, the record's attempts and age. Nothing here does I/O: the drain job
-(handlers/drain.py) sends, and commits what these functions decided.
+(handlers/drain.py) sends, and handlers/commit.py writes what these functions decided.
 
 How many attempts a record gets, and where each comes from (the one retry layer for delivery):
 - 5xx and connection failures: at most `RELAY_MAX_ATTEMPTS` sends, with backoff between them
