@@ -42,9 +42,10 @@ def dumps(envelope: Envelope) -> str:
         return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-# orjson reads an integer past 64 bits as a float: a record that may hold one is read by the stdlib.
-# (A number token: after ':', ',' or '['. The same text inside a string only costs the slower read.)
-_LONG_NUMBER = re.compile(rb"[:,\[]\s*-?[0-9]{20}")
+# orjson reads an integer outside [-2**63, 2**64) as a float: a record that may hold one (a negative
+# of 19 digits or more, any of 20 or more) is read by the stdlib. (A number token: after ':', ',' or
+# '['. The same text inside a string only costs the slower read.)
+_LONG_NUMBER = re.compile(rb"[:,\[]\s*(?:-[0-9]{19}|[0-9]{20})")
 
 
 def loads(raw: bytes | str) -> Envelope:
