@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from handlers.packing import encode
 from relay.envelope import dumps, loads
 
 EDGES = [
@@ -32,8 +35,4 @@ def test_integers_of_any_size_come_back_exact(number: int) -> None:
 @pytest.mark.parametrize("number", EDGES)
 def test_braze_gets_the_same_integer(number: int) -> None:
     """handlers/packing.py encodes the object Braze gets with the integer as it was."""
-    import json
-
-    from handlers.packing import encode
-
     assert json.loads(encode({"properties": {"n": number}})) == {"properties": {"n": number}}
