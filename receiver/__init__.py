@@ -17,6 +17,7 @@ def create_app(config: Settings | None = None) -> Flask:
     from receiver.errors import register_error_handlers
     from receiver.group_commit import GroupCommit
     from receiver.openapi import bp as openapi_bp
+    from receiver.redis_check import RedisCheck
     from receiver.schemas import schema_for
     from receiver.views import bp
     from relay.logs import configure_logging
@@ -41,6 +42,9 @@ def create_app(config: Settings | None = None) -> Flask:
             schemas={name: schema_for(route, settings.limits) for name, route in settings.routes.items()},
             metrics=registry,
             group=GroupCommit(client, wait_s=2 * (5 + 2)),  # twice the client's timeouts
+            redis_check=RedisCheck(
+                client, allow_eviction=settings.allow_eviction, enabled=bool(settings.redis_url)
+            ),
             transform_schemas=transform.schemas_by_route(settings),
         ),
     )

@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from prometheus_client import CollectorRegistry
 
 from receiver.group_commit import GroupCommit
+from receiver.redis_check import RedisCheck
 from receiver.schemas import RecordSchema
 from relay.config import Settings
 from relay.modes import Kind
@@ -28,6 +29,7 @@ class EdgeState:
     schemas: Mapping[str, RecordSchema]
     metrics: CollectorRegistry
     group: GroupCommit  # the process's threads share Redis round trips for their one-script writes
+    redis_check: RedisCheck  # Redis checked (eviction policy) before this process stores anything
     openapi: bytes | None = None  # the serialized OpenAPI document, built on first request
     # Routes with a transform: the schemas of every kind their records may be (user_track: three).
     transform_schemas: Mapping[str, Mapping[Kind, RecordSchema]] = field(default_factory=dict)

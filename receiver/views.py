@@ -17,6 +17,7 @@ from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, error_response
 from receiver.fields import strict_json
 from receiver.headers import Lowered, lowered
+from receiver.redis_check import Unfit
 from receiver.request_ids import request_id
 from receiver.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.state import redis_client, settings
@@ -32,6 +33,7 @@ JSON_TYPES = (
     "application/vnd.treasuredata.v1+json",
     "application/vnd.treasuredata.v1.js+json",
 )
+UNFIT = "Storage refused: the relay's Redis may evict records (see the web log); nothing was stored."
 INGEST_SHAPE = 'The body must be {"records": [ ... ]} or {"events": [ ... ]} with at least one record.'
 
 
@@ -227,7 +229,14 @@ def accept(
         answer=answer,
         status=status,
     )
-    first = store_batch(client, batch, conf, claim, group=edge.group)
+    try:
+        edge.redis_check.ensure()
+        first = store_batch(client, batch, conf, claim, group=edge.group)
+    except Unfit:
+        raise ApiError(503, UNFIT) from None
+    except (redis.ConnectionError, redis.TimeoutError):
+        edge.redis_check.lost()  # it may come back as another Redis: checked again first
+        raise
     if claim is not None and first is not None:
         answer, status = idempotency.repeat_answer(claim, first, answer)
     # DEBUG: at a thousand postbacks a second this line would cost a tenth of the edge; gunicorn's
@@ -349,9 +358,13 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     """Readiness: configuration loaded and Redis answering."""
-    client = redis_client()
+    edge = state.current()
     try:
-        client.ping()
+        edge.redis.ping()
+        edge.redis_check.ensure()
+    except Unfit:
+        return error_response(503, f"Not ready: {UNFIT}", {"redis": "may evict records"}), 503
     except redis.RedisError:
+        edge.redis_check.lost()
         return error_response(503, "Not ready: Redis is unreachable.", {"redis": "unreachable"}), 503
     return jsonify({"status": "ready", "routes": len(settings().routes), "sandbox": settings().sandbox}), 200

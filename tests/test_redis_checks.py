@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from braze_sim.server import Simulator
 from relay.config import load_settings
-from tests.helpers import create_app_for, relay_environment
+from tests.helpers import WRITE_KEY, create_app_for, relay_environment
 from tests.processes import ROOT, RedisServer, free_port, procfile_command, refused_start, wait_for
 
 EVICTING = ("--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
@@ -158,3 +159,43 @@ def test_a_well_configured_redis_says_nothing(
         line["msg"] for line in lines if line["level"] == "warning" and line["logger"] != "relay.config"
     ]
     assert warned == []
+
+
+def test_web_started_while_redis_was_down_checks_it_before_storing(
+    tmp_path: Path, braze: Simulator, routes_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gunicorn's master could not check a Redis that was down at start: each web process checks it
+    once it answers, and again after an outage, before it stores anything. An evicting Redis gets
+    503 for every write and for /readyz, and nothing is stored; once fixed, 200 again."""
+    server = RedisServer(tmp_path / "redis", *EVICTING)  # not started yet: down when the web starts
+    for name, value in relay_environment(server.url, braze.url, routes_file).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("RELAY_ALLOW_EVICTION", raising=False)
+    web = create_app_for(load_settings()).test_client()
+    body = {"external_id": "u1", "name": "e"}
+
+    def post() -> Any:
+        return web.post("/postback/v3/event/db/events", json=body, headers={"X-TD-Write-Key": WRITE_KEY})
+
+    try:
+        assert post().status_code == 503  # Redis down
+        server.start()
+        for _ in range(2):
+            refused = post()
+            assert refused.status_code == 503, refused.get_data(as_text=True)
+            assert "may evict records" in refused.get_json()["message"]
+        ready = web.get("/readyz")
+        assert ready.status_code == 503 and ready.get_json()["errors"] == {"redis": "may evict records"}
+        client = redis.Redis(port=server.port)
+        assert client.dbsize() == 0, "an evicting Redis got records"
+        client.config_set("maxmemory-policy", "noeviction")
+        assert post().status_code == 200
+        assert web.get("/readyz").status_code == 200
+        # An outage, and back comes a Redis that evicts (a failover to a replica set up otherwise).
+        server.stop()
+        assert post().status_code == 503
+        server.start()
+        assert post().status_code == 503
+        assert redis.Redis(port=server.port).dbsize() == 0
+    finally:
+        server.stop()
