@@ -162,3 +162,38 @@ def test_admin_overview_shows_it_and_forgets_a_route(
     export(client, "daily_profiles", PROFILES[:2])
     drain()
     assert len(attribute_objects(braze, mark)) == 2
+
+
+def test_values_braze_refused_are_not_remembered(
+    skip_app: Flask, drain: Callable[..., None], braze: Simulator
+) -> None:
+    """Only what Braze took is remembered: a profile it refused (dead-lettered) is sent in full next time."""
+    client = skip_app.test_client()
+    braze.faults.reject_item = lambda array, obj: "refused" if obj.get("external_id") == "p1" else None
+    export(client, "daily_profiles", PROFILES[:3])
+    drain()
+    braze.faults.reject_item = None
+    mark = len(braze.requests)
+    export(client, "daily_profiles", PROFILES[:3])
+    drain()
+    assert attribute_objects(braze, mark) == [
+        {"external_id": "p1", "tier": "gold", "city": "Oslo", "score": 1}
+    ]
+
+
+def test_a_deleted_user_is_sent_in_full_again(
+    skip_app: Flask, drain: Callable[..., None], braze: Simulator
+) -> None:
+    """A delivered deletion forgets what Braze held of the user: the next export sends all of it."""
+    client = skip_app.test_client()
+    export(client, "daily_profiles", PROFILES[:2])
+    drain()
+    export(client, "deletes", [{"external_id": "p0"}])
+    drain()
+    mark = len(braze.requests)
+    export(client, "daily_profiles", PROFILES[:2])
+    drain()
+    assert attribute_objects(braze, mark) == [
+        {"external_id": "p0", "tier": "gold", "city": "Oslo", "score": 0}
+    ]
+    assert braze.state.profile("p0")["attributes"] == {"tier": "gold", "city": "Oslo", "score": 0}
