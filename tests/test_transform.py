@@ -401,3 +401,14 @@ def test_the_example_routes_file_has_a_route_per_preset(
         "td_js_consent",
     )
     assert events.write_keys_env == consent.write_keys_env == "SDK_WRITE_KEYS"
+
+
+def test_a_request_may_make_at_most_200000_records(client: FlaskClient, clean_redis: redis.Redis) -> None:
+    """201 inputs of 1,000 records each: 413 naming the route and the bound, and nothing is stored."""
+    answer = client.post("/webhooks/runaway", json=[{"n": 1000}] * 201, headers=BEARER)
+    assert answer.status_code == 413, answer.get_json()
+    assert answer.get_json()["message"] == "Route 'runaway': the transform made more than 200000 records."
+    stored = [
+        key for pattern in ("q:*", "dead*") for key in clean_redis.scan_iter(f"{store.PREFIX}:{pattern}")
+    ]
+    assert stored == []
