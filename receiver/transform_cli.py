@@ -19,8 +19,9 @@ from marshmallow import ValidationError
 
 from handlers.packing import pack
 from handlers.translate import to_items
-from receiver import state, transform
+from receiver import state, transform, views
 from receiver.enqueue import Batch
+from receiver.errors import ApiError
 from receiver.fields import strict_json
 from receiver.schemas import RecordSchema
 from receiver.state import settings
@@ -42,20 +43,24 @@ class Trial:
 
 
 def inputs_of(body: Any) -> tuple[str, list[Any]]:
-    """The inputs of a body as its sender posts it, and what it was read as."""
-    if isinstance(body, list):
-        return "an array of inputs (webhook)", body
-    if (
-        isinstance(body, dict)
-        and isinstance(body.get("column_names"), list)
-        and isinstance(body.get("data"), list)
-    ):
-        names = body["column_names"]
-        rows = [dict(zip(names, row, strict=False)) for row in body["data"]]
-        return "a TD export (each row zipped with column_names)", rows
-    for key in ("records", "events"):
-        if isinstance(body, dict) and isinstance(body.get(key), list):
-            return f'a TD ingestion body ("{key}")', body[key]
+    """The inputs of a body as its sender posts it, and what it was read as; a body the edge would
+    refuse whole (an export row that does not match column_names, "records" beside "events") is a
+    ClickException with the edge's own message."""
+    try:
+        if isinstance(body, list):
+            return "an array of inputs (webhook)", body
+        if not isinstance(body, dict):
+            return "one input (postback or webhook)", [body]
+        if isinstance(body.get("column_names"), list) and isinstance(body.get("data"), list):
+            names, rows = views.export_table(body, settings().limits.export_rows)
+            zipped = [dict(zip(names, row, strict=True)) for row in rows]
+            return "a TD export (each row zipped with column_names)", zipped
+        if isinstance(body.get("records"), list) or isinstance(body.get("events"), list):
+            key = "events" if "events" in body else "records"
+            return f'a TD ingestion body ("{key}")', views.ingest_records(body)
+    except ApiError as exc:
+        details = f" {json.dumps(exc.errors)}" if exc.errors else ""
+        raise click.ClickException(f"the edge would answer {exc.code}: {exc.message}{details}") from None
     return "one input (postback or webhook)", [body]
 
 

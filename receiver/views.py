@@ -34,6 +34,7 @@ JSON_TYPES = (
     "application/vnd.treasuredata.v1.js+json",
 )
 UNFIT = "Storage refused: the relay's Redis may evict records (see the web log); nothing was stored."
+EXPORT_SHAPE = "The body must hold column_names and data (TD's export shape)."
 INGEST_SHAPE = 'The body must be {"records": [ ... ]} or {"events": [ ... ]} with at least one record.'
 
 
@@ -100,6 +101,27 @@ def ingest_records(body: Any) -> list[Any]:
         return events
     records: list[Any] = load_envelope(IngestSchema(), body, INGEST_SHAPE)["records"]
     return records
+
+
+def export_table(body: Any, max_rows: int) -> tuple[list[str], list[list[Any]]]:
+    """A TD export's column names and rows: 400 for another shape, 413 over `max_rows`, 422 naming each
+    row that is not one value per column (nothing of the export is stored)."""
+    table = load_envelope(ExportSchema(), body, EXPORT_SHAPE)
+    if len(table["data"]) > max_rows:
+        raise ApiError(413, f"At most {max_rows} rows per export.", {"limit": max_rows})
+    names, rows = table["column_names"], table["data"]
+    shape_errors = {
+        str(index): {"_row": [f"A row must be a list of {len(names)} values, one per column."]}
+        for index, row in enumerate(rows)
+        if not isinstance(row, list) or len(row) != len(names)
+    }
+    if shape_errors:
+        raise ApiError(
+            422,
+            f"{len(shape_errors)} row(s) do not match column_names; nothing was stored.",
+            {"records": shape_errors},
+        )
+    return names, rows
 
 
 def route_by_name(name: str) -> Route:
@@ -298,24 +320,7 @@ def export(name: str) -> tuple[Response, int]:
     route = route_by_name(name)
     authed = authenticate(route, td_style=True, allow_basic=True)
     limits = settings().limits
-    body = read_json(limits.export_bytes, lenient_type=True)
-    table = load_envelope(
-        ExportSchema(), body, "The body must hold column_names and data (TD's export shape)."
-    )
-    if len(table["data"]) > limits.export_rows:
-        raise ApiError(413, f"At most {limits.export_rows} rows per export.", {"limit": limits.export_rows})
-    names, rows = table["column_names"], table["data"]
-    shape_errors = {
-        str(index): {"_row": [f"A row must be a list of {len(names)} values, one per column."]}
-        for index, row in enumerate(rows)
-        if not isinstance(row, list) or len(row) != len(names)
-    }
-    if shape_errors:
-        raise ApiError(
-            422,
-            f"{len(shape_errors)} row(s) do not match column_names; nothing was stored.",
-            {"records": shape_errors},
-        )
+    names, rows = export_table(read_json(limits.export_bytes, lenient_type=True), limits.export_rows)
     # Rows become records one at a time: only the serialized records are kept, not 100,000 dicts.
     batch = load_records(route, (dict(zip(names, row, strict=True)) for row in rows), len(rows))
     answer = {"accepted": batch.accepted, **transform.counts(batch), "rejected": rejected(batch)}

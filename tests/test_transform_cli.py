@@ -134,3 +134,18 @@ def test_usage_errors(app: Flask, tmp_path: Path) -> None:
     assert run(app, str(path))[0] == 2
     code, output = run(app, "nope", str(path))
     assert code == 2 and "no route 'nope'" in output
+
+
+def test_a_body_the_edge_refuses_whole_is_refused_as_the_edge_says(app: Flask, tmp_path: Path) -> None:
+    """An export row that does not match column_names, or "records" beside "events": the edge's own
+    answer, not records made of a truncated row (exit status 1)."""
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps({"column_names": ["user", "order"], "data": [["u1", "o1"], ["u2"]]}))
+    code, output = run(app, "orders", str(export))
+    assert code == 1
+    assert "the edge would answer 422: 1 row(s) do not match column_names; nothing was stored." in output
+    assert '"1": {"_row": ["A row must be a list of 2 values, one per column."]}' in output
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps({"records": [{"user": "u1"}], "events": [{"user": "u2"}]}))
+    code, output = run(app, "orders", str(both))
+    assert code == 1 and 'the edge would answer 400: The body must hold "records" or "events"' in output
