@@ -295,11 +295,18 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
     )
 
 
+# Every operator command, as `scripts/relay` (receiver/__main__.py) and `flask --app receiver` list them.
+COMMANDS: tuple[click.Command, ...] = (
+    dead,
+    consent,
+    unchanged,
+    check_command,
+    send_test_command,
+    transform_cli.transform_group,
+)
+
+
 def register(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
-    app.cli.add_command(dead)
-    app.cli.add_command(consent)
-    app.cli.add_command(unchanged)
-    app.cli.add_command(check_command)
-    app.cli.add_command(send_test_command)
-    app.cli.add_command(transform_cli.transform_group)
+    for command in COMMANDS:
+        app.cli.add_command(command)

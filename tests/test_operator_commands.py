@@ -158,6 +158,28 @@ def test_configuration_errors_are_one_line_and_status_2(
 
 
 @pytest.mark.e2e
+def test_help_needs_no_configuration_and_e_names_the_variables_file(
+    fresh_copy: Path, braze: Simulator, tmp_path: Path
+) -> None:
+    """A fresh clone lists its commands before anything is set up; `-e FILE` reads another file
+    (as systemd's EnvironmentFile or a container's --env-file holds them) instead of the .env."""
+    shell = fresh_shell(tmp_path)
+    relay = str(fresh_copy / "scripts" / "relay")
+    listed = run(f"{relay} --help", cwd=tmp_path, env=shell)
+    assert listed.returncode == 0, listed.stderr
+    assert all(name in listed.stdout for name in ("check", "dead", "consent", "unchanged", "transform"))
+    assert run(f"{relay} dead list --help", cwd=tmp_path, env=shell).returncode == 0
+    unset = run(f"{relay} check", cwd=tmp_path, env=shell)
+    assert unset.returncode == 2 and unset.stderr.strip().count("\n") == 0, unset.stderr
+    write_env(fresh_copy, braze)
+    (fresh_copy / ".env").rename(tmp_path / "relay.env")
+    checked = run(f"{relay} -e {tmp_path / 'relay.env'} check", cwd=tmp_path, env=shell)
+    assert checked.returncode == 0 and "app_events" in checked.stdout, checked.stderr
+    missing = run(f"{relay} -e {tmp_path / 'nothing.env'} check", cwd=tmp_path, env=shell)
+    assert missing.returncode == 2 and "nothing.env" in missing.stderr
+
+
+@pytest.mark.e2e
 def test_sandbox_shows_everything_safely(fresh_copy: Path, tmp_path: Path) -> None:
     """`./scripts/sandbox` binds 127.0.0.1, prints a session admin key, secret and a signed-webhook
     example that works, and `./scripts/relay` in another shell finds the session; Ctrl-C cleans up."""
