@@ -9,6 +9,7 @@ import click
 from flask import Flask
 
 from handlers.worker import parse_args
+from receiver.__main__ import relay_cli
 from tests.processes import ROOT, procfile_command
 
 DOC = (ROOT / "docs" / "operations.md").read_text()
@@ -22,7 +23,11 @@ def flask_commands() -> list[list[str]]:
     """Every `scripts/relay ...` command in the doc, as words (comments, pipes and quotes cut)."""
     found = []
     for match in re.finditer(r"scripts/relay ([^`|#\n\\]*)", DOC):
-        found.append(shlex.split(match.group(1)))
+        words = shlex.split(match.group(1))
+        if words[:1] in (["-e"], ["--env-file"]):  # scripts/relay's own option, before the command
+            assert words[0] in {opt for param in relay_cli.params for opt in param.opts}
+            words = words[2:]
+        found.append(words)
     return found
 
 
