@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Every figure of the README's Performance section, side by side, each benchmark printing its
-# targets. About 5 minutes per round on 2 cores; the machine is shared, so run several rounds and
-# read the ratios to the anchors measured in the same round.
+# targets. About 4 minutes per round on a quiet 2-core machine (11 with --repeat 3); on a shared
+# machine run several rounds and read the ratios to the anchors measured in the same round.
+# Needs the project's .venv (./scripts/test makes it), wrk, and a Redis on 127.0.0.1:6379.
 #   bench/run_all.sh                 # one round
 #   bench/run_all.sh --repeat 3      # three rounds (the pipeline's and delivery's medians; the others run 3 times)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  echo "no .venv here: run ./scripts/test once (it makes it), then this again" >&2
+  exit 2
+fi
+command -v wrk >/dev/null || { echo "the benchmarks load the relay with wrk: apt-get install -y wrk" >&2; exit 2; }
 # shellcheck disable=SC1091
 . .venv/bin/activate
 repeat=1
@@ -24,4 +30,9 @@ for _ in $(seq "$repeat"); do
 done
 # Where a drain job's CPU goes (in-process, cProfile in every thread).
 python -m bench.profile_drain
+# A transform at the edge (a segment route against the same route bare), a TD export of 100,000
+# rows, and the worker class against slow clients and a long export.
+python -m bench.transform --repeat "$repeat"
+python -m bench.export --repeat "$(( repeat < 2 ? 2 : repeat ))"
+python -m bench.edge_stall
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -36,6 +36,15 @@ def readme_commands() -> list[str]:
     ]
 
 
+def readme_transform_commands() -> list[str]:
+    """The `./scripts/relay transform try` lines of the README's "Trying a transform" block."""
+    section = README.split("**Trying a transform before going live**", 1)[1]
+    block = section.split("```sh", 1)[1].split("```", 1)[0]
+    return [
+        line.split("  #", 1)[0].strip() for line in block.splitlines() if line.startswith("./scripts/relay")
+    ]
+
+
 @pytest.fixture
 def fresh_copy(tmp_path: Path) -> Path:
     """What `git clone` of this checkout gives, with the project's virtualenv linked in."""
@@ -135,6 +144,20 @@ def test_readme_operator_commands_work_from_a_fresh_shell(
         assert "Traceback" not in done.stdout + done.stderr, line
     listed = run(f"{relay} dead list", cwd=elsewhere, env=shell)
     assert "0 shown, 0 dead letter(s)" in listed.stderr, "the README's purge removed the planted one"
+
+
+@pytest.mark.e2e
+def test_readme_transform_commands_run_on_the_shipped_samples(
+    fresh_copy: Path, braze: Simulator, tmp_path: Path
+) -> None:
+    """The README's `transform try` lines, as typed in the project directory of a fresh clone."""
+    write_env(fresh_copy, braze)
+    commands = readme_transform_commands()
+    assert len(commands) == 3, commands
+    for line in commands:
+        done = run(line, cwd=fresh_copy, env=fresh_shell(tmp_path))
+        assert done.returncode == 0, (line, done.stdout, done.stderr)
+        assert "valid" in done.stdout and "POST /" in done.stdout, (line, done.stdout)
 
 
 @pytest.mark.e2e
