@@ -76,9 +76,7 @@ def challenge() -> Response:
 
 
 def guard() -> Response | None:
-    """Before each request: 404 without admin keys, 401 without a valid one; rq-dashboard POSTs from here."""
-    if request.blueprint not in GUARDED:
-        return None
+    """Before each admin request: 404 without admin keys, 401 without a valid one; POSTs from our pages."""
     keys = settings().admin_keys
     if not keys:
         abort(404)  # the same JSON 404 as any unknown path: nothing says the pages exist
@@ -105,13 +103,12 @@ def guard() -> Response | None:
 
 def secure_headers(response: Response) -> Response:
     """After every admin request: never cached, never framed; our own pages under a strict CSP."""
-    if request.blueprint in GUARDED:
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
-        if request.blueprint == "admin":
-            response.headers["Content-Security-Policy"] = CSP
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if request.blueprint == "admin":
+        response.headers["Content-Security-Policy"] = CSP
     return response
 
 

@@ -67,14 +67,6 @@ def verify_write_key(presented: str | None, *, keys: Iterable[Secret]) -> None:
         raise AuthError("Invalid write key.")
 
 
-def verify_signature(body: bytes, *, headers: Mapping[str, str], secrets: Iterable[Secret]) -> None:
-    """Raise AuthError unless a Standard Webhooks signature of the raw body matches a secret."""
-    try:
-        signatures.verify_standard(body, headers=headers, secrets=secrets)
-    except signatures.SignatureError as exc:
-        raise AuthError(str(exc)) from None
-
-
 class By(StrEnum):
     """How a request authenticated."""
 

@@ -25,6 +25,11 @@ class ApiError(Exception):
         self.errors = errors or {}
 
 
+def as_dict(messages: Any) -> dict[str, Any]:
+    """Marshmallow's messages keyed by field (a bare list is about the whole record)."""
+    return messages if isinstance(messages, dict) else {"_record": messages}
+
+
 def error_response(code: int, message: str, errors: dict[str, Any] | None = None) -> Response:
     """The one JSON shape of every error."""
     body = {"code": code, "status": HTTPStatus(code).phrase, "message": message, "errors": errors or {}}

@@ -11,14 +11,15 @@ from typing import Any
 
 from marshmallow import ValidationError, fields
 
+from relay.text import SURROGATE
+
 MAX_STRING = 255  # Braze: string values and keys up to 255 characters
 MS_THRESHOLD = 1e11  # a UNIX time in seconds stays below this until the year 5138
 MAX_AHEAD_S = 86400
 NUMBER = re.compile(r"^[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?$")
 # JSON may spell a UTF-16 surrogate as an escape; a lone one is no character and cannot be stored
 # as UTF-8. Text without such an escape cannot hold one (the body was decoded as strict UTF-8).
-SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # relay/text.py's ESCAPED, for text
 # A zone written as a name ("2026-11-30 10:00:00.123 UTC", as Presto prints a timestamp with zone).
 ZONE_NAME = re.compile(r"\s*(?:Z|UTC|GMT)$", re.IGNORECASE)
 # Braze's own event-time form: yyyy-MM-dd'T'HH:mm:ss:SSSZ, a colon before the milliseconds.

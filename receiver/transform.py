@@ -22,7 +22,7 @@ from marshmallow import ValidationError
 
 from receiver import state
 from receiver.enqueue import Batch
-from receiver.errors import ApiError
+from receiver.errors import ApiError, as_dict
 from receiver.schemas import RecordSchema, schema_for
 from relay.config import Limits, Settings
 from relay.envelope import Envelope
@@ -50,10 +50,6 @@ def schemas_by_route(settings: Settings) -> dict[str, dict[Kind, RecordSchema]]:
         for name, route in settings.routes.items()
         if route.transform
     }
-
-
-def _as_dict(messages: Any) -> dict[str, Any]:
-    return messages if isinstance(messages, dict) else {"_record": messages}
 
 
 @dataclass
@@ -91,7 +87,7 @@ def load_emitted(route: Route, schemas: Mapping[Kind, RecordSchema], raw: Any) -
     try:
         return Emitted(raw, kind, record=schemas[kind].load(data))
     except ValidationError as exc:
-        return Emitted(raw, kind, errors=_as_dict(exc.messages))
+        return Emitted(raw, kind, errors=as_dict(exc.messages))
 
 
 def apply(route: Route, schemas: Mapping[Kind, RecordSchema], document: Any, where: str) -> Outcome:

@@ -21,7 +21,7 @@ from handlers.packing import pack
 from handlers.translate import to_items
 from receiver import state, transform, views
 from receiver.enqueue import Batch
-from receiver.errors import ApiError
+from receiver.errors import ApiError, as_dict
 from receiver.fields import strict_json
 from receiver.schemas import RecordSchema
 from receiver.state import settings
@@ -104,8 +104,7 @@ def outcome_of(trial: Trial, index: int, document: Any) -> transform.Outcome:
             [transform.Emitted(document, route.kind, record=trial.schemas[route.kind].load(document))]
         )
     except ValidationError as exc:
-        messages = exc.messages if isinstance(exc.messages, dict) else {"_record": exc.messages}
-        return transform.Outcome([transform.Emitted(document, route.kind, errors=messages)])
+        return transform.Outcome([transform.Emitted(document, route.kind, errors=as_dict(exc.messages))])
 
 
 def parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:

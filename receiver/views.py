@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from receiver import auth, idempotency, signatures, state, transform
 from receiver.enqueue import Batch, store_batch
-from receiver.errors import ApiError, error_response
+from receiver.errors import ApiError, as_dict, error_response
 from receiver.fields import strict_json
 from receiver.headers import Lowered, lowered
 from receiver.redis_check import Unfit
@@ -74,11 +74,6 @@ def parse_json(body: bytes) -> Any:
 def read_json(limit: int, *, lenient_type: bool = False) -> Any:
     """Read and parse the body."""
     return parse_json(read_body(limit, lenient_type=lenient_type))
-
-
-def as_dict(messages: Any) -> dict[str, Any]:
-    """Marshmallow's messages keyed by field (a bare list is about the whole record)."""
-    return messages if isinstance(messages, dict) else {"_record": messages}
 
 
 def load_envelope(schema: Schema, body: Any, message: str) -> dict[str, Any]:
