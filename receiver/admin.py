@@ -97,10 +97,11 @@ def unchanged_forget() -> Response:
     if refused is not None:
         return refused
     route = request.form.get("route", "")
-    if route not in settings().routes or not settings().routes[route].skip_unchanged:
-        flash(f"no skip_unchanged route named {route!r}", "error")
+    try:
+        when = operations.forget_route(redis_client(), settings(), route)
+    except LookupError as exc:
+        flash(str(exc.args[0]), "error")
     else:
-        when = operations.forget_route(redis_client(), route)
         flash(f"route {route}: values delivered before {operations.utc(when)} no longer count", "ok")
     return redirect(url_for(".overview"), 303)
 

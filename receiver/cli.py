@@ -208,9 +208,10 @@ def unchanged_forget_command(  # noqa: PLR0917 - one parameter per click option
     if bool(route) == bool(given) or len(given) > 1:
         raise click.UsageError("give --route, or exactly one user identifier")
     if route:
-        if route not in settings().routes:
-            raise click.BadParameter(f"no route {route!r}", param_hint="--route")
-        when = operations.forget_route(redis_client(), route)
+        try:
+            when = operations.forget_route(redis_client(), settings(), route)
+        except LookupError as exc:
+            raise click.BadParameter(str(exc.args[0]), param_hint="--route") from None
         click.echo(
             f"route {route}: values delivered before {operations.utc(when)} no longer count; "
             "each is sent again once"

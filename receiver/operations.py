@@ -167,8 +167,14 @@ def unchanged_summary(client: redis.Redis, settings: Settings) -> list[RouteMemo
     ]
 
 
-def forget_route(client: redis.Redis, route: str, now: float | None = None) -> float:
-    """From now on the route sends every value again once (values remembered before now do not count)."""
+def forget_route(client: redis.Redis, settings: Settings, route: str, now: float | None = None) -> float:
+    """From now on the route sends every value again once (values remembered before now do not count).
+
+    LookupError, with the message to show, unless it is a configured skip_unchanged route.
+    """
+    found = settings.routes.get(route)
+    if found is None or not found.skip_unchanged:
+        raise LookupError(f"no skip_unchanged route named {route!r}")
     when = time.time() if now is None else now
     client.set(store.unchanged_forgotten_key(route), repr(when))
     return when

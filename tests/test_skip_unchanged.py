@@ -197,3 +197,11 @@ def test_a_deleted_user_is_sent_in_full_again(
         {"external_id": "p0", "tier": "gold", "city": "Oslo", "score": 0}
     ]
     assert braze.state.profile("p0")["attributes"] == {"tier": "gold", "city": "Oslo", "score": 0}
+
+
+def test_only_a_skip_unchanged_route_can_be_forgotten(skip_app: Flask) -> None:
+    """The CLI and the admin page refuse the same routes (receiver/operations.py decides for both)."""
+    refused = skip_app.test_cli_runner().invoke(args=["unchanged", "forget", "--route", "profiles"])
+    assert refused.exit_code == 2 and "no skip_unchanged route named 'profiles'" in refused.output
+    unknown = skip_app.test_cli_runner().invoke(args=["unchanged", "forget", "--route", "nope"])
+    assert unknown.exit_code == 2 and "no skip_unchanged route named 'nope'" in unknown.output
