@@ -88,15 +88,6 @@ class Authenticated:
     secrets: tuple[Secret, ...] = field(default=(), repr=False)
 
 
-def credentials(
-    route: Route, *, write_keys: tuple[Secret, ...], webhook_secrets: tuple[Secret, ...]
-) -> tuple[tuple[Secret, ...], tuple[Secret, ...]]:
-    """The keys and secrets a route takes: its own when it names any, else the global ones (never a mix)."""
-    if route.own_credentials:
-        return route.write_keys, route.webhook_secrets
-    return write_keys, webhook_secrets
-
-
 def scheme_of(route: Route) -> signatures.Scheme:
     """The route's signature scheme, as the routes file says it."""
     return signatures.Scheme(

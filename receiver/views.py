@@ -146,7 +146,7 @@ def authenticate(
     conf = settings()
     if conf.insecure_no_auth:
         return auth.Authenticated(auth.By.OPEN)
-    keys, secrets_ = auth.credentials(route, write_keys=conf.write_keys, webhook_secrets=conf.webhook_secrets)
+    keys, secrets_ = route.credentials(conf.write_keys, conf.webhook_secrets)
     try:
         if td_style:
             presented = auth.td_write_key(

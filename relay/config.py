@@ -156,25 +156,22 @@ def _check_credentials(
     routes: Mapping[str, Route], write_keys: tuple[Secret, ...], secrets: tuple[Secret, ...], insecure: bool
 ) -> None:
     """Every route has a credential to check (its own, else the globals); secrets are well formed."""
-    for secret in secrets:
-        if not valid_webhook_secret(secret.reveal()):
-            raise ConfigError("webhook secrets must be 'whsec_' followed by base64 (Standard Webhooks)")
+    _check_whsec(secrets, "")
     for route in routes.values():
-        # A route that names any credential of its own takes no global credential of any kind.
-        own = route.own_credentials
-        has_keys = (route.write_keys or route.webhook_secrets) if own else (write_keys or secrets)
-        if not (has_keys or insecure):
+        keys, route_secrets = route.credentials(write_keys, secrets)
+        if not (keys or route_secrets or insecure):
             raise ConfigError(
                 f"no credentials for route {route.name!r}: set RELAY_WRITE_KEYS and/or RELAY_WEBHOOK_SECRETS "
                 "(or RELAY_INSECURE_NO_AUTH=1, for local use only)"
             )
         if route.signature == "standard":
-            for secret in route.webhook_secrets:
-                if not valid_webhook_secret(secret.reveal()):
-                    raise ConfigError(
-                        f"route {route.name!r}: webhook secrets must be 'whsec_' followed by base64 "
-                        "(Standard Webhooks)"
-                    )
+            _check_whsec(route.webhook_secrets, f"route {route.name!r}: ")
+
+
+def _check_whsec(secrets: tuple[Secret, ...], where: str) -> None:
+    """Standard Webhooks secrets are 'whsec_' and base64; ConfigError (prefixed by `where`) otherwise."""
+    if not all(valid_webhook_secret(secret.reveal()) for secret in secrets):
+        raise ConfigError(f"{where}webhook secrets must be 'whsec_' followed by base64 (Standard Webhooks)")
 
 
 def _load(env: Env, source: Mapping[str, str]) -> Settings:

@@ -93,6 +93,14 @@ class Route:
         """True when the route names a credential of its own: then no global credential applies to it."""
         return bool(self.write_keys_env or self.webhook_secrets_env)
 
+    def credentials(
+        self, write_keys: tuple[Secret, ...], webhook_secrets: tuple[Secret, ...]
+    ) -> tuple[tuple[Secret, ...], tuple[Secret, ...]]:
+        """The keys and secrets it takes: its own when it names any, else these global ones (never a mix)."""
+        if self.own_credentials:
+            return self.write_keys, self.webhook_secrets
+        return write_keys, webhook_secrets
+
     @cached_property
     def spec(self) -> Mode:
         """The registry entry of the route's mode."""
