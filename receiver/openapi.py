@@ -45,6 +45,7 @@ from receiver.openapi_parts import (
     relay_fields,
 )
 from receiver.schemas import SCHEMAS, ExportSchema, IngestEventsSchema, IngestSchema
+from receiver.signatures import SHOPIFY_SIGNATURE
 from receiver.views import JSON_TYPES
 from relay.config import Limits, Settings
 from relay.modes import MODES, Kind
@@ -221,7 +222,7 @@ def signatures_by_route(settings: Settings) -> dict[str, dict[str, Any]]:
     for name, route in sorted(settings.routes.items()):
         how: dict[str, Any] = {"scheme": route.signature}
         if route.signature == "shopify":
-            how["header"] = "X-Shopify-Hmac-Sha256"
+            how["header"] = SHOPIFY_SIGNATURE
         elif route.signature in ("hmac", "td_signed"):
             how |= {
                 "header": route.signature_header,

@@ -11,6 +11,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, fields, validate
 
 from receiver.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias
+from receiver.signatures import SHOPIFY_SIGNATURE
 
 VERSION = "0.1.0"
 
@@ -177,7 +178,7 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     "ShopifyHmac": {
         "type": "apiKey",
         "in": "header",
-        "name": "X-Shopify-Hmac-Sha256",
+        "name": SHOPIFY_SIGNATURE,
         "description": 'Routes with `signature = "shopify"`: base64 HMAC-SHA256 of the raw body.',
     },
     "HmacSignature": {

@@ -56,7 +56,6 @@ def one_line(message: str) -> str:
 class Transform:
     """A compiled program with the variables it sees; `run` applies it to one document."""
 
-    source: str
     preset: str | None
     args: Mapping[str, Any]
     program: Any = field(repr=False)
@@ -101,4 +100,4 @@ def compile_transform(
         raise TransformError(
             f"cannot run as a transform (no import or include): {one_line(str(exc))}"
         ) from None
-    return Transform(source=text, preset=preset, args=dict(args), program=program)
+    return Transform(preset=preset, args=dict(args), program=program)
