@@ -70,15 +70,17 @@ def incr(pipe: Any, name: str, value: int = 1, **labels: Any) -> None:
         pipe.hincrby(KEY, _field(name, labels), value)
 
 
+def _buckets(values: Iterable[float]) -> Counter[str]:
+    """How many values fall in each histogram bucket (LAG_BUCKETS' upper bounds, then "+Inf")."""
+    return Counter(next((str(b) for b in LAG_BUCKETS if value <= b), "+Inf") for value in values)
+
+
 def observe(pipe: Any, name: str, values: Iterable[float], **labels: Any) -> None:
     """Queue observations of a histogram: one HINCRBY per bucket touched, plus count and sum."""
     values = list(values)
     if not values:
         return
-    buckets: Counter[str] = Counter()
-    for value in values:
-        buckets[next((str(b) for b in LAG_BUCKETS if value <= b), "+Inf")] += 1
-    for bound, count in buckets.items():
+    for bound, count in _buckets(values).items():
         pipe.hincrby(KEY, _field(name, {**labels, "le": bound}), count)
     pipe.hincrby(KEY, _field(f"{name}_count", labels), len(values))
     pipe.hincrbyfloat(KEY, _field(f"{name}_sum", labels), sum(values))
@@ -95,10 +97,7 @@ def note_minute(pipe: Any, lags: Iterable[float], now: float) -> None:
     key = store.minute_key(int(now // 60))
     pipe.hincrby(key, "delivered", len(lags))
     pipe.hincrbyfloat(key, "lag_sum", sum(lags))
-    buckets: Counter[str] = Counter()
-    for lag in lags:
-        buckets[next((str(b) for b in LAG_BUCKETS if lag <= b), "+Inf")] += 1
-    for bound, count in buckets.items():
+    for bound, count in _buckets(lags).items():
         pipe.hincrby(key, f"le:{bound}", count)
     pipe.expire(key, MINUTES_KEPT_S)
 
