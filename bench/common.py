@@ -7,6 +7,8 @@ its own and is stopped (SIGTERM, then SIGKILL) by `Processes.stop_all`, which th
 
 from __future__ import annotations
 
+import argparse
+import base64
 import contextlib
 import itertools
 import json
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 import requests
@@ -730,3 +732,29 @@ def variant_medians(rounds: list[dict[str, dict[str, float]]], name: str, anchor
         "other_cores": median(r[name]["other_cores"] for r in rounds),
         "non_2xx": sum(r[name]["non_2xx"] for r in rounds),
     }
+
+
+def put_export(url: str, route: str, body: bytes, session: Any = requests) -> requests.Response:
+    """One TD query-result export (`body`: its JSON) PUT to the relay's /export/<route>, as TD sends it."""
+    auth = base64.b64encode(f"td:{WRITE_KEY}".encode()).decode()
+    return cast(
+        "requests.Response",
+        session.put(
+            f"{url}/export/{route}",
+            data=body,
+            headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
+            timeout=120,
+        ),
+    )
+
+
+def variant_options(prog: str, doc: str | None, argv: list[str] | None) -> argparse.Namespace:
+    """The options of a bench that serves variants one after another (measure_variant); signals handled."""
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="wrk duration (default: %(default)s)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, help="RQ workers (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds (default: %(default)s)")
+    opts = parser.parse_args(argv)
+    install_signal_handlers()
+    return opts

@@ -23,7 +23,6 @@ and 500 ms at least 80% of that; worker CPU at most 75 ms per 1,000 records.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import subprocess
@@ -40,7 +39,6 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 
 from bench.common import (
     ROOT,
-    WRITE_KEY,
     Group,
     Processes,
     RedisSnapshot,
@@ -53,6 +51,7 @@ from bench.common import (
     machine,
     median,
     procfile_command,
+    put_export,
     redis_client,
     relay_env,
     run,
@@ -69,7 +68,6 @@ HOLD = "bench-holds-the-lane"
 
 def export_backlog(web_url: str, run_id: str, count: int) -> None:
     """`count` custom events through TD's export endpoint, each with its id and send time as properties."""
-    auth = base64.b64encode(f"td:{WRITE_KEY}".encode()).decode()
     session = requests.Session()
     for start in range(0, count, EXPORT_CHUNK):
         now = time.time()
@@ -82,13 +80,7 @@ def export_backlog(web_url: str, run_id: str, count: int) -> None:
             "column_types": ["string", "string", "string", "double"],
             "data": rows,
         }
-        answer = session.put(
-            f"{web_url}/export/events",
-            data=json.dumps(body),
-            headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
-            timeout=120,
-        )
-        answer.raise_for_status()
+        put_export(web_url, "events", json.dumps(body).encode(), session).raise_for_status()
 
 
 def track_lanes(client: Any) -> list[str]:

@@ -13,7 +13,6 @@ gevent needs `pip install gevent` (not a dependency of the relay).
 from __future__ import annotations
 
 import argparse
-import base64
 import importlib.util
 import json
 import socket
@@ -30,12 +29,12 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 from bench.common import (
     HOST,
     ROUTES,
-    WRITE_KEY,
     Processes,
     Workdir,
     free_port,
     install_signal_handlers,
     machine,
+    put_export,
     redis_client,
     relay_env,
     run,
@@ -47,17 +46,11 @@ def export_stall(url: str, rows: int) -> str:
     """Poll /healthz while one export is being taken; the figures as one line."""
     data = [[f"user-{row}", "bench_event", str(row)] for row in range(rows)]
     body = json.dumps({"column_names": ["external_id", "name", "seq"], "data": data}).encode()
-    auth = base64.b64encode(f"td:{WRITE_KEY}".encode()).decode()
     result: dict[str, float] = {}
 
     def export() -> None:
         started = time.perf_counter()
-        response = requests.put(
-            f"{url}/export/events",
-            data=body,
-            headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
-            timeout=120,
-        )
+        response = put_export(url, "events", body)
         result["status"] = response.status_code
         result["seconds"] = time.perf_counter() - started
 

@@ -12,26 +12,23 @@ reached the lane. Targets (BENCHMARKS.md): under 10 s and under 300 MB peak in t
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 import threading
 import time
 from pathlib import Path
 
-import requests
-
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    WRITE_KEY,
     Processes,
     Workdir,
     _ppid_map,
     free_port,
     machine,
     median,
+    put_export,
     redis_client,
     relay_env,
     rss_mb,
@@ -83,14 +80,8 @@ def run_once(body: bytes, rows: int) -> dict[str, float]:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        auth = base64.b64encode(f"td:{WRITE_KEY}".encode()).decode()
         started = time.perf_counter()
-        response = requests.put(
-            f"{url}/export/profiles",
-            data=body,
-            headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
-            timeout=120,
-        )
+        response = put_export(url, "profiles", body)
         took = time.perf_counter() - started
         done.set()
         sampler.join()

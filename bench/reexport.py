@@ -14,7 +14,6 @@ measured apart on 1,000 users with 1 and with 20 fields, extrapolated to 10 mill
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import random
 import statistics
@@ -29,7 +28,6 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    WRITE_KEY,
     Processes,
     Workdir,
     checkout,
@@ -37,6 +35,7 @@ from bench.common import (
     install_signal_handlers,
     machine,
     procfile_command,
+    put_export,
     redis_client,
     relay_env,
     run,
@@ -68,7 +67,6 @@ def rows_of(count: int, attributes: int, changed: set[int]) -> list[list[Any]]:
 
 def export(web_url: str, names: list[str], rows: list[list[Any]]) -> None:
     """Rows through TD's export endpoint, 25,000 a request."""
-    auth = base64.b64encode(f"td:{WRITE_KEY}".encode()).decode()
     session = requests.Session()
     for start in range(0, len(rows), CHUNK):
         body = {
@@ -76,13 +74,7 @@ def export(web_url: str, names: list[str], rows: list[list[Any]]) -> None:
             "column_types": ["string"] * len(names),
             "data": rows[start : start + CHUNK],
         }
-        answer = session.put(
-            f"{web_url}/export/profiles",
-            data=json.dumps(body),
-            headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
-            timeout=120,
-        )
-        answer.raise_for_status()
+        put_export(web_url, "profiles", json.dumps(body).encode(), session).raise_for_status()
 
 
 def sent(sim_url: str, since: int) -> tuple[int, int, int]:

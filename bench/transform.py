@@ -14,7 +14,6 @@ request, and what the rest of the machine used meanwhile.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,11 +24,11 @@ from bench.common import (
     BENCH,
     LUA,
     ROUTES,
-    install_signal_handlers,
     machine,
     measure_variant,
     run,
     variant_medians,
+    variant_options,
 )
 
 SEGMENT_LUA = BENCH / "postback_segment.lua"
@@ -41,13 +40,7 @@ VARIANTS = [
 
 def main(argv: list[str] | None = None) -> int:
     """Both variants `--repeat` times; medians, and the ratio taken within each round."""
-    parser = argparse.ArgumentParser(prog="python -m bench.transform", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=6.0, help="wrk duration (default: %(default)s)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=2, help="RQ workers (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds (default: %(default)s)")
-    opts = parser.parse_args(argv)
-    install_signal_handlers()
+    opts = variant_options("python -m bench.transform", __doc__, argv)
     rounds = []
     for _ in range(opts.repeat):
         rounds.append(

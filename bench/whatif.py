@@ -13,7 +13,6 @@ nothing stored): they size the suspects, they are not patches to apply as they a
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,11 +20,11 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    install_signal_handlers,
     machine,
     measure_variant,
     run,
     variant_medians,
+    variant_options,
 )
 
 RELAY = "receiver:create_app()"  # the Procfile's own app
@@ -40,13 +39,7 @@ VARIANTS = [
 
 def main(argv: list[str] | None = None) -> int:
     """Every variant `--repeat` times; medians, ratios within each round."""
-    parser = argparse.ArgumentParser(prog="python -m bench.whatif", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=6.0, help="wrk duration (default: %(default)s)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=2, help="RQ workers (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds (default: %(default)s)")
-    opts = parser.parse_args(argv)
-    install_signal_handlers()
+    opts = variant_options("python -m bench.whatif", __doc__, argv)
     rounds = []
     for _ in range(opts.repeat):
         rounds.append(
