@@ -345,12 +345,20 @@ class WrkResult:
 
 
 def run_wrk(
-    url: str, seconds: float, connections: int, run_id: str, threads: int = 2, *, script: Path = LUA
+    url: str,
+    seconds: float,
+    connections: int,
+    run_id: str,
+    threads: int = 2,
+    *,
+    script: Path = LUA,
+    shape: str = "td",
 ) -> WrkResult:
-    """Load `url` with a wrk script (bench/postback.lua); bounded by wrk's own duration plus a margin."""
+    """Load `url` with a wrk script (bench/postback.lua, its bodies in `shape`: "td" or "segment");
+    bounded by wrk's own duration plus a margin."""
     if shutil.which("wrk") is None:
         raise SystemExit("this benchmark loads the relay with wrk: apt-get install -y wrk")
-    env = base_env({"BENCH_WRITE_KEY": WRITE_KEY, "BENCH_RUN": run_id})
+    env = base_env({"BENCH_WRITE_KEY": WRITE_KEY, "BENCH_RUN": run_id, "BENCH_SHAPE": shape})
     command = [
         "wrk",
         "-t",
@@ -680,7 +688,7 @@ def median(values: Iterable[float]) -> float:
 
 
 def measure_variant(
-    opts: Any, *, app: str | None = None, routes: str | None = None, script: Path = LUA, **env_extra: str
+    opts: Any, *, app: str | None = None, routes: str | None = None, shape: str = "td", **env_extra: str
 ) -> dict[str, float]:
     """Serve the relay (or `app`, with `routes` as its routes file) with the Procfile's gunicorn, the
     simulator (50 ms) and `opts.workers` RQ workers; load it with wrk (`opts.seconds`,
@@ -705,7 +713,7 @@ def measure_variant(
         wait_quiet()
         cpu, busy = tree_cpu_s(web_pid), machine_busy_s()
         result = run_wrk(
-            url + POSTBACK_PATH, opts.seconds, opts.connections, f"v{int(time.time())}", script=script
+            url + POSTBACK_PATH, opts.seconds, opts.connections, f"v{int(time.time())}", shape=shape
         )
         cpu, busy = tree_cpu_s(web_pid) - cpu, machine_busy_s() - busy
         procs.check_alive()

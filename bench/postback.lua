@@ -2,6 +2,8 @@
 --
 -- Each body carries a unique `id` and the send time `sent_at` (UNIX seconds, float): both become
 -- event properties in Braze, so the bench can match what Braze received to what was sent.
+-- BENCH_SHAPE=segment sends the same event as a Segment track call ({"type": "track", "userId",
+-- "event", "properties"}), for a route with preset = "segment" (bench/transform.py).
 -- Environment: BENCH_WRITE_KEY (X-TD-Write-Key), BENCH_RUN (prefix of ids and users),
 -- BENCH_STATUS_HOOK=1 to count answers per status code (costs wrk some CPU; off by default:
 -- wrk's own summary already counts answers >= 400 and socket errors).
@@ -35,12 +37,14 @@ end
 counter = 0
 statuses = {}
 
+local shape = '{"external_id":"%s-u%d","name":"bench_event","id":"%s-%d-%d","sent_at":%.6f}'
+if os.getenv("BENCH_SHAPE") == "segment" then
+  shape = '{"type":"track","userId":"%s-u%d","event":"bench_event","properties":{"id":"%s-%d-%d","sent_at":%.6f}}'
+end
+
 function request()
   counter = counter + 1
-  local body = string.format(
-    '{"external_id":"%s-u%d","name":"bench_event","id":"%s-%d-%d","sent_at":%.6f}',
-    run, counter % 1000, run, tid, counter, now()
-  )
+  local body = string.format(shape, run, counter % 1000, run, tid, counter, now())
   return wrk.format("POST", nil, headers, body)
 end
 

@@ -5,7 +5,7 @@
 Serves, one after the other in each round, the relay with the route
 `[routes.events] database="bench" table="events" mode="user_track" track_record_type="custom_events"`
 as it is (wrk posts bench/postback.lua's Braze-shaped record) and the same route with
-`preset = "segment"` (wrk posts bench/postback_segment.lua: the same event as a Segment track call),
+`preset = "segment"` (bench/postback.lua with BENCH_SHAPE=segment: the same event as a Segment track call),
 each with the Procfile's gunicorn command and config (2 workers, access log off), `--workers` RQ
 workers and the simulator (50 ms) running, as bench/whatif.py does. Prints accepted postbacks/s of
 each, their ratio within each round (the target is the ratio, never an absolute figure), web CPU per
@@ -21,8 +21,6 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    BENCH,
-    LUA,
     ROUTES,
     machine,
     measure_variant,
@@ -31,10 +29,9 @@ from bench.common import (
     variant_options,
 )
 
-SEGMENT_LUA = BENCH / "postback_segment.lua"
 VARIANTS = [
-    ("no transform", ROUTES, LUA),
-    ("preset segment", ROUTES + 'preset = "segment"\n', SEGMENT_LUA),
+    ("no transform", ROUTES, "td"),
+    ("preset segment", ROUTES + 'preset = "segment"\n', "segment"),
 ]
 
 
@@ -44,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = []
     for _ in range(opts.repeat):
         rounds.append(
-            {name: measure_variant(opts, routes=routes, script=script) for name, routes, script in VARIANTS}
+            {name: measure_variant(opts, routes=routes, shape=shape) for name, routes, shape in VARIANTS}
         )
     print(
         f"transform cost, {machine()}; wrk -c {opts.connections} -d {opts.seconds:g}s, "
