@@ -56,6 +56,14 @@ class Batch:
         if (kind or self.route.kind) is Kind.CONSENT:
             self.consent.append(env)
 
+    def rejected(self) -> list[dict[str, Any]]:
+        """The records the route skipped as invalid, named by index with their errors (the answer's)."""
+        return [{"index": index, "errors": errors} for index, _, errors in self.invalid]
+
+    def counts(self) -> dict[str, int]:
+        """What a transformed batch adds to the answer's counts (nothing here)."""
+        return {}
+
     def envelope(self, index: int, record: dict[str, Any], kind: Kind | None = None) -> Envelope:
         """Wrap one loaded record for the queue; the receive time stands in for a missing `time`."""
         if record.get("time") is None:

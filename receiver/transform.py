@@ -115,6 +115,14 @@ class TransformedBatch(Batch):
             record = {**record, "stage": STAGE}
         return super().envelope(index, record, kind or self.kinds.get(index))
 
+    def rejected(self) -> list[dict[str, Any]]:
+        """As Batch's, named by input index and the index among that input's records."""
+        return self.rejections
+
+    def counts(self) -> dict[str, int]:
+        """Its answer also counts the inputs that made no record."""
+        return {"filtered": self.filtered}
+
     def number(self) -> int:
         """The next record number."""
         self.numbered += 1
@@ -161,11 +169,6 @@ def refusal(route: Route, errors: dict[str, Any], total: int) -> str:
         f"{len(errors)} of {total} input(s) of route {route.name!r} failed (the transform, or a record it "
         "made); nothing was stored."
     )
-
-
-def counts(batch: Batch) -> dict[str, int]:
-    """What a transformed route's answer adds to the counts: inputs that made no record."""
-    return {"filtered": batch.filtered} if isinstance(batch, TransformedBatch) else {}
 
 
 def revalidate(route: Route, item: dict[str, Any]) -> dict[str, Any]:

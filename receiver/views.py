@@ -270,13 +270,6 @@ def accept(
     return jsonify(answer), status
 
 
-def rejected(batch: Batch) -> list[dict[str, Any]]:
-    """The records the route skipped as invalid, named by index with their errors."""
-    if isinstance(batch, transform.TransformedBatch):
-        return batch.rejections  # by input index, and the index among that input's records
-    return [{"index": index, "errors": errors} for index, _, errors in batch.invalid]
-
-
 @bp.post("/postback/v3/event/<database>/<table>")
 def postback(database: str, table: str) -> tuple[Response, int]:
     """TD Postback API: one JSON object is one record; answers `{}` as TD does."""
@@ -286,7 +279,7 @@ def postback(database: str, table: str) -> tuple[Response, int]:
     if not isinstance(body, dict):
         raise ApiError(400, "A postback body must be one JSON object (one record).")
     batch = load_records(route, [body], 1)
-    answer = {"rejected": rejected(batch)} if batch.invalid else {}
+    answer = {"rejected": batch.rejected()} if batch.invalid else {}
     return accept(batch, authed, {**answer, "filtered": batch.filtered} if batch.filtered else answer)
 
 
@@ -305,7 +298,7 @@ def ingest(database: str, table: str) -> tuple[Response, int]:
             413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records}
         )
     batch = load_records(route, records, len(records))
-    answer = {"accepted": batch.accepted, **transform.counts(batch), "rejected": rejected(batch)}
+    answer = {"accepted": batch.accepted, **batch.counts(), "rejected": batch.rejected()}
     return accept(batch, authed, {**answer, "id": batch.request_id})
 
 
@@ -318,7 +311,7 @@ def export(name: str) -> tuple[Response, int]:
     names, rows = export_table(read_json(limits.export_bytes, lenient_type=True), limits.export_rows)
     # Rows become records one at a time: only the serialized records are kept, not 100,000 dicts.
     batch = load_records(route, (dict(zip(names, row, strict=True)) for row in rows), len(rows))
-    answer = {"accepted": batch.accepted, **transform.counts(batch), "rejected": rejected(batch)}
+    answer = {"accepted": batch.accepted, **batch.counts(), "rejected": batch.rejected()}
     return accept(batch, authed, {**answer, "id": batch.request_id})
 
 
@@ -338,8 +331,8 @@ def webhook(name: str) -> tuple[Response, int]:
     if len(records) > limits.webhook_records:
         raise ApiError(413, f"At most {limits.webhook_records} records per request.")
     batch = load_records(route, records, len(records))
-    answer = {"id": batch.request_id, "accepted": batch.accepted, **transform.counts(batch)}
-    return accept(batch, authed, {**answer, "rejected": rejected(batch)}, 202)
+    answer = {"id": batch.request_id, "accepted": batch.accepted, **batch.counts()}
+    return accept(batch, authed, {**answer, "rejected": batch.rejected()}, 202)
 
 
 @bp.get("/metrics")
