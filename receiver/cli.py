@@ -103,6 +103,17 @@ def purge_command(ids: tuple[str, ...], route: str | None, reason: str | None, a
     click.echo(f"purged {purged} dead letter(s)")
 
 
+def user_identifiers(*, alias: str | None, **named: str | None) -> dict[str, Any]:
+    """The identifiers given on the command line as Braze names them; --alias is NAME:LABEL."""
+    given: dict[str, Any] = {name: value for name, value in named.items() if value}
+    if alias:
+        alias_name, sep, alias_label = alias.rpartition(":")
+        if not (sep and alias_name and alias_label):
+            raise click.BadParameter(f"{alias!r} is not NAME:LABEL", param_hint="--alias")
+        given["user_alias"] = {"alias_name": alias_name, "alias_label": alias_label}
+    return given
+
+
 consent = AppGroup("consent", help="The consent audit trail: what was received and what Braze confirmed.")
 
 
@@ -125,16 +136,7 @@ def history_command(
     as_json: bool,
 ) -> None:
     """Show one user's consent changes, newest first: received, confirmed, superseded, dead-lettered."""
-    given: dict[str, Any] = {
-        name: value
-        for name, value in (("external_id", external_id), ("email", email), ("phone", phone))
-        if value
-    }
-    if alias:
-        alias_name, sep, alias_label = alias.rpartition(":")
-        if not (sep and alias_name and alias_label):
-            raise click.BadParameter(f"{alias!r} is not NAME:LABEL", param_hint="--alias")
-        given["user_alias"] = {"alias_name": alias_name, "alias_label": alias_label}
+    given = user_identifiers(external_id=external_id, email=email, phone=phone, alias=alias)
     if len(given) != 1:
         raise click.UsageError("give exactly one of --external-id, --email, --phone, --alias")
     events = audit.history(redis_client(), workspace, given)
@@ -177,8 +179,7 @@ def unchanged_show_command() -> None:
 @click.option("--email", help="... by email (looked up by hash; it is not logged).")
 @click.option("--phone", help="... by phone (looked up by hash; it is not logged).")
 @click.option("--braze-id", help="... by braze_id.")
-@click.option("--alias-name", help="... by user alias (with --alias-label).")
-@click.option("--alias-label", help="The alias's label.")
+@click.option("--alias", metavar="NAME:LABEL", help="... by user alias, e.g. <td_client_id>:td_client_id.")
 @click.option("--workspace", default="default", show_default=True, help="The Braze workspace of the user.")
 def unchanged_forget_command(  # noqa: PLR0917 - one parameter per click option
     route: str | None,
@@ -186,25 +187,13 @@ def unchanged_forget_command(  # noqa: PLR0917 - one parameter per click option
     email: str | None,
     phone: str | None,
     braze_id: str | None,
-    alias_name: str | None,
-    alias_label: str | None,
+    alias: str | None,
     workspace: str,
 ) -> None:
     """Forget a route's or a user's skip_unchanged memory, so the next values are sent whatever Braze has."""
-    given: dict[str, Any] = {
-        name: value
-        for name, value in (
-            ("external_id", external_id),
-            ("email", email),
-            ("phone", phone),
-            ("braze_id", braze_id),
-        )
-        if value
-    }
-    if alias_name or alias_label:
-        if not (alias_name and alias_label):
-            raise click.UsageError("--alias-name and --alias-label go together")
-        given["user_alias"] = {"alias_name": alias_name, "alias_label": alias_label}
+    given = user_identifiers(
+        external_id=external_id, email=email, phone=phone, braze_id=braze_id, alias=alias
+    )
     if bool(route) == bool(given) or len(given) > 1:
         raise click.UsageError("give --route, or exactly one user identifier")
     if route:

@@ -205,3 +205,16 @@ def test_only_a_skip_unchanged_route_can_be_forgotten(skip_app: Flask) -> None:
     assert refused.exit_code == 2 and "no skip_unchanged route named 'profiles'" in refused.output
     unknown = skip_app.test_cli_runner().invoke(args=["unchanged", "forget", "--route", "nope"])
     assert unknown.exit_code == 2 and "no skip_unchanged route named 'nope'" in unknown.output
+
+
+def test_forgetting_a_user_by_alias(skip_app: Flask, drain: Callable[..., None], braze: Simulator) -> None:
+    """`--alias NAME:LABEL`, as `consent history` spells it, forgets an alias's memory."""
+    client = skip_app.test_client()
+    alias = {"user_alias": {"alias_name": "c-1", "alias_label": "td_client_id"}, "tier": "gold"}
+    export(client, "daily_profiles", [alias])
+    drain()
+    runner = skip_app.test_cli_runner()
+    done = runner.invoke(args=["unchanged", "forget", "--alias", "c-1:td_client_id"])
+    assert done.exit_code == 0 and done.output.strip() == "forgotten", done.output
+    bad = runner.invoke(args=["unchanged", "forget", "--alias", "c-1"])
+    assert bad.exit_code == 2 and "is not NAME:LABEL" in bad.output
