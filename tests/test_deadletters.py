@@ -104,6 +104,15 @@ def watched(clean_redis: redis.Redis) -> Iterator[list[str]]:
     thread.join(timeout=5)
 
 
+def caught_up(client: redis.Redis, watched: list[str], mark: str) -> None:
+    """Wait until MONITOR has shown every command sent before this one (an ECHO of `mark`)."""
+    client.echo(f"relay-test-{mark}")
+    deadline = time.monotonic() + 10
+    while not any(f"relay-test-{mark}" in line for line in watched):
+        assert time.monotonic() < deadline, "MONITOR fell behind"
+        time.sleep(0.01)
+
+
 def test_admin_list_reads_only_its_page(
     clean_redis: redis.Redis, relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, watched: list[str]
 ) -> None:
@@ -115,11 +124,12 @@ def test_admin_list_reads_only_its_page(
     assert (
         admin.get("/admin/dead", headers=AUTH).status_code == 200
     )  # the one-time indexing of a store kept before
+    caught_up(clean_redis, watched, "before")  # MONITOR lags: nothing of that request is left to come
     watched.clear()
     page = admin.get("/admin/dead?route=events&reason=invalid&page=2", headers=AUTH).get_data(as_text=True)
     overview = admin.get("/admin/", headers=AUTH)
     assert overview.status_code == 200 and "2000" in overview.get_data(as_text=True)
-    time.sleep(0.2)
+    caught_up(clean_redis, watched, "after")
     reads = [line.split() for line in watched if line.split()[1:2] == [store.DEAD]]
     assert not [words for words in reads if words[0] in ("HGETALL", "HSCAN", "HVALS", "HKEYS")], reads[:3]
     fetched = [words for words in reads if words[0] == "HMGET"]
