@@ -132,7 +132,7 @@ def relay_variant_app() -> Flask:
             token = lanes.new_token()
             for lane, payloads in batch.payloads.items():  # type: ignore[attr-defined]
                 pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
-                pipe.rpush(lane.queue_key, *payloads)
+                pipe.rpush(lane.list_key, *payloads)
                 lane.take_lease(pipe, token, delivery)
                 if pipe.execute()[-1]:
                     lane.enqueue_drain(client, token, delivery)

@@ -61,7 +61,8 @@ from bench.common import (
 )
 
 STATS = "relay:stats"  # relay.store.STATS: plain counters (older checkouts)
-METRICS = "relay:metrics"  # relay.metrics.KEY: fields are JSON [metric, {labels}] (newer checkouts)
+# The metrics hash: fields are JSON [metric, {labels}]; flat in older checkouts, per workspace today.
+METRICS = ("relay:metrics", "relay:{default}:metrics")
 
 
 def relay_counters(client: Any) -> dict[str, int]:
@@ -69,7 +70,8 @@ def relay_counters(client: Any) -> dict[str, int]:
     counters: dict[str, int] = {}
     for key, value in client.hgetall(STATS).items():
         counters[key.decode()] = counters.get(key.decode(), 0) + int(float(value))
-    for field, value in client.hgetall(METRICS).items():
+    fields = [item for key in METRICS for item in client.hgetall(key).items()]
+    for field, value in fields:
         try:
             name = json.loads(field)[0]
         except (ValueError, IndexError, KeyError, TypeError):

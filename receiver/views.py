@@ -210,10 +210,10 @@ def count_refused(route: Route, received: int, invalid: int) -> None:
     client = redis_client()
     try:
         with client.pipeline(transaction=False) as pipe:
-            metrics.incr(pipe, "relay_records_rejected", invalid, route=route.name, reason="invalid")
+            metrics.REJECTED.incr(pipe, route.workspace, invalid, route=route.name, reason="invalid")
             # Valid records of a refused request are refused with it.
             refused = received - invalid
-            metrics.incr(pipe, "relay_records_rejected", refused, route=route.name, reason="request_refused")
+            metrics.REJECTED.incr(pipe, route.workspace, refused, route=route.name, reason="request_refused")
             pipe.execute()
     except redis.RedisError:
         log.warning("metrics not counted: redis unavailable", extra={"route": route.name})
@@ -238,7 +238,7 @@ def accept(
     client, conf = edge.redis, edge.settings
     body = request.get_data(cache=True)
     claim = idempotency.claim_for(
-        batch.route.name,
+        batch.route,
         authed,
         headers(),
         body,

@@ -19,7 +19,7 @@ from braze_sim.server import Simulator
 from receiver.admin import dashboard_redis_url
 from relay import deadletters
 from relay.config import Settings, load_settings
-from tests.helpers import BRAZE_KEY, WRITE_KEY, create_app_for
+from tests.helpers import BRAZE_KEY, WORKSPACES, WRITE_KEY, create_app_for
 
 ADMIN_KEY = "test-admin-key-3c9e0b"
 ROTATED_ADMIN_KEY = "test-admin-key-next-71d0"
@@ -63,7 +63,7 @@ def plant_dead_letters(
 
 def dead_ids(client: redis.Redis) -> list[str]:
     """Ids of every dead letter, newest first."""
-    return [item["id"] for item in deadletters.iter_entries(client)]
+    return [item["id"] for item in deadletters.iter_entries(client, WORKSPACES)]
 
 
 def page(client: FlaskClient, path: str) -> str:

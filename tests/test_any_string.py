@@ -19,9 +19,9 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay import audit, deadletters, store
+from relay import audit, deadletters
 from relay.config import load_settings
-from tests.helpers import WRITE_KEY, create_app_for, signed_headers
+from tests.helpers import KEYS, WORKSPACES, WRITE_KEY, create_app_for, signed_headers
 from tests.processes import Processes
 
 LONE = '"\\ud800"'  # JSON text of a lone high surrogate
@@ -81,8 +81,8 @@ def test_lone_surrogate_is_400_on_every_endpoint(
         response = requests.request(method, base + path, data=body, headers=headers, timeout=10)
         assert response.status_code == 400, (name, response.text)
         assert "surrogate" in response.json()["message"], name
-    assert not list(clean_redis.scan_iter("relay:q:*"))
-    assert clean_redis.hlen(store.DEAD) == 0
+    assert not list(clean_redis.scan_iter(KEYS.lane_list("*")))
+    assert clean_redis.hlen(KEYS.dead) == 0
 
 
 def test_surrogate_pair_is_text(client: FlaskClient, clean_redis: redis.Redis) -> None:
@@ -144,10 +144,10 @@ def test_dead_letter_written_before_the_fix_is_read_safely(
 ) -> None:
     """A lone surrogate stored as a JSON escape (as the store wrote it before) is read back as U+FFFD."""
     plant(clean_redis, "x")
-    raw = clean_redis.hget(store.DEAD, "plant-1.0")
+    raw = clean_redis.hget(KEYS.dead, "plant-1.0")
     assert raw is not None
-    clean_redis.hset(store.DEAD, "plant-1.0", raw.replace(b'"note":"x"', b'"note":"\\ud800"'))
-    item = deadletters.get(clean_redis, "plant-1.0")
+    clean_redis.hset(KEYS.dead, "plant-1.0", raw.replace(b'"note":"x"', b'"note":"\\ud800"'))
+    item = deadletters.get(clean_redis, "plant-1.0", WORKSPACES)
     assert item is not None
     assert item["envelope"]["rec"]["raw"]["note"] == "\ufffd"
     assert admin_app.test_client().get("/admin/dead/plant-1.0", headers=ADMIN).status_code == 200
@@ -180,12 +180,12 @@ def test_dead_letters_per_route_are_capped_and_drops_counted(
     for _ in range(2):  # 50 invalid records: 30 kept, 20 dropped
         response = capped.post("/db/profiles_skip", json={"records": invalid}, headers=TD)
         assert response.status_code == 200, response.get_data(as_text=True)
-    assert clean_redis.hlen(store.DEAD) == 30
-    assert clean_redis.zcard(store.DEAD_INDEX) == 30
+    assert clean_redis.hlen(KEYS.dead) == 30
+    assert clean_redis.zcard(KEYS.dead_index) == 30
     text = capped.get("/metrics").get_data(as_text=True)
     assert 'relay_dead_letters_dropped_total{route="profiles_skip"} 20.0' in text
     assert "relay_dead_letters 30.0" in text
-    newest = [item["id"] for item in deadletters.iter_entries(clean_redis)]
+    newest = [item["id"] for item in deadletters.iter_entries(clean_redis, WORKSPACES)]
     assert all(dead_id.endswith(tuple(f".{n}" for n in range(5, 25))) for dead_id in newest[:20])
 
 
@@ -203,7 +203,7 @@ def test_stored_idempotent_answer_is_small_and_repeats_exactly(
     assert first.status_code == again.status_code == 200
     assert first.get_json() == again.get_json()
     assert len(first.get_json()["rejected"]) == 499
-    sizes = [len(clean_redis.get(key) or b"") for key in clean_redis.scan_iter("relay:idem:*")]
+    sizes = [len(clean_redis.get(key) or b"") for key in clean_redis.scan_iter(KEYS.idempotency("*", "*"))]
     assert len(sizes) == 1 and sizes[0] < 400, sizes
 
 
@@ -248,6 +248,6 @@ def test_watermark_keys_name_no_email_or_phone(
     assert client.post("/db/profiles", json={"records": records}, headers=TD).status_code == 200
     drain()
     keys = [key.decode() for key in clean_redis.scan_iter("relay:*")]
-    assert any(key.startswith("relay:wm:default:") for key in keys), keys
+    assert any(key.startswith(KEYS.watermark("x").rsplit(":", 1)[0]) for key in keys), keys
     for key in keys:
         assert "private.person" not in key and "example.com" not in key and "4155550123" not in key, key

@@ -12,14 +12,14 @@ from flask.testing import FlaskClient
 from braze_sim.server import Simulator
 from receiver import state
 from relay import deadletters
-from tests.helpers import BRAZE_KEY, WRITE_KEY
+from tests.helpers import BRAZE_KEY, WORKSPACES, WRITE_KEY
 
 HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
 
 
 def dead_ids(client: redis.Redis) -> list[str]:
     """Ids of every dead letter."""
-    return [item["id"] for item in deadletters.iter_entries(client)]
+    return [item["id"] for item in deadletters.iter_entries(client, WORKSPACES)]
 
 
 def test_check_prints_routes_without_secrets(app: Flask) -> None:
@@ -91,7 +91,7 @@ def test_replaying_twice_sends_once(
     client.post("/db/events", json={"records": [{"external_id": "twice", "name": "a"}]}, headers=HEADERS)
     drain()
     braze.config.api_key = BRAZE_KEY
-    (item,) = deadletters.iter_entries(clean_redis)
+    (item,) = deadletters.iter_entries(clean_redis, WORKSPACES)
     settings = state.of(app).settings
     first = deadletters.requeue(clean_redis, item, settings.delivery)
     second = deadletters.requeue(clean_redis, item, settings.delivery)

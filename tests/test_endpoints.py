@@ -18,9 +18,9 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from receiver import create_app
-from relay import store
 from relay.config import load_settings
-from tests.helpers import OTHER_WRITE_KEY, WRITE_KEY, signed_headers
+from relay.lanes import Lane
+from tests.helpers import KEYS, OTHER_WRITE_KEY, WRITE_KEY, signed_headers
 
 T1 = 1_764_000_000  # 2025-11-24T16:00:00Z
 EVENT = {"external_id": "u1", "name": "signup", "time": T1}
@@ -30,8 +30,8 @@ POSTBACK = "/postback/v3/event/db/events"
 INGEST = "/db/events"
 EXPORT = "/export/events"
 WEBHOOK = "/webhooks/events"
-TRACK_LANE = store.lane_queue("default:track")
-DEAD = store.DEAD
+TRACK_LANE = Lane("default:track").list_key
+DEAD = KEYS.dead
 
 JSON_TYPE = {"Content-Type": "application/json"}
 TD_TYPE = {"Content-Type": "application/vnd.treasuredata.v1+json"}
@@ -115,7 +115,7 @@ def error_of(response: TestResponse, code: int) -> dict[str, Any]:
 
 def queued(client: redis.Redis) -> int:
     """Records waiting in every lane."""
-    return sum(client.llen(key) for key in client.keys(store.lane_queue("*")))
+    return sum(client.llen(key) for key in client.keys(KEYS.lane_list("*")))
 
 
 def free_port() -> int:
@@ -616,7 +616,7 @@ def test_invalid_record_is_422_keyed_by_index_and_field(
     answer = error_of(response, 422)
     assert set(answer["errors"]["records"]) == {"1"}
     assert dig(answer["errors"]["records"]["1"], path)
-    assert clean_redis.keys(store.lane_queue("*")) == []
+    assert clean_redis.keys(KEYS.lane_list("*")) == []
     assert clean_redis.hlen(DEAD) == 0
 
 
@@ -625,7 +625,7 @@ def test_invalid_postback_is_422_at_index_0(client: FlaskClient, clean_redis: re
     body = json.dumps(event(time="soon")).encode()
     answer = error_of(client.post(POSTBACK, data=body, headers=TD_KEY), 422)
     assert "time" in answer["errors"]["records"]["0"]
-    assert clean_redis.keys(store.lane_queue("*")) == []
+    assert clean_redis.keys(KEYS.lane_list("*")) == []
 
 
 def test_export_row_of_wrong_length_is_422(client: FlaskClient, clean_redis: redis.Redis) -> None:
@@ -634,7 +634,7 @@ def test_export_row_of_wrong_length_is_422(client: FlaskClient, clean_redis: red
     answer = error_of(client.put(EXPORT, data=body, headers=TD_KEY), 422)
     assert set(answer["errors"]["records"]) == {"1"}
     assert "_row" in answer["errors"]["records"]["1"]
-    assert clean_redis.keys(store.lane_queue("*")) == []
+    assert clean_redis.keys(KEYS.lane_list("*")) == []
 
 
 def test_invalid_webhook_record_is_422(client: FlaskClient, clean_redis: redis.Redis) -> None:
@@ -642,7 +642,7 @@ def test_invalid_webhook_record_is_422(client: FlaskClient, clean_redis: redis.R
     body = json.dumps([EVENT, event(external_id=None)]).encode()
     answer = error_of(client.post(WEBHOOK, data=body, headers=signed_headers(body)), 422)
     assert "identifier" in answer["errors"]["records"]["1"]
-    assert clean_redis.keys(store.lane_queue("*")) == []
+    assert clean_redis.keys(KEYS.lane_list("*")) == []
 
 
 def test_time_as_huge_integer_is_422(client: FlaskClient) -> None:

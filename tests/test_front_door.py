@@ -21,6 +21,7 @@ import redis
 import requests
 
 from tests.helpers import (
+    KEYS,
     REDIS_URL,
     ROUTES,
     SAMPLES,
@@ -70,7 +71,7 @@ def routes_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def stored(client: redis.Redis, family: str) -> int:
     """Records waiting in the default workspace's lanes of one family (shards included)."""
-    return sum(int(client.llen(key)) for key in client.scan_iter(f"relay:q:default:{family}*"))
+    return sum(int(client.llen(key)) for key in client.scan_iter(KEYS.lane_list(f"{family}*")))
 
 
 def post(base: str, path: str, body: bytes, headers: dict[str, str]) -> requests.Response:

@@ -20,8 +20,7 @@ import redis
 import requests
 
 from braze_sim.server import Simulator
-from relay import store
-from tests.helpers import BRAZE_KEY, REDIS_URL, WRITE_KEY
+from tests.helpers import BRAZE_KEY, KEYS, REDIS_URL, WRITE_KEY
 from tests.processes import ROOT, free_port, wait_for
 
 README = (ROOT / "README.md").read_text()
@@ -116,7 +115,7 @@ def plant_dead_letter(
         "/marketing/profiles", json={"records": [{"tier": "no user"}]}, headers={"X-TD-Write-Key": WRITE_KEY}
     )
     assert posted.status_code == 200 and posted.get_json()["rejected"]
-    (dead_id,) = [raw.decode() for raw in client.zrange(store.DEAD_INDEX, 0, -1)]
+    (dead_id,) = [raw.decode() for raw in client.zrange(KEYS.dead_index, 0, -1)]
     return dead_id
 
 

@@ -26,7 +26,7 @@ from relay import envelope
 from relay.config import load_settings
 from relay.modes import Kind
 from relay.secrets import ConfigError
-from tests.helpers import ROUTES, WRITE_KEY
+from tests.helpers import KEYS, ROUTES, WRITE_KEY
 from tests.processes import procfile_command, refused_start
 from tests.test_openapi import doc_of, validator
 
@@ -52,8 +52,8 @@ allowed_origins = ["{SHOP}"]
 EVENTS = "/web/page_events"
 CONSENT = "/web/page_consent"
 T1 = 1_764_000_000  # 2025-11-24T16:00:00Z
-TRACK_LANE = "relay:q:default:track"
-CONSENT_LANE = "relay:q:default:consent"
+TRACK_LANE = KEYS.lane_list("track")
+CONSENT_LANE = KEYS.lane_list("consent")
 SDK_TYPE = "application/vnd.treasuredata.v1+json"
 SDK_SIGNED_TYPE = "application/vnd.treasuredata.v1.js+json"  # signed mode with a global id
 ACCESS_CONTROL = "access-control-"
