@@ -48,7 +48,11 @@ def readme_transform_commands() -> list[str]:
 @pytest.fixture
 def fresh_copy(tmp_path: Path) -> Path:
     """What `git clone` of this checkout gives, with the project's virtualenv linked in."""
-    copy = tmp_path / "clone"
+    return clone_checkout(tmp_path / "clone")
+
+
+def clone_checkout(copy: Path) -> Path:
+    """Copy into `copy` what `git clone` of this checkout gives, and link the project's virtualenv."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
