@@ -11,7 +11,7 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import Schema, ValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from receiver import auth, idempotency, signatures, state, transform
 from receiver.enqueue import Batch, store_batch
@@ -367,7 +367,9 @@ def webhook(name: str) -> tuple[Response, int]:
 def metrics_view() -> Response:
     """Prometheus text: counters and histograms from Redis (all processes), live lane depths."""
     registry = state.current().metrics
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    # generate_latest writes the classic text format (0.0.4), so its type, given whole: as a mimetype
+    # Flask would add a second charset.
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 @bp.get("/healthz")
