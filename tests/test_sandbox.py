@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.processes import free_port, wait_for
-from tests.test_operator_commands import clone_checkout, fresh_shell, run
+from tests.test_operator_commands import clone_checkout, fresh_shell, run, start_sandbox
 
 
 @pytest.fixture
@@ -39,14 +39,7 @@ def shell(tmp_path: Path) -> dict[str, str]:
 def first(copy: Path, shell: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A sandbox running in the copy (its web ready), stopped at the end if the test has not stopped it."""
     with (tmp_path / "first.log").open("wb") as log:
-        sandbox = subprocess.Popen(
-            ["./scripts/sandbox"],
-            cwd=copy,
-            env=shell,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        sandbox = start_sandbox(copy, shell, log)
         try:
             wait_for(lambda: ready(shell) or sandbox.poll() is not None, 120, "the sandbox's web to answer")
             assert sandbox.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
