@@ -130,12 +130,24 @@ class TransformedBatch(Batch):
 
 
 def load_inputs(
-    route: Route, inputs: Iterable[Any], batch: TransformedBatch, schemas: Mapping[Kind, RecordSchema]
+    route: Route,
+    inputs: Iterable[Any],
+    batch: TransformedBatch,
+    schemas: Mapping[Kind, RecordSchema],
+    misfits: Mapping[int, dict[str, Any]],
 ) -> dict[str, Any]:
-    """Transform and load every input into the batch; the errors, keyed by input index ({} if none)."""
+    """Transform and load every input into the batch; the errors, keyed by input index ({} if none).
+
+    A misfit (an input its envelope refused, with its errors) is rejected as it came, not transformed.
+    """
     errors: dict[str, Any] = {}
     emitted = 0
     for index, document in enumerate(inputs):
+        if index in misfits:
+            errors[str(index)] = misfits[index]
+            batch.invalid.append((batch.number(), document, misfits[index]))
+            batch.rejections.append({"index": index, "errors": misfits[index]})
+            continue
         outcome = apply(route, schemas, document, f"input {index}")
         if outcome.error is not None:
             errors[str(index)] = {"transform": [outcome.error]}

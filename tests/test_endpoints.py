@@ -707,6 +707,27 @@ def test_skip_route_stores_valid_and_dead_letters_invalid(
     assert all(item["message"] for item in dead)
 
 
+def test_skip_route_export_rejects_a_row_of_wrong_length_and_keeps_the_others(
+    client: FlaskClient, clean_redis: redis.Redis
+) -> None:
+    """With skip_on_invalid_records, an export row that is not one value per column is named in
+    `rejected` and dead-lettered as it came, with its reason; the other rows are stored."""
+    names = ["external_id", "first_name"]
+    body = json.dumps({"column_names": names, "data": [["p1", "Ann"], ["p2"], ["p3", "Bo"]]})
+    response = client.put("/export/profiles_skip", data=body, headers=TD_KEY)
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    assert answer["accepted"] == 2
+    row_error = {"_row": ["A row must be a list of 2 values, one per column."]}
+    assert answer["rejected"] == [{"index": 1, "errors": row_error}]
+    stored = [json.loads(raw)["rec"]["_id"] for raw in clean_redis.lrange(TRACK_LANE, 0, -1)]
+    assert stored == [{"external_id": "p1"}, {"external_id": "p3"}]
+    (dead,) = [json.loads(raw) for raw in clean_redis.hvals(DEAD)]
+    assert (dead["route"], dead["reason"]) == ("profiles_skip", "invalid")
+    assert dead["envelope"]["rec"]["raw"] == ["p2"]
+    assert dead["message"] == "_row: A row must be a list of 2 values, one per column."
+
+
 def test_skip_route_postback_names_the_rejected_record(client: FlaskClient, clean_redis: redis.Redis) -> None:
     """An invalid postback on a skipping route is answered 200 naming it, and is dead-lettered."""
     response = client.post(

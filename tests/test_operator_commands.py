@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import IO
 
 import pytest
 import redis
@@ -47,7 +48,11 @@ def readme_transform_commands() -> list[str]:
 @pytest.fixture
 def fresh_copy(tmp_path: Path) -> Path:
     """What `git clone` of this checkout gives, with the project's virtualenv linked in."""
-    copy = tmp_path / "clone"
+    return clone_checkout(tmp_path / "clone")
+
+
+def clone_checkout(copy: Path) -> Path:
+    """Copy into `copy` what `git clone` of this checkout gives, and link the project's virtualenv."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -72,6 +77,13 @@ def run(command: str, *, cwd: Path, env: dict[str, str]) -> subprocess.Completed
     """One command line, as typed into that shell."""
     return subprocess.run(
         ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def start_sandbox(copy: Path, env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """`./scripts/sandbox` in the copy, in a session of its own (as a terminal's job), printing to `log`."""
+    return subprocess.Popen(
+        ["./scripts/sandbox"], cwd=copy, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
 
 
@@ -212,14 +224,7 @@ def test_sandbox_shows_everything_safely(fresh_copy: Path, tmp_path: Path) -> No
     }
     shell = fresh_shell(tmp_path, **ports)
     log = (tmp_path / "sandbox.log").open("wb")
-    sandbox = subprocess.Popen(
-        ["./scripts/sandbox"],
-        cwd=fresh_copy,
-        env=shell,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    sandbox = start_sandbox(fresh_copy, shell, log)
     relay = f"http://127.0.0.1:{ports['PORT']}"
 
     def up() -> bool:

@@ -214,6 +214,25 @@ def test_a_jq_error_with_skip_on_invalid_records_dead_letters_that_input(
     assert braze.state.profile("s2") is None
 
 
+def test_an_export_row_of_wrong_length_on_a_lenient_route_is_rejected_untransformed(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """skip_on_invalid_records: a row that is not one value per column is named and dead-lettered as
+    it came (never run through jq); the other rows are transformed and land."""
+    body = {"column_names": ["user", "event"], "data": [["s1", "Signup"], ["s2"], ["s3", "Login"]]}
+    answer = client.put("/export/lenient", json=body, headers=TD1).get_json()
+    assert answer["accepted"] == 2
+    assert answer["rejected"] == [
+        {"index": 1, "errors": {"_row": ["A row must be a list of 2 values, one per column."]}}
+    ]
+    (dead,) = deadletters.iter_entries(clean_redis)
+    assert (dead["route"], dead["reason"]) == ("lenient", "invalid")
+    assert dead["envelope"]["rec"] == {"raw": ["s2"], "time": dead["envelope"]["rec"]["time"]}
+    drain()
+    assert [event["name"] for event in braze.state.profile("s1")["events"]] == ["signup"]
+    assert [event["name"] for event in braze.state.profile("s3")["events"]] == ["login"]
+
+
 def test_a_dead_lettered_input_is_replayed_through_the_fixed_transform(
     client: FlaskClient,
     drain: Callable[..., None],
