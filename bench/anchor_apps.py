@@ -1,4 +1,4 @@
-"""The anchors of BENCHMARKS.md as tiny Flask apps, served by the Procfile's gunicorn command and config.
+"""The edge benchmark's anchors as tiny Flask apps, served by the Procfile's gunicorn command and config.
 
     gunicorn --config gunicorn.conf.py "bench.anchor_apps:bare_app()"    # the edge's ceiling
     gunicorn --config gunicorn.conf.py "bench.anchor_apps:inline_app()"  # what a user would write

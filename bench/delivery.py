@@ -16,7 +16,7 @@ Braze requests, duplicates, and the ratio of each latency's rate to the first on
 worktree of REF, run with this venv; `--baseline-backlog` records, as its one request in flight per
 worker is slow): CPU per record before and after, in one run.
 
-Targets (the issue's table): at least 8,000 records/s at 50 ms with 2 workers on 2 cores; at 200
+Targets: at least 8,000 records/s at 50 ms with 2 workers on 2 cores; at 200
 and 500 ms at least 80% of that; worker CPU at most 75 ms per 1,000 records.
 """
 

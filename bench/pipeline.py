@@ -613,7 +613,7 @@ def print_report(result: dict[str, Any], opts: argparse.Namespace) -> None:
                 f"{fmt(c['cycle_ms'])} ms, {fmt(c['records_per_request'])} records each)",
             )
         )
-    lines.append("== targets (BENCHMARKS.md) ==")
+    lines.append("== targets ==")
     for what, target, measured, ok in targets(result):
         mark = "    " if ok is None else "PASS" if ok else "FAIL"
         lines.append(f"  {mark}  {what:<32} {target:<28} {measured}")

@@ -1,4 +1,4 @@
-"""The ingest endpoints of SPEC.md: TD postback, TD ingestion, TD export, webhooks, health."""
+"""The ingest endpoints of docs/design.md: TD postback, TD ingestion, TD export, webhooks, health."""
 
 from __future__ import annotations
 

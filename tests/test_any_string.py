@@ -1,6 +1,6 @@
 """Any string, any amount: lone surrogates refused at the edge, stores and pages safe, key holders bounded.
 
-Issue 13 items 5 and 6. The surrogate test runs against gunicorn (`stack`); the store and page tests
+The surrogate test runs against gunicorn (`stack`); the store and page tests
 drive the app in-process on the real Redis; the fuzz pass builds strings from every Unicode general
 category, surrogates (Cs) included, and sends them by every caller shape.
 """
@@ -75,7 +75,7 @@ def bodies(text: str) -> dict[str, tuple[str, str, dict[str, str], bytes]]:
 def test_lone_surrogate_is_400_on_every_endpoint(
     stack: tuple[Processes, str], clean_redis: redis.Redis
 ) -> None:
-    """Item 5: "\\ud800" in a string or key: 400 naming it on every endpoint, never 500; nothing stored."""
+    """A "\\ud800" in a string or key: 400 naming it on every endpoint, never 500; nothing stored."""
     _, base = stack
     for name, (method, path, headers, body) in bodies(LONE).items():
         response = requests.request(method, base + path, data=body, headers=headers, timeout=10)
@@ -124,7 +124,7 @@ def plant(client: redis.Redis, text: str, *, message: str = "") -> None:
 def test_pages_and_commands_show_a_dead_letter_holding_any_string(
     admin_app: Flask, clean_redis: redis.Redis
 ) -> None:
-    """Item 5: a dead letter holding a lone surrogate is listed, shown and dumped by pages and CLI."""
+    """A dead letter holding a lone surrogate is listed, shown and dumped by pages and CLI."""
     plant(clean_redis, "before \ud800 after")
     client = admin_app.test_client()
     for page in ("/admin/", "/admin/dead", "/admin/dead/plant-1.0"):
@@ -173,7 +173,7 @@ def test_consent_history_holds_any_string(admin_app: Flask, clean_redis: redis.R
 def test_dead_letters_per_route_are_capped_and_drops_counted(
     client: FlaskClient, clean_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Item 6: a lenient route keeps at most RELAY_DEAD_LETTERS_MAX; the dropped are counted in /metrics."""
+    """A lenient route keeps at most RELAY_DEAD_LETTERS_MAX; the dropped are counted in /metrics."""
     monkeypatch.setenv("RELAY_DEAD_LETTERS_MAX", "30")
     capped = create_app_for(load_settings()).test_client()
     invalid = [{"external_id": "", "plan": n} for n in range(25)]
@@ -192,7 +192,7 @@ def test_dead_letters_per_route_are_capped_and_drops_counted(
 def test_stored_idempotent_answer_is_small_and_repeats_exactly(
     client: FlaskClient, clean_redis: redis.Redis
 ) -> None:
-    """Item 6: 499 rejected records leave a stored answer of a few hundred bytes; the repeat is the same."""
+    """499 rejected records leave a stored answer of a few hundred bytes; the repeat is the same."""
     records = [{"external_id": "", "plan": "p" * 200} for _ in range(499)] + [
         {"external_id": "ok", "plan": "x"}
     ]
@@ -240,7 +240,7 @@ def test_strings_of_every_unicode_category_never_5xx(
 def test_watermark_keys_name_no_email_or_phone(
     client: FlaskClient, clean_redis: redis.Redis, drain: Any
 ) -> None:
-    """Item 7: delivering attributes by email and phone leaves no raw address or number in a key name."""
+    """Delivering attributes by email and phone leaves no raw address or number in a key name."""
     records = [
         {"email": "private.person@example.com", "plan": "gold", "time": 1_764_000_000},
         {"phone": "+14155550123", "plan": "silver", "time": 1_764_000_000},

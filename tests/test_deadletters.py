@@ -116,7 +116,7 @@ def caught_up(client: redis.Redis, watched: list[str], mark: str) -> None:
 def test_admin_list_reads_only_its_page(
     clean_redis: redis.Redis, relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, watched: list[str]
 ) -> None:
-    """Issue 13 item 6: /admin/dead and /admin/ read counts and one page from Redis, not every entry."""
+    """/admin/dead and /admin/ read counts and one page from Redis, not every entry."""
     plant(clean_redis, 2_000)
     monkeypatch.setenv("RELAY_ADMIN_KEYS", ADMIN_KEY)
     app: Flask = create_app_for(load_settings())

@@ -1,4 +1,4 @@
-"""The HTTP edge on the real app and a real Redis: every answer of SPEC.md, its status and its JSON body."""
+"""The HTTP edge on the real app and a real Redis: every answer of docs/design.md, its status and body."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def send_ok(client: FlaskClient, endpoint: str, body: bytes | None = None) -> Te
 
 
 def error_of(response: TestResponse, code: int) -> dict[str, Any]:
-    """The error body, checked: SPEC.md's status and JSON shape, and never a stack trace."""
+    """The error body, checked: the contract's status and JSON shape, and never a stack trace."""
     text = response.get_data(as_text=True)
     assert response.status_code == code, text
     assert "Traceback" not in text
@@ -262,7 +262,7 @@ def test_accepted_key_forms(
     headers: dict[str, str],
     query: dict[str, str] | None,
 ) -> None:
-    """Each credential form SPEC.md allows for an endpoint, with either configured key, is let in."""
+    """Each credential form the contract allows for an endpoint, with either configured key, is let in."""
     response = send(client, endpoint, headers={**JSON_TYPE, **headers}, query=query)
     assert response.status_code in (200, 202), response.get_json()
     assert clean_redis.llen(TRACK_LANE) == 1
@@ -292,7 +292,7 @@ def test_credential_in_a_form_the_endpoint_does_not_take_is_401(
     headers: dict[str, str],
     query: dict[str, str] | None,
 ) -> None:
-    """A good key in a form SPEC.md does not allow on that endpoint (query, Basic, Bearer, ...) is 401."""
+    """A good key in a form not allowed on that endpoint (query, Basic, Bearer, ...) is 401."""
     error_of(send(client, endpoint, headers={**JSON_TYPE, **headers}, query=query), 401)
     assert queued(clean_redis) == 0
 

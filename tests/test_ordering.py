@@ -1,6 +1,6 @@
 """No stale overwrite (handlers/ordering.py): newest-in-batch and the newest-value watermarks.
 
-README "Delivery", rule "No stale overwrite". `newest_in_batch` is pure; `Watermarks` runs its
+docs/delivery.md, rule "No stale overwrite". `newest_in_batch` is pure; `Watermarks` runs its
 script on the real Redis (its own keys, no worker, no HTTP).
 """
 

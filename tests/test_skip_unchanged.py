@@ -1,5 +1,5 @@
 """skip_unchanged end to end: the edge, the real worker in-process, the simulator over HTTP, the CLI
-and the admin page (README "skip_unchanged")."""
+and the admin page (docs/delivery.md, "skip_unchanged")."""
 
 from __future__ import annotations
 

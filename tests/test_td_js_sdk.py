@@ -340,7 +340,7 @@ def test_page_key_opens_only_its_own_routes(client: FlaskClient) -> None:
 def test_page_key_opens_every_path_of_its_route_as_the_readme_says(client: FlaskClient) -> None:
     """Anyone holding the page's key can write to its route by postback (query key), export and webhook.
 
-    This is what README "Web pages" tells operators a public key allows; a change here changes that text.
+    This is what docs/browser-sdk.md tells operators a public key allows; a change here changes that text.
     """
     record = {"external_id": "u1", "name": "x"}
     basic = base64.b64encode(f"td:{PAGE_KEY}".encode()).decode()

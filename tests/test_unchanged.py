@@ -1,6 +1,6 @@
 """skip_unchanged (handlers/unchanged.py): which values take part, and the memory on the real Redis.
 
-README "skip_unchanged". The rules (`digest`, `eligible`, `unchanged`) are pure; `Memory` runs its
+docs/delivery.md "skip_unchanged". The rules (`digest`, `eligible`, `unchanged`) are pure; `Memory` runs its
 scripts on the real Redis (its own keys, no worker, no HTTP).
 """
 
