@@ -46,7 +46,7 @@ def prepare_environment(given: Path | None = None) -> None:
 def app_or_exit() -> Flask:
     """The relay's app for a command; one line and exit status 2 when the configuration cannot run."""
     from receiver import create_app
-    from relay.secrets import ConfigError
+    from relay.errors import ConfigError
 
     try:
         return create_app()

@@ -18,9 +18,9 @@ from receiver import operations, state, transform_cli
 from receiver.state import redis_client, settings
 from relay import audit, store
 from relay.config import warn_at_start
+from relay.errors import ConfigError
 from relay.lanes import Lane
 from relay.modes import TEST_USER, DeadReason, Kind
-from relay.secrets import ConfigError
 
 
 def refuse(message: str) -> NoReturn:

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from relay.config import Settings
-from relay.secrets import ConfigError
+from relay.errors import ConfigError
 
 PREFIX = "relay"
 QUEUE_CONSENT = "relay-consent"  # RQ queue for consent lanes: workers take it first

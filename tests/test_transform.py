@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from braze_sim.server import Simulator
 from relay import deadletters, store
 from relay.config import load_settings
-from relay.secrets import ConfigError
+from relay.errors import ConfigError
 from tests.helpers import BRAZE_KEY, REDIS_URL, ROUTES, WRITE_KEY, create_app_for
 from tests.processes import ROOT, free_port, procfile_command, refused_start
 
