@@ -163,7 +163,7 @@ def authenticate(
             return auth.Authenticated(auth.By.KEY)
         body = request.get_data(cache=True)
         try:
-            scheme = auth.scheme_of(route)
+            scheme = signatures.scheme_of(route)
             verified = signatures.verify(body, headers=headers(), secrets=secrets_, scheme=scheme)
         except signatures.SignatureError as exc:
             raise auth.AuthError(str(exc)) from None
