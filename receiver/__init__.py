@@ -13,12 +13,13 @@ def create_app(config: Settings | None = None) -> Flask:
     from prometheus_client import CollectorRegistry
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from receiver import admin, cli, cors, request_ids, state, transform
+    from receiver import admin, cli, cors, request_ids, state
     from receiver.errors import register_error_handlers
     from receiver.group_commit import GroupCommit
     from receiver.openapi import bp as openapi_bp
+    from receiver.records import transformed
+    from receiver.records.schemas import schema_for
     from receiver.redis_check import RedisCheck
-    from receiver.schemas import schema_for
     from receiver.views import bp
     from relay.logs import configure_logging
     from relay.metrics import RelayCollector
@@ -45,7 +46,7 @@ def create_app(config: Settings | None = None) -> Flask:
             redis_check=RedisCheck(
                 client, allow_eviction=settings.allow_eviction, enabled=bool(settings.redis_url)
             ),
-            transform_schemas=transform.schemas_by_route(settings),
+            transform_schemas=transformed.schemas_by_route(settings),
         ),
     )
     app.register_blueprint(bp)

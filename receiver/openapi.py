@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the edge, generated from its marshmallow schemas; served at /openapi.json.
 
-Record bodies come from `receiver.schemas` (one component per mode), the TD envelopes from
+Record bodies come from `receiver.records.schemas` (one component per mode), the TD envelopes from
 `IngestSchema`, `IngestEventsSchema` (td-js-sdk's form) and `ExportSchema`, and the answers from the
 small schemas below, which only describe.
 With settings, the configured route names, databases and tables become path parameter enums. The
@@ -44,7 +44,7 @@ from receiver.openapi_parts import (
     ref,
     relay_fields,
 )
-from receiver.schemas import SCHEMAS, ExportSchema, IngestEventsSchema, IngestSchema
+from receiver.records.schemas import SCHEMAS, ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.signatures import SHOPIFY_SIGNATURE
 from receiver.views import JSON_TYPES
 from relay.config import Limits, Settings

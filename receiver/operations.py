@@ -16,7 +16,8 @@ from typing import Any
 import redis
 from marshmallow import ValidationError
 
-from receiver import state, transform
+from receiver import state
+from receiver.records import transformed
 from relay import deadletters, metrics, store
 from relay.config import Settings
 from relay.modes import DeadReason
@@ -87,7 +88,7 @@ def revalidate(item: dict[str, Any]) -> dict[str, Any] | None:
     raw = item["envelope"]["rec"]["raw"]
     # A transformed route's dead letter: its input through the transform again, or its record as made.
     record: dict[str, Any] = (
-        transform.revalidate(route, item) if route.transform else edge.schemas[route.name].load(raw)
+        transformed.revalidate(route, item) if route.transform else edge.schemas[route.name].load(raw)
     )
     if record.get("time") is None:
         record["time"] = item["envelope"]["at"]

@@ -10,8 +10,8 @@ from flask import Flask, current_app
 from prometheus_client import CollectorRegistry
 
 from receiver.group_commit import GroupCommit
+from receiver.records.schemas import RecordSchema
 from receiver.redis_check import RedisCheck
-from receiver.schemas import RecordSchema
 from relay.config import Settings
 from relay.modes import Kind
 from relay.routes import Route

@@ -19,11 +19,12 @@ from marshmallow import ValidationError
 
 from handlers.packing import pack
 from handlers.translate import to_items
-from receiver import state, transform, views
+from receiver import state, views
 from receiver.enqueue import Batch
 from receiver.errors import ApiError, as_dict
-from receiver.fields import strict_json
-from receiver.schemas import RecordSchema
+from receiver.records import transformed
+from receiver.records.fields import strict_json
+from receiver.records.schemas import RecordSchema
 from receiver.state import settings
 from relay.modes import ROUTE_MODES, TRACK_TYPES, Kind
 from relay.routes import Route
@@ -79,7 +80,7 @@ def preset_trial(
     except TransformError as exc:
         raise click.ClickException(f"preset {name!r}: {exc}") from None
     route = Route("try", mode, table=table, track_record_type=track_type, transform=compiled)
-    return Trial(route, transform.schemas_for(route, settings().limits))
+    return Trial(route, transformed.schemas_for(route, settings().limits))
 
 
 def route_trial(name: str) -> Trial:
@@ -94,17 +95,17 @@ def route_trial(name: str) -> Trial:
     return Trial(route, state.current().transform_schemas[name])
 
 
-def outcome_of(trial: Trial, index: int, document: Any) -> transform.Outcome:
+def outcome_of(trial: Trial, index: int, document: Any) -> transformed.Outcome:
     """What the edge would make of one input."""
     route = trial.route
     if route.transform is not None:
-        return transform.apply(route, trial.schemas, document, f"input {index}")
+        return transformed.apply(route, trial.schemas, document, f"input {index}")
     try:
-        return transform.Outcome(
-            [transform.Emitted(document, route.kind, record=trial.schemas[route.kind].load(document))]
+        return transformed.Outcome(
+            [transformed.Emitted(document, route.kind, record=trial.schemas[route.kind].load(document))]
         )
     except ValidationError as exc:
-        return transform.Outcome([transform.Emitted(document, route.kind, errors=as_dict(exc.messages))])
+        return transformed.Outcome([transformed.Emitted(document, route.kind, errors=as_dict(exc.messages))])
 
 
 def parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -12,14 +12,15 @@ from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from receiver import auth, idempotency, signatures, state, transform
+from receiver import auth, idempotency, signatures, state
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, as_dict, error_response
-from receiver.fields import strict_json
 from receiver.headers import Lowered, lowered
+from receiver.records import transformed
+from receiver.records.fields import strict_json
+from receiver.records.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.redis_check import Unfit
 from receiver.request_ids import request_id
-from receiver.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.state import redis_client, settings
 from relay import metrics
 from relay.routes import Route
@@ -176,13 +177,13 @@ def load_records(route: Route, raw_records: Iterable[Any], total: int) -> Batch:
     """Validate every record; 422 naming index and field unless the route skips invalid records."""
     if route.transform is not None:  # each input through the route's jq program first
         shards = settings().delivery.track_shards
-        made = transform.TransformedBatch(route=route, request_id=request_id(), shards=shards)
-        problems = transform.load_inputs(
+        made = transformed.TransformedBatch(route=route, request_id=request_id(), shards=shards)
+        problems = transformed.load_inputs(
             route, raw_records, made, state.current().transform_schemas[route.name]
         )
         if problems and not route.skip_on_invalid_records:
             count_refused(route, made.numbered, len(made.invalid))
-            raise ApiError(422, transform.refusal(route, problems, total), {"records": problems})
+            raise ApiError(422, transformed.refusal(route, problems, total), {"records": problems})
         return made
     schema = state.current().schemas[route.name]
     batch = Batch(route=route, request_id=request_id(), shards=settings().delivery.track_shards)

@@ -10,7 +10,7 @@ import redis
 from flask import Flask
 
 from tests.helpers import ROUTES, SAMPLES
-from tests.test_transform import BATCH, TRANSFORM_ROUTES
+from tests.test_transformed import BATCH, TRANSFORM_ROUTES
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from marshmallow import ValidationError
 from receiver import state
 from receiver.enqueue import Batch
 from receiver.errors import ApiError, as_dict
-from receiver.schemas import RecordSchema, schema_for
+from receiver.records.schemas import RecordSchema, schema_for
 from relay.config import Limits, Settings
 from relay.envelope import Envelope
 from relay.modes import TRACK_TYPES, Kind, mode_of
