@@ -16,7 +16,7 @@ def create_app(config: Settings | None = None) -> Flask:
     from receiver import admin, cli, cors, request_ids, state
     from receiver.errors import register_error_handlers
     from receiver.group_commit import GroupCommit
-    from receiver.openapi import bp as openapi_bp
+    from receiver.openapi.document import bp as openapi_bp
     from receiver.records import transformed
     from receiver.records.schemas import schema_for
     from receiver.redis_check import RedisCheck

@@ -18,7 +18,7 @@ from flask import Blueprint, Response
 from marshmallow import Schema
 
 from receiver import state
-from receiver.openapi_parts import (
+from receiver.openapi.parts import (
     CORS,
     DESCRIPTION,
     ERRORS,

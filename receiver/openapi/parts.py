@@ -1,4 +1,4 @@
-"""What the OpenAPI document only describes (receiver/openapi.py assembles it): the answers'
+"""What the OpenAPI document only describes (receiver/openapi/document.py assembles it): the answers'
 schemas, the error texts, the security schemes, td-js-sdk's query parameters, CORS and transform notes.
 
 Nothing here validates a request: the edge's own schemas (receiver/records/schemas.py) do that.

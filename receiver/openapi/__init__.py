@@ -1,0 +1,1 @@
+"""The OpenAPI 3.1 document of the edge: assembled in document.py from the schemas, described in parts.py."""
