@@ -14,7 +14,8 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 
-from receiver import operations, state, transform_cli
+from receiver import state, transform_cli
+from receiver.admin import operations
 from receiver.state import redis_client, settings
 from relay import audit, store
 from relay.config import warn_at_start
