@@ -14,8 +14,9 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from marshmallow import ValidationError
 
-from receiver import state, transform_cli
+from receiver import state
 from receiver.admin import operations
+from receiver.cli import transform_try
 from receiver.state import redis_client, settings
 from relay import audit, store
 from relay.config import warn_at_start
@@ -286,14 +287,14 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
     )
 
 
-# Every operator command, as `scripts/relay` (receiver/__main__.py) and `flask --app receiver` list them.
+# Every operator command, as `scripts/relay` (receiver/cli/main.py) and `flask --app receiver` list them.
 COMMANDS: tuple[click.Command, ...] = (
     dead,
     consent,
     unchanged,
     check_command,
     send_test_command,
-    transform_cli.transform_group,
+    transform_try.transform_group,
 )
 
 
