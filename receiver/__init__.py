@@ -17,8 +17,7 @@ def create_app(config: Settings | None = None) -> Flask:
     from receiver.errors import register_error_handlers
     from receiver.group_commit import GroupCommit
     from receiver.openapi.document import bp as openapi_bp
-    from receiver.records import transformed
-    from receiver.records.schemas import schema_for
+    from receiver.records.loader import RecordLoader
     from receiver.redis_check import RedisCheck
     from receiver.views import bp
     from relay.logs import configure_logging
@@ -40,13 +39,12 @@ def create_app(config: Settings | None = None) -> Flask:
             settings=settings,
             redis=client,
             tables={(r.database, r.table): r for r in settings.routes.values() if r.database and r.table},
-            schemas={name: schema_for(route, settings.limits) for name, route in settings.routes.items()},
+            loaders={name: RecordLoader(route, settings.limits) for name, route in settings.routes.items()},
             metrics=registry,
             group=GroupCommit(client, wait_s=2 * (5 + 2)),  # twice the client's timeouts
             redis_check=RedisCheck(
                 client, allow_eviction=settings.allow_eviction, enabled=bool(settings.redis_url)
             ),
-            transform_schemas=transformed.schemas_by_route(settings),
         ),
     )
     app.register_blueprint(bp)

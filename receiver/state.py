@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 from flask import Flask, current_app
 from prometheus_client import CollectorRegistry
 
 from receiver.group_commit import GroupCommit
-from receiver.records.schemas import RecordSchema
+from receiver.records.loader import RecordLoader
 from receiver.redis_check import RedisCheck
 from relay.config import Settings
-from relay.modes import Kind
 from relay.routes import Route
 
 KEY = "relay"  # the one app.extensions key of the relay
@@ -21,18 +20,16 @@ KEY = "relay"  # the one app.extensions key of the relay
 
 @dataclass
 class EdgeState:
-    """Settings, the Redis client, routes by (database, table), record schemas by route, metrics."""
+    """Settings, the Redis client, routes by (database, table), record loaders by route, metrics."""
 
     settings: Settings
     redis: redis.Redis
     tables: Mapping[tuple[str, str], Route]
-    schemas: Mapping[str, RecordSchema]
+    loaders: Mapping[str, RecordLoader]  # how each route's records are loaded (receiver/records/)
     metrics: CollectorRegistry
     group: GroupCommit  # the process's threads share Redis round trips for their one-script writes
     redis_check: RedisCheck  # Redis checked (eviction policy) before this process stores anything
     openapi: bytes | None = None  # the serialized OpenAPI document, built on first request
-    # Routes with a transform: the schemas of every kind their records may be (user_track: three).
-    transform_schemas: Mapping[str, Mapping[Kind, RecordSchema]] = field(default_factory=dict)
 
 
 def install(app: Flask, edge: EdgeState) -> None:

@@ -175,26 +175,24 @@ def authenticate(
 
 def load_records(route: Route, raw_records: Iterable[Any], total: int) -> Batch:
     """Validate every record; 422 naming index and field unless the route skips invalid records."""
+    loader = state.current().loaders[route.name]
+    shards = settings().delivery.track_shards
     if route.transform is not None:  # each input through the route's jq program first
-        shards = settings().delivery.track_shards
         made = transformed.TransformedBatch(route=route, request_id=request_id(), shards=shards)
-        problems = transformed.load_inputs(
-            route, raw_records, made, state.current().transform_schemas[route.name]
-        )
+        problems = transformed.load_inputs(loader, raw_records, made)
         if problems and not route.skip_on_invalid_records:
             count_refused(route, made.numbered, len(made.invalid))
             raise ApiError(422, transformed.refusal(route, problems, total), {"records": problems})
         return made
-    schema = state.current().schemas[route.name]
-    batch = Batch(route=route, request_id=request_id(), shards=settings().delivery.track_shards)
+    batch = Batch(route=route, request_id=request_id(), shards=shards)
     errors: dict[str, Any] = {}
     for index, raw in enumerate(raw_records):
-        try:
-            batch.add(index, schema.load(raw))
-        except ValidationError as exc:
-            messages = as_dict(exc.messages)
-            errors[str(index)] = messages
-            batch.invalid.append((index, raw, messages))
+        (loaded,) = loader.load(raw).records  # an untransformed input is one record
+        if loaded.errors is None:
+            batch.add(index, loaded.record)
+        else:
+            errors[str(index)] = loaded.errors
+            batch.invalid.append((index, raw, loaded.errors))
     if errors and not route.skip_on_invalid_records:
         count = len(errors)
         count_refused(route, total, count)

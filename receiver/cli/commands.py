@@ -12,7 +12,6 @@ import click
 import redis
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
-from marshmallow import ValidationError
 
 from receiver import state
 from receiver.admin import operations
@@ -266,17 +265,13 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--field")
         record[name] = value
-    schema = state.current().schemas[route]
-    try:
-        loaded = schema.load(record)
-    except ValidationError as exc:
-        raise click.ClickException(
-            f"the record is invalid for this route: {json.dumps(exc.messages)}"
-        ) from None
+    loaded = state.current().loaders[route].record(record)
+    if loaded.errors is not None:
+        raise click.ClickException(f"the record is invalid for this route: {json.dumps(loaded.errors)}")
     batch = Batch(
         route=found, request_id=f"cli-{int(time.time() * 1000):x}", shards=conf.delivery.track_shards
     )
-    batch.add(0, loaded)
+    batch.add(0, loaded.record, loaded.kind)
     store_batch(redis_client(), batch, conf)
     click.echo(
         f"queued {json.dumps(record)} on lane {next(iter(batch.payloads))} as request {batch.request_id}"
