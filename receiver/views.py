@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -332,6 +332,11 @@ def webhook(name: str) -> tuple[Response, int]:
     batch = load_records(route, records, len(records))
     answer = {"id": batch.request_id, "accepted": batch.accepted, **batch.counts()}
     return accept(batch, authed, {**answer, "rejected": batch.rejected()}, 202)
+
+
+def register(app: Flask) -> None:
+    """Serve the ingest endpoints, /metrics and the health checks."""
+    app.register_blueprint(bp)
 
 
 @bp.get("/metrics")

@@ -14,7 +14,7 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Response
+from flask import Blueprint, Flask, Response
 from marshmallow import Schema
 
 from receiver import state
@@ -352,6 +352,11 @@ def document() -> bytes:
     if edge.openapi is None:
         edge.openapi = json.dumps(build_spec(edge.settings), ensure_ascii=False).encode()
     return edge.openapi
+
+
+def register(app: Flask) -> None:
+    """Serve the document at /openapi.json."""
+    app.register_blueprint(bp)
 
 
 @bp.get("/openapi.json")
