@@ -6,13 +6,13 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from receiver import admin, cli, cors, errors, openapi, request_ids, state, views
-from relay.config import Settings, load_settings
+from relay.config import Settings
 from relay.logs import configure_logging
 
 
 def create_app(config: Settings | None = None) -> Flask:
     """Build the app: the settings (read here, never at import), the shared state, then each part."""
-    settings = config or load_settings()
+    settings = config or cli.load_settings()  # under a command, a bad configuration is one line
     configure_logging()
     app = Flask(__name__)
     # '//' in a path is a 404, not a redirect that would echo the query string (?td_write_key=...).

@@ -136,6 +136,16 @@ def test_usage_errors(app: Flask, tmp_path: Path) -> None:
     assert code == 2 and "no route 'nope'" in output
 
 
+def test_a_file_that_cannot_be_read_is_one_line_and_status_2(app: Flask, tmp_path: Path) -> None:
+    """A FILE that is not there, or is a directory: one line naming it and why, status 2."""
+    code, output = run(app, "orders", str(tmp_path / "missing.json"))
+    assert code == 2 and output.strip().count("\n") == 0, output
+    assert "missing.json" in output and "No such file" in output
+    code, output = run(app, "orders", str(tmp_path))
+    assert code == 2 and output.strip().count("\n") == 0, output
+    assert str(tmp_path) in output
+
+
 def test_a_body_the_edge_refuses_whole_is_refused_as_the_edge_says(app: Flask, tmp_path: Path) -> None:
     """An export row that does not match column_names, or "records" beside "events": the edge's own
     answer, not records made of a truncated row (exit status 1)."""

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-import redis
 from flask import Flask
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import with_appcontext
 
 from receiver import state
 from receiver.admin import operations
 from receiver.cli import transform_try
+from receiver.cli.errors import Command, Group, Refusal
 from receiver.state import redis_client, settings
 from relay import audit, store
 from relay.config import warn_at_start
@@ -23,14 +22,7 @@ from relay.errors import ConfigError
 from relay.lanes import Lane
 from relay.modes import TEST_USER, DeadReason, Kind
 
-
-def refuse(message: str) -> NoReturn:
-    """End a command with one line on stderr and exit status 2, as the processes do."""
-    click.echo(f"braze-relay: {message}", err=True)
-    sys.exit(2)
-
-
-dead = AppGroup("dead", help="List, show, replay and purge dead letters (records that did not reach Braze).")
+dead = Group("dead", help="List, show, replay and purge dead letters (records that did not reach Braze).")
 REASON = click.Choice([reason.value for reason in DeadReason])
 
 
@@ -115,7 +107,7 @@ def user_identifiers(*, alias: str | None, **named: str | None) -> dict[str, Any
     return given
 
 
-consent = AppGroup("consent", help="The consent audit trail: what was received and what Braze confirmed.")
+consent = Group("consent", help="The consent audit trail: what was received and what Braze confirmed.")
 
 
 @consent.command("history")
@@ -154,7 +146,7 @@ def history_command(
     click.echo(f"{len(events)} event(s)", err=True)
 
 
-unchanged = AppGroup(
+unchanged = Group(
     "unchanged", help="skip_unchanged: what each route left out, and forgetting what was delivered."
 )
 
@@ -211,17 +203,15 @@ def unchanged_forget_command(  # noqa: PLR0917 - one parameter per click option
     click.echo("forgotten" if found else "nothing was remembered for that user")
 
 
-@click.command("check")
+@click.command("check", cls=Command)
 @with_appcontext
 def check_command() -> None:
     """Check the configuration and Redis, and print the routes (no secret is printed)."""
     conf = settings()
     try:
         notes = store.check_server(redis_client(), allow_eviction=conf.allow_eviction)
-    except ConfigError as exc:
-        refuse(str(exc))
-    except redis.RedisError as exc:
-        refuse(f"Redis does not answer ({type(exc).__name__})")
+    except ConfigError as exc:  # a Redis that may drop records (a Redis that does not answer: Command)
+        raise Refusal(str(exc)) from None
     warn_at_start(conf, "check")
     mode = "sandbox (bundled Braze simulator)" if conf.sandbox else "live Braze"
     click.echo(
@@ -240,7 +230,7 @@ def check_command() -> None:
         )
 
 
-@click.command("send-test")
+@click.command("send-test", cls=Command)
 @click.argument("route")
 @click.option(
     "--field", "fields_", multiple=True, metavar="NAME=VALUE", help="Set or override a field of the record."

@@ -17,9 +17,15 @@ from dotenv import load_dotenv
 from flask import Flask
 from flask.cli import ScriptInfo
 
+from receiver.cli.errors import Refusal
+
 ROOT = Path(__file__).resolve().parents[2]  # the project directory
 PATHS = {"RELAY_CONFIG": "relay.toml", "RELAY_EMBEDDED_REDIS": "var/relay.db"}  # and their defaults
 SANDBOX_ENV = ROOT / "var" / "sandbox.env"  # written by scripts/sandbox while it runs
+NO_VARIABLES = (
+    "no variables file was found (no -e FILE, no .env, no running sandbox): start the sandbox with "
+    "./scripts/sandbox, or give -e FILE, or set RELAY_CONFIG and the variables .env.example lists"
+)
 
 
 def environment_file(given: Path | None = None) -> Path | None:
@@ -42,16 +48,17 @@ def prepare_environment(given: Path | None = None) -> None:
         os.environ[name] = value if os.path.isabs(value) else str(ROOT / value)
 
 
-def app_or_exit() -> Flask:
-    """The relay's app for a command; one line and exit status 2 when the configuration cannot run."""
+def app_for(*, bare: bool) -> Flask:
+    """The relay's app for a command; a configuration that cannot run is one line (a Refusal), which
+    in a `bare` shell (no variables file, no RELAY_CONFIG) also says where the variables come from."""
     from receiver import create_app
-    from relay.errors import ConfigError
 
     try:
         return create_app()
-    except ConfigError as exc:
-        click.echo(f"braze-relay: configuration error: {exc}", err=True)
-        raise SystemExit(2) from None
+    except Refusal as refused:
+        if not bare:
+            raise
+        raise Refusal(f"{refused.message}; {NO_VARIABLES}") from None
 
 
 @click.group(
@@ -66,7 +73,11 @@ def app_or_exit() -> Flask:
 )
 def relay_cli(env_file: Path | None) -> None:
     """Runs before any command (never for --help): the environment, then the app when a command needs it."""
+    bare = environment_file(env_file) is None and not os.environ.get("RELAY_CONFIG")
     prepare_environment(env_file)
+    click.get_current_context().obj = ScriptInfo(
+        create_app=lambda: app_for(bare=bare), set_debug_flag=False, load_dotenv_defaults=False
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,9 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for command in COMMANDS:
         relay_cli.add_command(command)
-    info = ScriptInfo(create_app=app_or_exit, set_debug_flag=False, load_dotenv_defaults=False)
     try:
-        relay_cli.main(args=argv, prog_name="scripts/relay", obj=info, standalone_mode=True)
+        relay_cli.main(args=argv, prog_name="scripts/relay", standalone_mode=True)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     return 0

@@ -12,11 +12,11 @@ import json
 from typing import Any
 
 import click
-from flask.cli import AppGroup
 
 from handlers.packing import pack
 from handlers.translate import to_items
 from receiver import state, views
+from receiver.cli.errors import Group, Refusal
 from receiver.enqueue import Batch
 from receiver.errors import ApiError
 from receiver.records.fields import strict_json
@@ -26,7 +26,7 @@ from relay.modes import ROUTE_MODES, TRACK_TYPES
 from relay.routes import Route
 from relay.transforms import PRESETS, TransformError, compile_transform
 
-transform_group = AppGroup(
+transform_group = Group(
     "transform", help="Try a route's jq transform, or a preset, on a JSON file (nothing is stored)."
 )
 
@@ -132,8 +132,11 @@ def try_command(
         if preset
         else route_loader(names[0])
     )
-    with click.open_file(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with click.open_file(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:  # not there, a directory, not readable: the command cannot run
+        raise Refusal(f"{path}: {exc.strerror or exc}") from None
     try:
         body = strict_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
