@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from receiver import state
 from relay import deadletters
 from relay.config import load_settings
 from tests.helpers import BRAZE_KEY, REDIS_URL, WRITE_KEY, create_app_for, relay_environment
-from tests.processes import ROOT, free_port
+from tests.processes import flask_command, free_port
 
 HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
 SKIPPING = """
@@ -65,15 +63,7 @@ def test_flask_check_on_a_routes_file_that_cannot_run_is_one_line(tmp_path: Path
     routes = tmp_path / "relay.toml"
     routes.write_text('[routes.bad]\nmode = "user_track"\n')
     env = {**os.environ, **relay_environment(REDIS_URL, "http://127.0.0.1:9", routes)}
-    result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "receiver", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = flask_command("check", env=env)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "route 'bad'" in result.stderr and "track_record_type" in result.stderr
