@@ -19,16 +19,9 @@ from relay import deadletters
 from relay.config import load_settings
 from tests.helpers import BRAZE_KEY, REDIS_URL, WRITE_KEY, create_app_for, relay_environment
 from tests.processes import flask_command, free_port
+from tests.test_skip_unchanged import SKIPPING
 
 HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
-SKIPPING = """
-[routes.skipping]
-database = "db"
-table = "skipping"
-mode = "user_track"
-track_record_type = "user_profile_attributes"
-skip_unchanged = true
-"""
 # Every command with arguments that reach Redis (`transform try` never does).
 ON_REDIS = {
     "check": [],
