@@ -2,7 +2,8 @@
 
 import sys
 
+from receiver import create_app
 from receiver.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(create_app))

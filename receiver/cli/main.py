@@ -10,6 +10,7 @@ prints one line on stderr and exits with status 2, as the processes do.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -17,6 +18,7 @@ from dotenv import load_dotenv
 from flask import Flask
 from flask.cli import ScriptInfo
 
+from receiver.cli.commands import COMMANDS
 from receiver.cli.errors import Refusal
 
 ROOT = Path(__file__).resolve().parents[2]  # the project directory
@@ -48,11 +50,9 @@ def prepare_environment(given: Path | None = None) -> None:
         os.environ[name] = value if os.path.isabs(value) else str(ROOT / value)
 
 
-def app_for(*, bare: bool) -> Flask:
+def app_for(create_app: Callable[[], Flask], *, bare: bool) -> Flask:
     """The relay's app for a command; a configuration that cannot run is one line (a Refusal), which
     in a `bare` shell (no variables file, no RELAY_CONFIG) also says where the variables come from."""
-    from receiver import create_app
-
     try:
         return create_app()
     except Refusal as refused:
@@ -71,23 +71,23 @@ def app_for(*, bare: bool) -> Flask:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Read the variables from this file (default: the project's .env, else the running sandbox's).",
 )
-def relay_cli(env_file: Path | None) -> None:
+@click.pass_context
+def relay_cli(ctx: click.Context, env_file: Path | None) -> None:
     """Runs before any command (never for --help): the environment, then the app when a command needs it."""
     bare = environment_file(env_file) is None and not os.environ.get("RELAY_CONFIG")
     prepare_environment(env_file)
-    click.get_current_context().obj = ScriptInfo(
-        create_app=lambda: app_for(bare=bare), set_debug_flag=False, load_dotenv_defaults=False
+    create_app = ctx.obj  # main's app factory; the commands find their app through flask's ScriptInfo
+    ctx.obj = ScriptInfo(
+        create_app=lambda: app_for(create_app, bare=bare), set_debug_flag=False, load_dotenv_defaults=False
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command of the relay's CLI; its exit status."""
-    from receiver.cli.commands import COMMANDS
-
+def main(create_app: Callable[[], Flask], argv: list[str] | None = None) -> int:
+    """Run one command of the relay's CLI, on the app `create_app` builds; its exit status."""
     for command in COMMANDS:
         relay_cli.add_command(command)
     try:
-        relay_cli.main(args=argv, prog_name="scripts/relay", standalone_mode=True)
+        relay_cli.main(args=argv, prog_name="scripts/relay", obj=create_app, standalone_mode=True)
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     return 0
