@@ -14,8 +14,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
 # Not `sync`: a sync worker serves one socket at a time, so a client sending its headers slowly
 # (or a kept-alive connection) holds the whole process. gthread reads each request in one of
 # `threads` threads and parks idle and slow-to-start connections in a poller. Not gevent: one CPU-
-# bound request (a 100,000-row export) would hold every connection of its process. README ("The web
-# process") has the measurements behind the choice.
+# bound request (a 100,000-row export) would hold every connection of its process. bench/README.md
+# ("gunicorn's worker class") has the measurements behind the choice.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))  # gthread: requests in progress per process
 # Open connections per process (gthread and gevent), kept-alive and slow ones included.

@@ -1,4 +1,4 @@
-"""The anchors of BENCHMARKS.md as tiny Flask apps, served by the Procfile's gunicorn command and config.
+"""The edge benchmark's anchors as tiny Flask apps, served by the Procfile's gunicorn command and config.
 
     gunicorn --config gunicorn.conf.py "bench.anchor_apps:bare_app()"    # the edge's ceiling
     gunicorn --config gunicorn.conf.py "bench.anchor_apps:inline_app()"  # what a user would write
@@ -132,7 +132,7 @@ def relay_variant_app() -> Flask:
             token = lanes.new_token()
             for lane, payloads in batch.payloads.items():  # type: ignore[attr-defined]
                 pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
-                pipe.rpush(lane.queue_key, *payloads)
+                pipe.rpush(lane.list_key, *payloads)
                 lane.take_lease(pipe, token, delivery)
                 if pipe.execute()[-1]:
                     lane.enqueue_drain(client, token, delivery)

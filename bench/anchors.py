@@ -1,4 +1,4 @@
-"""The anchors of BENCHMARKS.md, measured like the relay: gunicorn -w 2, access log off, wrk, same Lua script.
+"""The edge benchmark's anchors, measured like the relay: gunicorn -w 2, access log off, wrk, same Lua script.
 
     python -m bench.anchors [--seconds 8] [--connections 32] [--latency-ms 50] [--repeat 1] [--json]
 

@@ -32,6 +32,8 @@ from typing import Any, cast
 import redis
 import requests
 
+from relay.lanes import Lane
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 LUA = BENCH / "postback.lua"
@@ -42,8 +44,9 @@ BRAZE_KEY = "bench-braze-key-7a21"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 POSTBACK_PATH = "/postback/v3/event/bench/events"
 TRACK_SHARDS = 2  # the product's default RELAY_TRACK_SHARDS: default:track.0 and default:track.1
-TRACK_QUEUES = [f"relay:q:default:track.{n}" for n in range(TRACK_SHARDS)]  # relay.store.lane_queue
-TRACK_LEASES = [f"relay:lease:default:track.{n}" for n in range(TRACK_SHARDS)]  # relay.store.lane_lease
+TRACK_LANES = [Lane(f"default:track.{n}") for n in range(TRACK_SHARDS)]
+TRACK_QUEUES = [lane.list_key for lane in TRACK_LANES]
+TRACK_LEASES = [lane.lease_key for lane in TRACK_LANES]
 
 
 def track_waiting(client: redis.Redis) -> int:

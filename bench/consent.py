@@ -9,7 +9,7 @@ left out to see what it buys) against the simulator (`--latency-ms` per answer).
 drains, one-record consent postbacks (a subscription group change for a user of their own) arrive
 at `--rate` per second for `--seconds`. Prints postback-accepted to simulator-received for the
 consent records (p50, p99, max) and how much of the backlog was still waiting when the last consent
-record landed. Target (BENCHMARKS.md, issue 10): p99 under 300 ms.
+record landed. Target: p99 under 300 ms.
 """
 
 from __future__ import annotations

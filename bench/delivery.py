@@ -16,7 +16,7 @@ Braze requests, duplicates, and the ratio of each latency's rate to the first on
 worktree of REF, run with this venv; `--baseline-backlog` records, as its one request in flight per
 worker is slow): CPU per record before and after, in one run.
 
-Targets (the issue's table): at least 8,000 records/s at 50 ms with 2 workers on 2 cores; at 200
+Targets: at least 8,000 records/s at 50 ms with 2 workers on 2 cores; at 200
 and 500 ms at least 80% of that; worker CPU at most 75 ms per 1,000 records.
 """
 
@@ -61,6 +61,8 @@ from bench.common import (
     wait_for,
     wait_quiet,
 )
+from relay import store
+from relay.lanes import Lane
 
 EXPORT_CHUNK = 25_000
 HOLD = "bench-holds-the-lane"
@@ -85,13 +87,13 @@ def export_backlog(web_url: str, run_id: str, count: int) -> None:
 
 def track_lanes(client: Any) -> list[str]:
     """The lanes that hold the backlog (two track shards by default)."""
-    return sorted(name.decode() for name in client.smembers("relay:lanes"))
+    return sorted(name.decode() for name in client.smembers(store.keys("default").lanes))
 
 
 def hold_lanes(client: Any, lanes: list[str]) -> None:
     """Take every lane's lease, and drop the drain jobs the edge enqueued: nobody drains until release."""
     for lane in lanes:
-        client.set(f"relay:lease:{lane}", HOLD, px=600_000)
+        client.set(Lane(lane).lease_key, HOLD, px=600_000)
     for queue in ("relay-bulk", "relay-consent"):
         for job_id in client.lrange(f"rq:queue:{queue}", 0, -1):
             client.delete(f"rq:job:{job_id.decode()}")
@@ -118,9 +120,9 @@ def one_drain(
         export_backlog(web_url, run_id, backlog)
         lanes = track_lanes(client)
         hold_lanes(client, lanes)
-        queued = sum(int(client.llen(f"relay:q:{lane}")) for lane in lanes)
+        queued = sum(int(client.llen(Lane(lane).list_key)) for lane in lanes)
         assert queued == backlog, f"{queued} records queued of {backlog}"
-        queue_bytes = sum(int(client.memory_usage(f"relay:q:{lane}", samples=0) or 0) for lane in lanes)
+        queue_bytes = sum(int(client.memory_usage(Lane(lane).list_key, samples=0) or 0) for lane in lanes)
         workers = [procs.start("worker", procfile_command("worker"), env).pid for _ in range(opts.workers)]
         wait_for(lambda: client.scard("rq:workers") >= opts.workers, 30, "the RQ workers to register")
         time.sleep(1.0)  # imports and registration done: what follows is delivery
@@ -131,7 +133,7 @@ def one_drain(
         sampler.start()  # peak RSS, every 100 ms
         cpu0, redis0 = sampler.cpu(), RedisSnapshot.take(client)
         for lane in lanes:  # the workers' tickers wake the lanes within a second
-            client.delete(f"relay:lease:{lane}")
+            client.delete(Lane(lane).lease_key)
         deadline = time.monotonic() + opts.drain_timeout
         while sim.delivered < backlog and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -140,7 +142,7 @@ def one_drain(
         cpu1, redis1 = sampler.cpu(), RedisSnapshot.take(client)
         sampler.stop()
         sim.poll()
-        left = sum(int(client.llen(f"relay:q:{lane}")) for lane in lanes)
+        left = sum(int(client.llen(Lane(lane).list_key)) for lane in lanes)
     finally:
         if sampler is not None:
             sampler.stop()

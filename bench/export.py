@@ -6,7 +6,7 @@ Starts gunicorn (the Procfile's web, one worker so its memory is the request's) 
 database of the bench's own, PUTs the export as TD's web export does (HTTP Basic, the write key as
 password), and prints: the body size, the time to the 200, the peak RSS of the web worker while it
 handled the request (sampled every 20 ms from /proc) against its RSS before, and the records that
-reached the lane. Targets (BENCHMARKS.md): under 10 s and under 300 MB peak in the web process.
+reached the lane. Targets: under 10 s and under 300 MB peak in the web process.
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ from bench.common import (
 )
 
 STATS = "relay:stats"  # relay.store.STATS: plain counters (older checkouts)
-METRICS = "relay:metrics"  # relay.metrics.KEY: fields are JSON [metric, {labels}] (newer checkouts)
+# The metrics hash: fields are JSON [metric, {labels}]; flat in older checkouts, per workspace today.
+METRICS = ("relay:metrics", "relay:{default}:metrics")
 
 
 def relay_counters(client: Any) -> dict[str, int]:
@@ -69,7 +70,8 @@ def relay_counters(client: Any) -> dict[str, int]:
     counters: dict[str, int] = {}
     for key, value in client.hgetall(STATS).items():
         counters[key.decode()] = counters.get(key.decode(), 0) + int(float(value))
-    for field, value in client.hgetall(METRICS).items():
+    fields = [item for key in METRICS for item in client.hgetall(key).items()]
+    for field, value in fields:
         try:
             name = json.loads(field)[0]
         except (ValueError, IndexError, KeyError, TypeError):
@@ -611,7 +613,7 @@ def print_report(result: dict[str, Any], opts: argparse.Namespace) -> None:
                 f"{fmt(c['cycle_ms'])} ms, {fmt(c['records_per_request'])} records each)",
             )
         )
-    lines.append("== targets (BENCHMARKS.md) ==")
+    lines.append("== targets ==")
     for what, target, measured, ok in targets(result):
         mark = "    " if ok is None else "PASS" if ok else "FAIL"
         lines.append(f"  {mark}  {what:<32} {target:<28} {measured}")

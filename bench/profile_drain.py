@@ -103,7 +103,7 @@ def fill(settings: Any, kind: str, records: int, generation: int = 0) -> Any:
     ((lane, payloads),) = batch.payloads.items()
     client = redis_client()
     for start in range(0, len(payloads), 1000):
-        client.rpush(lane.queue_key, *payloads[start : start + 1000])
+        client.rpush(lane.list_key, *payloads[start : start + 1000])
     return lane
 
 
@@ -113,7 +113,7 @@ def drain(ctx: Any, lane: Any) -> None:
     from relay.lanes import new_token
 
     client = ctx.redis
-    while client.llen(lane.queue_key) or client.zcard(lane.retry_key):
+    while client.llen(lane.list_key) or client.zcard(lane.retry_key):
         token = new_token()
         if lane.take_lease(client, token, ctx.settings.delivery):
             Drainer(ctx, lane, token).run()

@@ -117,7 +117,7 @@ def cost_per_key_and_field(client: Any) -> tuple[float, float]:
     for fields in (1, 20):
         memos = [
             Memo(
-                store.unchanged_key("default", f"sizing-{fields}-{n}"),
+                store.keys("default").unchanged(f"sizing-{fields}-{n}"),
                 {f"attr_{a}": digest(f"v{n}-{a}") for a in range(fields)},
             )
             for n in range(1000)
@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{values:,} values ({days[-1]['seconds']:.1f} s)"
             )
         counters = relay_counters(client)
-        keys, usage, fields = sampled_usage(client, "relay:uc:*")
-        wm_keys, wm_usage, _ = sampled_usage(client, "relay:wm:*")
+        keys, usage, fields = sampled_usage(client, "relay:{default}:uc:*")
+        wm_keys, wm_usage, _ = sampled_usage(client, "relay:{default}:wm:*")
         per_key, per_field = cost_per_key_and_field(client)
     finally:
         procs.stop_all()

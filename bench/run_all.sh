@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure of the README's Performance section, side by side, each benchmark printing its
+# Every figure of bench/README.md, side by side, each benchmark printing its
 # targets. About 4 minutes per round on a quiet 2-core machine (11 with --repeat 3); on a shared
 # machine run several rounds and read the ratios to the anchors measured in the same round.
 # Needs the project's .venv (./scripts/test makes it), wrk, and a Redis on 127.0.0.1:6379.
@@ -20,7 +20,7 @@ echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 # The edge against the bare Flask view, Braze requests per record, keeping up, lone records.
 python -m bench.pipeline --with-anchors --repeat "$repeat"
 # A 100,000-record backlog at Braze 50, 200 and 500 ms; CPU per 1,000 records, and the commit
-# before this work (main before issue 10) measured in the same round.
+# before the delivery work (513076e) measured in the same round.
 python -m bench.delivery --repeat "$repeat" --baseline 513076e
 for _ in $(seq "$repeat"); do
   # skip_unchanged: a daily re-export with 5% of the rows changed; the memory's size.

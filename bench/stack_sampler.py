@@ -20,12 +20,13 @@ from collections import Counter
 from pathlib import Path
 
 STDLIB = re.compile(r".*/lib/python3\.\d+/")
+CHECKOUT = f"{Path(__file__).resolve().parent.parent}/"  # this checkout, wherever it lies
 
 
 def _label(code: object) -> str:
     """'path:function', the path relative to site-packages, the checkout or the standard library."""
     filename = code.co_filename  # type: ignore[attr-defined]
-    for marker in ("site-packages/", "/work/main/"):
+    for marker in ("site-packages/", CHECKOUT):
         if marker in filename:
             filename = filename.split(marker, 1)[1]
             break

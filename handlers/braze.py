@@ -115,7 +115,7 @@ def _errors(body: Any) -> list[tuple[str, int, str]]:
 
 
 def classify(answer: Answer, *, now: float | None = None) -> Verdict:
-    """What Braze's answer means for the items of the request (README "Braze's answers")."""
+    """What Braze's answer means for the items of the request (docs/delivery.md, "Braze's answers")."""
     status = answer.status
     if 200 <= status < 300:
         # Delivered, except the items Braze names in `errors` (a partial success).

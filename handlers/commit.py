@@ -85,23 +85,20 @@ def commit(ctx: Context, lane: Lane, token: str, flight: Flight, lease_lock: thr
     endings = [ending(env, flight.ledger, now=now, delivery=delivery) for _, env, _ in flight.chunk]
     with lease_lock, ctx.redis.pipeline(transaction=True) as pipe:
         try:
-            pipe.watch(lane.lease_key)
-            if pipe.get(lane.lease_key) != token.encode():
+            if not lane.watch(pipe, token):
                 log.warning(
                     "lease lost before commit; the next owner delivers again",
                     extra={"lane": lane.name},
                 )
                 return False
             pipe.multi()
-            if flight.from_list:
-                pipe.ltrim(lane.queue_key, flight.from_list, -1)
-            if flight.retried:
-                pipe.zrem(lane.retry_key, *flight.retried)
+            lane.settle(pipe, flight.from_list, flight.retried)
             settle(pipe, ctx, lane, flight, endings, now=now)
+            workspace = lane.workspace
             for (endpoint, status), count in flight.tally.calls.items():
-                metrics.incr(pipe, "relay_braze_requests", count, endpoint=endpoint, status=status)
+                metrics.BRAZE_REQUESTS.incr(pipe, workspace, count, endpoint=endpoint, status=status)
             for (family, source), count in flight.tally.waits.items():
-                metrics.incr(pipe, "relay_rate_limited", count, family=family, source=source)
+                metrics.RATE_LIMITED.incr(pipe, workspace, count, family=family, source=source)
             pipe.execute()
         except redis.WatchError:
             log.warning(
@@ -115,7 +112,7 @@ def commit(ctx: Context, lane: Lane, token: str, flight: Flight, lease_lock: thr
 def settle(pipe: Any, ctx: Context, lane: Lane, flight: Flight, endings: list[Ending], *, now: float) -> None:
     """Queue each record's ending (and its metrics, audit events and memory) on the transaction."""
     ttl = ctx.settings.audit_ttl_s
-    ended: Counter[tuple[str, str]] = Counter()  # (metric, route) -> records
+    ended: Counter[tuple[metrics.Count, str]] = Counter()  # (counter, route) -> records
     lags: list[float] = []
     learnt: list[Memo] = []
     forget: list[str] = []
@@ -127,14 +124,15 @@ def settle(pipe: Any, ctx: Context, lane: Lane, flight: Flight, endings: list[En
             dead_letter(pipe, ctx, end.envelope, end.dead)
         elif end.outcome is Outcome.RETRY:
             assert end.later is not None
-            pipe.zadd(lane.retry_key, {dumps(end.envelope): end.later.due})
-            metrics.incr(pipe, "relay_retries", route=env["route"], reason=end.later.why.split(":")[0][:40])
+            lane.schedule(pipe, dumps(end.envelope), end.later.due)
+            reason = end.later.why.split(":")[0][:40]
+            metrics.RETRIES.incr(pipe, lane.workspace, route=env["route"], reason=reason)
             if consent:
                 audit.note(
                     pipe, end.envelope, AuditEvent.RETRYING, ttl, reason=end.later.why, due=end.later.due
                 )
         elif end.outcome is Outcome.DELIVERED:
-            ended[("relay_records_delivered", env["route"])] += 1
+            ended[(metrics.DELIVERED, env["route"])] += 1
             lags.append(now - env["at"])
             learnt += flight.memos.get(env["id"], ())
             if consent:
@@ -143,17 +141,18 @@ def settle(pipe: Any, ctx: Context, lane: Lane, flight: Flight, endings: list[En
                 # Braze deleted or merged the profile: what it held of it is no longer known.
                 forget += [user for item in to_items(env) for user in item.users]
         elif end.outcome is Outcome.UNCHANGED:
-            ended[("relay_records_unchanged", env["route"])] += 1
+            ended[(metrics.UNCHANGED, env["route"])] += 1
         else:
-            ended[("relay_records_superseded", env["route"])] += 1
+            ended[(metrics.SUPERSEDED, env["route"])] += 1
             if consent:
                 audit.note(pipe, env, AuditEvent.SUPERSEDED, ttl)
-    for (name, route), count in ended.items():
-        metrics.incr(pipe, name, count, route=route)
+    workspace = lane.workspace
+    for (counter, route), count in ended.items():
+        counter.incr(pipe, workspace, count, route=route)
     for route, count in flight.unchanged.items():
-        metrics.incr(pipe, "relay_attributes_unchanged", count, route=route)
-    metrics.observe(pipe, "relay_delivery_lag_seconds", lags, lane=lane.name)
-    metrics.note_minute(pipe, lags, now)
+        metrics.ATTRIBUTES_UNCHANGED.incr(pipe, workspace, count, route=route)
+    metrics.DELIVERY_LAG.observe(pipe, workspace, lags, lane=lane.name)
+    metrics.note_minute(pipe, workspace, lags, now)
     memory.remember(pipe, learnt, now)
     memory.forget(pipe, lane.workspace, forget)
 

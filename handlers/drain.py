@@ -27,7 +27,7 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import redis
 import requests
@@ -74,7 +74,6 @@ class Drainer:
         self.delivery = ctx.settings.delivery
         self.lane, self.token = lane, token
         self.workspace = self.lane.workspace
-        self.queue_key, self.retry_key = self.lane.queue_key, self.lane.retry_key
         family = self.lane.family
         self.batch_size = self.delivery.track_combined or self.delivery.track_per_array
         if family is not LaneFamily.TRACK:
@@ -160,11 +159,7 @@ class Drainer:
         now = time.time()
         offset = sum(flight.from_list for flight in self.flights)
         taken = {raw for flight in self.flights for raw in flight.retried}
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrangebyscore(self.retry_key, "-inf", now, start=0, num=self.chunk_size + len(taken))
-            pipe.llen(self.queue_key)
-            pipe.lindex(self.queue_key, offset)
-            due, length, head = cast("tuple[list[bytes], int, bytes | None]", pipe.execute())
+        due, length, head = self.lane.look(self.client, offset, self.chunk_size + len(taken), now)
         due = [raw for raw in due if raw not in taken]
         if due:
             return [(raw, loads(raw), True) for raw in due[: self.chunk_size]]
@@ -181,8 +176,7 @@ class Drainer:
                     return None
         else:
             waiting -= waiting % self.batch_size
-        raws = cast("list[bytes]", self.client.lrange(self.queue_key, offset, offset + waiting - 1))
-        return [(raw, loads(raw), False) for raw in raws]
+        return [(raw, loads(raw), False) for raw in self.lane.read(self.client, offset, waiting)]
 
     def others_waiting(self) -> bool:
         """True when drain jobs of other lanes wait for a worker: then send now rather than linger.

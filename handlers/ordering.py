@@ -58,7 +58,7 @@ class Watermarks:
             return items
         keys, args = [], [str(self.ttl_s)]
         for item in marked:
-            keys.append(store.watermark_key(item.envelope["ws"], item.user))
+            keys.append(store.keys(item.envelope["ws"]).watermark(item.user))
             args += [
                 repr(float(item.envelope["t"])),
                 item.envelope["seq"],

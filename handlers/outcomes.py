@@ -67,7 +67,7 @@ def judge(
     delivery: Delivery,
     rng: random.Random | None = None,
 ) -> Judgement:
-    """The rules of README "Delivery: what happens to a record", for one request's items."""
+    """The rules of docs/delivery.md, "Braze's answers", for one request's items."""
     out = Judgement()
     items = request.items
     if isinstance(verdict, Delivered):

@@ -14,7 +14,7 @@ import redis
 from limits import parse, strategies
 from limits.storage import RedisStorage
 
-from relay import store
+from relay import pauses, store
 from relay.config import Delivery
 from relay.modes import RateFamily
 
@@ -39,13 +39,11 @@ class Limiter:
 
     def paused_until(self, workspace: str, family: RateFamily) -> float:
         """The time before which nothing may go to this family (0 if not paused)."""
-        raw = self.client.get(store.pause_key(workspace, family))
-        return float(raw) if raw else 0.0
+        return pauses.paused_until(self.client, workspace, family)
 
     def pause(self, workspace: str, family: RateFamily, until: float) -> None:
         """Stop every worker sending to this family until `until` (UNIX seconds)."""
-        if until > time.time():
-            self.client.set(store.pause_key(workspace, family), repr(until), pxat=int(until * 1000) + 1)
+        pauses.pause(self.client, workspace, family, until)
 
     def acquire(self, workspace: str, family: RateFamily) -> float | None:
         """Take one request from the family's window: None to send now, or when to try again."""

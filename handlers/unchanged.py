@@ -1,8 +1,6 @@
 """skip_unchanged: an attribute value equal to the last one delivered for the user is not sent again.
 
-The memory, per workspace and user, is one Redis hash (its key under a hash of the user's
-identifier, never the identifier itself): field = the attribute's name, value = 12 bytes, an
-8-byte digest of the value delivered and the 4-byte UNIX second it was delivered. A value counts
+The memory, per workspace and user, lives in Redis (relay/unchanged.py keeps it); a value counts
 as remembered for `RELAY_UNCHANGED_TTL_S` (30 days) from its delivery, and only if it was
 delivered after the route's memory was last forgotten (`./scripts/relay unchanged forget`).
 
@@ -21,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,11 +27,9 @@ from typing import Any
 import redis
 
 from handlers.translate import Item
-from relay import store
+from relay import unchanged as memory
 from relay.modes import Kind, kind_of
 
-DIGEST_BYTES = 8
-ENTRY = struct.Struct(">8sI")  # digest, delivered at (UNIX seconds)
 NEVER = frozenset(
     {
         "email_subscribe",
@@ -48,35 +43,11 @@ NEVER = frozenset(
 )
 OPERATIONS = frozenset({"add", "remove", "inc", "update"})  # plus every key starting with '$'
 
-# Every remembered entry of each user, in one call (KEYS: users; ARGV: n1, fields..., n2, fields...).
-RECALL = """
-local out = {}
-local a = 1
-for i, key in ipairs(KEYS) do
-  local n = tonumber(ARGV[a]); a = a + 1
-  out[i] = redis.call('HMGET', key, unpack(ARGV, a, a + n - 1))
-  a = a + n
-end
-return out
-"""
-# Remember delivered values (ARGV: ttl, then n1, field, entry, ..., n2, ...): called in the commit.
-REMEMBER = """
-local ttl = tonumber(ARGV[1])
-local a = 2
-for i, key in ipairs(KEYS) do
-  local n = tonumber(ARGV[a]); a = a + 1
-  redis.call('HSET', key, unpack(ARGV, a, a + 2 * n - 1))
-  redis.call('EXPIRE', key, ttl)
-  a = a + 2 * n
-end
-return #KEYS
-"""
-
 
 def digest(value: Any) -> bytes:
     """8 bytes standing for a value: equal values (objects in any key order) give equal digests."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.blake2b(text.encode(), digest_size=DIGEST_BYTES).digest()
+    return hashlib.blake2b(text.encode(), digest_size=memory.DIGEST_BYTES).digest()
 
 
 def is_operation(value: Any) -> bool:
@@ -92,19 +63,6 @@ def eligible(name: str, value: Any, obj: Mapping[str, Any]) -> bool:
         return False
     # With _merge_objects an object is merged into what Braze holds: not a value that replaces it.
     return not (isinstance(value, dict) and obj.get("_merge_objects") is True)
-
-
-def unchanged(entry: bytes | None, value_digest: bytes, *, not_before: float) -> bool:
-    """True if a remembered entry holds this digest and was delivered at or after `not_before`."""
-    if entry is None or len(entry) != ENTRY.size:
-        return False
-    remembered, delivered_at = ENTRY.unpack(entry)
-    return remembered == value_digest and delivered_at >= not_before
-
-
-def entry(value_digest: bytes, now: float) -> bytes:
-    """What is remembered of a value delivered at `now`."""
-    return ENTRY.pack(value_digest, int(now))
 
 
 @dataclass
@@ -133,8 +91,7 @@ class Memory:
         self.ttl_s = ttl_s
         self.skip_routes = frozenset(skip_routes)  # routes with skip_unchanged
         self.remembering = frozenset(remembering)  # workspaces with at least one such route
-        self.recall = client.register_script(RECALL)
-        self.remember_script = client.register_script(REMEMBER)
+        self.store = memory.Store(client)
 
     def memos(self, items: list[Item]) -> dict[int, Memo]:
         """The memo of each attribute item to remember when delivered, by id(item)."""
@@ -151,7 +108,7 @@ class Memory:
                 if name in item.obj and eligible(name, item.obj[name], item.obj)
             }
             if digests:
-                out[id(item)] = Memo(store.unchanged_key(env["ws"], item.user), digests)
+                out[id(item)] = Memo(memory.key(env["ws"], item.user), digests)
         return out
 
     def drop_unchanged(
@@ -176,26 +133,18 @@ class Memory:
         ]
         if not asked:
             return items, dropped
-        routes = sorted({item.envelope["route"] for item, _ in asked})
-        forgotten = dict(
-            zip(routes, self.client.mget([store.unchanged_forgotten_key(r) for r in routes]), strict=True)
-        )
-        keys: list[str] = []
-        args: list[Any] = []
-        for _, memo in asked:
-            keys.append(memo.key)
-            args += [len(memo.digests), *memo.digests]
-        found = self.recall(keys=keys, args=args)
+        routes = sorted({(item.envelope["ws"], item.envelope["route"]) for item, _ in asked})
+        forgotten = dict(zip(routes, memory.forgotten_at(self.client, routes), strict=True))
+        found = self.store.recall([(memo.key, list(memo.digests)) for _, memo in asked])
         gone: set[int] = set()
         for (item, memo), entries in zip(asked, found, strict=True):
             route = item.envelope["route"]
-            raw = forgotten[route]
-            not_before = max(now - self.ttl_s, float(raw) if raw else 0.0)
+            not_before = max(now - self.ttl_s, forgotten[(item.envelope["ws"], route)] or 0.0)
             same = [
                 name
                 for name, remembered in zip(memo.digests, entries, strict=True)
                 if (memo.key, name) not in pending
-                and unchanged(remembered, memo.digests[name], not_before=not_before)
+                and memory.same(remembered, memo.digests[name], not_before=not_before)
             ]
             if not same:
                 continue
@@ -211,20 +160,9 @@ class Memory:
 
     def remember(self, pipe: Any, memos: Iterable[Memo], now: float) -> None:
         """Queue the delivered values on the commit's transaction (one script call)."""
-        keys: list[str] = []
-        args: list[Any] = [self.ttl_s]
-        for memo in memos:
-            if memo.digests:
-                keys.append(memo.key)
-                args.append(len(memo.digests))
-                for name, value_digest in memo.digests.items():
-                    args += [name, entry(value_digest, now)]
-        if keys:
-            self.remember_script(keys=keys, args=args, client=pipe)
+        self.store.remember(pipe, ((memo.key, memo.digests) for memo in memos), self.ttl_s, now)
 
     @staticmethod
     def forget(pipe: Any, workspace: str, users: Iterable[str]) -> None:
         """Queue forgetting users' memories (after Braze deleted or merged their profiles)."""
-        keys = [store.unchanged_key(workspace, user) for user in users]
-        if keys:
-            pipe.delete(*keys)
+        memory.forget_users(pipe, workspace, users)

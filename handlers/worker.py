@@ -31,6 +31,7 @@ from relay.config import Delivery, Settings, load_settings, warn_at_start
 from relay.errors import ConfigError
 from relay.lanes import Lane
 from relay.logs import configure_process_logging
+from relay.migrate import migrate
 
 log = logging.getLogger("handlers.worker")  # by name: under `python -m` the module is __main__
 TICK_S = 1.0
@@ -112,11 +113,17 @@ def _asked_to_stop(worker: RelayWorker) -> bool:
 
 
 def checked_redis(client: redis.Redis, settings: Settings, watch: RedisWatch) -> None:
-    """Wait for Redis, then check it (ConfigError if it may drop records); notes are logged once."""
+    """Wait for Redis, then check it (ConfigError if it may drop records); notes are logged once.
+
+    Then an older relay's keys are moved to today's layout (relay/migrate.py), and the configured
+    workspaces remembered.
+    """
     while True:
         watch.wait()
         try:
             notes = store.check_server(client, allow_eviction=settings.allow_eviction)
+            migrate(client, settings.routes)
+            store.register_workspaces(client, settings.workspaces)
         except GONE as exc:
             watch.lost(exc, "start")
             continue

@@ -6,7 +6,7 @@ the page's exact origin with `Access-Control-Allow-Credentials: true`. A route w
 gets exactly that on the two TD paths its database and table select (ingestion and postback); any
 other origin, any other route and every other path (exports, webhooks, admin) get no CORS header.
 CORS only tells browsers which pages may read the answer: it is not a credential check, which the
-route's own write key still is (see README "Web pages").
+route's own write key still is (see docs/browser-sdk.md).
 """
 
 from __future__ import annotations

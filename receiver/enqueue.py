@@ -6,7 +6,6 @@ Redis refuses (down, out of memory) nothing of the request is stored and the cal
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -15,14 +14,12 @@ from typing import Any
 import redis
 
 from receiver.group_commit import GroupCommit
-from relay import audit, deadletters, metrics, store
+from relay import audit, deadletters, metrics
 from relay.config import Settings, dead_letter_limit
 from relay.envelope import Envelope, dumps
-from relay.lanes import Lane, new_token
+from relay.lanes import PUSH_CHUNK, Lane, new_token
 from relay.modes import AuditEvent, DeadReason, Kind
 from relay.routes import Route
-
-PUSH_CHUNK = 1000  # records per RPUSH inside the transaction (keeps each command's size sane)
 
 
 @dataclass
@@ -130,47 +127,20 @@ def store_batch(
     return None
 
 
-# The common case in one round trip: the records, their counter, the lane's lease and, when this
-# request took the lease, the lane in the set of known lanes. A script stops at its first error, so
-# if Redis refuses the RPUSH (out of memory) nothing else is written.
-PLAIN = """
-redis.call('RPUSH', KEYS[1], unpack(ARGV, 6))
-redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2])
-local armed = redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4])
-if armed then redis.call('SADD', KEYS[4], ARGV[5]) end
-return armed
-"""
-
-
-@functools.lru_cache(maxsize=4096)
-def _accepted_field(route: str) -> str:
-    """The metrics hash field counting a route's accepted records (made once per route)."""
-    return metrics.field("relay_records_accepted", route=route)
-
-
 def _store_plain(
     client: redis.Redis, batch: Batch, settings: Settings, token: str, group: GroupCommit | None
 ) -> list[Lane]:
-    """Records of one lane, fitting one RPUSH, nothing else to keep: one script call; lanes armed."""
+    """Records of one lane, fitting one push, nothing else to keep: one script call; lanes armed."""
     ((lane, payloads),) = batch.payloads.items()
-    keys = [lane.queue_key, metrics.KEY, lane.lease_key, store.LANES]
-    args: list[str | int] = [
-        _accepted_field(batch.route.name),
-        len(payloads),
-        token,
-        settings.delivery.lease_ms,
-        lane.name,
-        *payloads,
-    ]
-    script = _plain_script(client)
-    armed = group.run(script, keys, args) if group is not None else script(keys=keys, args=args)
+    armed = lane.push(
+        client,
+        payloads,
+        counter=metrics.ACCEPTED.field(route=batch.route.name),
+        token=token,
+        delivery=settings.delivery,
+        runner=group.run if group is not None else None,
+    )
     return [lane] if armed else []
-
-
-@functools.cache
-def _plain_script(client: redis.Redis) -> Any:
-    """PLAIN registered once per client (then sent by its SHA)."""
-    return client.register_script(PLAIN)
 
 
 def _store_together(
@@ -203,19 +173,16 @@ def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) ->
     for env in batch.consent:
         audit.note(pipe, env, AuditEvent.RECEIVED, settings.audit_ttl_s)
     for lane, payloads in batch.payloads.items():
-        for start in range(0, len(payloads), PUSH_CHUNK):
-            pipe.rpush(lane.queue_key, *payloads[start : start + PUSH_CHUNK])
+        lane.append(pipe, payloads)
     for index, raw, errors in batch.invalid:
         env = batch.envelope(index, {"raw": raw})
         item = deadletters.entry(env, reason=DeadReason.INVALID, message=_flatten(errors))
         deadletters.add(pipe, item, limit=dead_letter_limit(settings, batch.route.name))
-    route = batch.route.name  # received = accepted + rejected: /metrics adds them up
-    metrics.incr(pipe, "relay_records_accepted", batch.accepted, route=route)
-    metrics.incr(pipe, "relay_records_rejected", len(batch.invalid), route=route, reason=DeadReason.INVALID)
-    metrics.incr(pipe, "relay_inputs_filtered", batch.filtered, route=route)
+    route, workspace = batch.route.name, batch.route.workspace  # received = accepted + rejected
+    metrics.ACCEPTED.incr(pipe, workspace, batch.accepted, route=route)
+    metrics.REJECTED.incr(pipe, workspace, len(batch.invalid), route=route, reason=DeadReason.INVALID)
+    metrics.FILTERED.incr(pipe, workspace, batch.filtered, route=route)
     arming = list(batch.payloads)
-    for lane in arming:
-        lane.remember(pipe)
     for lane in arming:
         lane.take_lease(pipe, token, settings.delivery)
     return arming

@@ -30,6 +30,7 @@ from receiver.enqueue import Claim
 from receiver.errors import ApiError
 from receiver.headers import lowered
 from relay import store
+from relay.routes import Route
 from relay.secrets import Secret
 
 HEADERS = ("idempotency-key", "webhook-id")
@@ -46,17 +47,18 @@ def scope_of(secret: Secret) -> str:
     return hmac.new(secret.reveal().encode(), b"braze-relay dedup scope v1", hashlib.sha256).hexdigest()[:24]
 
 
-def identities(route: str, authed: Authenticated, headers: Mapping[str, str], body: bytes) -> list[str]:
+def identities(route: Route, authed: Authenticated, headers: Mapping[str, str], body: bytes) -> list[str]:
     """The Redis keys naming this request's duplicate identity (none: it has none)."""
+    keys_of = store.keys(route.workspace)
     if authed.how is By.SIGNATURE and authed.verified is not None:
         verified = authed.verified
         keys = []
         for secret in authed.secrets:
             scope = scope_of(secret)
             if verified.delivery_id:
-                keys.append(store.signed_identity_key(scope, "id", _digest(verified.delivery_id)))
+                keys.append(keys_of.signed_identity(scope, "id", _digest(verified.delivery_id)))
             if not verified.id_signed:
-                keys.append(store.signed_identity_key(scope, "body", _digest(body)))
+                keys.append(keys_of.signed_identity(scope, "body", _digest(body)))
         return keys
     lower = lowered(headers)
     value = next((lower[name] for name in HEADERS if lower.get(name)), None)
@@ -64,11 +66,11 @@ def identities(route: str, authed: Authenticated, headers: Mapping[str, str], bo
         return []
     if len(value) > MAX_KEY:
         raise ApiError(400, f"Idempotency key longer than {MAX_KEY} characters.")
-    return [store.idempotency_key(route, _digest(value))]  # keys and insecure mode: never signed
+    return [keys_of.idempotency(route.name, _digest(value))]  # keys and insecure mode: never signed
 
 
 def claim_for(
-    route: str,
+    route: Route,
     authed: Authenticated,
     headers: Mapping[str, str],
     body: bytes,

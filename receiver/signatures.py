@@ -162,6 +162,6 @@ def verify(body: bytes, *, headers: Mapping[str, str], secrets: Iterable[Secret]
         return verify_standard(body, headers=headers, secrets=secrets)
     if scheme.name == "shopify":
         return verify_shopify(body, headers=headers, secrets=secrets)
-    if scheme.name in ("hmac", "td_signed"):  # TD documents HMAC-SHA256 of the body (README)
+    if scheme.name in ("hmac", "td_signed"):  # TD documents HMAC-SHA256 of the body (docs/webhooks.md)
         return verify_hmac(body, headers=headers, secrets=secrets, scheme=scheme)
     raise SignatureError(f"Unknown signature scheme {scheme.name!r}.")

@@ -1,16 +1,17 @@
-"""The ingest endpoints of SPEC.md: TD postback, TD ingestion, TD export, webhooks, health."""
+"""The ingest endpoints of docs/design.md: TD postback, TD ingestion, TD export, webhooks, health."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from marshmallow import Schema, ValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from receiver import auth, idempotency, signatures, state
 from receiver.enqueue import Batch, store_batch
@@ -99,25 +100,41 @@ def ingest_records(body: Any) -> list[Any]:
     return records
 
 
-def export_table(body: Any, max_rows: int) -> tuple[list[str], list[list[Any]]]:
-    """A TD export's column names and rows: 400 for another shape, 413 over `max_rows`, 422 naming each
-    row that is not one value per column (nothing of the export is stored)."""
+@dataclass(frozen=True)
+class ExportTable:
+    """A TD export's column names and rows, and its misfits: the rows that are not one value per
+    column, by index, with the errors the answer gives them."""
+
+    names: list[str]
+    rows: list[Any]
+    misfits: dict[int, dict[str, Any]]
+
+    def inputs(self) -> Iterator[Any]:
+        """Each row zipped with the column names; a misfit as it came (it is rejected, not loaded)."""
+        for index, row in enumerate(self.rows):
+            yield row if index in self.misfits else dict(zip(self.names, row, strict=True))
+
+
+def export_table(body: Any, max_rows: int, *, lenient: bool) -> ExportTable:
+    """A TD export's table: 400 for another shape, 413 over `max_rows`; a row that is not one value per
+    column is a misfit on a `lenient` route (skip_on_invalid_records), else 422 naming each (nothing of
+    the export is stored)."""
     table = load_envelope(ExportSchema(), body, EXPORT_SHAPE)
     if len(table["data"]) > max_rows:
         raise ApiError(413, f"At most {max_rows} rows per export.", {"limit": max_rows})
     names, rows = table["column_names"], table["data"]
-    shape_errors = {
-        str(index): {"_row": [f"A row must be a list of {len(names)} values, one per column."]}
+    misfits = {
+        index: {"_row": [f"A row must be a list of {len(names)} values, one per column."]}
         for index, row in enumerate(rows)
         if not isinstance(row, list) or len(row) != len(names)
     }
-    if shape_errors:
+    if misfits and not lenient:
         raise ApiError(
             422,
-            f"{len(shape_errors)} row(s) do not match column_names; nothing was stored.",
-            {"records": shape_errors},
+            f"{len(misfits)} row(s) do not match column_names; nothing was stored.",
+            {"records": {str(index): errors for index, errors in misfits.items()}},
         )
-    return names, rows
+    return ExportTable(names, rows, misfits)
 
 
 def route_by_name(name: str) -> Route:
@@ -173,13 +190,20 @@ def authenticate(
         raise ApiError(401, str(exc)) from None
 
 
-def load_records(route: Route, raw_records: Iterable[Any], total: int) -> Batch:
-    """Validate every record; 422 naming index and field unless the route skips invalid records."""
+def load_records(
+    route: Route, raw_records: Iterable[Any], total: int, misfits: Mapping[int, dict[str, Any]] | None = None
+) -> Batch:
+    """Validate every record; 422 naming index and field unless the route skips invalid records.
+
+    `misfits` are records refused by their envelope (an export row that does not fit the columns), by
+    index with their errors: rejected as invalid without being loaded.
+    """
+    misfits = misfits or {}
     loader = state.current().loaders[route.name]
     shards = settings().delivery.track_shards
     if route.transform is not None:  # each input through the route's jq program first
         made = transformed.TransformedBatch(route=route, request_id=request_id(), shards=shards)
-        problems = transformed.load_inputs(loader, raw_records, made)
+        problems = transformed.load_inputs(loader, raw_records, made, misfits)
         if problems and not route.skip_on_invalid_records:
             count_refused(route, made.numbered, len(made.invalid))
             raise ApiError(422, transformed.refusal(route, problems, total), {"records": problems})
@@ -187,12 +211,15 @@ def load_records(route: Route, raw_records: Iterable[Any], total: int) -> Batch:
     batch = Batch(route=route, request_id=request_id(), shards=shards)
     errors: dict[str, Any] = {}
     for index, raw in enumerate(raw_records):
-        (loaded,) = loader.load(raw).records  # an untransformed input is one record
-        if loaded.errors is None:
-            batch.add(index, loaded.record)
-        else:
-            errors[str(index)] = loaded.errors
-            batch.invalid.append((index, raw, loaded.errors))
+        messages = misfits.get(index)
+        if messages is None:
+            (loaded,) = loader.load(raw).records  # an untransformed input is one record
+            if loaded.errors is None:
+                batch.add(index, loaded.record)
+                continue
+            messages = loaded.errors
+        errors[str(index)] = messages
+        batch.invalid.append((index, raw, messages))
     if errors and not route.skip_on_invalid_records:
         count = len(errors)
         count_refused(route, total, count)
@@ -209,10 +236,10 @@ def count_refused(route: Route, received: int, invalid: int) -> None:
     client = redis_client()
     try:
         with client.pipeline(transaction=False) as pipe:
-            metrics.incr(pipe, "relay_records_rejected", invalid, route=route.name, reason="invalid")
+            metrics.REJECTED.incr(pipe, route.workspace, invalid, route=route.name, reason="invalid")
             # Valid records of a refused request are refused with it.
             refused = received - invalid
-            metrics.incr(pipe, "relay_records_rejected", refused, route=route.name, reason="request_refused")
+            metrics.REJECTED.incr(pipe, route.workspace, refused, route=route.name, reason="request_refused")
             pipe.execute()
     except redis.RedisError:
         log.warning("metrics not counted: redis unavailable", extra={"route": route.name})
@@ -237,7 +264,7 @@ def accept(
     client, conf = edge.redis, edge.settings
     body = request.get_data(cache=True)
     claim = idempotency.claim_for(
-        batch.route.name,
+        batch.route,
         authed,
         headers(),
         body,
@@ -307,9 +334,10 @@ def export(name: str) -> tuple[Response, int]:
     route = route_by_name(name)
     authed = authenticate(route, td_style=True, allow_basic=True)
     limits = settings().limits
-    names, rows = export_table(read_json(limits.export_bytes, lenient_type=True), limits.export_rows)
+    body = read_json(limits.export_bytes, lenient_type=True)
+    table = export_table(body, limits.export_rows, lenient=route.skip_on_invalid_records)
     # Rows become records one at a time: only the serialized records are kept, not 100,000 dicts.
-    batch = load_records(route, (dict(zip(names, row, strict=True)) for row in rows), len(rows))
+    batch = load_records(route, table.inputs(), len(table.rows), table.misfits)
     answer = {"accepted": batch.accepted, **batch.counts(), "rejected": batch.rejected()}
     return accept(batch, authed, {**answer, "id": batch.request_id})
 
@@ -343,7 +371,9 @@ def register(app: Flask) -> None:
 def metrics_view() -> Response:
     """Prometheus text: counters and histograms from Redis (all processes), live lane depths."""
     registry = state.current().metrics
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    # generate_latest writes the classic text format (0.0.4), so its type, given whole: as a mimetype
+    # Flask would add a second charset.
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 @bp.get("/healthz")

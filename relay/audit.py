@@ -8,7 +8,6 @@ the same user and group was already sent), `dead_lettered` (with the reason).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -27,8 +26,7 @@ CHANGE_FIELDS = ("subscription_group_id", "subscription_state", "email_subscribe
 
 def audit_key(workspace: str, ident: dict[str, Any]) -> str:
     """The Redis key of one identifier's trail: a hash, so the key itself names no one."""
-    digest = hashlib.sha256(f"{workspace}|{user_key(ident)}".encode()).hexdigest()[:32]
-    return store.audit_key(digest)
+    return store.keys(workspace).audit(store.digest(workspace, user_key(ident)))
 
 
 def note(pipe: Any, envelope: Envelope, event: str, ttl_s: int, **details: Any) -> None:

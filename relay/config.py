@@ -1,4 +1,4 @@
-"""Settings read once from the environment at start (environs), with the defaults the README lists."""
+"""Settings read once from the environment at start (environs); docs/configuration.md lists them."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class Delivery:
     track_combined: int | None = None  # 50 for Braze's newer "combined" contracts
     batch_limit: int = 50  # alias, identify, delete, subscription
     track_shards: int = 2  # track lanes split by user, drained in parallel
-    inflight: int = 96  # Braze requests a drain job keeps in flight at once (README "Delivery")
+    inflight: int = 96  # Braze requests a drain job keeps in flight at once (docs/delivery.md)
     max_body_bytes: int = 3_900_000  # Braze refuses 4 MB; keep a margin for headers
     linger_s: float = 0.2
     consent_linger_s: float = 0.05  # consent is latency first: batches form while a request is in flight

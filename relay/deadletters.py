@@ -1,14 +1,16 @@
 """The dead-letter store: every record that will not reach Braze, with its reason, kept to replay.
 
-Entries live in one Redis hash (id -> JSON). Sorted sets by last failure time index them four
-ways: all, by route, by reason, and by route and reason, so that a page of any filter, and its
-count, is read from Redis without reading the other entries. A route keeps at most its limit of
-dead letters: past it the oldest are dropped, and counted. Every write, drop and removal keeps the
-indexes in step inside one Lua script.
+Each workspace keeps its own: entries in one Redis hash (id -> JSON), and sorted sets by last
+failure time indexing them four ways: all, by route, by reason, and by route and reason, so that a
+page of any filter, and its count, is read from Redis without reading the other entries. A route
+keeps at most its limit of dead letters: past it the oldest are dropped, and counted. Every write,
+drop and removal keeps the indexes in step inside one Lua script, which is given every key it
+touches (the reasons are a closed set, so a route's keys are known before its entries are read).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -19,89 +21,120 @@ import redis
 
 from relay import metrics, store
 from relay.envelope import Envelope
+from relay.lanes import APPEND_LUA, Lane
 from relay.modes import BY_KIND, DeadReason, Kind
 from relay.text import dumps as safe_dumps
 from relay.text import loads as safe_loads
 
-INDEX_VERSION = "2"  # all, route, reason and route+reason indexes (1: all and route only)
 CHUNK = 500  # entries read per round trip when walking an index
+REASONS = tuple(reason.value for reason in DeadReason)
 
-# Prefixes of the per-route, per-reason and per-pair indexes, for the scripts (keys built in store.py).
-_PREFIXES = [store.dead_route_index(""), store.dead_reason_index(""), store.dead_pair_index("", "")[:-1]]
-
-# drop(id): remove one dead letter from the hash and every index; its route and reason are read
-# from the entry itself. KEYS[1] the hash, KEYS[2] the all-index; ARGV[1..3] the prefixes.
+# Every script below works on the dead letters of one route of one workspace, whose keys it is
+# given, all of them: KEYS[1] the hash, [2] the all-index, [3] the set of routes, [4] the metrics
+# hash, [5] the route's index, then one index per reason and one per (route, reason), in REASONS'
+# order; ARGV[1] how many reasons, [2] the route, then the reasons' names; the script's own
+# arguments follow. drop(id) removes one dead letter of that route from the hash and every index.
 DROP = """
+local n = tonumber(ARGV[1])
+local route = ARGV[2]
+local slot = {}
+for i = 1, n do slot[ARGV[2 + i]] = i end
+local first = 3 + n  -- the script's own arguments start here
 local function drop(id)
   local raw = redis.call('HGET', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-  if not raw then return 0 end
-  redis.call('HDEL', KEYS[1], id)
-  local ok, item = pcall(cjson.decode, raw)
-  local route, reason
-  if ok and type(item) == 'table' then
-    route, reason = item.route, item.reason
-  else  -- nested deeper than cjson reads: the entry's own fields come first in its JSON
-    route, reason = string.match(raw, '"route":"([^"]*)"'), string.match(raw, '"reason":"([^"]*)"')
+  if not raw then
+    redis.call('ZREM', KEYS[2], id)
+    return 0
   end
-  if route and reason then
-    redis.call('ZREM', ARGV[1] .. route, id)
-    redis.call('ZREM', ARGV[2] .. reason, id)
-    redis.call('ZREM', ARGV[3] .. route .. '|' .. reason, id)
+  local ok, item = pcall(cjson.decode, raw)
+  local its_route, reason
+  if ok and type(item) == 'table' then
+    its_route, reason = item.route, item.reason
+  else  -- nested deeper than cjson reads: the entry's own fields come first in its JSON
+    its_route, reason = string.match(raw, '"route":"([^"]*)"'), string.match(raw, '"reason":"([^"]*)"')
+  end
+  if its_route ~= route then return 0 end  -- another route's: its caller names its keys
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[5], id)
+  local i = slot[reason]
+  if i then
+    redis.call('ZREM', KEYS[5 + i], id)
+    redis.call('ZREM', KEYS[5 + n + i], id)
   end
   return 1
 end
 """
 
-# add: ARGV[4] id, [5] score, [6] entry JSON, [7] route, [8] reason, [9] the route's limit,
-# [10] the metrics field of drops; KEYS[3] the routes set, KEYS[4] the metrics hash.
+# add: the id, its score, the entry's JSON, its reason, the route's limit, the metrics field of drops.
 ADD = (
     DROP
     + """
-local id, score, route, reason = ARGV[4], ARGV[5], ARGV[7], ARGV[8]
+local id, score, entry, reason = ARGV[first], ARGV[first + 1], ARGV[first + 2], ARGV[first + 3]
+local limit = tonumber(ARGV[first + 4])
 if redis.call('HEXISTS', KEYS[1], id) == 1 then drop(id) end
-redis.call('HSET', KEYS[1], id, ARGV[6])
+local i = slot[reason]
+redis.call('HSET', KEYS[1], id, entry)
 redis.call('ZADD', KEYS[2], score, id)
-redis.call('ZADD', ARGV[1] .. route, score, id)
-redis.call('ZADD', ARGV[2] .. reason, score, id)
-redis.call('ZADD', ARGV[3] .. route .. '|' .. reason, score, id)
+redis.call('ZADD', KEYS[5], score, id)
+redis.call('ZADD', KEYS[5 + i], score, id)
+redis.call('ZADD', KEYS[5 + n + i], score, id)
 redis.call('SADD', KEYS[3], route)
 local dropped = 0
-local over = redis.call('ZCARD', ARGV[1] .. route) - tonumber(ARGV[9])
+local over = redis.call('ZCARD', KEYS[5]) - limit
 while over > 0 do
-  local oldest = redis.call('ZRANGE', ARGV[1] .. route, 0, 0)[1]
-  redis.call('ZREM', ARGV[1] .. route, oldest)
+  local oldest = redis.call('ZRANGE', KEYS[5], 0, 0)[1]
+  redis.call('ZREM', KEYS[5], oldest)
   dropped = dropped + drop(oldest)
   over = over - 1
 end
-if dropped > 0 then redis.call('HINCRBY', KEYS[4], ARGV[10], dropped) end
+if dropped > 0 then redis.call('HINCRBY', KEYS[4], ARGV[first + 5], dropped) end
 return dropped
 """
 )
 
-# remove: ARGV[4..] ids; returns how many were there.
+# remove: the ids; returns how many were there.
 REMOVE = (
     DROP
     + """
 local removed = 0
-for i = 4, #ARGV do removed = removed + drop(ARGV[i]) end
+for i = first, #ARGV do removed = removed + drop(ARGV[i]) end
 return removed
 """
 )
 
 # Move a dead letter back to its lane only if it is still there: two operators replaying the same
-# dead letter at once must not send it twice. ARGV[4] id, [5] the record, [6] lane; KEYS[3] the
-# lane's list, [4] the set of lanes, [5] the metrics hash, ARGV[7] the replayed counter.
+# dead letter at once must not send it twice. The lane's list and set of lanes follow the route's
+# keys; ARGV: the id, the record, the lane's name, the metrics field of replays.
 REQUEUE = (
     DROP
+    + APPEND_LUA
     + """
-if drop(ARGV[4]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[3], ARGV[5])
-redis.call('SADD', KEYS[4], ARGV[6])
-redis.call('HINCRBY', KEYS[5], ARGV[7], 1)
+if drop(ARGV[first]) == 0 then return 0 end
+append_to_lane(KEYS[6 + 2 * n], KEYS[7 + 2 * n], ARGV[first + 2], ARGV[first + 1])
+redis.call('HINCRBY', KEYS[4], ARGV[first + 3], 1)
 return 1
 """
 )
+
+
+def _route_keys(workspace: str, route: str) -> list[str]:
+    """Every key the scripts touch for one route's dead letters, in the order DROP reads them."""
+    keys = store.keys(workspace)
+    return [
+        keys.dead,
+        keys.dead_index,
+        keys.dead_routes,
+        keys.metrics,
+        keys.dead_route(route),
+        *(keys.dead_reason(reason) for reason in REASONS),
+        *(keys.dead_pair(route, reason) for reason in REASONS),
+    ]
+
+
+def _head(route: str) -> list[str | int]:
+    """The arguments every script starts with."""
+    return [len(REASONS), route, *REASONS]
 
 
 def entry(envelope: Envelope, *, reason: str, status: int | None = None, message: str = "") -> dict[str, Any]:
@@ -136,44 +169,57 @@ def add(pipe: redis.client.Pipeline, item: dict[str, Any], *, limit: int | None 
     except RecursionError:  # a refused record nested deeper than JSON encoding can follow
         kept = {**item, "envelope": {**item["envelope"], "rec": {"raw": "(not kept: nested too deeply)"}}}
         text = safe_dumps(kept)
-    metrics.incr(pipe, "relay_records_dead_lettered", route=item["route"], reason=item["reason"])
-    keys = [store.DEAD, store.DEAD_INDEX, store.DEAD_ROUTES, metrics.KEY]
-    dropped = metrics.field("relay_dead_letters_dropped", route=item["route"])
+    workspace, route = item["envelope"]["ws"], item["route"]
+    metrics.DEAD_LETTERED.incr(pipe, workspace, route=route, reason=item["reason"])
+    keys = _route_keys(workspace, route)
     args = [
         item["id"],
         item["last_failed_at"],
         text,
-        item["route"],
         str(item["reason"]),
         limit or DEFAULT_LIMIT,
+        metrics.DEAD_DROPPED.field(route=route),
     ]
-    pipe.eval(ADD, len(keys), *keys, *_PREFIXES, *args, dropped)
+    pipe.eval(ADD, len(keys), *keys, *_head(route), *args)
 
 
-def get(client: redis.Redis, dead_id: str) -> dict[str, Any] | None:
-    """One dead letter by id."""
-    raw = client.hget(store.DEAD, dead_id)
-    return safe_loads(raw) if raw else None
+def get(client: redis.Redis, dead_id: str, workspaces: Iterable[str]) -> dict[str, Any] | None:
+    """One dead letter by id, from whichever of these workspaces holds it."""
+    with client.pipeline(transaction=False) as pipe:
+        for workspace in workspaces:
+            pipe.hget(store.keys(workspace).dead, dead_id)
+        found = [raw for raw in pipe.execute() if raw]
+    return safe_loads(found[0]) if found else None
 
 
-def remove(client: redis.Redis, ids: Iterable[str]) -> int:
+def remove(client: redis.Redis, ids: Iterable[str], workspaces: Iterable[str]) -> int:
     """Delete these dead letters (and their index entries) for good; returns how many were there."""
-    chosen = list(ids)
+    chosen = list(dict.fromkeys(ids))
     if not chosen:
         return 0
-    keys = [store.DEAD, store.DEAD_INDEX]
-    return int(cast("int", client.eval(REMOVE, len(keys), *keys, *_PREFIXES, *chosen)))
+    removed = 0
+    for workspace in workspaces:
+        by_route: dict[str, list[str]] = {}
+        raws = cast("list[bytes | None]", client.hmget(store.keys(workspace).dead, chosen))
+        for dead_id, raw in zip(chosen, raws, strict=True):
+            if raw is not None:
+                by_route.setdefault(str(safe_loads(raw)["route"]), []).append(dead_id)
+        for route, route_ids in by_route.items():
+            keys = _route_keys(workspace, route)
+            removed += int(cast("int", client.eval(REMOVE, len(keys), *keys, *_head(route), *route_ids)))
+    return removed
 
 
-def index_of(route: str | None, reason: str | None) -> str:
-    """The index that holds exactly the dead letters of this filter."""
+def index_of(workspace: str, route: str | None, reason: str | None) -> str:
+    """The index that holds exactly the dead letters of this filter, in one workspace."""
+    keys = store.keys(workspace)
     if route and reason:
-        return store.dead_pair_index(route, reason)
+        return keys.dead_pair(route, reason)
     if route:
-        return store.dead_route_index(route)
+        return keys.dead_route(route)
     if reason:
-        return store.dead_reason_index(reason)
-    return store.DEAD_INDEX
+        return keys.dead_reason(reason)
+    return keys.dead_index
 
 
 @dataclass(frozen=True)
@@ -186,6 +232,7 @@ class Page:
 
 def page(
     client: redis.Redis,
+    workspaces: Iterable[str],
     *,
     route: str | None = None,
     reason: str | None = None,
@@ -193,33 +240,62 @@ def page(
     offset: int = 0,
     count: int = 50,
 ) -> Page:
-    """Dead letters of a route and/or reason that failed by `as_of`, newest first: one page of them."""
-    ensure_indexed(client)
-    index, top = index_of(route, reason), "+inf" if as_of is None else repr(as_of)
+    """Dead letters of a route and/or reason that failed by `as_of`, newest first: one page of them.
+
+    With several workspaces, each one's newest are read and merged by failure time.
+    """
+    names = list(workspaces)
+    top = "+inf" if as_of is None else repr(as_of)
     with client.pipeline(transaction=False) as pipe:
-        pipe.zrevrangebyscore(index, top, "-inf", start=offset, num=count)
-        pipe.zcount(index, "-inf", top)
-        ids, total = pipe.execute()
-    return Page(_entries(client, ids), int(total))
+        for workspace in names:
+            index = index_of(workspace, route, reason)
+            pipe.zrevrangebyscore(index, top, "-inf", start=0, num=offset + count, withscores=True)
+            pipe.zcount(index, "-inf", top)
+        found = pipe.execute()
+    ranked = sorted(
+        (
+            (score, dead_id, workspace)
+            for workspace, ids in zip(names, found[0::2], strict=True)
+            for dead_id, score in ids
+        ),
+        key=lambda row: (-row[0], row[1]),
+    )[offset : offset + count]
+    return Page(_entries(client, ranked), sum(int(total) for total in found[1::2]))
 
 
 def iter_entries(
-    client: redis.Redis, *, route: str | None = None, reason: str | None = None, as_of: float | None = None
+    client: redis.Redis,
+    workspaces: Iterable[str],
+    *,
+    route: str | None = None,
+    reason: str | None = None,
+    as_of: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Every dead letter of a route and/or reason that failed by `as_of`, newest first, in chunks."""
+    names = list(workspaces)
     offset = 0
     while True:
-        found = page(client, route=route, reason=reason, as_of=as_of, offset=offset, count=CHUNK)
+        found = page(client, names, route=route, reason=reason, as_of=as_of, offset=offset, count=CHUNK)
         yield from found.items
         if offset + CHUNK >= found.total:
             return
         offset += CHUNK
 
 
-def _entries(client: redis.Redis, ids: list[bytes]) -> list[dict[str, Any]]:
-    if not ids:
+def _entries(client: redis.Redis, ranked: list[tuple[float, bytes, str]]) -> list[dict[str, Any]]:
+    """The entries of ranked ids, in their order: one HMGET per workspace."""
+    if not ranked:
         return []
-    return [safe_loads(raw) for raw in client.hmget(store.DEAD, ids) if raw is not None]
+    by_workspace: dict[str, list[bytes]] = {}
+    for _, dead_id, workspace in ranked:
+        by_workspace.setdefault(workspace, []).append(dead_id)
+    found: dict[tuple[str, bytes], bytes] = {}
+    with client.pipeline(transaction=False) as pipe:
+        for workspace, ids in by_workspace.items():
+            pipe.hmget(store.keys(workspace).dead, ids)
+        for (workspace, ids), raws in zip(by_workspace.items(), pipe.execute(), strict=True):
+            found.update({(workspace, dead_id): raw for dead_id, raw in zip(ids, raws, strict=True) if raw})
+    return [safe_loads(found[(ws, dead_id)]) for _, dead_id, ws in ranked if (ws, dead_id) in found]
 
 
 @dataclass(frozen=True)
@@ -231,45 +307,38 @@ class Counts:
     by_reason: dict[str, int]
 
 
-def counts(client: redis.Redis, routes: Iterable[str] = ()) -> Counts:
+def counts(client: redis.Redis, workspaces: Iterable[str], routes: Iterable[str] = ()) -> Counts:
     """The store's counts, from the indexes (one round trip; routes that hold none are left out)."""
-    ensure_indexed(client)
-    known = sorted(
-        set(routes) | {name.decode() for name in cast("set[bytes]", client.smembers(store.DEAD_ROUTES))}
-    )
-    reasons = [reason.value for reason in DeadReason]
+    names = list(workspaces)
     with client.pipeline(transaction=False) as pipe:
-        pipe.zcard(store.DEAD_INDEX)
-        for route in known:
-            pipe.zcard(store.dead_route_index(route))
-        for reason in reasons:
-            pipe.zcard(store.dead_reason_index(reason))
-        found = pipe.execute()
-    by_route = {route: n for route, n in zip(known, found[1 : 1 + len(known)], strict=True) if n}
-    by_reason = {reason: n for reason, n in zip(reasons, found[1 + len(known) :], strict=True) if n}
-    return Counts(int(found[0]), by_route, by_reason)
-
-
-def ensure_indexed(client: redis.Redis) -> None:
-    """Build the route, reason and pair indexes once for dead letters stored before they existed."""
-    if client.get(store.DEAD_INDEXED) == INDEX_VERSION.encode():
-        return
-    cursor = 0  # a store that holds none (a new install) is indexed already: the scan ends at once
-    while True:
-        cursor, chunk = cast("tuple[int, dict[bytes, bytes]]", client.hscan(store.DEAD, cursor, count=CHUNK))
-        with client.pipeline(transaction=False) as pipe:
-            for key, raw in chunk.items():
-                item, dead_id = safe_loads(raw), key.decode()
-                score = float(item["last_failed_at"])
-                pipe.zadd(store.DEAD_INDEX, {dead_id: score})
-                pipe.zadd(store.dead_route_index(item["route"]), {dead_id: score})
-                pipe.zadd(store.dead_reason_index(item["reason"]), {dead_id: score})
-                pipe.zadd(store.dead_pair_index(item["route"], item["reason"]), {dead_id: score})
-                pipe.sadd(store.DEAD_ROUTES, item["route"])
-            pipe.execute()
-        if cursor == 0:
-            break
-    client.set(store.DEAD_INDEXED, INDEX_VERSION)
+        for workspace in names:
+            pipe.smembers(store.keys(workspace).dead_routes)
+        held = pipe.execute()
+    known = {
+        workspace: sorted(set(routes) | {name.decode() for name in members})
+        for workspace, members in zip(names, held, strict=True)
+    }
+    total, by_route, by_reason = 0, collections.Counter[str](), collections.Counter[str]()
+    with client.pipeline(transaction=False) as pipe:
+        for workspace in names:
+            keys = store.keys(workspace)
+            pipe.zcard(keys.dead_index)
+            for route in known[workspace]:
+                pipe.zcard(keys.dead_route(route))
+            for reason in REASONS:
+                pipe.zcard(keys.dead_reason(reason))
+        found = iter(pipe.execute())
+    for workspace in names:
+        total += int(next(found))
+        for route in known[workspace]:
+            by_route[route] += int(next(found))
+        for reason in REASONS:
+            by_reason[reason] += int(next(found))
+    return Counts(
+        total,
+        {route: n for route, n in by_route.items() if n},
+        {reason: n for reason, n in by_reason.items() if n},
+    )
 
 
 def requeue(
@@ -281,8 +350,6 @@ def requeue(
     the dead letter was no longer there (replayed or purged meanwhile). The lane's drain job then
     delivers it through the normal path, ordering check included.
     """
-    from relay.lanes import Lane  # lanes imports rq; keep this module light for the edge
-
     envelope: Envelope = dict(item["envelope"])  # type: ignore[assignment]
     for key in ("first", "why"):
         envelope.pop(key, None)  # type: ignore[misc]
@@ -292,9 +359,10 @@ def requeue(
         envelope["t"] = record["time"]
     lane = Lane.of(envelope["ws"], Kind(envelope["kind"]), envelope["rec"].get("_id"), delivery.track_shards)
     payload = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-    counter = metrics.field("relay_records_replayed", route=envelope["route"])
-    keys = [store.DEAD, store.DEAD_INDEX, lane.queue_key, store.LANES, metrics.KEY]
-    if not client.eval(REQUEUE, len(keys), *keys, *_PREFIXES, item["id"], payload, lane.name, counter):
+    route = item["route"]
+    keys = [*_route_keys(lane.workspace, route), lane.list_key, lane.keys.lanes]
+    args = [item["id"], payload, lane.name, metrics.REPLAYED.field(route=envelope["route"])]
+    if not client.eval(REQUEUE, len(keys), *keys, *_head(route), *args):
         return None
     lane.wake(client, delivery)
     return lane.name

@@ -1,12 +1,15 @@
-"""The lane protocol, owned by `Lane`: its keys, its one lease, its drain job and its depth.
+"""The lane protocol, owned by `Lane`: its keys, its one lease, its drain job, its records and its count.
 
 A lane is the queue of one workspace's family of Braze calls ('default:track.0', 'default:consent').
 Its records wait in a Redis list, oldest first, and its retries in a sorted set by due time.
 Exactly one drain job owns a lane at a time: the owner holds the lease (a key whose value is the
 owner's token, with an expiry the owner keeps renewing). Whoever takes a free lease (the edge after
 storing records, a worker's ticker finding work with no owner, a replay) enqueues the drain job;
-that is *waking* the lane. Every caller (edge, drain job, ticker, admin page, metrics) goes
-through this class, so the protocol has one owner.
+that is *waking* the lane. Every caller (edge, drain job and its commit, ticker, dead-letter
+replay, admin page, metrics) goes through this class: no other module names a lane's keys.
+
+Every key of a lane is a key of its workspace (relay/store.py `Keys`), so a script or transaction
+on a lane touches keys of one hash tag only.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import functools
 import secrets
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -29,6 +32,7 @@ from relay.modes import BY_KIND, Kind, LaneFamily
 from relay.routes import Route, user_key
 
 DRAIN_JOB = "handlers.drain.drain_lane"
+PUSH_CHUNK = 1000  # records per RPUSH (keeps each command's size sane)
 
 # The lease is extended, or given up, only by the token that holds it.
 RENEW = """
@@ -39,6 +43,27 @@ RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# The edge's common case in one round trip: the records, their counter, the lane's lease and, when
+# this call took the lease, the lane in its workspace's set of lanes. KEYS: list, metrics hash,
+# lease, lanes set; ARGV: counter field, count, token, lease ms, lane name, records... A script
+# stops at its first error, so if Redis refuses the RPUSH (out of memory) nothing else is written.
+PUSH = """
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 6))
+redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2])
+local armed = redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4])
+if armed then redis.call('SADD', KEYS[4], ARGV[5]) end
+return armed
+"""
+# Appending one record inside another owner's script (relay/deadletters.py's replay): the lane's
+# part. The including script names the list and the lanes set in KEYS and the lane in ARGV.
+APPEND_LUA = """
+local function append_to_lane(list_key, lanes_key, lane, record)
+  redis.call('RPUSH', list_key, record)
+  redis.call('SADD', lanes_key, lane)
+end
+"""
+
+Runner = Callable[[Any, Sequence[Any], Sequence[Any]], Any]  # (script, keys, args) -> result
 
 
 def new_token() -> str:
@@ -91,8 +116,18 @@ class Lane:
     @classmethod
     def known(cls, client: redis.Redis, configured: Iterable[Lane] = ()) -> list[Lane]:
         """Every lane that ever held records (remembered in Redis), and the configured ones, sorted."""
-        members = cast("set[bytes]", client.smembers(store.LANES))
-        return sorted({cls(name.decode()) for name in members} | set(configured))
+        configured = list(configured)
+        names = store.workspaces(client, {lane.workspace for lane in configured})
+        return sorted(set(cls.in_workspaces(client, names)) | set(configured))
+
+    @classmethod
+    def in_workspaces(cls, client: redis.Redis, workspaces: Iterable[str]) -> list[Lane]:
+        """Every lane of these workspaces that ever held records, sorted (one round trip)."""
+        with client.pipeline(transaction=False) as pipe:
+            for workspace in workspaces:
+                pipe.smembers(store.keys(workspace).lanes)
+            found = cast("list[set[bytes]]", pipe.execute())
+        return sorted({cls(name.decode()) for members in found for name in members})
 
     def __str__(self) -> str:
         return self.name
@@ -103,29 +138,99 @@ class Lane:
         return self.name.split(":", 1)[0]
 
     @property
-    def family(self) -> LaneFamily:
-        """The lane's family ('default:track.1' -> track)."""
-        return LaneFamily(self.name.split(":", 1)[1].split(".", 1)[0])
+    def part(self) -> str:
+        """The lane's name within its workspace ('track.1')."""
+        return self.name.split(":", 1)[1]
 
     @property
-    def queue_key(self) -> str:
+    def family(self) -> LaneFamily:
+        """The lane's family ('default:track.1' -> track)."""
+        return LaneFamily(self.part.split(".", 1)[0])
+
+    @property
+    def keys(self) -> store.Keys:
+        """The keys of the lane's workspace."""
+        return store.keys(self.workspace)
+
+    @property
+    def list_key(self) -> str:
         """Records waiting, oldest first (a list)."""
-        return store.lane_queue(self.name)
+        return self.keys.lane_list(self.part)
 
     @property
     def retry_key(self) -> str:
         """Records waiting for a retry, scored by when they are due (a sorted set)."""
-        return store.lane_retry(self.name)
+        return self.keys.lane_retry(self.part)
 
     @property
     def lease_key(self) -> str:
         """The lease of the lane's one owner; its value is the owner's token."""
-        return store.lane_lease(self.name)
+        return self.keys.lane_lease(self.part)
 
     @property
     def rq_queue(self) -> str:
         """The RQ queue its drain jobs go on: consent never waits behind bulk."""
         return store.QUEUE_CONSENT if self.family is LaneFamily.CONSENT else store.QUEUE_BULK
+
+    # --- storing records -----------------------------------------------------------------------
+
+    def push(
+        self,
+        client: redis.Redis,
+        records: Sequence[str],
+        *,
+        counter: str,
+        token: str,
+        delivery: Delivery,
+        runner: Runner | None = None,
+    ) -> bool:
+        """Store records (at most PUSH_CHUNK) and count them in one script; True if it took the lease.
+
+        `counter` is the metrics field the records add to; `runner` runs the script call (the edge's
+        group commit shares a round trip between threads), else it runs at once.
+        """
+        keys = [self.list_key, self.keys.metrics, self.lease_key, self.keys.lanes]
+        args: list[Any] = [counter, len(records), token, delivery.lease_ms, self.name, *records]
+        script = _script(client, PUSH)
+        return bool(runner(script, keys, args) if runner is not None else script(keys=keys, args=args))
+
+    def append(self, pipe: Any, records: Sequence[str]) -> None:
+        """Queue storing these records on a transaction (and the lane in its workspace's set)."""
+        for start in range(0, len(records), PUSH_CHUNK):
+            pipe.rpush(self.list_key, *records[start : start + PUSH_CHUNK])
+        pipe.sadd(self.keys.lanes, self.name)
+
+    # --- reading and settling records (the drain job and its commit) -------------------------------
+
+    def look(
+        self, client: redis.Redis, offset: int, due: int, now: float
+    ) -> tuple[list[bytes], int, bytes | None]:
+        """In one round trip: up to `due` retries due by `now`, the list's length, its record at `offset`."""
+        with client.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(self.retry_key, "-inf", now, start=0, num=due)
+            pipe.llen(self.list_key)
+            pipe.lindex(self.list_key, offset)
+            return cast("tuple[list[bytes], int, bytes | None]", tuple(pipe.execute()))
+
+    def read(self, client: redis.Redis, offset: int, count: int) -> list[bytes]:
+        """`count` records of the list from `offset` on (they stay in the list until committed)."""
+        return cast("list[bytes]", client.lrange(self.list_key, offset, offset + count - 1))
+
+    def watch(self, pipe: Any, token: str) -> bool:
+        """Watch the lease on a transaction and say whether `token` holds it (then MULTI may follow)."""
+        pipe.watch(self.lease_key)
+        return bool(pipe.get(self.lease_key) == token.encode())
+
+    def settle(self, pipe: Any, from_list: int, retried: Sequence[bytes]) -> None:
+        """Queue removing committed records: `from_list` from the list's head, and these retries."""
+        if from_list:
+            pipe.ltrim(self.list_key, from_list, -1)
+        if retried:
+            pipe.zrem(self.retry_key, *retried)
+
+    def schedule(self, pipe: Any, record: str, due: float) -> None:
+        """Queue a record for another attempt at `due` (UNIX seconds)."""
+        pipe.zadd(self.retry_key, {record: due})
 
     # --- the lease ---------------------------------------------------------------------------
 
@@ -154,10 +259,6 @@ class Lane:
             description=f"drain {self.name}",
         )
 
-    def remember(self, redis_or_pipe: Any) -> Any:
-        """Add the lane to the set of known lanes (the ticker, the admin page and metrics read it)."""
-        return redis_or_pipe.sadd(store.LANES, self.name)
-
     def renew(self, client: redis.Redis, token: str, delivery: Delivery) -> bool:
         """Extend the lease held by `token`; False if another owner holds the lane now."""
         return bool(_script(client, RENEW)(keys=[self.lease_key], args=[token, delivery.lease_ms]))
@@ -180,19 +281,19 @@ class Lane:
     def release(self, client: redis.Redis, token: str, delivery: Delivery) -> bool:
         """Give the lease up when the lane is empty; False if records arrived meanwhile and we kept it."""
         _script(client, RELEASE)(keys=[self.lease_key], args=[token])
-        if not self.pending(client):
+        if not self.has_work(client):
             return True
         # Records came in between the owner's last look and the release: take the lane back if free.
         return not self.take_lease(client, token, delivery)
 
-    def pending(self, client: redis.Redis) -> bool:
+    def has_work(self, client: redis.Redis) -> bool:
         """True while records wait in the list or retries are due."""
-        return bool(client.llen(self.queue_key) or client.zcount(self.retry_key, "-inf", time.time()))
+        return bool(client.llen(self.list_key) or client.zcount(self.retry_key, "-inf", time.time()))
 
 
 @dataclass(frozen=True)
 class LaneState:
-    """A lane's depth as one look at Redis saw it."""
+    """A lane's count of records as one look at Redis saw it."""
 
     lane: Lane
     waiting: int  # records in the list
@@ -202,13 +303,13 @@ class LaneState:
 
 
 def states(client: redis.Redis, lanes: list[Lane]) -> list[LaneState]:
-    """The depth of each lane, in one round trip."""
+    """The count of records of each lane, in one round trip."""
     if not lanes:
         return []
     now = time.time()
     pipe = client.pipeline(transaction=False)
     for lane in lanes:
-        pipe.llen(lane.queue_key)
+        pipe.llen(lane.list_key)
         pipe.zcard(lane.retry_key)
         pipe.zcount(lane.retry_key, "-inf", now)
         pipe.exists(lane.lease_key)

@@ -1,18 +1,20 @@
 """Metrics kept in Redis, so /metrics is exact however many web and worker processes write them.
 
-Writers add to one Redis hash inside the transactions they already run (no extra round trip);
-`/metrics` reads it at scrape time and renders it with prometheus-client, adding gauges read live
-(lane depths, retry sets, dead letters, RQ workers per queue). Field names are JSON
-`[metric, {label: value}]`.
+Writers add to their workspace's Redis hash inside the transactions they already run (no extra
+round trip), through the typed counters below, which check their labels; `/metrics` reads every
+workspace's hash at scrape time, adds them up and renders them with prometheus-client, adding
+gauges read live (lane counts, retry sets, dead letters, RQ workers per queue). Field names are
+JSON `[metric, {label: value}]`.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import json
 import math
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,78 +25,124 @@ from rq import Queue, Worker
 
 from relay import lanes, store
 
-KEY = store.METRICS
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
-
-COUNTERS = {
-    "relay_records_received": ("Records received at the edge, accepted or not", ("route",)),
-    "relay_records_accepted": ("Records stored for delivery", ("route",)),
-    "relay_records_rejected": ("Records refused at the edge", ("route", "reason")),
-    "relay_records_delivered": ("Records Braze accepted", ("route",)),
-    "relay_records_superseded": ("Records not sent: a newer value was already sent", ("route",)),
-    "relay_records_unchanged": (
-        "Attribute objects not sent: every value equals the last one delivered (skip_unchanged)",
-        ("route",),
-    ),
-    "relay_attributes_unchanged": (
-        "Attribute values left out: equal to the last one delivered for the user (skip_unchanged)",
-        ("route",),
-    ),
-    "relay_records_dead_lettered": ("Records put in the dead-letter store", ("route", "reason")),
-    "relay_records_replayed": ("Dead letters put back for delivery", ("route",)),
-    "relay_dead_letters_dropped": ("Oldest dead letters dropped: the route held its maximum", ("route",)),
-    "relay_inputs_filtered": ("Inputs a route's transform turned into no record", ("route",)),
-    "relay_retries": ("Records scheduled for another attempt", ("route", "reason")),
-    "relay_braze_requests": ("Requests sent to Braze", ("endpoint", "status")),
-    "relay_rate_limited": ("429 answers from Braze, or waits for the shared window", ("family", "source")),
-}
-HISTOGRAMS = {
-    "relay_delivery_lag_seconds": ("From accepted at the edge to delivered to Braze", ("lane",)),
-}
+Series = tuple[str, tuple[tuple[str, str], ...]]  # (metric, sorted labels)
 
 
-def field(name: str, /, **labels: Any) -> str:
-    """The hash field of one series (for writers that cannot go through `incr`, such as a script)."""
-    return _field(name, labels)
+@functools.lru_cache(maxsize=8192)
+def _field(name: str, labels: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps([name, dict(labels)], separators=(",", ":"))
 
 
-def _field(name: str, labels: dict[str, Any]) -> str:
-    return json.dumps(
-        [name, {key: str(value) for key, value in sorted(labels.items())}], separators=(",", ":")
-    )
+@dataclass(frozen=True)
+class Count:
+    """A counter kept in Redis: its name, help text and the labels every series of it carries."""
+
+    name: str
+    doc: str
+    labels: tuple[str, ...]
+
+    def field(self, **labels: Any) -> str:
+        """The hash field of one series; ValueError unless exactly the counter's labels are given."""
+        if labels.keys() != set(self.labels):
+            raise ValueError(f"{self.name} takes labels {self.labels}, got {tuple(sorted(labels))}")
+        return _field(self.name, tuple(sorted((key, str(value)) for key, value in labels.items())))
+
+    def incr(self, pipe: Any, workspace: str, value: int = 1, **labels: Any) -> None:
+        """Queue `name{labels} += value` in the workspace's counts, on a pipeline (or a client)."""
+        if value:
+            pipe.hincrby(store.keys(workspace).metrics, self.field(**labels), value)
 
 
-def incr(pipe: Any, name: str, value: int = 1, **labels: Any) -> None:
-    """Queue `name{labels} += value` on a pipeline (or a client)."""
-    if value:
-        pipe.hincrby(KEY, _field(name, labels), value)
+RECEIVED = Count("relay_records_received", "Records received at the edge, accepted or not", ("route",))
+ACCEPTED = Count("relay_records_accepted", "Records stored for delivery", ("route",))
+REJECTED = Count("relay_records_rejected", "Records refused at the edge", ("route", "reason"))
+DELIVERED = Count("relay_records_delivered", "Records Braze accepted", ("route",))
+SUPERSEDED = Count("relay_records_superseded", "Records not sent: a newer value was already sent", ("route",))
+UNCHANGED = Count(
+    "relay_records_unchanged",
+    "Attribute objects not sent: every value equals the last one delivered (skip_unchanged)",
+    ("route",),
+)
+ATTRIBUTES_UNCHANGED = Count(
+    "relay_attributes_unchanged",
+    "Attribute values left out: equal to the last one delivered for the user (skip_unchanged)",
+    ("route",),
+)
+DEAD_LETTERED = Count(
+    "relay_records_dead_lettered", "Records put in the dead-letter store", ("route", "reason")
+)
+REPLAYED = Count("relay_records_replayed", "Dead letters put back for delivery", ("route",))
+DEAD_DROPPED = Count(
+    "relay_dead_letters_dropped", "Oldest dead letters dropped: the route held its maximum", ("route",)
+)
+FILTERED = Count("relay_inputs_filtered", "Inputs a route's transform turned into no record", ("route",))
+RETRIES = Count("relay_retries", "Records scheduled for another attempt", ("route", "reason"))
+BRAZE_REQUESTS = Count("relay_braze_requests", "Requests sent to Braze", ("endpoint", "status"))
+RATE_LIMITED = Count(
+    "relay_rate_limited", "429 answers from Braze, or waits for the shared window", ("family", "source")
+)
+COUNTERS = (
+    RECEIVED,
+    ACCEPTED,
+    REJECTED,
+    DELIVERED,
+    SUPERSEDED,
+    UNCHANGED,
+    ATTRIBUTES_UNCHANGED,
+    DEAD_LETTERED,
+    REPLAYED,
+    DEAD_DROPPED,
+    FILTERED,
+    RETRIES,
+    BRAZE_REQUESTS,
+    RATE_LIMITED,
+)
 
 
-def _buckets(values: Iterable[float]) -> Counter[str]:
+@dataclass(frozen=True)
+class Histogram:
+    """A histogram kept in Redis, with LAG_BUCKETS' bounds."""
+
+    name: str
+    doc: str
+    labels: tuple[str, ...]
+
+    def observe(self, pipe: Any, workspace: str, values: Iterable[float], **labels: Any) -> None:
+        """Queue observations: one HINCRBY per bucket touched, plus count and sum."""
+        values = list(values)
+        if not values:
+            return
+        if labels.keys() != set(self.labels):
+            raise ValueError(f"{self.name} takes labels {self.labels}, got {tuple(sorted(labels))}")
+        key = store.keys(workspace).metrics
+        plain = tuple(sorted((name, str(value)) for name, value in labels.items()))
+        for bound, count in _buckets(values).items():
+            pipe.hincrby(key, _field(self.name, tuple(sorted((*plain, ("le", bound))))), count)
+        pipe.hincrby(key, _field(f"{self.name}_count", plain), len(values))
+        pipe.hincrbyfloat(key, _field(f"{self.name}_sum", plain), sum(values))
+
+
+DELIVERY_LAG = Histogram(
+    "relay_delivery_lag_seconds", "From accepted at the edge to delivered to Braze", ("lane",)
+)
+HISTOGRAMS = (DELIVERY_LAG,)
+
+
+def _buckets(values: Iterable[float]) -> collections.Counter[str]:
     """How many values fall in each histogram bucket (LAG_BUCKETS' upper bounds, then "+Inf")."""
-    return Counter(next((str(b) for b in LAG_BUCKETS if value <= b), "+Inf") for value in values)
-
-
-def observe(pipe: Any, name: str, values: Iterable[float], **labels: Any) -> None:
-    """Queue observations of a histogram: one HINCRBY per bucket touched, plus count and sum."""
-    values = list(values)
-    if not values:
-        return
-    for bound, count in _buckets(values).items():
-        pipe.hincrby(KEY, _field(name, {**labels, "le": bound}), count)
-    pipe.hincrby(KEY, _field(f"{name}_count", labels), len(values))
-    pipe.hincrbyfloat(KEY, _field(f"{name}_sum", labels), sum(values))
+    return collections.Counter(next((str(b) for b in LAG_BUCKETS if value <= b), "+Inf") for value in values)
 
 
 MINUTES_KEPT_S = 2 * 3600  # per-minute figures live this long: the overview charts the last hour
 
 
-def note_minute(pipe: Any, lags: Iterable[float], now: float) -> None:
+def note_minute(pipe: Any, workspace: str, lags: Iterable[float], now: float) -> None:
     """Queue the minute's figures of records delivered now with these lags (accepted to delivered)."""
     lags = list(lags)
     if not lags:
         return
-    key = store.minute_key(int(now // 60))
+    key = store.keys(workspace).minute(int(now // 60))
     pipe.hincrby(key, "delivered", len(lags))
     pipe.hincrbyfloat(key, "lag_sum", sum(lags))
     for bound, count in _buckets(lags).items():
@@ -112,16 +160,24 @@ class Minute:
     lag_p95: float | None  # seconds (a histogram bound: LAG_BUCKETS, or inf); None when nothing was delivered
 
 
-def recent_minutes(client: redis.Redis, count: int = 60, now: float | None = None) -> list[Minute]:
-    """The last `count` minutes, oldest first, the current one last, in one round trip."""
+def recent_minutes(
+    client: redis.Redis, workspaces: Iterable[str], count: int = 60, now: float | None = None
+) -> list[Minute]:
+    """The last `count` minutes of these workspaces together, oldest first, the current one last."""
     last = int((time.time() if now is None else now) // 60)
     minutes = list(range(last - count + 1, last + 1))
+    names = list(workspaces)
     pipe = client.pipeline(transaction=False)
     for minute in minutes:
-        pipe.hgetall(store.minute_key(minute))
+        for workspace in names:
+            pipe.hgetall(store.keys(workspace).minute(minute))
+    raws = pipe.execute()
     found = []
-    for minute, raw in zip(minutes, pipe.execute(), strict=True):
-        fields = {key.decode(): float(value) for key, value in raw.items()}
+    for i, minute in enumerate(minutes):
+        fields: collections.defaultdict[str, float] = collections.defaultdict(float)
+        for raw in raws[i * len(names) : (i + 1) * len(names)]:
+            for key, value in raw.items():
+                fields[key.decode()] += float(value)
         delivered = int(fields.get("delivered", 0))
         found.append(
             Minute(
@@ -134,7 +190,7 @@ def recent_minutes(client: redis.Redis, count: int = 60, now: float | None = Non
     return found
 
 
-def _quantile(fields: dict[str, float], total: int, share: float) -> float | None:
+def _quantile(fields: Mapping[str, float], total: int, share: float) -> float | None:
     """The smallest histogram bound with at least `share` of the observations under it."""
     if not total:
         return None
@@ -146,51 +202,59 @@ def _quantile(fields: dict[str, float], total: int, share: float) -> float | Non
     return math.inf
 
 
-def read(client: redis.Redis) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every stored value, keyed by (metric, sorted labels)."""
-    raw = cast("dict[bytes, bytes]", client.hgetall(KEY))
-    values = {}
-    for field, value in raw.items():
-        name, labels = json.loads(field)
-        values[(name, tuple(sorted(labels.items())))] = float(value)
-    return values
+def read(client: redis.Redis, workspaces: Iterable[str]) -> dict[Series, float]:
+    """Every stored value of these workspaces, added up, keyed by (metric, sorted labels)."""
+    names = list(workspaces)
+    with client.pipeline(transaction=False) as pipe:
+        for workspace in names:
+            pipe.hgetall(store.keys(workspace).metrics)
+        raws = cast("list[dict[bytes, bytes]]", pipe.execute())
+    values: collections.defaultdict[Series, float] = collections.defaultdict(float)
+    for raw in raws:
+        for field, value in raw.items():
+            name, labels = json.loads(field)
+            values[(name, tuple(sorted(labels.items())))] += float(value)
+    return dict(values)
 
 
-def with_received(values: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[Any, float]:
+def with_received(values: dict[Series, float]) -> dict[Series, float]:
     """Add relay_records_received per route: the edge counts only accepted and rejected records."""
-    received: Counter[str] = Counter()
+    received: collections.Counter[str] = collections.Counter()
     for (name, labels), value in values.items():
-        if name in ("relay_records_accepted", "relay_records_rejected"):
+        if name in (ACCEPTED.name, REJECTED.name):
             received[dict(labels)["route"]] += int(value)
     out = dict(values)
     for route, count in received.items():
-        out[("relay_records_received", (("route", route),))] = float(count)
+        out[(RECEIVED.name, (("route", route),))] = float(count)
     return out
 
 
 class RelayCollector(Collector):
-    """Renders the Redis-held metrics, plus live gauges, for prometheus-client."""
+    """Renders the Redis-held metrics of every workspace, plus live gauges, for prometheus-client."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, configured: Iterable[str] = ()) -> None:
         self.client = client
+        self.configured = tuple(configured)  # the configured workspaces (and those Redis remembers)
 
     def collect(self) -> Iterator[Metric]:
         """Read Redis once per scrape."""
-        values = with_received(read(self.client))
-        for name, (doc, label_names) in COUNTERS.items():
-            family = CounterMetricFamily(name, doc, labels=label_names)
+        names = store.workspaces(self.client, self.configured)
+        values = with_received(read(self.client, names))
+        for counter in COUNTERS:
+            family = CounterMetricFamily(counter.name, counter.doc, labels=counter.labels)
             for (metric, labels), value in sorted(values.items()):
-                if metric == name:
+                if metric == counter.name:
                     found = dict(labels)
-                    family.add_metric([found.get(label, "") for label in label_names], value)
+                    family.add_metric([found.get(label, "") for label in counter.labels], value)
             yield family
-        for name, (doc, label_names) in HISTOGRAMS.items():
-            yield self._histogram(name, doc, label_names, values)
-        yield from self._gauges()
+        for histogram in HISTOGRAMS:
+            yield self._histogram(histogram, values)
+        yield from self._gauges(names)
 
     @staticmethod
-    def _histogram(name: str, doc: str, label_names: tuple[str, ...], values: dict[Any, float]) -> Metric:
-        family = HistogramMetricFamily(name, doc, labels=label_names)
+    def _histogram(histogram: Histogram, values: dict[Series, float]) -> Metric:
+        name, label_names = histogram.name, histogram.labels
+        family = HistogramMetricFamily(name, histogram.doc, labels=label_names)
         series: dict[tuple[str, ...], dict[str, float]] = {}
         sums: dict[tuple[str, ...], float] = {}
         for (metric, labels), value in values.items():
@@ -208,19 +272,21 @@ class RelayCollector(Collector):
             family.add_metric(list(key), buckets, sums.get(key, 0.0))
         return family
 
-    def _gauges(self) -> Iterator[Metric]:
-        depth = GaugeMetricFamily("relay_queue_depth", "Records waiting in a lane", labels=["lane"])
+    def _gauges(self, names: list[str]) -> Iterator[Metric]:
+        waiting = GaugeMetricFamily("relay_queue_depth", "Records waiting in a lane", labels=["lane"])
         retry = GaugeMetricFamily(
             "relay_retry_depth", "Records of a lane waiting for a retry", labels=["lane"]
         )
-        for state in lanes.states(self.client, lanes.Lane.known(self.client)):
-            depth.add_metric([state.lane.name], state.waiting)
+        for state in lanes.states(self.client, lanes.Lane.in_workspaces(self.client, names)):
+            waiting.add_metric([state.lane.name], state.waiting)
             retry.add_metric([state.lane.name], state.retrying)
-        yield depth
+        yield waiting
         yield retry
-        yield GaugeMetricFamily(
-            "relay_dead_letters", "Dead letters in the store", value=self.client.zcard(store.DEAD_INDEX)
-        )
+        with self.client.pipeline(transaction=False) as pipe:
+            for workspace in names:
+                pipe.zcard(store.keys(workspace).dead_index)
+            total = sum(pipe.execute())
+        yield GaugeMetricFamily("relay_dead_letters", "Dead letters in the store", value=total)
         yield self._workers()
 
     def _workers(self) -> Metric:

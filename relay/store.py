@@ -1,14 +1,19 @@
 """The Redis connection and every key name the relay uses, in one place.
 
-Key names never hold a secret or raw personal data: where a key is per user or per caller-chosen
-value, the value is hashed first.
+Every key of a workspace lives under the hash tag `{workspace}` (`Keys`); the few global keys are
+the set of workspaces, the layout marker, RQ's queues and the rate limiter's windows. Key names
+never hold a secret or raw personal data: where a key is per user or per caller-chosen value, the
+value is hashed first.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
 
@@ -16,96 +21,143 @@ from relay.config import Settings
 from relay.errors import ConfigError
 
 PREFIX = "relay"
+LAYOUT = f"{PREFIX}:layout"  # which key layout this Redis holds (relay/migrate.py moves older ones)
+LAYOUT_VERSION = "2"  # every key of a workspace under the hash tag {workspace}
+WORKSPACES = f"{PREFIX}:workspaces"  # set: every workspace a process of this Redis has served
 QUEUE_CONSENT = "relay-consent"  # RQ queue for consent lanes: workers take it first
 QUEUE_BULK = "relay-bulk"  # RQ queue for every other lane
-LANES = f"{PREFIX}:lanes"  # set of every lane that has ever held records
-DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON
-DEAD_INDEX = f"{PREFIX}:dead:index"  # zset: dead-letter id scored by last failure time
-METRICS = f"{PREFIX}:metrics"  # hash: JSON [metric, labels] -> value (relay/metrics.py)
 RATE_PREFIX = f"{PREFIX}:rate"  # the `limits` library's moving windows live under this prefix
 
 
-def lane_queue(lane: str) -> str:
-    """Records waiting in a lane, oldest first (a Redis list)."""
-    return f"{PREFIX}:q:{lane}"
+def digest(workspace: str, user: str) -> str:
+    """A user's part of a key name: a hash of the workspace and identifier, never the identifier."""
+    return hashlib.sha256(f"{workspace}|{user}".encode()).hexdigest()[:32]
 
 
-def lane_retry(lane: str) -> str:
-    """Records of a lane waiting for a retry, scored by when they are due (a sorted set)."""
-    return f"{PREFIX}:retry:{lane}"
+@dataclass(frozen=True)
+class Keys:
+    """Every Redis key of one workspace, all under the hash tag `{workspace}`.
 
-
-def lane_lease(lane: str) -> str:
-    """The lease of the one drain job that owns a lane; its value is the owner's token."""
-    return f"{PREFIX}:lease:{lane}"
-
-
-def pause_key(workspace: str, family: str) -> str:
-    """Epoch seconds before which nothing goes to this workspace's family (after a 429)."""
-    return f"{PREFIX}:pause:{workspace}:{family}"
-
-
-def watermark_key(workspace: str, user: str) -> str:
-    """Per user: the newest-value watermark (record time) of each attribute or subscription state.
-
-    The user part is a hash (as the audit trail's keys are): an email or phone never names a key.
+    A script or transaction only ever touches keys of one workspace, so each runs unchanged on
+    one Redis, on Valkey or Dragonfly, or on the one Redis Cluster shard that holds the tag.
+    Key names never hold a secret or raw personal data: a per-user part is a hash.
     """
-    digest = hashlib.sha256(f"{workspace}|{user}".encode()).hexdigest()[:32]
-    return f"{PREFIX}:wm:{workspace}:{digest}"
+
+    workspace: str
+
+    @property
+    def base(self) -> str:
+        """The prefix shared by every key of the workspace."""
+        return f"{PREFIX}:{{{self.workspace}}}"
+
+    # --- lanes (relay/lanes.py owns them) ---------------------------------------------------------
+    @property
+    def lanes(self) -> str:
+        """Set: every lane of the workspace that has held records."""
+        return f"{self.base}:lanes"
+
+    def lane_list(self, part: str) -> str:
+        """Records waiting in a lane ('track.0'), oldest first (a list)."""
+        return f"{self.base}:q:{part}"
+
+    def lane_retry(self, part: str) -> str:
+        """Records of a lane waiting for a retry, scored by when they are due (a sorted set)."""
+        return f"{self.base}:retry:{part}"
+
+    def lane_lease(self, part: str) -> str:
+        """The lease of the one drain job that owns a lane; its value is the owner's token."""
+        return f"{self.base}:lease:{part}"
+
+    # --- delivery state ---------------------------------------------------------------------------
+    def pause(self, family: str) -> str:
+        """Epoch seconds before which nothing goes to this rate-limit family (after a 429)."""
+        return f"{self.base}:pause:{family}"
+
+    def watermark(self, user: str) -> str:
+        """Per user: the newest-value watermark (record time) of each attribute or consent state."""
+        return f"{self.base}:wm:{digest(self.workspace, user)}"
+
+    def unchanged(self, user: str) -> str:
+        """Per user: the last value delivered of each attribute (skip_unchanged's memory)."""
+        return f"{self.base}:uc:{hashlib.blake2b(user.encode(), digest_size=10).hexdigest()}"
+
+    def unchanged_forgotten(self, route: str) -> str:
+        """When a route's skip_unchanged memory was last forgotten (UNIX seconds)."""
+        return f"{self.base}:uc-forgotten:{route}"
+
+    # --- what the edge keeps -----------------------------------------------------------------------
+    def idempotency(self, route: str, key_digest: str) -> str:
+        """A request's idempotency key (already hashed) and the answer to repeat, for the dedup window."""
+        return f"{self.base}:idem:{route}:{key_digest}"
+
+    def signed_identity(self, scope: str, part: str, key_digest: str) -> str:
+        """A signed request's duplicate identity (receiver/idempotency.py), across the workspace's routes.
+
+        scope: names the secret that can verify it; part: "id" (the sender's delivery id) or "body"
+        (the signed body, where the signature does not cover the id); key_digest: a hash of that part.
+        """
+        return f"{self.base}:idem-signed:{scope}:{part}:{key_digest}"
+
+    def audit(self, user_digest: str) -> str:
+        """One identifier's audit trail (consent changes), under a hash of the identifier."""
+        return f"{self.base}:audit:{user_digest}"
+
+    # --- counts -----------------------------------------------------------------------------------
+    @property
+    def metrics(self) -> str:
+        """Hash: JSON [metric, labels] -> value (relay/metrics.py); /metrics adds up the workspaces."""
+        return f"{self.base}:metrics"
+
+    def minute(self, minute: int) -> str:
+        """What was delivered in one minute (UNIX time // 60), for the overview's charts (a hash)."""
+        return f"{self.base}:minute:{minute}"
+
+    # --- dead letters (relay/deadletters.py owns them) --------------------------------------------
+    @property
+    def dead(self) -> str:
+        """Hash: dead-letter id -> JSON."""
+        return f"{self.base}:dead"
+
+    @property
+    def dead_index(self) -> str:
+        """Every dead-letter id, scored by last failure time (a sorted set)."""
+        return f"{self.base}:dead:index"
+
+    def dead_route(self, route: str) -> str:
+        """One route's dead-letter ids scored by last failure: its page, and the per-route cap."""
+        return f"{self.base}:dead:route:{route}"
+
+    def dead_reason(self, reason: str) -> str:
+        """The dead-letter ids of one reason, scored by last failure."""
+        return f"{self.base}:dead:reason:{reason}"
+
+    def dead_pair(self, route: str, reason: str) -> str:
+        """The dead-letter ids of one route and reason, scored by last failure."""
+        return f"{self.base}:dead:pair:{route}|{reason}"
+
+    @property
+    def dead_routes(self) -> str:
+        """Set: every route of the workspace that has held dead letters."""
+        return f"{self.base}:dead:routes"
 
 
-def minute_key(minute: int) -> str:
-    """What was delivered in one minute (UNIX time // 60), for the overview's charts (a hash)."""
-    return f"{PREFIX}:minute:{minute}"
+@functools.lru_cache(maxsize=1024)
+def keys(workspace: str) -> Keys:
+    """The keys of a workspace (made once per workspace)."""
+    return Keys(workspace)
 
 
-def unchanged_key(workspace: str, user: str) -> str:
-    """Per user, under a hash of the identifier: the last value delivered of each attribute."""
-    digest = hashlib.blake2b(user.encode(), digest_size=10).hexdigest()
-    return f"{PREFIX}:uc:{workspace}:{digest}"
+def workspaces(client: redis.Redis, configured: Iterable[str] = ()) -> list[str]:
+    """Every workspace this Redis has served, and the configured ones, sorted."""
+    members = cast("set[bytes]", client.smembers(WORKSPACES))
+    return sorted({name.decode() for name in members} | set(configured))
 
 
-def unchanged_forgotten_key(route: str) -> str:
-    """When a route's skip_unchanged memory was last forgotten (UNIX seconds): older values do not count."""
-    return f"{PREFIX}:uc-forgotten:{route}"
-
-
-def idempotency_key(route: str, digest: str) -> str:
-    """A request's idempotency key (already hashed) and the answer to repeat, for the dedup window."""
-    return f"{PREFIX}:idem:{route}:{digest}"
-
-
-def signed_identity_key(scope: str, part: str, digest: str) -> str:
-    """A signed request's duplicate identity (receiver/idempotency.py), across routes.
-
-    scope: names the secret that can verify it; part: "id" (the sender's delivery id) or "body"
-    (the signed body, where the signature does not cover the id); digest: a hash of that part.
-    """
-    return f"{PREFIX}:idem-signed:{scope}:{part}:{digest}"
-
-
-def dead_route_index(route: str) -> str:
-    """One route's dead-letter ids scored by last failure (a sorted set): its page, and the per-route cap."""
-    return f"{PREFIX}:dead:route:{route}"
-
-
-def dead_reason_index(reason: str) -> str:
-    """The dead-letter ids of one reason, scored by last failure (a sorted set)."""
-    return f"{PREFIX}:dead:reason:{reason}"
-
-
-def dead_pair_index(route: str, reason: str) -> str:
-    """The dead-letter ids of one route and reason, scored by last failure (a sorted set)."""
-    return f"{PREFIX}:dead:pair:{route}|{reason}"
-
-
-DEAD_ROUTES = f"{PREFIX}:dead:routes"  # set: every route that has held dead letters
-DEAD_INDEXED = f"{PREFIX}:dead:indexed"  # the version of the dead-letter indexes built (see deadletters)
-
-
-def audit_key(digest: str) -> str:
-    """One identifier's consent audit trail, under a hash of the identifier."""
-    return f"{PREFIX}:audit:{digest}"
+def register_workspaces(client: redis.Redis, configured: Iterable[str]) -> None:
+    """Remember the configured workspaces, so that their keys are found after a routes file changes."""
+    names = list(configured)
+    if names:
+        client.sadd(WORKSPACES, *names)
 
 
 def connect(settings: Settings, **kwargs: Any) -> redis.Redis:

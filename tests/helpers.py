@@ -15,11 +15,13 @@ import redis
 from flask import Flask
 from standardwebhooks.webhooks import Webhook
 
-from relay import lanes
+from relay import lanes, store
 from relay.config import Settings
 from relay.envelope import Envelope
 from relay.lanes import Lane
 
+KEYS = store.keys("default")  # the keys of the tests' one workspace
+WORKSPACES = ["default"]
 REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 BRAZE_KEY = "test-braze-key-5f1c"
 WRITE_KEY = "test-write-key-81aa"
@@ -104,7 +106,8 @@ def create_app_for(settings: Settings) -> Flask:
 
 def lanes_busy(client: redis.Redis) -> bool:
     """True while any lane holds records or retries."""
-    return any(row.waiting or row.retrying for row in lanes.states(client, Lane.known(client)))
+    known = Lane.in_workspaces(client, store.workspaces(client, ["default"]))
+    return any(row.waiting or row.retrying for row in lanes.states(client, known))
 
 
 SHAPES = ("postback", "ingest", "export", "webhook")

@@ -19,7 +19,7 @@ from braze_sim.server import Simulator
 from receiver.admin.pages import dashboard_redis_url
 from relay import deadletters
 from relay.config import Settings, load_settings
-from tests.helpers import BRAZE_KEY, WRITE_KEY, create_app_for
+from tests.helpers import BRAZE_KEY, WORKSPACES, WRITE_KEY, create_app_for
 
 ADMIN_KEY = "test-admin-key-3c9e0b"
 ROTATED_ADMIN_KEY = "test-admin-key-next-71d0"
@@ -63,7 +63,7 @@ def plant_dead_letters(
 
 def dead_ids(client: redis.Redis) -> list[str]:
     """Ids of every dead letter, newest first."""
-    return [item["id"] for item in deadletters.iter_entries(client)]
+    return [item["id"] for item in deadletters.iter_entries(client, WORKSPACES)]
 
 
 def page(client: FlaskClient, path: str) -> str:
@@ -287,7 +287,7 @@ def test_rq_dashboard_gets_the_apps_redis_without_its_password(settings: Setting
 
 
 def test_head_does_not_reach_rq_dashboard_actions(admin: FlaskClient, clean_redis: redis.Redis) -> None:
-    """Item 7 of issue 13: HEAD (and GET) to rq-dashboard's 'requeue all' is 405 and requeues nothing."""
+    """HEAD (and GET) to rq-dashboard's 'requeue all' is 405 and requeues nothing."""
     from rq import Queue
     from rq.serializers import JSONSerializer
 
@@ -304,7 +304,7 @@ def test_head_does_not_reach_rq_dashboard_actions(admin: FlaskClient, clean_redi
 
 
 def test_session_cookie_is_secure_behind_https(admin: FlaskClient) -> None:
-    """Item 7 of issue 13: behind a proxy saying X-Forwarded-Proto: https, the session cookie is Secure."""
+    """Behind a proxy saying X-Forwarded-Proto: https, the session cookie is Secure."""
     admin.post("/db/profiles_skip", json={"records": [{"a": 1}]}, headers=TD_HEADERS)  # a form to show
     admin.get("/admin/dead", headers={**AUTH, "X-Forwarded-Proto": "https"})
     cookie = admin.get_cookie("relay_admin", path="/admin")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
 
 from braze_sim.server import Simulator
+from relay.config import load_settings
 from tests import chromium
+from tests.helpers import BRAZE_KEY, create_app_for
 from tests.test_admin import ADMIN_KEY, TD_HEADERS, admin_app, plant_dead_letters  # noqa: F401 - admin_app is a fixture
 
 SCREENSHOTS = Path("/tmp")
@@ -27,7 +30,14 @@ pytestmark = chromium.needs_chromium
 @pytest.fixture
 def server(admin_app: Flask) -> Iterator[str]:  # noqa: F811 - the fixture imported above
     """The admin-enabled app served by werkzeug on a free loopback port, in a thread."""
-    httpd = make_server("127.0.0.1", 0, admin_app, threaded=True)
+    with serving(admin_app) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(app: Flask) -> Iterator[str]:
+    """Serve an app with werkzeug on a free loopback port, in a thread; its URL."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, name="admin-http", daemon=True)
     thread.start()
     try:
@@ -154,3 +164,82 @@ def test_overview_charts_the_last_hours_deliveries(
     assert busy and all(bar.rect["height"] > 0 for bar in busy), "the workload's bars are drawn"
     assert "150 delivered" in (busy[-1].find_element(By.TAG_NAME, "title").get_attribute("textContent") or "")
     assert "150 records in the last hour" in browser.find_element(By.TAG_NAME, "main").text
+
+
+# Four Braze workspaces (one per API key variable), each with a track route and a consent route;
+# with four track shards, that is twenty lanes named ws-<digest>:<family>[.<shard>].
+WORKSPACE_ROUTES = "".join(
+    f"""
+[routes.events_of_workspace_{n}]
+database = "ws{n}"
+table = "events"
+mode = "user_track"
+track_record_type = "custom_events"
+braze_endpoint = "{{endpoint}}"
+braze_api_key_env = "BRAZE_API_KEY_WORKSPACE_{n}"
+
+[routes.consent_of_workspace_{n}]
+database = "ws{n}"
+table = "consent"
+mode = "user_subscription"
+braze_endpoint = "{{endpoint}}"
+braze_api_key_env = "BRAZE_API_KEY_WORKSPACE_{n}"
+"""
+    for n in range(4)
+)
+
+# Every table of the page against the content box of the card holding it (CSS pixels).
+TABLES_IN_CARDS = """
+return [...document.querySelectorAll('section.card table')].map(table => {
+  const card = table.closest('section.card'), style = getComputedStyle(card);
+  const room = card.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return {card: card.querySelector('h2').textContent, table: table.scrollWidth, room: room};
+});
+"""
+
+
+def test_overview_tables_fit_their_cards_at_1400_px(
+    relay_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    braze: Simulator,
+    browser: webdriver.Chrome,
+) -> None:
+    """With twenty lanes in four workspaces, no table of the overview is wider than its card in a
+    1400 px window (the Lanes table spilled out of its card)."""
+    routes = tmp_path / "workspaces.toml"
+    routes.write_text(WORKSPACE_ROUTES.replace("{endpoint}", braze.url))
+    for name, value in {
+        "RELAY_CONFIG": str(routes),
+        "RELAY_TRACK_SHARDS": "4",
+        "RELAY_ADMIN_KEYS": ADMIN_KEY,
+    }.items():
+        monkeypatch.setenv(name, value)
+    for n in range(4):
+        monkeypatch.setenv(f"BRAZE_API_KEY_WORKSPACE_{n}", BRAZE_KEY)
+    app = create_app_for(load_settings())
+    client = app.test_client()
+    for n in range(4):
+        events = [{"external_id": f"user-{user}", "name": "viewed"} for user in range(40)]
+        assert client.post(f"/ws{n}/events", json={"records": events}, headers=TD_HEADERS).status_code == 200
+        consent = {
+            "external_id": "user-0",
+            "subscription_group_id": "group-1",
+            "subscription_state": "subscribed",
+        }
+        assert (
+            client.post(f"/ws{n}/consent", json={"records": [consent]}, headers=TD_HEADERS).status_code == 200
+        )
+
+    with serving(app) as url:
+        browser.get(f"{url}/admin/")
+        assert browser.execute_script("return window.innerWidth") == 1400
+        lanes = browser.find_elements(By.CSS_SELECTOR, "section.card td.mono")
+        assert (
+            sum(":track." in lane.text for lane in lanes) == 16
+            and sum(":consent" in lane.text for lane in lanes) == 4
+        )
+        shoot(browser, "overview-lanes")
+        measured = browser.execute_script(TABLES_IN_CARDS)
+    assert "Lanes" in {found["card"] for found in measured}
+    assert [found for found in measured if found["table"] > found["room"]] == [], measured

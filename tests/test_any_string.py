@@ -1,6 +1,6 @@
 """Any string, any amount: lone surrogates refused at the edge, stores and pages safe, key holders bounded.
 
-Issue 13 items 5 and 6. The surrogate test runs against gunicorn (`stack`); the store and page tests
+The surrogate test runs against gunicorn (`stack`); the store and page tests
 drive the app in-process on the real Redis; the fuzz pass builds strings from every Unicode general
 category, surrogates (Cs) included, and sends them by every caller shape.
 """
@@ -19,9 +19,9 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay import audit, deadletters, store
+from relay import audit, deadletters
 from relay.config import load_settings
-from tests.helpers import WRITE_KEY, create_app_for, signed_headers
+from tests.helpers import KEYS, WORKSPACES, WRITE_KEY, create_app_for, signed_headers
 from tests.processes import Processes
 
 LONE = '"\\ud800"'  # JSON text of a lone high surrogate
@@ -75,14 +75,14 @@ def bodies(text: str) -> dict[str, tuple[str, str, dict[str, str], bytes]]:
 def test_lone_surrogate_is_400_on_every_endpoint(
     stack: tuple[Processes, str], clean_redis: redis.Redis
 ) -> None:
-    """Item 5: "\\ud800" in a string or key: 400 naming it on every endpoint, never 500; nothing stored."""
+    """A "\\ud800" in a string or key: 400 naming it on every endpoint, never 500; nothing stored."""
     _, base = stack
     for name, (method, path, headers, body) in bodies(LONE).items():
         response = requests.request(method, base + path, data=body, headers=headers, timeout=10)
         assert response.status_code == 400, (name, response.text)
         assert "surrogate" in response.json()["message"], name
-    assert not list(clean_redis.scan_iter("relay:q:*"))
-    assert clean_redis.hlen(store.DEAD) == 0
+    assert not list(clean_redis.scan_iter(KEYS.lane_list("*")))
+    assert clean_redis.hlen(KEYS.dead) == 0
 
 
 def test_surrogate_pair_is_text(client: FlaskClient, clean_redis: redis.Redis) -> None:
@@ -124,7 +124,7 @@ def plant(client: redis.Redis, text: str, *, message: str = "") -> None:
 def test_pages_and_commands_show_a_dead_letter_holding_any_string(
     admin_app: Flask, clean_redis: redis.Redis
 ) -> None:
-    """Item 5: a dead letter holding a lone surrogate is listed, shown and dumped by pages and CLI."""
+    """A dead letter holding a lone surrogate is listed, shown and dumped by pages and CLI."""
     plant(clean_redis, "before \ud800 after")
     client = admin_app.test_client()
     for page in ("/admin/", "/admin/dead", "/admin/dead/plant-1.0"):
@@ -144,10 +144,10 @@ def test_dead_letter_written_before_the_fix_is_read_safely(
 ) -> None:
     """A lone surrogate stored as a JSON escape (as the store wrote it before) is read back as U+FFFD."""
     plant(clean_redis, "x")
-    raw = clean_redis.hget(store.DEAD, "plant-1.0")
+    raw = clean_redis.hget(KEYS.dead, "plant-1.0")
     assert raw is not None
-    clean_redis.hset(store.DEAD, "plant-1.0", raw.replace(b'"note":"x"', b'"note":"\\ud800"'))
-    item = deadletters.get(clean_redis, "plant-1.0")
+    clean_redis.hset(KEYS.dead, "plant-1.0", raw.replace(b'"note":"x"', b'"note":"\\ud800"'))
+    item = deadletters.get(clean_redis, "plant-1.0", WORKSPACES)
     assert item is not None
     assert item["envelope"]["rec"]["raw"]["note"] == "\ufffd"
     assert admin_app.test_client().get("/admin/dead/plant-1.0", headers=ADMIN).status_code == 200
@@ -173,26 +173,26 @@ def test_consent_history_holds_any_string(admin_app: Flask, clean_redis: redis.R
 def test_dead_letters_per_route_are_capped_and_drops_counted(
     client: FlaskClient, clean_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Item 6: a lenient route keeps at most RELAY_DEAD_LETTERS_MAX; the dropped are counted in /metrics."""
+    """A lenient route keeps at most RELAY_DEAD_LETTERS_MAX; the dropped are counted in /metrics."""
     monkeypatch.setenv("RELAY_DEAD_LETTERS_MAX", "30")
     capped = create_app_for(load_settings()).test_client()
     invalid = [{"external_id": "", "plan": n} for n in range(25)]
     for _ in range(2):  # 50 invalid records: 30 kept, 20 dropped
         response = capped.post("/db/profiles_skip", json={"records": invalid}, headers=TD)
         assert response.status_code == 200, response.get_data(as_text=True)
-    assert clean_redis.hlen(store.DEAD) == 30
-    assert clean_redis.zcard(store.DEAD_INDEX) == 30
+    assert clean_redis.hlen(KEYS.dead) == 30
+    assert clean_redis.zcard(KEYS.dead_index) == 30
     text = capped.get("/metrics").get_data(as_text=True)
     assert 'relay_dead_letters_dropped_total{route="profiles_skip"} 20.0' in text
     assert "relay_dead_letters 30.0" in text
-    newest = [item["id"] for item in deadletters.iter_entries(clean_redis)]
+    newest = [item["id"] for item in deadletters.iter_entries(clean_redis, WORKSPACES)]
     assert all(dead_id.endswith(tuple(f".{n}" for n in range(5, 25))) for dead_id in newest[:20])
 
 
 def test_stored_idempotent_answer_is_small_and_repeats_exactly(
     client: FlaskClient, clean_redis: redis.Redis
 ) -> None:
-    """Item 6: 499 rejected records leave a stored answer of a few hundred bytes; the repeat is the same."""
+    """499 rejected records leave a stored answer of a few hundred bytes; the repeat is the same."""
     records = [{"external_id": "", "plan": "p" * 200} for _ in range(499)] + [
         {"external_id": "ok", "plan": "x"}
     ]
@@ -203,7 +203,7 @@ def test_stored_idempotent_answer_is_small_and_repeats_exactly(
     assert first.status_code == again.status_code == 200
     assert first.get_json() == again.get_json()
     assert len(first.get_json()["rejected"]) == 499
-    sizes = [len(clean_redis.get(key) or b"") for key in clean_redis.scan_iter("relay:idem:*")]
+    sizes = [len(clean_redis.get(key) or b"") for key in clean_redis.scan_iter(KEYS.idempotency("*", "*"))]
     assert len(sizes) == 1 and sizes[0] < 400, sizes
 
 
@@ -240,7 +240,7 @@ def test_strings_of_every_unicode_category_never_5xx(
 def test_watermark_keys_name_no_email_or_phone(
     client: FlaskClient, clean_redis: redis.Redis, drain: Any
 ) -> None:
-    """Item 7: delivering attributes by email and phone leaves no raw address or number in a key name."""
+    """Delivering attributes by email and phone leaves no raw address or number in a key name."""
     records = [
         {"email": "private.person@example.com", "plan": "gold", "time": 1_764_000_000},
         {"phone": "+14155550123", "plan": "silver", "time": 1_764_000_000},
@@ -248,6 +248,6 @@ def test_watermark_keys_name_no_email_or_phone(
     assert client.post("/db/profiles", json={"records": records}, headers=TD).status_code == 200
     drain()
     keys = [key.decode() for key in clean_redis.scan_iter("relay:*")]
-    assert any(key.startswith("relay:wm:default:") for key in keys), keys
+    assert any(key.startswith(KEYS.watermark("x").rsplit(":", 1)[0]) for key in keys), keys
     for key in keys:
         assert "private.person" not in key and "example.com" not in key and "4155550123" not in key, key

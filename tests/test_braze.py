@@ -1,7 +1,7 @@
 """Reading Braze's answers (handlers/braze.py): each status and transport failure to one verdict.
 
 Pure: answers are plain values, failures real `requests` exceptions (some raised by real sockets).
-Each test names the rule of README "Delivery: what happens to a record" it pins.
+Each test names the rule of docs/delivery.md it pins.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from braze_sim.server import Simulator
 from receiver import state
 from relay import deadletters
 from relay.config import load_settings
-from tests.helpers import BRAZE_KEY, REDIS_URL, WRITE_KEY, create_app_for, relay_environment
+from tests.helpers import BRAZE_KEY, REDIS_URL, WORKSPACES, WRITE_KEY, create_app_for, relay_environment
 from tests.processes import flask_command, free_port
 from tests.test_skip_unchanged import SKIPPING
 
@@ -38,7 +38,7 @@ ON_REDIS = {
 
 def dead_ids(client: redis.Redis) -> list[str]:
     """Ids of every dead letter."""
-    return [item["id"] for item in deadletters.iter_entries(client)]
+    return [item["id"] for item in deadletters.iter_entries(client, WORKSPACES)]
 
 
 def test_check_prints_routes_without_secrets(app: Flask) -> None:
@@ -148,7 +148,7 @@ def test_replaying_twice_sends_once(
     client.post("/db/events", json={"records": [{"external_id": "twice", "name": "a"}]}, headers=HEADERS)
     drain()
     braze.config.api_key = BRAZE_KEY
-    (item,) = deadletters.iter_entries(clean_redis)
+    (item,) = deadletters.iter_entries(clean_redis, WORKSPACES)
     settings = state.of(app).settings
     first = deadletters.requeue(clean_redis, item, settings.delivery)
     second = deadletters.requeue(clean_redis, item, settings.delivery)

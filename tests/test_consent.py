@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from braze_sim.server import Simulator
-from relay import audit, store
-from tests.helpers import WRITE_KEY
+from relay import audit
+from relay.lanes import Lane
+from tests.helpers import KEYS, WRITE_KEY
 from tests.processes import Processes, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -65,9 +66,9 @@ def expected(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
 def lane_idle(client: redis.Redis) -> bool:
     """No consent record waiting, retrying or in flight."""
     return not (
-        client.llen(store.lane_queue(LANE))
-        or client.zcard(store.lane_retry(LANE))
-        or client.exists(store.lane_lease(LANE))
+        client.llen(Lane(LANE).list_key)
+        or client.zcard(Lane(LANE).retry_key)
+        or client.exists(Lane(LANE).lease_key)
     )
 
 
@@ -142,7 +143,7 @@ def test_final_state_is_the_newest_record(
             else profile["subscription_groups"].get(target)
         )
         assert held == state, (kind, value, target)
-    assert not clean_redis.hlen(store.DEAD), "nothing may be dead-lettered by transient faults"
+    assert not clean_redis.hlen(KEYS.dead), "nothing may be dead-lettered by transient faults"
 
 
 def test_audit_trail_tells_received_and_confirmed(
@@ -177,7 +178,7 @@ def test_audit_trail_tells_received_and_confirmed(
         "superseded",
     ]
     assert not any(
-        key.startswith(store.audit_key("").encode()) and b"trail" in key for key in clean_redis.keys("*")
+        key.startswith(KEYS.audit("").encode()) and b"trail" in key for key in clean_redis.keys("*")
     )
     assert braze.state.find(email="trail@example.com")["subscription_groups"] == {"g1": "subscribed"}
 

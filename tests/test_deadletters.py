@@ -14,10 +14,10 @@ import redis
 from flask import Flask
 
 from receiver.admin import operations
-from relay import deadletters, store
+from relay import deadletters
 from relay.config import Delivery, load_settings
 from relay.envelope import Envelope
-from tests.helpers import REDIS_URL, create_app_for
+from tests.helpers import KEYS, REDIS_URL, WORKSPACES, create_app_for
 from tests.test_admin import ADMIN_KEY, AUTH
 
 REASONS = ("invalid", "braze_rejected", "retries_exhausted")
@@ -55,13 +55,13 @@ def index_sizes(client: redis.Redis) -> dict[str, int]:
     """The size of every dead-letter index key there is."""
     keys = [
         key.decode()
-        for key in client.keys(store.dead_route_index("*"))
-        + client.keys(store.dead_reason_index("*"))
-        + client.keys(store.dead_pair_index("*", "*"))
+        for key in client.keys(KEYS.dead_route("*"))
+        + client.keys(KEYS.dead_reason("*"))
+        + client.keys(KEYS.dead_pair("*", "*"))
     ]
     return {key: int(client.zcard(key)) for key in keys} | {
-        "all": int(client.zcard(store.DEAD_INDEX)),
-        "hash": int(client.hlen(store.DEAD)),
+        "all": int(client.zcard(KEYS.dead_index)),
+        "hash": int(client.hlen(KEYS.dead)),
     }
 
 
@@ -74,11 +74,11 @@ def test_a_page_of_any_filter_is_exact_newest_first(clean_redis: redis.Redis) ->
             for i in reversed(items)
             if (not route or i["route"] == route) and (not reason or i["reason"] == reason)
         ]
-        found = deadletters.page(clean_redis, route=route, reason=reason, offset=50, count=50)
+        found = deadletters.page(clean_redis, WORKSPACES, route=route, reason=reason, offset=50, count=50)
         assert found.total == len(wanted)
         assert [i["id"] for i in found.items] == wanted[50:100]
     as_of = items[299]["last_failed_at"]
-    assert deadletters.page(clean_redis, as_of=as_of).total == 300
+    assert deadletters.page(clean_redis, WORKSPACES, as_of=as_of).total == 300
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def caught_up(client: redis.Redis, watched: list[str], mark: str) -> None:
 def test_admin_list_reads_only_its_page(
     clean_redis: redis.Redis, relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, watched: list[str]
 ) -> None:
-    """Issue 13 item 6: /admin/dead and /admin/ read counts and one page from Redis, not every entry."""
+    """/admin/dead and /admin/ read counts and one page from Redis, not every entry."""
     plant(clean_redis, 2_000)
     monkeypatch.setenv("RELAY_ADMIN_KEYS", ADMIN_KEY)
     app: Flask = create_app_for(load_settings())
@@ -130,7 +130,7 @@ def test_admin_list_reads_only_its_page(
     overview = admin.get("/admin/", headers=AUTH)
     assert overview.status_code == 200 and "2000" in overview.get_data(as_text=True)
     caught_up(clean_redis, watched, "after")
-    reads = [line.split() for line in watched if line.split()[1:2] == [store.DEAD]]
+    reads = [line.split() for line in watched if line.split()[1:2] == [KEYS.dead]]
     assert not [words for words in reads if words[0] in ("HGETALL", "HSCAN", "HVALS", "HKEYS")], reads[:3]
     fetched = [words for words in reads if words[0] == "HMGET"]
     assert len(fetched) == 1 and len(fetched[0]) - 2 == 50, "one page of 50 entries read, no more"
@@ -147,12 +147,13 @@ def test_every_way_out_keeps_the_indexes_in_step(clean_redis: redis.Redis, app: 
     assert done.replayed == 10 and done.still_invalid == []
     sizes = index_sizes(clean_redis)
     assert sizes["hash"] == sizes["all"] == 10
-    routes = {key: n for key, n in sizes.items() if key.startswith(store.dead_route_index(""))}
-    reasons = {key: n for key, n in sizes.items() if key.startswith(store.dead_reason_index(""))}
-    pairs = {key: n for key, n in sizes.items() if key.startswith(store.dead_pair_index("", "")[:-1])}
+    routes = {key: n for key, n in sizes.items() if key.startswith(KEYS.dead_route(""))}
+    reasons = {key: n for key, n in sizes.items() if key.startswith(KEYS.dead_reason(""))}
+    pairs = {key: n for key, n in sizes.items() if key.startswith(KEYS.dead_pair("", "")[:-1])}
     assert sum(routes.values()) == sum(reasons.values()) == sum(pairs.values()) == 10
-    assert deadletters.counts(clean_redis).total == 10
-    assert operations.purge(clean_redis, [i["id"] for i in items]) == 10, "ids already gone count nothing"
+    assert deadletters.counts(clean_redis, WORKSPACES).total == 10
+    with app.app_context():
+        assert operations.purge(clean_redis, [i["id"] for i in items]) == 10, "ids already gone count nothing"
     assert {n for key, n in index_sizes(clean_redis).items()} <= {0}
 
 
@@ -160,11 +161,11 @@ def test_the_cap_drops_the_oldest_from_every_index(clean_redis: redis.Redis) -> 
     """Past a route's limit its oldest leave the hash and every index, and are counted as dropped."""
     plant(clean_redis, 40, routes=("events",), limit=25)
     sizes = index_sizes(clean_redis)
-    assert sizes["hash"] == sizes["all"] == sizes[store.dead_route_index("events")] == 25
-    assert sum(n for key, n in sizes.items() if key.startswith(store.dead_reason_index(""))) == 25
-    counted = deadletters.counts(clean_redis)
+    assert sizes["hash"] == sizes["all"] == sizes[KEYS.dead_route("events")] == 25
+    assert sum(n for key, n in sizes.items() if key.startswith(KEYS.dead_reason(""))) == 25
+    counted = deadletters.counts(clean_redis, WORKSPACES)
     assert counted.by_route == {"events": 25} and sum(counted.by_reason.values()) == 25
-    ids = [i["id"] for i in deadletters.iter_entries(clean_redis)]
+    ids = [i["id"] for i in deadletters.iter_entries(clean_redis, WORKSPACES)]
     assert ids == [f"r{n:05d}.0" for n in range(39, 14, -1)], "the 25 newest are kept"
 
 
@@ -175,29 +176,13 @@ def test_an_id_stored_again_is_one_entry(clean_redis: redis.Redis) -> None:
     with clean_redis.pipeline(transaction=True) as pipe:
         deadletters.add(pipe, again)
         pipe.execute()
-    counted = deadletters.counts(clean_redis)
+    counted = deadletters.counts(clean_redis, WORKSPACES)
     assert counted.total == 1 and counted.by_reason == {"braze_rejected": 1}
-
-
-def test_a_store_written_before_the_indexes_is_indexed_once(clean_redis: redis.Redis) -> None:
-    """Dead letters kept by an earlier version (hash and time index only) get their indexes on first read."""
-    items = plant(clean_redis, 12)
-    for key in clean_redis.keys(f"{store.PREFIX}:dead:*"):
-        if key.decode() not in (store.DEAD, store.DEAD_INDEX):
-            clean_redis.delete(key)
-    assert deadletters.page(clean_redis, route="events").total == 6
-    assert deadletters.counts(clean_redis).by_reason == {
-        "invalid": 4,
-        "braze_rejected": 4,
-        "retries_exhausted": 4,
-    }
-    assert clean_redis.get(store.DEAD_INDEXED) == deadletters.INDEX_VERSION.encode()
-    assert len(items) == 12
 
 
 def test_requeue_of_a_purged_letter_does_nothing(clean_redis: redis.Redis) -> None:
     """A replay racing a purge: the letter is gone, nothing is queued, the indexes stay empty."""
     (item,) = plant(clean_redis, 1)
-    assert deadletters.remove(clean_redis, [item["id"]]) == 1
+    assert deadletters.remove(clean_redis, [item["id"]], WORKSPACES) == 1
     assert deadletters.requeue(clean_redis, item, Delivery()) is None
-    assert not clean_redis.keys(store.lane_queue("*"))
+    assert not clean_redis.keys(KEYS.lane_list("*"))

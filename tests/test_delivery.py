@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from braze_sim.server import Simulator
 from relay import deadletters, metrics, store
 from relay.lanes import Lane
-from tests.helpers import WRITE_KEY
+from tests.helpers import WORKSPACES, WRITE_KEY
 
 HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
 
@@ -38,7 +38,7 @@ def seqs(braze: Simulator, user: str) -> list[int]:
 
 def dead(client: redis.Redis) -> list[dict[str, Any]]:
     """Every dead letter."""
-    return list(deadletters.iter_entries(client))
+    return list(deadletters.iter_entries(client, WORKSPACES))
 
 
 def track_calls(braze: Simulator) -> list[dict[str, Any]]:
@@ -197,7 +197,7 @@ def test_newest_attribute_wins_over_a_late_older_record(
     ingest(client, "profiles", [{"external_id": "order-user", "tier": "old", "time": 1000}])
     drain()
     assert braze.state.profile("order-user")["attributes"] == {"tier": "new"}
-    counted = metrics.read(clean_redis)
+    counted = metrics.read(clean_redis, ["default"])
     assert counted[("relay_records_superseded", (("route", "profiles"),))] == 1
 
 
@@ -324,7 +324,7 @@ def test_track_lanes_split_by_user_and_keep_each_users_order(
         for user in range(20)
     ]
     assert client.post("/db/profiles", json={"records": records}, headers=HEADERS).status_code == 200
-    depths = [clean_redis.llen(store.lane_queue(f"default:track.{shard}")) for shard in (0, 1)]
+    depths = [clean_redis.llen(Lane(f"default:track.{shard}").list_key) for shard in (0, 1)]
     assert sum(depths) == 60 and min(depths) > 0
     assert all(depth % 3 == 0 for depth in depths), "a user's three records share one lane"
     context.install(context.Context(sharded, clean_redis))
@@ -334,7 +334,7 @@ def test_track_lanes_split_by_user_and_keep_each_users_order(
         RelayWorker(["relay-consent", "relay-bulk"], connection=clean_redis, serializer=JSONSerializer).work(
             burst=True, logging_level="WARNING"
         )
-        if not any(clean_redis.llen(store.lane_queue(f"default:track.{shard}")) for shard in (0, 1)):
+        if not any(clean_redis.llen(Lane(f"default:track.{shard}").list_key) for shard in (0, 1)):
             break
     for user in range(20):
         assert braze.state.profile(f"shard-{user}")["attributes"] == {"tier": "t2"}
@@ -363,7 +363,7 @@ def test_chunks_commit_while_later_requests_are_in_flight(
         event["properties"]["seq"] for call in track_calls(braze) for event in call["body"]["events"]
     ]
     assert sorted(delivered) == list(range(1500)), "a record lost or sent twice"
-    counted = metrics.read(clean_redis)
+    counted = metrics.read(clean_redis, ["default"])
     assert counted[("relay_records_delivered", (("route", "events"),))] == 1500
 
 

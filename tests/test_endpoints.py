@@ -1,4 +1,4 @@
-"""The HTTP edge on the real app and a real Redis: every answer of SPEC.md, its status and its JSON body."""
+"""The HTTP edge on the real app and a real Redis: every answer of docs/design.md, its status and body."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from receiver import create_app
-from relay import store
 from relay.config import load_settings
-from tests.helpers import OTHER_WRITE_KEY, WRITE_KEY, signed_headers
+from relay.lanes import Lane
+from tests.helpers import KEYS, OTHER_WRITE_KEY, WRITE_KEY, signed_headers
 
 T1 = 1_764_000_000  # 2025-11-24T16:00:00Z
 EVENT = {"external_id": "u1", "name": "signup", "time": T1}
@@ -30,8 +30,8 @@ POSTBACK = "/postback/v3/event/db/events"
 INGEST = "/db/events"
 EXPORT = "/export/events"
 WEBHOOK = "/webhooks/events"
-TRACK_LANE = store.lane_queue("default:track")
-DEAD = store.DEAD
+TRACK_LANE = Lane("default:track").list_key
+DEAD = KEYS.dead
 
 JSON_TYPE = {"Content-Type": "application/json"}
 TD_TYPE = {"Content-Type": "application/vnd.treasuredata.v1+json"}
@@ -100,7 +100,7 @@ def send_ok(client: FlaskClient, endpoint: str, body: bytes | None = None) -> Te
 
 
 def error_of(response: TestResponse, code: int) -> dict[str, Any]:
-    """The error body, checked: SPEC.md's status and JSON shape, and never a stack trace."""
+    """The error body, checked: the contract's status and JSON shape, and never a stack trace."""
     text = response.get_data(as_text=True)
     assert response.status_code == code, text
     assert "Traceback" not in text
@@ -115,7 +115,7 @@ def error_of(response: TestResponse, code: int) -> dict[str, Any]:
 
 def queued(client: redis.Redis) -> int:
     """Records waiting in every lane."""
-    return sum(client.llen(key) for key in client.keys(store.lane_queue("*")))
+    return sum(client.llen(key) for key in client.keys(KEYS.lane_list("*")))
 
 
 def free_port() -> int:
@@ -262,7 +262,7 @@ def test_accepted_key_forms(
     headers: dict[str, str],
     query: dict[str, str] | None,
 ) -> None:
-    """Each credential form SPEC.md allows for an endpoint, with either configured key, is let in."""
+    """Each credential form the contract allows for an endpoint, with either configured key, is let in."""
     response = send(client, endpoint, headers={**JSON_TYPE, **headers}, query=query)
     assert response.status_code in (200, 202), response.get_json()
     assert clean_redis.llen(TRACK_LANE) == 1
@@ -292,7 +292,7 @@ def test_credential_in_a_form_the_endpoint_does_not_take_is_401(
     headers: dict[str, str],
     query: dict[str, str] | None,
 ) -> None:
-    """A good key in a form SPEC.md does not allow on that endpoint (query, Basic, Bearer, ...) is 401."""
+    """A good key in a form not allowed on that endpoint (query, Basic, Bearer, ...) is 401."""
     error_of(send(client, endpoint, headers={**JSON_TYPE, **headers}, query=query), 401)
     assert queued(clean_redis) == 0
 
@@ -616,7 +616,7 @@ def test_invalid_record_is_422_keyed_by_index_and_field(
     answer = error_of(response, 422)
     assert set(answer["errors"]["records"]) == {"1"}
     assert dig(answer["errors"]["records"]["1"], path)
-    assert clean_redis.keys(store.lane_queue("*")) == []
+    assert clean_redis.keys(KEYS.lane_list("*")) == []
     assert clean_redis.hlen(DEAD) == 0
 
 
@@ -625,7 +625,7 @@ def test_invalid_postback_is_422_at_index_0(client: FlaskClient, clean_redis: re
     body = json.dumps(event(time="soon")).encode()
     answer = error_of(client.post(POSTBACK, data=body, headers=TD_KEY), 422)
     assert "time" in answer["errors"]["records"]["0"]
-    assert clean_redis.keys(store.lane_queue("*")) == []
+    assert clean_redis.keys(KEYS.lane_list("*")) == []
 
 
 def test_export_row_of_wrong_length_is_422(client: FlaskClient, clean_redis: redis.Redis) -> None:
@@ -634,7 +634,7 @@ def test_export_row_of_wrong_length_is_422(client: FlaskClient, clean_redis: red
     answer = error_of(client.put(EXPORT, data=body, headers=TD_KEY), 422)
     assert set(answer["errors"]["records"]) == {"1"}
     assert "_row" in answer["errors"]["records"]["1"]
-    assert clean_redis.keys(store.lane_queue("*")) == []
+    assert clean_redis.keys(KEYS.lane_list("*")) == []
 
 
 def test_invalid_webhook_record_is_422(client: FlaskClient, clean_redis: redis.Redis) -> None:
@@ -642,7 +642,7 @@ def test_invalid_webhook_record_is_422(client: FlaskClient, clean_redis: redis.R
     body = json.dumps([EVENT, event(external_id=None)]).encode()
     answer = error_of(client.post(WEBHOOK, data=body, headers=signed_headers(body)), 422)
     assert "identifier" in answer["errors"]["records"]["1"]
-    assert clean_redis.keys(store.lane_queue("*")) == []
+    assert clean_redis.keys(KEYS.lane_list("*")) == []
 
 
 def test_time_as_huge_integer_is_422(client: FlaskClient) -> None:
@@ -705,6 +705,27 @@ def test_skip_route_stores_valid_and_dead_letters_invalid(
     raws = sorted((item["envelope"]["rec"]["raw"] for item in dead), key=json.dumps)
     assert raws == sorted([SKIP_RECORDS[1], SKIP_RECORDS[3]], key=json.dumps)
     assert all(item["message"] for item in dead)
+
+
+def test_skip_route_export_rejects_a_row_of_wrong_length_and_keeps_the_others(
+    client: FlaskClient, clean_redis: redis.Redis
+) -> None:
+    """With skip_on_invalid_records, an export row that is not one value per column is named in
+    `rejected` and dead-lettered as it came, with its reason; the other rows are stored."""
+    names = ["external_id", "first_name"]
+    body = json.dumps({"column_names": names, "data": [["p1", "Ann"], ["p2"], ["p3", "Bo"]]})
+    response = client.put("/export/profiles_skip", data=body, headers=TD_KEY)
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    assert answer["accepted"] == 2
+    row_error = {"_row": ["A row must be a list of 2 values, one per column."]}
+    assert answer["rejected"] == [{"index": 1, "errors": row_error}]
+    stored = [json.loads(raw)["rec"]["_id"] for raw in clean_redis.lrange(TRACK_LANE, 0, -1)]
+    assert stored == [{"external_id": "p1"}, {"external_id": "p3"}]
+    (dead,) = [json.loads(raw) for raw in clean_redis.hvals(DEAD)]
+    assert (dead["route"], dead["reason"]) == ("profiles_skip", "invalid")
+    assert dead["envelope"]["rec"]["raw"] == ["p2"]
+    assert dead["message"] == "_row: A row must be a list of 2 values, one per column."
 
 
 def test_skip_route_postback_names_the_rejected_record(client: FlaskClient, clean_redis: redis.Redis) -> None:

@@ -1,4 +1,4 @@
-"""Issue 13 against the running relay (gunicorn as the Procfile starts it): replays, key holders, start-up.
+"""Replays, key holders and start-up, against the running relay (gunicorn as the Procfile starts it).
 
 Each test sends the exact requests of the security review to `web` over real sockets and looks at
 what Redis holds; no worker runs, so whatever a request stored is still waiting in its lane.
@@ -20,6 +20,7 @@ import redis
 import requests
 
 from tests.helpers import (
+    KEYS,
     REDIS_URL,
     ROUTES,
     SAMPLES,
@@ -69,7 +70,7 @@ def routes_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def stored(client: redis.Redis, family: str) -> int:
     """Records waiting in the default workspace's lanes of one family (shards included)."""
-    return sum(int(client.llen(key)) for key in client.scan_iter(f"relay:q:default:{family}*"))
+    return sum(int(client.llen(key)) for key in client.scan_iter(KEYS.lane_list(f"{family}*")))
 
 
 def post(base: str, path: str, body: bytes, headers: dict[str, str]) -> requests.Response:
@@ -80,7 +81,7 @@ def post(base: str, path: str, body: bytes, headers: dict[str, str]) -> requests
 def test_signed_webhook_replayed_onto_deletions_stores_nothing(
     stack: tuple[Processes, str], clean_redis: redis.Redis
 ) -> None:
-    """Item 1: signed bytes accepted on /webhooks/events, replayed on /webhooks/deletes, delete no one."""
+    """Signed bytes accepted on /webhooks/events, replayed on /webhooks/deletes, delete no one."""
     _, base = stack
     body = json.dumps({"external_id": "victim-1", "name": "signup"}).encode()
     headers = signed_headers(body)
@@ -96,7 +97,7 @@ def test_signed_webhook_replayed_onto_deletions_stores_nothing(
 def test_signed_webhook_with_fresh_idempotency_keys_is_stored_once(
     stack: tuple[Processes, str], clean_redis: redis.Redis
 ) -> None:
-    """Item 2: one signed request sent three times with Idempotency-Key r0, r1, r2 is one event."""
+    """One signed request sent three times with Idempotency-Key r0, r1, r2 is one event."""
     _, base = stack
     body = json.dumps({"external_id": "replayed-2", "name": "paid"}).encode()
     headers = signed_headers(body)
@@ -111,7 +112,7 @@ def test_signed_webhook_with_fresh_idempotency_keys_is_stored_once(
 def test_route_with_its_own_key_takes_no_global_credential(
     stack: tuple[Processes, str], clean_redis: redis.Redis
 ) -> None:
-    """Item 3: a user_delete route with write_keys_env refuses the global secret and key, takes its own."""
+    """A user_delete route with write_keys_env refuses the global secret and key, takes its own."""
     _, base = stack
     body = json.dumps({"external_id": "victim-3"}).encode()
     signed = post(base, "/webhooks/deletes_own", body, signed_headers(body))
@@ -128,7 +129,7 @@ def test_route_with_its_own_key_takes_no_global_credential(
 
 
 def test_sensitive_routes_on_global_credentials_are_named_at_start(stack: tuple[Processes, str]) -> None:
-    """Item 3: web and worker each log one JSON warning naming the delete and consent routes."""
+    """Web and worker each log one JSON warning naming the delete and consent routes."""
     procs, _ = stack
     procs.start("worker")
 
@@ -149,7 +150,7 @@ def test_sensitive_routes_on_global_credentials_are_named_at_start(stack: tuple[
 def test_check_names_sensitive_routes_on_global_credentials(
     routes_file: Path, clean_redis: redis.Redis
 ) -> None:
-    """Item 3: `flask --app receiver check` prints the same warning line."""
+    """`flask --app receiver check` prints the same warning line."""
     env = {**os.environ, **relay_environment(REDIS_URL, "http://127.0.0.1:9", routes_file)}
     result = flask_command("check", env=env)
     assert result.returncode == 0, result.stderr
@@ -160,7 +161,7 @@ def test_check_names_sensitive_routes_on_global_credentials(
 def test_bearer_key_holder_cannot_preclaim_a_webhook_id(
     stack: tuple[Processes, str], clean_redis: redis.Redis
 ) -> None:
-    """Item 7: a Bearer request carrying a sender's webhook-id does not make the real signed webhook a 409."""
+    """A Bearer request carrying a sender's webhook-id does not make the real signed webhook a 409."""
     _, base = stack
     msg_id = "msg_preclaimed_7"
     fake = json.dumps({"external_id": "u7", "name": "fake"}).encode()
@@ -179,7 +180,7 @@ def test_bearer_key_holder_cannot_preclaim_a_webhook_id(
 def test_short_dedup_window_stops_web_at_start(
     tmp_path: Path, routes_file: Path, clean_redis: redis.Redis
 ) -> None:
-    """Item 7: RELAY_DEDUP_WINDOW_S under the signature's 10-minute span stops `web` with status 2."""
+    """RELAY_DEDUP_WINDOW_S under the signature's 10-minute span stops `web` with status 2."""
     env = {**os.environ, **relay_environment(REDIS_URL, "http://127.0.0.1:9", routes_file)}
     env.update({"RELAY_DEDUP_WINDOW_S": "5", "PORT": "0", "HOST": "127.0.0.1"})
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
@@ -204,7 +205,7 @@ def shopify_headers(body: bytes, secret: str, webhook_id: str) -> dict[str, str]
 
 
 def test_shopify_route_end_to_end(stack: tuple[Processes, str], clean_redis: redis.Redis) -> None:
-    """Issue 9: a signed Shopify webhook is stored once; tampered, unsigned and re-id'd ones are not."""
+    """A signed Shopify webhook is stored once; tampered, unsigned and re-id'd ones are not."""
     _, base = stack
     body = json.dumps({"external_id": "shopper-1", "name": "order_created", "total": "19.99"}).encode()
     accepted = post(base, "/webhooks/shop", body, shopify_headers(body, SHOP_SECRET, "wh-1"))
@@ -237,7 +238,7 @@ def test_shopify_route_end_to_end(stack: tuple[Processes, str], clean_redis: red
 
 
 def test_slow_clients_do_not_stall_the_edge(stack: tuple[Processes, str], clean_redis: redis.Redis) -> None:
-    """Item 4: six sockets trickling one header line every 2 s; /healthz and a postback are still answered."""
+    """Six sockets trickling one header line every 2 s; /healthz and a postback are still answered."""
     import socket
     import threading
     from urllib.parse import urlsplit
@@ -277,7 +278,7 @@ def test_slow_clients_do_not_stall_the_edge(stack: tuple[Processes, str], clean_
 
 
 def test_encoded_crlf_in_a_path_keeps_the_access_log_json(stack: tuple[Processes, str]) -> None:
-    """Item 7: a path with %0d%0a, %22 and %5c is logged inside one JSON line, never splitting it."""
+    """A path with %0d%0a, %22 and %5c is logged inside one JSON line, never splitting it."""
     import socket
     from urllib.parse import urlsplit
 
@@ -304,7 +305,7 @@ def test_encoded_crlf_in_a_path_keeps_the_access_log_json(stack: tuple[Processes
 def test_signed_shopify_order_through_the_preset(
     stack: tuple[Processes, str], clean_redis: redis.Redis
 ) -> None:
-    """Issue 9: Shopify's documented orders/create sample, signed by Shopify's recipe, goes through the
+    """Shopify's documented orders/create sample, signed by Shopify's recipe, goes through the
     shopify_orders preset (202, a purchase per line item stored); the same bytes one digit off are 401.
 
     Sample: tests/samples/shopify/orders_create.json (Shopify's orders/create example payload,

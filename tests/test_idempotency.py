@@ -9,10 +9,10 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from relay import store
+from relay.lanes import Lane
 from tests.helpers import WRITE_KEY, signed_headers
 
-TRACK_LANE = store.lane_queue("default:track")
+TRACK_LANE = Lane("default:track").list_key
 TD = {"Authorization": f"TD1 {WRITE_KEY}", "Content-Type": "application/json"}
 EVENT = {"external_id": "idem-u", "name": "paid"}
 

@@ -1,6 +1,6 @@
 """Several Braze requests in flight per worker, with the Procfile's processes and the simulator over HTTP.
 
-README "Delivery: what happens to a record", rule "Several requests in flight": requests overlap;
+docs/delivery.md, rule "Several requests in flight": requests overlap;
 no user is in two at once; the shared rate limit and 429 pauses hold for every sender; a worker
 killed or frozen past its lease mid-flight loses nothing and sends nothing stale.
 """

@@ -25,6 +25,12 @@ def scrape(client: FlaskClient) -> dict[tuple[str, tuple[tuple[str, str], ...]],
     return samples
 
 
+def test_metrics_say_their_text_format_and_charset_once(client: FlaskClient) -> None:
+    """/metrics is typed as the Prometheus text format it is written in (0.0.4), its charset named once."""
+    response = client.get("/metrics")
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+
+
 def test_counts_after_a_known_workload(
     client: FlaskClient, drain: Callable[..., None], braze: Simulator
 ) -> None:

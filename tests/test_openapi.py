@@ -82,7 +82,7 @@ def validator(document: dict[str, Any], ref: str) -> Draft202012Validator:
 
 
 def openapi_path(rule: str) -> str:
-    """A Werkzeug rule as an OpenAPI path: <table> becomes {table}; <name> is SPEC.md's {route}."""
+    """A Werkzeug rule as an OpenAPI path: <table> becomes {table}; <name> is the contract's {route}."""
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule).replace("{name}", "{route}")
 
 
@@ -155,7 +155,7 @@ def test_route_enums_match_the_routes_file(client: FlaskClient) -> None:
 
 
 def test_each_ingest_operation_names_its_credentials_and_errors(client: FlaskClient) -> None:
-    """Credentials per SPEC.md, and every error status answered with the one error shape."""
+    """Credentials per docs/design.md, and every error status answered with the one error shape."""
     document = doc_of(client)
     paths = document["paths"]
     schemes = {

@@ -11,9 +11,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from receiver.admin import operations
-from relay import deadletters, store
+from relay import deadletters
 from relay.config import load_settings
-from tests.helpers import WRITE_KEY, create_app_for
+from tests.helpers import KEYS, WORKSPACES, WRITE_KEY, create_app_for
 from tests.test_admin import ADMIN_KEY, AUTH
 
 NOW = 1_800_000_000.0
@@ -40,10 +40,10 @@ def plant(client: FlaskClient, count: int) -> None:
 
 def age_all(client: redis.Redis, seconds: float) -> None:
     """Make every dead letter `seconds` old (as if it failed then)."""
-    for item in deadletters.iter_entries(client):
+    for item in deadletters.iter_entries(client, WORKSPACES):
         item["last_failed_at"] = time.time() - seconds
-        client.hset(store.DEAD, item["id"], json.dumps(item))
-        client.zadd(store.DEAD_INDEX, {item["id"]: item["last_failed_at"]})
+        client.hset(KEYS.dead, item["id"], json.dumps(item))
+        client.zadd(KEYS.dead_index, {item["id"]: item["last_failed_at"]})
 
 
 def test_cli_and_page_show_the_same_age(
@@ -66,23 +66,24 @@ def test_purge_goes_in_bounded_transactions(
     """More dead letters than one transaction takes are purged all the same, by the CLI too."""
     plant(client, 500)
     plant(client, 300)
-    assert clean_redis.zcard(store.DEAD_INDEX) == 800 > operations.PURGE_CHUNK
+    assert clean_redis.zcard(KEYS.dead_index) == 800 > operations.PURGE_CHUNK
     result = app.test_cli_runner().invoke(args=["dead", "purge", "--all", "--yes"])
     assert "purged 800 dead letter(s)" in result.output
-    assert clean_redis.zcard(store.DEAD_INDEX) == 0 and clean_redis.hlen(store.DEAD) == 0
+    assert clean_redis.zcard(KEYS.dead_index) == 0 and clean_redis.hlen(KEYS.dead) == 0
 
 
 def test_matching_takes_the_whole_reason_and_the_moment(
-    client: FlaskClient, clean_redis: redis.Redis
+    app: Flask, client: FlaskClient, clean_redis: redis.Redis
 ) -> None:
     """A filter matches whole reasons, and `as_of` leaves out what failed after the page was shown."""
     plant(client, 2)
     as_of = time.time()
     time.sleep(0.01)
     plant(client, 1)
-    assert len(list(operations.matching(clean_redis, reason="invalid"))) == 3
-    assert list(operations.matching(clean_redis, reason="inval")) == []
-    assert len(list(operations.matching(clean_redis, reason="invalid", as_of=as_of))) == 2
+    with app.app_context():
+        assert len(list(operations.matching(clean_redis, reason="invalid"))) == 3
+        assert list(operations.matching(clean_redis, reason="inval")) == []
+        assert len(list(operations.matching(clean_redis, reason="invalid", as_of=as_of))) == 2
 
 
 def test_cli_refuses_a_reason_that_does_not_exist(app: Flask) -> None:

@@ -1,4 +1,4 @@
-"""docs/operations.md against the code: its commands, variables and Procfile roles all exist."""
+"""docs/operations.md and .env.example against the code: commands, variables and Procfile roles exist."""
 
 from __future__ import annotations
 
@@ -65,6 +65,41 @@ def test_every_variable_in_the_doc_is_in_env_example() -> None:
     assert {"REDIS_URL", "BRAZE_API_KEY", "RELAY_WRITE_KEYS", "RELAY_ADMIN_KEYS"} <= named
     missing = sorted(name for name in named if not re.search(rf"^#? ?{name}=", ENV_EXAMPLE, re.MULTILINE))
     assert missing == []
+
+
+# Where the product reads its environment: the Python of its packages (and gunicorn's settings), its
+# scripts and Procfiles, and the credential variables relay.example.toml's routes name.
+PYTHON_READERS = [
+    *(
+        path
+        for package in ("relay", "receiver", "handlers", "braze_sim", "sdk_demo")
+        for path in (ROOT / package).rglob("*.py")
+    ),
+    ROOT / "gunicorn.conf.py",
+]
+SHELL_READERS = [ROOT / name for name in ("scripts/sandbox", "scripts/relay", "Procfile", "Procfile.sandbox")]
+PYTHON_READ = re.compile(
+    r"""(?:os\.environ\.get\(|os\.getenv\(|os\.environ\[|\benv\.\w+\()\s*["']([A-Z][A-Z0-9_]*)["']"""
+)
+SHELL_READ = re.compile(r"\$\{?([A-Z][A-Z0-9_]*)")
+ROUTE_CREDENTIALS = re.compile(r'^\w+_env = "([A-Z][A-Z0-9_]*)"', re.MULTILINE)
+# Not the relay's to list: the shell's own, and requests' CA bundle variables (read as requests reads them).
+OTHERS = {"PATH", "PWD", "PYTHONPATH", "BASH_SOURCE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
+
+
+def test_every_variable_the_code_reads_is_in_env_example() -> None:
+    """Each variable the code, the scripts, the Procfiles and the example routes read is in .env.example,
+    and each one .env.example lists is read by one of them."""
+    read = {name for path in PYTHON_READERS for name in PYTHON_READ.findall(path.read_text())}
+    read |= {name for path in SHELL_READERS for name in SHELL_READ.findall(path.read_text())}
+    read |= set(ROUTE_CREDENTIALS.findall((ROOT / "relay.example.toml").read_text()))
+    read -= OTHERS
+    assert {"RELAY_CONFIG", "GUNICORN_THREADS", "SANDBOX_DEMO_PORT", "SDK_WRITE_KEYS"} <= read, (
+        "readers not found"
+    )
+    listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE, re.MULTILINE))
+    assert sorted(read - listed) == []
+    assert sorted(listed - read) == []
 
 
 def test_procfile_roles_in_the_doc_exist_with_their_commands() -> None:

@@ -1,8 +1,10 @@
-"""The README's operator commands and the sandbox, as a newcomer runs them: a fresh shell (no
-virtualenv activated, nothing exported by hand) in a fresh copy of the checkout.
+"""The documented commands, as a newcomer runs them: a fresh shell (no virtualenv activated,
+nothing exported by hand) in a fresh copy of the checkout.
 
 The copy holds what a clone holds (git's tracked and not-ignored files); its `.venv` is the
-project's, linked rather than installed again. Commands are taken from the README itself.
+project's, linked rather than installed again. Commands are taken from the docs themselves: the
+README's sandbox and its request that delivers, the operations guide's operator commands and the
+transforms guide's `transform try` lines.
 """
 
 from __future__ import annotations
@@ -14,41 +16,58 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import IO
 
 import pytest
 import redis
 import requests
 
 from braze_sim.server import Simulator
-from relay import store
-from tests.helpers import BRAZE_KEY, REDIS_URL, WRITE_KEY
+from tests.helpers import BRAZE_KEY, KEYS, REDIS_URL, WRITE_KEY
 from tests.processes import ROOT, free_port, wait_for
 
 README = (ROOT / "README.md").read_text()
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
+TRANSFORMS = (ROOT / "docs" / "transforms.md").read_text()
 
 
-def readme_commands() -> list[str]:
-    """The `./scripts/relay` lines of the README's "Operator commands" block, comments cut."""
-    section = README.split("## Operator commands", 1)[1].split("\n## ", 1)[0]
-    block = section.split("```sh", 1)[1].split("```", 1)[0]
+def first_block(doc: str, heading: str) -> str:
+    """The first ```sh block of the section under `heading`."""
+    section = doc.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```sh", 1)[1].split("```", 1)[0]
+
+
+def relay_lines(block: str) -> list[str]:
+    """The block's `./scripts/relay` lines, comments cut."""
     return [
         line.split("  #", 1)[0].strip() for line in block.splitlines() if line.startswith("./scripts/relay")
     ]
 
 
-def readme_transform_commands() -> list[str]:
-    """The `./scripts/relay transform try` lines of the README's "Trying a transform" block."""
-    section = README.split("**Trying a transform before going live**", 1)[1]
-    block = section.split("```sh", 1)[1].split("```", 1)[0]
-    return [
-        line.split("  #", 1)[0].strip() for line in block.splitlines() if line.startswith("./scripts/relay")
-    ]
+def operator_commands() -> list[str]:
+    """The `./scripts/relay` lines of the operations guide's "Operator commands" block."""
+    return relay_lines(first_block(OPERATIONS, "## Operator commands"))
+
+
+def transform_commands() -> list[str]:
+    """The `./scripts/relay transform try` lines of the transforms guide's "Trying a transform" block."""
+    return relay_lines(first_block(TRANSFORMS, "## Trying a transform before going live"))
+
+
+def readme_requests() -> list[str]:
+    """The README's "One request that delivers" commands, each joined across its continued lines."""
+    joined = first_block(README, "## One request that delivers").replace("\\\n", " ")
+    return [line.split("  #", 1)[0].strip() for line in joined.splitlines() if line.startswith("curl ")]
 
 
 @pytest.fixture
 def fresh_copy(tmp_path: Path) -> Path:
     """What `git clone` of this checkout gives, with the project's virtualenv linked in."""
-    copy = tmp_path / "clone"
+    return clone_checkout(tmp_path / "clone")
+
+
+def clone_checkout(copy: Path) -> Path:
+    """Copy into `copy` what `git clone` of this checkout gives, and link the project's virtualenv."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -73,6 +92,13 @@ def run(command: str, *, cwd: Path, env: dict[str, str]) -> subprocess.Completed
     """One command line, as typed into that shell."""
     return subprocess.run(
         ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def start_sandbox(copy: Path, env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """`./scripts/sandbox` in the copy, in a session of its own (as a terminal's job), printing to `log`."""
+    return subprocess.Popen(
+        ["./scripts/sandbox"], cwd=copy, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
 
 
@@ -116,26 +142,26 @@ def plant_dead_letter(
         "/marketing/profiles", json={"records": [{"tier": "no user"}]}, headers={"X-TD-Write-Key": WRITE_KEY}
     )
     assert posted.status_code == 200 and posted.get_json()["rejected"]
-    (dead_id,) = [raw.decode() for raw in client.zrange(store.DEAD_INDEX, 0, -1)]
+    (dead_id,) = [raw.decode() for raw in client.zrange(KEYS.dead_index, 0, -1)]
     return dead_id
 
 
 @pytest.mark.e2e
-def test_readme_operator_commands_work_from_a_fresh_shell(
+def test_operator_commands_work_from_a_fresh_shell(
     fresh_copy: Path,
     braze: Simulator,
     clean_redis: redis.Redis,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Every `./scripts/relay` line of the README runs (exit 0) from another directory, with the .env."""
+    """Every `./scripts/relay` line of the operations guide runs (exit 0) elsewhere, with the .env."""
     write_env(fresh_copy, braze)
     dead_id = plant_dead_letter(fresh_copy, braze, monkeypatch, clean_redis)
     shell = fresh_shell(tmp_path)
     elsewhere = tmp_path / "somewhere-else"
     elsewhere.mkdir()
     relay = str(fresh_copy / "scripts" / "relay")
-    commands = readme_commands()
+    commands = operator_commands()
     assert len(commands) >= 7, commands
     for line in commands:
         command = line.replace("./scripts/relay", relay, 1).replace("DEAD_LETTER_ID", dead_id)
@@ -143,16 +169,16 @@ def test_readme_operator_commands_work_from_a_fresh_shell(
         assert done.returncode == 0, (line, done.stdout, done.stderr)
         assert "Traceback" not in done.stdout + done.stderr, line
     listed = run(f"{relay} dead list", cwd=elsewhere, env=shell)
-    assert "0 shown, 0 dead letter(s)" in listed.stderr, "the README's purge removed the planted one"
+    assert "0 shown, 0 dead letter(s)" in listed.stderr, "the guide's purge removed the planted one"
 
 
 @pytest.mark.e2e
-def test_readme_transform_commands_run_on_the_shipped_samples(
+def test_transform_commands_run_on_the_shipped_samples(
     fresh_copy: Path, braze: Simulator, tmp_path: Path
 ) -> None:
-    """The README's `transform try` lines, as typed in the project directory of a fresh clone."""
+    """The transforms guide's `transform try` lines, as typed in the project directory of a fresh clone."""
     write_env(fresh_copy, braze)
-    commands = readme_transform_commands()
+    commands = transform_commands()
     assert len(commands) == 3, commands
     for line in commands:
         done = run(line, cwd=fresh_copy, env=fresh_shell(tmp_path))
@@ -224,7 +250,8 @@ def test_without_a_variables_file_the_error_says_what_to_do(fresh_copy: Path, tm
 @pytest.mark.e2e
 def test_sandbox_shows_everything_safely(fresh_copy: Path, tmp_path: Path) -> None:
     """`./scripts/sandbox` binds 127.0.0.1, prints a session admin key, secret and a signed-webhook
-    example that works, and `./scripts/relay` in another shell finds the session; Ctrl-C cleans up."""
+    example that works, the README's request delivers, and `./scripts/relay` in another shell finds
+    the session; Ctrl-C cleans up."""
     ports = {
         "PORT": str(free_port()),
         "SANDBOX_BRAZE_PORT": str(free_port()),
@@ -232,14 +259,7 @@ def test_sandbox_shows_everything_safely(fresh_copy: Path, tmp_path: Path) -> No
     }
     shell = fresh_shell(tmp_path, **ports)
     log = (tmp_path / "sandbox.log").open("wb")
-    sandbox = subprocess.Popen(
-        ["./scripts/sandbox"],
-        cwd=fresh_copy,
-        env=shell,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    sandbox = start_sandbox(fresh_copy, shell, log)
     relay = f"http://127.0.0.1:{ports['PORT']}"
 
     def up() -> bool:
@@ -280,6 +300,19 @@ def test_sandbox_shows_everything_safely(fresh_copy: Path, tmp_path: Path) -> No
             30,
             "the signed webhook's event in the sandbox Braze",
         )
+        sim_url = f"http://127.0.0.1:{ports['SANDBOX_BRAZE_PORT']}"
+        post, look = [
+            command.replace("http://127.0.0.1:8000", relay).replace("http://127.0.0.1:9100", sim_url)
+            for command in readme_requests()
+        ]
+        posted = run(post, cwd=tmp_path, env=shell)
+        assert (posted.returncode, posted.stdout.strip()) == (0, "{}"), (post, posted.stdout, posted.stderr)
+
+        def delivered() -> bool:
+            seen = run(look, cwd=tmp_path, env=shell)
+            return seen.returncode == 0 and '"name":"signup"' in seen.stdout.replace(" ", "")
+
+        wait_for(delivered, 30, "the README's postback in the sandbox Braze")
     finally:
         os.killpg(sandbox.pid, signal.SIGINT)
         try:

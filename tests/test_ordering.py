@@ -1,6 +1,6 @@
 """No stale overwrite (handlers/ordering.py): newest-in-batch and the newest-value watermarks.
 
-README "Delivery", rule "No stale overwrite". `newest_in_batch` is pure; `Watermarks` runs its
+docs/delivery.md, rule "No stale overwrite". `newest_in_batch` is pure; `Watermarks` runs its
 script on the real Redis (its own keys, no worker, no HTTP).
 """
 
@@ -10,9 +10,8 @@ import redis
 
 from handlers.ordering import Watermarks, newest_in_batch
 from handlers.translate import Item, to_items
-from relay import store
 from relay.envelope import Envelope
-from tests.helpers import envelopes
+from tests.helpers import KEYS, envelopes
 
 
 def attribute_items(records: list[dict[str, object]]) -> list[Item]:
@@ -115,5 +114,5 @@ def test_watermarks_expire_with_their_ttl(clean_redis: redis.Redis) -> None:
     marks = Watermarks(clean_redis, ttl_s=3600)
     (item,) = attribute_items([{"external_id": "u", "tier": "gold", "time": 200}])
     marks.keep_newest([item])
-    ttl = clean_redis.ttl(store.watermark_key("default", item.user))
+    ttl = clean_redis.ttl(KEYS.watermark(item.user))
     assert 3590 <= ttl <= 3600

@@ -1,7 +1,7 @@
 """What a verdict means for a request's items, and where each record ends (handlers/outcomes.py).
 
 Pure and exact: items come from real envelopes (the edge's schemas), verdicts are plain values.
-Each test names the rule of README "Delivery: what happens to a record" it pins.
+Each test names the rule of docs/delivery.md it pins.
 """
 
 from __future__ import annotations

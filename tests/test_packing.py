@@ -1,6 +1,6 @@
 """Packing items into Braze requests within Braze's per-request limits (handlers/packing.py).
 
-Pure and exact; each test names the rule of README "Delivery: what happens to a record" it pins
+Pure and exact; each test names the rule of docs/delivery.md it pins
 ("Batching").
 """
 
@@ -146,7 +146,7 @@ def test_data_is_the_body_as_json() -> None:
         assert json.loads(request.data()) == request.body()
 
 
-# --- plan: rounds of requests sent at once (README "Delivery", "several requests in flight") ---
+# --- plan: rounds of requests sent at once (docs/delivery.md, "Several requests in flight") ---
 
 
 def users_of(request: BrazeRequest) -> set[str]:

@@ -1,6 +1,6 @@
 """Braze's rate limits for the relay as a whole (handlers/ratelimit.py), on the real Redis.
 
-README "Delivery", rule "Rate limits": one moving window per workspace and family shared by every
+docs/delivery.md, rule "Rate limits": one moving window per workspace and family shared by every
 worker; after a 429, or an answer with `X-RateLimit-Remaining: 0`, nothing goes to that family
 before `X-RateLimit-Reset`.
 """

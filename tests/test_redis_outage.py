@@ -1,4 +1,4 @@
-"""A Redis outage is ridden out (SPEC.md "Running"): the real Redis SIGKILLed under load, restarted
+"""A Redis outage is ridden out (docs/operations.md, "Redis"): the real Redis SIGKILLed under load, restarted
 from its AOF, with web and workers left alone.
 
 While Redis is away the web answers 503 (nothing stored), the workers wait and reconnect; when it is

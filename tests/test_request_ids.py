@@ -1,4 +1,4 @@
-"""Every answer carries X-Request-Id (README "Endpoints"), errors and health included, and the access
+"""Every answer carries X-Request-Id (docs/design.md), errors and health included, and the access
 log line of the running web names the same id."""
 
 from __future__ import annotations

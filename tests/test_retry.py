@@ -1,4 +1,4 @@
-"""Backoff and exhaustion (handlers/retry.py): README "Delivery", rule "Attempts"."""
+"""Backoff and exhaustion (handlers/retry.py): docs/delivery.md, rule "Attempts"."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from handlers.retry import backoff, exhausted
 from relay.config import Delivery
 
-DELIVERY = Delivery()  # the defaults the README states: base 1 s, cap 600 s, 100 attempts, 6 h
+DELIVERY = Delivery()  # the defaults docs/delivery.md states: base 1 s, cap 600 s, 100 attempts, 6 h
 
 
 @pytest.mark.parametrize(
@@ -25,7 +25,7 @@ def test_each_wait_is_between_half_and_all_of_its_step(attempt: int, step: float
 
 
 def test_first_ten_waits_take_9_to_17_minutes() -> None:
-    """Rule "the first ten take 8.5 to 17 minutes in all" (the README's arithmetic, both bounds)."""
+    """Rule "the first ten take 8.5 to 17 minutes in all" (docs/delivery.md's arithmetic, both bounds)."""
     lowest = sum(min(600.0, 2.0 ** (n - 1)) / 2 for n in range(1, 11))
     highest = sum(min(600.0, 2.0 ** (n - 1)) for n in range(1, 11))
     assert (round(lowest / 60, 1), round(highest / 60)) == (8.5, 17)

@@ -13,8 +13,7 @@ import redis
 import requests
 
 from braze_sim.server import Simulator
-from relay import store
-from tests.helpers import BRAZE_KEY, OTHER_WRITE_KEY, WEBHOOK_SECRET, WRITE_KEY, signed_headers
+from tests.helpers import BRAZE_KEY, KEYS, OTHER_WRITE_KEY, WEBHOOK_SECRET, WRITE_KEY, signed_headers
 from tests.processes import Processes, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -162,7 +161,11 @@ def test_no_secret_in_logs_redis_or_answers(
         headers={"Authorization": f"TD1 {WRITE_KEY}"},
         timeout=10,
     )
-    wait_for(lambda: clean_redis.hlen(store.DEAD) >= 1, 20, "the refused records in the dead-letter store")
+    wait_for(
+        lambda: clean_redis.hlen(KEYS.dead) >= 1,
+        20,
+        "the refused records in the dead-letter store",
+    )
     braze.config.api_key = BRAZE_KEY
 
     for answer in answers:

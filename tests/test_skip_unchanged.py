@@ -1,5 +1,5 @@
 """skip_unchanged end to end: the edge, the real worker in-process, the simulator over HTTP, the CLI
-and the admin page (README "skip_unchanged")."""
+and the admin page (docs/delivery.md, "skip_unchanged")."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def attribute_objects(braze: Simulator, since: int = 0) -> list[dict[str, Any]]:
 
 def counted(client: redis.Redis, name: str, route: str) -> float:
     """One route's counter from /metrics' store."""
-    return metrics.read(client).get((name, (("route", route),)), 0)
+    return metrics.read(client, ["default"]).get((name, (("route", route),)), 0)
 
 
 PROFILES = [{"external_id": f"p{i}", "tier": "gold", "city": "Oslo", "score": i} for i in range(10)]

@@ -26,7 +26,7 @@ from relay import envelope
 from relay.config import load_settings
 from relay.errors import ConfigError
 from relay.modes import Kind
-from tests.helpers import ROUTES, WRITE_KEY
+from tests.helpers import KEYS, ROUTES, WRITE_KEY
 from tests.processes import procfile_command, refused_start
 from tests.test_openapi import doc_of, validator
 
@@ -52,8 +52,8 @@ allowed_origins = ["{SHOP}"]
 EVENTS = "/web/page_events"
 CONSENT = "/web/page_consent"
 T1 = 1_764_000_000  # 2025-11-24T16:00:00Z
-TRACK_LANE = "relay:q:default:track"
-CONSENT_LANE = "relay:q:default:consent"
+TRACK_LANE = KEYS.lane_list("track")
+CONSENT_LANE = KEYS.lane_list("consent")
 SDK_TYPE = "application/vnd.treasuredata.v1+json"
 SDK_SIGNED_TYPE = "application/vnd.treasuredata.v1.js+json"  # signed mode with a global id
 ACCESS_CONTROL = "access-control-"
@@ -340,7 +340,7 @@ def test_page_key_opens_only_its_own_routes(client: FlaskClient) -> None:
 def test_page_key_opens_every_path_of_its_route_as_the_readme_says(client: FlaskClient) -> None:
     """Anyone holding the page's key can write to its route by postback (query key), export and webhook.
 
-    This is what README "Web pages" tells operators a public key allows; a change here changes that text.
+    This is what docs/browser-sdk.md tells operators a public key allows; a change here changes that text.
     """
     record = {"external_id": "u1", "name": "x"}
     basic = base64.b64encode(f"td:{PAGE_KEY}".encode()).decode()

@@ -159,3 +159,16 @@ def test_a_body_the_edge_refuses_whole_is_refused_as_the_edge_says(app: Flask, t
     both.write_text(json.dumps({"records": [{"user": "u1"}], "events": [{"user": "u2"}]}))
     code, output = run(app, "orders", str(both))
     assert code == 1 and 'the edge would answer 400: The body must hold "records" or "events"' in output
+
+
+def test_a_lenient_routes_export_row_of_wrong_length_fails_alone(app: Flask, tmp_path: Path) -> None:
+    """On a skip_on_invalid_records route a row that does not match column_names fails as the edge
+    rejects it (its index, its error); the other rows make their records and Braze bodies (exit 1)."""
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps({"column_names": ["user", "event"], "data": [["s1", "Signup"], ["s2"]]}))
+    code, output = run(app, "lenient", str(export))
+    assert code == 1, output
+    assert "input 0: 1 record(s)" in output and "record 0 (events): valid" in output
+    assert 'input 1: FAILED: {"_row": ["A row must be a list of 2 values, one per column."]}' in output
+    body = json.loads(output[output.index("POST /users/track") + len("POST /users/track") :].split("\n1 ")[0])
+    assert [event["external_id"] for event in body["events"]] == ["s1"]

@@ -17,7 +17,8 @@ from braze_sim.server import Simulator
 from relay import deadletters, store
 from relay.config import load_settings
 from relay.errors import ConfigError
-from tests.helpers import BRAZE_KEY, REDIS_URL, ROUTES, WRITE_KEY, create_app_for
+from relay.lanes import Lane
+from tests.helpers import BRAZE_KEY, KEYS, REDIS_URL, ROUTES, WORKSPACES, WRITE_KEY, create_app_for
 from tests.processes import ROOT, free_port, procfile_command, refused_start
 
 T1 = 1_764_000_000  # 2025-11-24T16:00:00Z
@@ -111,7 +112,7 @@ def post(client: FlaskClient, shape: str, route: str, inputs: list[dict[str, Any
 
 def queued(client: redis.Redis) -> int:
     """Records waiting in any lane."""
-    return sum(int(client.llen(store.lane_queue(raw.decode()))) for raw in client.smembers(store.LANES))
+    return sum(int(client.llen(Lane(raw.decode()).list_key)) for raw in client.smembers(KEYS.lanes))
 
 
 # --- one input, several records -----------------------------------------------------------------
@@ -192,7 +193,7 @@ def test_a_jq_error_on_one_input_refuses_the_batch_naming_route_input_and_messag
     assert message.startswith("route 'strict', input 1: transform failed: ")
     assert "explode input must be a string" in message  # jq's own words (ascii_downcase explodes)
     assert queued(clean_redis) == 0
-    assert list(deadletters.iter_entries(clean_redis)) == []
+    assert list(deadletters.iter_entries(clean_redis, WORKSPACES)) == []
 
 
 def test_a_jq_error_with_skip_on_invalid_records_dead_letters_that_input(
@@ -203,7 +204,7 @@ def test_a_jq_error_with_skip_on_invalid_records_dead_letters_that_input(
     assert answer["accepted"] == 2
     (rejected,) = answer["rejected"]
     assert rejected["index"] == 1 and "must be a string" in rejected["errors"]["transform"][0]
-    (dead,) = deadletters.iter_entries(clean_redis)
+    (dead,) = deadletters.iter_entries(clean_redis, WORKSPACES)
     assert (dead["route"], dead["reason"]) == ("lenient", "invalid")
     assert dead["envelope"]["rec"]["raw"] == BATCH[1]
     assert "must be a string" in dead["message"]
@@ -211,6 +212,25 @@ def test_a_jq_error_with_skip_on_invalid_records_dead_letters_that_input(
     assert [event["name"] for event in braze.state.profile("s1")["events"]] == ["signup"]
     assert [event["name"] for event in braze.state.profile("s3")["events"]] == ["login"]
     assert braze.state.profile("s2") is None
+
+
+def test_an_export_row_of_wrong_length_on_a_lenient_route_is_rejected_untransformed(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """skip_on_invalid_records: a row that is not one value per column is named and dead-lettered as
+    it came (never run through jq); the other rows are transformed and land."""
+    body = {"column_names": ["user", "event"], "data": [["s1", "Signup"], ["s2"], ["s3", "Login"]]}
+    answer = client.put("/export/lenient", json=body, headers=TD1).get_json()
+    assert answer["accepted"] == 2
+    assert answer["rejected"] == [
+        {"index": 1, "errors": {"_row": ["A row must be a list of 2 values, one per column."]}}
+    ]
+    (dead,) = deadletters.iter_entries(clean_redis, WORKSPACES)
+    assert (dead["route"], dead["reason"]) == ("lenient", "invalid")
+    assert dead["envelope"]["rec"] == {"raw": ["s2"], "time": dead["envelope"]["rec"]["time"]}
+    drain()
+    assert [event["name"] for event in braze.state.profile("s1")["events"]] == ["signup"]
+    assert [event["name"] for event in braze.state.profile("s3")["events"]] == ["login"]
 
 
 def test_a_dead_lettered_input_is_replayed_through_the_fixed_transform(
@@ -234,7 +254,7 @@ def test_a_dead_lettered_input_is_replayed_through_the_fixed_transform(
     assert "replayed 1 record(s); 0 still invalid" in second.output, second.output
     drain()
     assert [event["name"] for event in braze.state.profile("s2")["events"]] == ["42"]
-    assert list(deadletters.iter_entries(clean_redis)) == []
+    assert list(deadletters.iter_entries(clean_redis, WORKSPACES)) == []
 
 
 def test_an_invalid_record_is_named_by_its_input_and_its_place_among_that_inputs_records(

@@ -1,6 +1,6 @@
 """Records to Braze objects (handlers/translate.py): one translator per kind, exact objects.
 
-README "Records" (the mode table) and "Delivery"; records come through the edge's real schemas.
+docs/design.md "Records" (the mode table) and docs/delivery.md; records come through the edge's real schemas.
 """
 
 from __future__ import annotations
@@ -133,13 +133,13 @@ def test_alias_identify_delete() -> None:
     ],
 )
 def test_consent_goes_by_the_endpoint_that_fits(record: dict[str, object], expected: list[object]) -> None:
-    """README "Records": group states by /v2/subscription/status/set, email_subscribe by email via
+    """docs/design.md "Records": group states by /v2/subscription/status/set, email_subscribe by email via
     /email/status, otherwise /users/track attributes."""
     assert one("user_subscription", record) == expected
 
 
 def test_endpoints_count_against_their_rate_family() -> None:
-    """README "Rate limits": track; alias, identify and delete share `users`; subscriptions their own."""
+    """Rate families: track; alias, identify and delete share `users`; subscriptions have their own."""
     assert {endpoint: endpoint.rate_family for endpoint in Endpoint} == {
         Endpoint.TRACK: RateFamily.TRACK,
         Endpoint.ALIAS: RateFamily.USERS,

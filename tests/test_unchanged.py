@@ -1,6 +1,6 @@
 """skip_unchanged (handlers/unchanged.py): which values take part, and the memory on the real Redis.
 
-README "skip_unchanged". The rules (`digest`, `eligible`, `unchanged`) are pure; `Memory` runs its
+docs/delivery.md "skip_unchanged". The rules (`digest`, `eligible`, `unchanged`) are pure; `Memory` runs its
 scripts on the real Redis (its own keys, no worker, no HTTP).
 """
 
@@ -9,9 +9,10 @@ from __future__ import annotations
 import redis
 
 from handlers.translate import Item, to_items
-from handlers.unchanged import Memory, digest, eligible, entry, is_operation, unchanged
-from relay import store
-from tests.helpers import envelopes
+from handlers.unchanged import Memory, digest, eligible, is_operation
+from relay.unchanged import entry
+from relay.unchanged import same as unchanged
+from tests.helpers import KEYS, envelopes
 
 NOW = 1_800_000_000.0
 TTL = 30 * 86400
@@ -107,7 +108,7 @@ def test_a_value_in_flight_is_never_left_out(clean_redis: redis.Redis) -> None:
     mem = memory(clean_redis)
     deliver(clean_redis, mem, attribute_items([{"external_id": "u1", "tier": "gold"}]))
     again = attribute_items([{"external_id": "u1", "tier": "gold"}])
-    key = store.unchanged_key("default", again[0].user)
+    key = KEYS.unchanged(again[0].user)
     kept, dropped = mem.drop_unchanged(again, mem.memos(again), pending={(key, "tier")}, now=NOW)
     assert sent(kept) == [{"external_id": "u1", "tier": "gold"}] and not dropped.records
 
@@ -119,7 +120,7 @@ def test_forgetting_a_route_and_the_ttl(clean_redis: redis.Redis) -> None:
     again = attribute_items([{"external_id": "u1", "tier": "gold"}])
     kept, _ = mem.drop_unchanged(again, mem.memos(again), pending=set(), now=NOW + TTL + 1)
     assert len(kept) == 1
-    clean_redis.set(store.unchanged_forgotten_key("unit"), NOW + 10)
+    clean_redis.set(KEYS.unchanged_forgotten("unit"), NOW + 10)
     again = attribute_items([{"external_id": "u1", "tier": "gold"}])
     kept, _ = mem.drop_unchanged(again, mem.memos(again), pending=set(), now=NOW + 20)
     assert len(kept) == 1
@@ -129,7 +130,7 @@ def test_memory_keys_hold_no_identifier_and_expire(clean_redis: redis.Redis) -> 
     """No raw identifier in a key name; each user's memory expires with the TTL; 12 bytes per field."""
     mem = memory(clean_redis)
     deliver(clean_redis, mem, attribute_items([{"email": "ann@example.com", "tier": "gold"}]))
-    (key,) = clean_redis.keys("relay:uc:*")
+    (key,) = clean_redis.keys(KEYS.unchanged("x").rsplit(":", 1)[0] + ":*")
     assert b"ann" not in key and b"example" not in key
     assert 0 < clean_redis.ttl(key) <= TTL
     assert {name: len(value) for name, value in clean_redis.hgetall(key).items()} == {b"tier": 12}

@@ -1,6 +1,6 @@
 """Which requests may be in flight at once (handlers/window.py): pure, exact.
 
-README "Delivery: what happens to a record", rule "Several requests in flight": no two requests in
+docs/delivery.md, rule "Several requests in flight": no two requests in
 flight at once carry updates for the same user, and each user's requests go in order.
 """
 

@@ -17,7 +17,8 @@ import redis
 from marshmallow import ValidationError
 
 from receiver import state
-from relay import deadletters, metrics, store
+from relay import deadletters, metrics, pauses, store
+from relay import unchanged as memory
 from relay.config import Settings
 from relay.modes import DeadReason
 from relay.routes import user_key
@@ -41,6 +42,11 @@ def utc(then: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(then)) if then else "-"
 
 
+def workspaces(client: redis.Redis) -> list[str]:
+    """Every workspace whose keys this Redis holds: the configured ones and those it remembers."""
+    return store.workspaces(client, state.current().settings.workspaces)
+
+
 def matching(
     client: redis.Redis, *, route: str | None = None, reason: str | None = None, as_of: float | None = None
 ) -> Iterator[dict[str, Any]]:
@@ -49,7 +55,31 @@ def matching(
     `as_of` (the moment a page was shown) keeps an action on "all that match" to what the operator
     saw: dead letters that arrived after it are left alone.
     """
-    yield from deadletters.iter_entries(client, route=route, reason=reason, as_of=as_of)
+    yield from deadletters.iter_entries(client, workspaces(client), route=route, reason=reason, as_of=as_of)
+
+
+def dead_page(
+    client: redis.Redis, *, route: str | None, reason: str | None, as_of: float, offset: int, count: int
+) -> deadletters.Page:
+    """One page of the dead letters of a route and/or reason, newest first."""
+    return deadletters.page(
+        client, workspaces(client), route=route, reason=reason, as_of=as_of, offset=offset, count=count
+    )
+
+
+def dead_counts(client: redis.Redis) -> deadletters.Counts:
+    """How many dead letters there are, in all, by route (every configured route named) and by reason."""
+    return deadletters.counts(client, workspaces(client), state.current().settings.routes)
+
+
+def pauses_now(client: redis.Redis) -> list[pauses.Pause]:
+    """Every 429 pause in force, by workspace and family."""
+    return pauses.active(client, workspaces(client))
+
+
+def recent_minutes(client: redis.Redis, count: int = 60) -> list[metrics.Minute]:
+    """The last `count` minutes' deliveries of every workspace together, oldest first."""
+    return metrics.recent_minutes(client, workspaces(client), count)
 
 
 @dataclass
@@ -63,8 +93,9 @@ class Found:
 def by_ids(client: redis.Redis, ids: Iterable[str]) -> Found:
     """The dead letters with these ids, each once, in the order given."""
     found = Found([], [])
+    names = workspaces(client)
     for dead_id in dict.fromkeys(ids):
-        item = deadletters.get(client, dead_id)
+        item = deadletters.get(client, dead_id, names)
         if item is None:
             found.missing.append(dead_id)
         else:
@@ -115,8 +146,9 @@ def replay(client: redis.Redis, items: Iterable[dict[str, Any]]) -> Replayed:
 def purge(client: redis.Redis, ids: Iterable[str]) -> int:
     """Delete dead letters for good, a bounded number per script call; returns how many were there."""
     chosen = list(dict.fromkeys(ids))
+    names = workspaces(client)
     return sum(
-        deadletters.remove(client, chosen[start : start + PURGE_CHUNK])
+        deadletters.remove(client, chosen[start : start + PURGE_CHUNK], names)
         for start in range(0, len(chosen), PURGE_CHUNK)
     )
 
@@ -140,22 +172,22 @@ def unchanged_summary(client: redis.Redis, settings: Settings) -> list[RouteMemo
     )
     if not routes:
         return []
-    counted = metrics.read(client)
+    counted = metrics.read(client, store.workspaces(client, settings.workspaces))
 
-    def count(metric: str, route: str) -> int:
-        return int(counted.get((metric, (("route", route),)), 0))
+    def count(counter: metrics.Count, route: str) -> int:
+        return int(counted.get((counter.name, (("route", route),)), 0))
 
-    forgotten = client.mget([store.unchanged_forgotten_key(route.name) for route in routes])
+    forgotten = memory.forgotten_at(client, [(route.workspace, route.name) for route in routes])
     return [
         RouteMemory(
             route=route.name,
             workspace=route.workspace,
-            delivered=count("relay_records_delivered", route.name),
-            unchanged=count("relay_records_unchanged", route.name),
-            values_left_out=count("relay_attributes_unchanged", route.name),
-            forgotten_at=float(raw) if raw else None,
+            delivered=count(metrics.DELIVERED, route.name),
+            unchanged=count(metrics.UNCHANGED, route.name),
+            values_left_out=count(metrics.ATTRIBUTES_UNCHANGED, route.name),
+            forgotten_at=when,
         )
-        for route, raw in zip(routes, forgotten, strict=True)
+        for route, when in zip(routes, forgotten, strict=True)
     ]
 
 
@@ -168,10 +200,10 @@ def forget_route(client: redis.Redis, settings: Settings, route: str, now: float
     if found is None or not found.skip_unchanged:
         raise LookupError(f"no skip_unchanged route named {route!r}")
     when = time.time() if now is None else now
-    client.set(store.unchanged_forgotten_key(route), repr(when))
+    memory.forget_route(client, found.workspace, route, when)
     return when
 
 
 def forget_user(client: redis.Redis, workspace: str, identifier: dict[str, Any]) -> bool:
     """Forget what was delivered for one user (every route); True if something was remembered."""
-    return bool(client.delete(store.unchanged_key(workspace, user_key(identifier))))
+    return memory.forget_user(client, workspace, user_key(identifier))

@@ -24,10 +24,10 @@ from werkzeug.wrappers import Response
 from receiver import state
 from receiver.admin import access, charts, operations
 from receiver.state import redis_client, settings
-from relay import deadletters, lanes, metrics, store
+from relay import lanes, store
 from relay.config import Settings
 from relay.lanes import Lane
-from relay.modes import DeadReason, RateFamily
+from relay.modes import DeadReason
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 
@@ -53,18 +53,15 @@ def _helpers() -> dict[str, Any]:
 def overview() -> str:
     """Dead letters by reason and route, lane depths and retries, 429 pauses, RQ queues, skip_unchanged."""
     client = redis_client()
-    dead = deadletters.counts(client)
+    dead = operations.dead_counts(client)
     lane_rows = [
         {"name": row.lane.name, "waiting": row.waiting, "retrying": row.retrying, "owned": row.owned}
-        for row in lanes.states(client, Lane.known(client))
+        for row in lanes.states(client, Lane.in_workspaces(client, operations.workspaces(client)))
     ]
-    now = time.time()
-    pauses = []
-    for workspace in sorted(settings().workspaces):
-        for family in RateFamily:
-            raw = client.get(store.pause_key(workspace, family))
-            if raw and float(raw) > now:
-                pauses.append({"workspace": workspace, "family": family, "until": float(raw)})
+    paused = [
+        {"workspace": pause.workspace, "family": pause.family, "until": pause.until}
+        for pause in operations.pauses_now(client)
+    ]
     queues = []
     for name in (store.QUEUE_CONSENT, store.QUEUE_BULK):
         queue = Queue(name, connection=client, serializer=JSONSerializer)
@@ -76,7 +73,7 @@ def overview() -> str:
                 "failed": queue.failed_job_registry.count,
             }
         )
-    minutes = metrics.recent_minutes(client, 60)
+    minutes = operations.recent_minutes(client, 60)
     return render_template(
         "admin/overview.html",
         charts=[charts.delivered_chart(minutes), charts.lag_chart(minutes)],
@@ -86,7 +83,7 @@ def overview() -> str:
         unchanged=operations.unchanged_summary(client, settings()),
         unchanged_ttl_days=settings().delivery.unchanged_ttl_s / 86400,
         lanes=lane_rows,
-        pauses=pauses,
+        pauses=paused,
         queues=queues,
     )
 
@@ -116,8 +113,8 @@ def dead_list() -> str:
     as_of = time.time()
     client = redis_client()
     # Counts for the filter menus and one page of the filter, from the indexes: no other entry is read.
-    counted = deadletters.counts(client, settings().routes)
-    found = deadletters.page(
+    counted = operations.dead_counts(client)
+    found = operations.dead_page(
         client, route=route, reason=reason, as_of=as_of, offset=(page - 1) * PER_PAGE, count=PER_PAGE
     )
     shown, matched, total = found.items, found.total, counted.total
@@ -144,7 +141,8 @@ def dead_list() -> str:
 @bp.get("/dead/<dead_id>")
 def dead_detail(dead_id: str) -> str | tuple[str, int]:
     """One dead letter in full; its record as pretty JSON."""
-    item = deadletters.get(redis_client(), dead_id)
+    found = operations.by_ids(redis_client(), [dead_id])
+    item = found.items[0] if found.items else None
     if item is None:
         message = f"No dead letter with id {dead_id}: it was replayed or purged, or never existed."
         return render_template("admin/error.html", title="Not found", message=message), 404

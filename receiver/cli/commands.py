@@ -56,7 +56,7 @@ def list_command(route: str | None, reason: str | None, limit: int, as_json: boo
                 f"{item['id']}  {item['route']}  {item['reason']}  status={status}  "
                 f"attempts={item['attempts']}  {when}  {item['message'][:80]}"
             )
-    total = redis_client().zcard(store.DEAD_INDEX)
+    total = operations.dead_counts(redis_client()).total
     click.echo(f"{len(items)} shown, {total} dead letter(s) in the store", err=True)
 
 

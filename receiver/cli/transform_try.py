@@ -9,6 +9,7 @@ not sent, and with no newest-value check, which needs what was already sent).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -20,7 +21,7 @@ from receiver.cli.errors import Group, Refusal
 from receiver.enqueue import Batch
 from receiver.errors import ApiError
 from receiver.records.fields import strict_json
-from receiver.records.loader import RecordLoader
+from receiver.records.loader import Made, RecordLoader
 from receiver.state import settings
 from relay.modes import ROUTE_MODES, TRACK_TYPES
 from relay.routes import Route
@@ -31,26 +32,27 @@ transform_group = Group(
 )
 
 
-def inputs_of(body: Any) -> tuple[str, list[Any]]:
-    """The inputs of a body as its sender posts it, and what it was read as; a body the edge would
-    refuse whole (an export row that does not match column_names, "records" beside "events") is a
-    ClickException with the edge's own message."""
+def inputs_of(body: Any, route: Route) -> tuple[str, list[Any], dict[int, dict[str, Any]]]:
+    """The inputs of a body as its sender posts it, what it was read as, and its misfits (export rows
+    that do not match column_names, which a lenient route rejects); a body the edge would refuse whole
+    (such a row on a strict route, "records" beside "events") is a ClickException with the edge's own
+    message."""
     try:
         if isinstance(body, list):
-            return "an array of inputs (webhook)", body
+            return "an array of inputs (webhook)", body, {}
         if not isinstance(body, dict):
-            return "one input (postback or webhook)", [body]
+            return "one input (postback or webhook)", [body], {}
         if isinstance(body.get("column_names"), list) and isinstance(body.get("data"), list):
-            names, rows = views.export_table(body, settings().limits.export_rows)
-            zipped = [dict(zip(names, row, strict=True)) for row in rows]
-            return "a TD export (each row zipped with column_names)", zipped
+            limit = settings().limits.export_rows
+            table = views.export_table(body, limit, lenient=route.skip_on_invalid_records)
+            return "a TD export (each row zipped with column_names)", list(table.inputs()), table.misfits
         if isinstance(body.get("records"), list) or isinstance(body.get("events"), list):
             key = "events" if "events" in body else "records"
-            return f'a TD ingestion body ("{key}")', views.ingest_records(body)
+            return f'a TD ingestion body ("{key}")', views.ingest_records(body), {}
     except ApiError as exc:
         details = f" {json.dumps(exc.errors)}" if exc.errors else ""
         raise click.ClickException(f"the edge would answer {exc.code}: {exc.message}{details}") from None
-    return "one input (postback or webhook)", [body]
+    return "one input (postback or webhook)", [body], {}
 
 
 def preset_loader(
@@ -141,8 +143,8 @@ def try_command(
         body = strict_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise click.ClickException(f"{path}: not valid JSON: {exc}") from None
-    shape, inputs = inputs_of(body)
-    report = build_report(loader, shape, inputs)
+    shape, inputs, misfits = inputs_of(body, loader.route)
+    report = build_report(loader, shape, inputs, misfits)
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -151,12 +153,18 @@ def try_command(
         raise SystemExit(1)
 
 
-def build_report(loader: RecordLoader, shape: str, inputs: list[Any]) -> dict[str, Any]:
-    """Every input's records with their errors, and the Braze requests of the valid ones."""
+def build_report(
+    loader: RecordLoader, shape: str, inputs: list[Any], misfits: Mapping[int, dict[str, Any]]
+) -> dict[str, Any]:
+    """Every input's records with their errors (a misfit's, as the edge rejects it), and the Braze
+    requests of the valid ones."""
     batch = Batch(route=loader.route, request_id="try", shards=1)
     entries, items, failed, number = [], [], 0, 0
     for index, document in enumerate(inputs):
-        made = loader.load(document, f"input {index}")
+        if index in misfits:  # an export row that does not fit the columns: rejected as it came
+            made = Made([], json.dumps(misfits[index], ensure_ascii=False))
+        else:
+            made = loader.load(document, f"input {index}")
         entry: dict[str, Any] = {"index": index, "records": []}
         if made.error is not None:
             entry["error"] = made.error

@@ -13,7 +13,7 @@ records: `errors.records["3"]` is `{"transform": [message]}` when jq failed on i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,11 +57,24 @@ class TransformedBatch(Batch):
         return self.numbered - 1
 
 
-def load_inputs(loader: RecordLoader, inputs: Iterable[Any], batch: TransformedBatch) -> dict[str, Any]:
-    """Transform and load every input into the batch; the errors, keyed by input index ({} if none)."""
+def load_inputs(
+    loader: RecordLoader,
+    inputs: Iterable[Any],
+    batch: TransformedBatch,
+    misfits: Mapping[int, dict[str, Any]],
+) -> dict[str, Any]:
+    """Transform and load every input into the batch; the errors, keyed by input index ({} if none).
+
+    A misfit (an input its envelope refused, with its errors) is rejected as it came, not transformed.
+    """
     errors: dict[str, Any] = {}
     emitted = 0
     for index, document in enumerate(inputs):
+        if index in misfits:
+            errors[str(index)] = misfits[index]
+            batch.invalid.append((batch.number(), document, misfits[index]))
+            batch.rejections.append({"index": index, "errors": misfits[index]})
+            continue
         made = loader.load(document, f"input {index}")
         if made.error is not None:
             errors[str(index)] = {"transform": [made.error]}
