@@ -7,7 +7,7 @@ import redis
 
 from relay import logs, store, weblog
 from relay.config import load_settings, warn_at_start
-from relay.secrets import ConfigError
+from relay.errors import ConfigError
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104 - a server
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))

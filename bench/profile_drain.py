@@ -78,7 +78,7 @@ STEPS = [
 def fill(settings: Any, kind: str, records: int, generation: int = 0) -> Any:
     """`records` records of the route's kind on its lane, stored as the edge stores them; the lane."""
     from receiver.enqueue import Batch
-    from receiver.schemas import schema_for
+    from receiver.records.schemas import schema_for
 
     route = settings.routes[kind]
     schema = schema_for(route, settings.limits)

@@ -28,10 +28,10 @@ from handlers import context
 from handlers.outage import GONE, QuietRQ, RedisWatch
 from relay import lanes, store
 from relay.config import Delivery, Settings, load_settings, warn_at_start
+from relay.errors import ConfigError
 from relay.lanes import Lane
 from relay.logs import configure_process_logging
 from relay.migrate import migrate
-from relay.secrets import ConfigError
 
 log = logging.getLogger("handlers.worker")  # by name: under `python -m` the module is __main__
 TICK_S = 1.0

@@ -1,88 +1,9 @@
-"""The operator's command line: `scripts/relay COMMAND` (or `python -m receiver COMMAND`).
+"""`python -m receiver COMMAND`: the operator's command line (receiver/cli/)."""
 
-From any shell and any directory: it reads the variables file given with `-e FILE`, else the
-project's `.env`, else the running sandbox's `var/sandbox.env` (variables already set always win);
-relative paths in the relay's variables are taken from the project directory, where the Procfile's
-processes run. `--help` works without any configuration; a command whose configuration cannot run
-prints one line on stderr and exits with status 2, as the processes do.
-"""
-
-from __future__ import annotations
-
-import os
 import sys
-from pathlib import Path
 
-import click
-from dotenv import load_dotenv
-from flask import Flask
-from flask.cli import ScriptInfo
-
-ROOT = Path(__file__).resolve().parent.parent
-PATHS = {"RELAY_CONFIG": "relay.toml", "RELAY_EMBEDDED_REDIS": "var/relay.db"}  # and their defaults
-SANDBOX_ENV = ROOT / "var" / "sandbox.env"  # written by scripts/sandbox while it runs
-
-
-def environment_file(given: Path | None = None) -> Path | None:
-    """Where the variables come from: the file given, the project's .env, the running sandbox's, or none."""
-    if given is not None:
-        return given
-    for candidate in (ROOT / ".env", SANDBOX_ENV):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def prepare_environment(given: Path | None = None) -> None:
-    """Load the variables file (set variables win) and anchor relative paths at the project."""
-    found = environment_file(given)
-    if found is not None:
-        load_dotenv(found, override=False)
-    for name, default in PATHS.items():
-        value = os.environ.get(name) or default
-        os.environ[name] = value if os.path.isabs(value) else str(ROOT / value)
-
-
-def app_or_exit() -> Flask:
-    """The relay's app for a command; one line and exit status 2 when the configuration cannot run."""
-    from receiver import create_app
-    from relay.secrets import ConfigError
-
-    try:
-        return create_app()
-    except ConfigError as exc:
-        click.echo(f"braze-relay: configuration error: {exc}", err=True)
-        raise SystemExit(2) from None
-
-
-@click.group(
-    name="relay",
-    help="braze-relay's operator commands (check, dead, consent, unchanged, send-test, transform).",
-)
-@click.option(
-    "-e",
-    "--env-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Read the variables from this file (default: the project's .env, else the running sandbox's).",
-)
-def relay_cli(env_file: Path | None) -> None:
-    """Runs before any command (never for --help): the environment, then the app when a command needs it."""
-    prepare_environment(env_file)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one command of the relay's CLI; its exit status."""
-    from receiver.cli import COMMANDS
-
-    for command in COMMANDS:
-        relay_cli.add_command(command)
-    info = ScriptInfo(create_app=app_or_exit, set_debug_flag=False, load_dotenv_defaults=False)
-    try:
-        relay_cli.main(args=argv, prog_name="scripts/relay", obj=info, standalone_mode=True)
-    except SystemExit as done:
-        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    return 0
-
+from receiver import create_app
+from receiver.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(create_app))

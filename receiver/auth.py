@@ -13,7 +13,6 @@ from enum import StrEnum
 
 from receiver import signatures
 from receiver.headers import lowered
-from relay.routes import Route
 from relay.secrets import Secret
 
 
@@ -86,15 +85,3 @@ class Authenticated:
     how: By
     verified: signatures.Verified | None = None
     secrets: tuple[Secret, ...] = field(default=(), repr=False)
-
-
-def scheme_of(route: Route) -> signatures.Scheme:
-    """The route's signature scheme, as the routes file says it."""
-    return signatures.Scheme(
-        name=route.signature,
-        header=route.signature_header,
-        algorithm=route.signature_algorithm,
-        encoding=route.signature_encoding,
-        prefix=route.signature_prefix,
-        delivery_id_header=route.delivery_id_header,
-    )

@@ -12,12 +12,13 @@ route's own write key still is (see docs/browser-sdk.md).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask
 from flask_cors import CORS
 
+from receiver import state
 from relay.routes import Route
 
 # What td-js-sdk 4.x sets on its requests (lib/record.js), plus the relay's other TD-style headers.
@@ -63,9 +64,9 @@ def resources(routes: Iterable[Route]) -> dict[str | re.Pattern[str], dict[str, 
     return found
 
 
-def register(app: Flask, routes: Mapping[str, Route]) -> None:
+def register(app: Flask) -> None:
     """Answer preflights and add CORS headers on the browser paths of routes with allowed origins."""
-    found = resources(routes.values())
+    found = resources(state.of(app).settings.routes.values())
     if not found:
         return  # no route is open to pages: flask-cors is not even installed on the app
     CORS(

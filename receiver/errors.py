@@ -38,7 +38,7 @@ def error_response(code: int, message: str, errors: dict[str, Any] | None = None
     return response
 
 
-def register_error_handlers(app: Flask) -> None:
+def register(app: Flask) -> None:
     """Map every failure, ours or Werkzeug's or Redis's, to the JSON shape; never a stack trace."""
 
     @app.errorhandler(ApiError)

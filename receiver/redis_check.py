@@ -16,7 +16,7 @@ import threading
 import redis
 
 from relay import store
-from relay.secrets import ConfigError
+from relay.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

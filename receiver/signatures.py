@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from receiver.headers import lowered
+from relay.routes import Route
 from relay.secrets import Secret
 
 SHOPIFY_SIGNATURE = "X-Shopify-Hmac-Sha256"
@@ -40,6 +41,18 @@ class Scheme:
     encoding: str = "hex"
     prefix: str = ""
     delivery_id_header: str | None = None
+
+
+def scheme_of(route: Route) -> Scheme:
+    """The route's signature scheme, as the routes file says it."""
+    return Scheme(
+        name=route.signature,
+        header=route.signature_header,
+        algorithm=route.signature_algorithm,
+        encoding=route.signature_encoding,
+        prefix=route.signature_prefix,
+        delivery_id_header=route.delivery_id_header,
+    )
 
 
 @dataclass(frozen=True)

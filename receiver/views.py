@@ -9,18 +9,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from receiver import auth, idempotency, signatures, state, transform
+from receiver import auth, idempotency, signatures, state
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, as_dict, error_response
-from receiver.fields import strict_json
 from receiver.headers import Lowered, lowered
+from receiver.records import transformed
+from receiver.records.fields import strict_json
+from receiver.records.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.redis_check import Unfit
 from receiver.request_ids import request_id
-from receiver.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.state import redis_client, settings
 from relay import metrics
 from relay.routes import Route
@@ -180,7 +181,7 @@ def authenticate(
             return auth.Authenticated(auth.By.KEY)
         body = request.get_data(cache=True)
         try:
-            scheme = auth.scheme_of(route)
+            scheme = signatures.scheme_of(route)
             verified = signatures.verify(body, headers=headers(), secrets=secrets_, scheme=scheme)
         except signatures.SignatureError as exc:
             raise auth.AuthError(str(exc)) from None
@@ -198,27 +199,25 @@ def load_records(
     index with their errors: rejected as invalid without being loaded.
     """
     misfits = misfits or {}
+    loader = state.current().loaders[route.name]
+    shards = settings().delivery.track_shards
     if route.transform is not None:  # each input through the route's jq program first
-        shards = settings().delivery.track_shards
-        made = transform.TransformedBatch(route=route, request_id=request_id(), shards=shards)
-        problems = transform.load_inputs(
-            route, raw_records, made, state.current().transform_schemas[route.name], misfits
-        )
+        made = transformed.TransformedBatch(route=route, request_id=request_id(), shards=shards)
+        problems = transformed.load_inputs(loader, raw_records, made, misfits)
         if problems and not route.skip_on_invalid_records:
             count_refused(route, made.numbered, len(made.invalid))
-            raise ApiError(422, transform.refusal(route, problems, total), {"records": problems})
+            raise ApiError(422, transformed.refusal(route, problems, total), {"records": problems})
         return made
-    schema = state.current().schemas[route.name]
-    batch = Batch(route=route, request_id=request_id(), shards=settings().delivery.track_shards)
+    batch = Batch(route=route, request_id=request_id(), shards=shards)
     errors: dict[str, Any] = {}
     for index, raw in enumerate(raw_records):
         messages = misfits.get(index)
         if messages is None:
-            try:
-                batch.add(index, schema.load(raw))
+            (loaded,) = loader.load(raw).records  # an untransformed input is one record
+            if loaded.errors is None:
+                batch.add(index, loaded.record)
                 continue
-            except ValidationError as exc:
-                messages = as_dict(exc.messages)
+            messages = loaded.errors
         errors[str(index)] = messages
         batch.invalid.append((index, raw, messages))
     if errors and not route.skip_on_invalid_records:
@@ -361,6 +360,11 @@ def webhook(name: str) -> tuple[Response, int]:
     batch = load_records(route, records, len(records))
     answer = {"id": batch.request_id, "accepted": batch.accepted, **batch.counts()}
     return accept(batch, authed, {**answer, "rejected": batch.rejected()}, 202)
+
+
+def register(app: Flask) -> None:
+    """Serve the ingest endpoints, /metrics and the health checks."""
+    app.register_blueprint(bp)
 
 
 @bp.get("/metrics")

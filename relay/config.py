@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 from environs import Env, EnvError
 
+from relay.errors import ConfigError
 from relay.modes import Kind
 from relay.routes import Route, Workspace, load_routes
-from relay.secrets import ConfigError, Secret, split_secrets
+from relay.secrets import Secret, split_secrets
 
 SANDBOX_BRAZE_URL = "http://127.0.0.1:9100"
 SANDBOX_BRAZE_KEY = "sandbox-braze-key"  # the bundled simulator's key; not a secret

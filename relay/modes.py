@@ -6,7 +6,7 @@ A *mode* is what a route's table in the routes file says (`mode`, and `track_rec
 each Braze *endpoint* counts against one *rate-limit family*. Every record ends in one *outcome*.
 
 Adding a mode is one `Mode` entry below, plus the behaviour that is new: its record schema
-(`receiver/schemas.py`, registered with `@record_schema(Kind.X)`) and its translator
+(`receiver/records/schemas.py`, registered with `@record_schema(Kind.X)`) and its translator
 (`handlers/translate.py`, `@translator(Kind.X)`). Both registries are checked against `Kind` when
 their module loads, so a kind without a schema or translator stops every process at start.
 """

@@ -12,8 +12,9 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from relay.errors import ConfigError
 from relay.modes import ROUTE_MODES, TRACK_TYPES, Kind, Mode, mode_of
-from relay.secrets import ConfigError, Secret, split_secrets
+from relay.secrets import Secret, split_secrets
 from relay.transforms import PRESETS, Transform, TransformError, compile_transform
 
 NAME = validate.Regexp(r"^[A-Za-z0-9_]{1,128}$", error="only letters, digits and '_' are allowed")

@@ -1,10 +1,6 @@
-"""Credentials that never show themselves, and the one error a bad configuration raises."""
+"""Credentials that never show themselves, read from comma-separated variables so keys can rotate."""
 
 from __future__ import annotations
-
-
-class ConfigError(Exception):
-    """The configuration cannot run: the message names the variable, route or key at fault."""
 
 
 class Secret:

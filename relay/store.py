@@ -18,7 +18,7 @@ from typing import Any, cast
 import redis
 
 from relay.config import Settings
-from relay.secrets import ConfigError
+from relay.errors import ConfigError
 
 PREFIX = "relay"
 LAYOUT = f"{PREFIX}:layout"  # which key layout this Redis holds (relay/migrate.py moves older ones)

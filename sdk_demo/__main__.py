@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import Settings, load_settings
+from relay.errors import ConfigError
 from relay.logs import configure_process_logging
 from relay.routes import Route
-from relay.secrets import ConfigError
 
 log = logging.getLogger("sdk_demo")
 

@@ -188,7 +188,7 @@ def envelopes(
 ) -> list[Envelope]:
     """Records loaded by the route's real schema and wrapped as the edge queues them (no Redis)."""
     from receiver.enqueue import Batch
-    from receiver.schemas import schema_for
+    from receiver.records.schemas import schema_for
     from relay.routes import Route
 
     target = Route("unit", mode, track_record_type=track_record_type, **route)

@@ -32,6 +32,19 @@ def procfile_command(role: str, procfile: str = "Procfile") -> str:
     raise KeyError(role)
 
 
+def flask_command(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`flask --app receiver ARGS` run from the project directory, as the README offers it."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "receiver", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def refused_start(command: list[str], env: dict[str, str], marker: str = "") -> str:
     """Run a process that must refuse to start: exit status 2, no traceback; return its one error message.
 

@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from braze_sim.server import Simulator
-from receiver.admin import dashboard_redis_url
+from receiver.admin.pages import dashboard_redis_url
 from relay import deadletters
 from relay.config import Settings, load_settings
 from tests.helpers import BRAZE_KEY, WORKSPACES, WRITE_KEY, create_app_for

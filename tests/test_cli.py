@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import click
+import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
@@ -12,9 +16,24 @@ from flask.testing import FlaskClient
 from braze_sim.server import Simulator
 from receiver import state
 from relay import deadletters
-from tests.helpers import BRAZE_KEY, WORKSPACES, WRITE_KEY
+from relay.config import load_settings
+from tests.helpers import BRAZE_KEY, REDIS_URL, WORKSPACES, WRITE_KEY, create_app_for, relay_environment
+from tests.processes import flask_command, free_port
+from tests.test_skip_unchanged import SKIPPING
 
 HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
+# Every command with arguments that reach Redis (`transform try` never does).
+ON_REDIS = {
+    "check": [],
+    "dead list": [],
+    "dead show": ["some-id"],
+    "dead replay": ["--all"],
+    "dead purge": ["--all", "--yes"],
+    "consent history": ["--email", "a@example.com"],
+    "unchanged show": [],
+    "unchanged forget": ["--external-id", "u"],
+    "send-test": ["events"],
+}
 
 
 def dead_ids(client: redis.Redis) -> list[str]:
@@ -29,6 +48,44 @@ def test_check_prints_routes_without_secrets(app: Flask) -> None:
     assert "configuration OK: 8 route(s)" in result.output
     assert "consent: user_subscription/consent" in result.output
     assert BRAZE_KEY not in result.output and WRITE_KEY not in result.output
+
+
+def test_flask_check_on_a_routes_file_that_cannot_run_is_one_line(tmp_path: Path) -> None:
+    """`flask --app receiver check` (the README offers it) on a bad routes file: one line naming the
+    route and the key, status 2, no traceback."""
+    routes = tmp_path / "relay.toml"
+    routes.write_text('[routes.bad]\nmode = "user_track"\n')
+    env = {**os.environ, **relay_environment(REDIS_URL, "http://127.0.0.1:9", routes)}
+    result = flask_command("check", env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "route 'bad'" in result.stderr and "track_record_type" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def leaf_commands(group: click.Group, prefix: str = "") -> Iterator[str]:
+    """The name of every command under a group, sub-groups walked."""
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from leaf_commands(command, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}"
+
+
+def test_every_command_says_a_redis_that_does_not_answer_in_one_line(
+    routes_file: Path, relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing listening at REDIS_URL, each command that reads Redis ends with one line naming
+    it and status 2, not a traceback."""
+    routes_file.write_text(routes_file.read_text() + SKIPPING)
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    app = create_app_for(load_settings())
+    assert set(ON_REDIS) == set(leaf_commands(app.cli)) - {"transform try"}, "a command is not tried"
+    runner = app.test_cli_runner()
+    for name, args in ON_REDIS.items():
+        result = runner.invoke(args=[*name.split(), *args])
+        assert result.exit_code == 2, (name, result.output, result.exception)
+        assert result.output == "braze-relay: Redis does not answer (ConnectionError)\n", name
 
 
 def test_replay_delivers_dead_letters_through_the_normal_path(

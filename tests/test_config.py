@@ -14,8 +14,8 @@ from flask.testing import FlaskClient
 
 from receiver import create_app
 from relay.config import SANDBOX_BRAZE_URL, load_settings
+from relay.errors import ConfigError
 from relay.lanes import Lane
-from relay.secrets import ConfigError
 from tests.helpers import REDIS_URL, WEBHOOK_SECRET, WRITE_KEY, signed_headers
 from tests.processes import refused_start
 

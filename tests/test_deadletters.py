@@ -13,7 +13,7 @@ import pytest
 import redis
 from flask import Flask
 
-from receiver import operations
+from receiver.admin import operations
 from relay import deadletters
 from relay.config import Delivery, load_settings
 from relay.envelope import Envelope

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from tests.helpers import (
     relay_environment,
     signed_headers,
 )
-from tests.processes import ROOT, Processes, wait_for
+from tests.processes import Processes, flask_command, wait_for
 
 PRIVACY_KEY = "privacy-write-key-51c0"
 SHOP_SECRET = "shpss_front_door_7a0c2e"
@@ -153,15 +152,7 @@ def test_check_names_sensitive_routes_on_global_credentials(
 ) -> None:
     """`flask --app receiver check` prints the same warning line."""
     env = {**os.environ, **relay_environment(REDIS_URL, "http://127.0.0.1:9", routes_file)}
-    result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "receiver", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = flask_command("check", env=env)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [(line["role"], line["routes"]) for line in lines] == [("check", ["consent", "deletes"])]

@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from receiver import state
-from receiver.openapi import build_spec
+from receiver.openapi.document import build_spec
 from relay.config import Settings, load_settings
 from tests.helpers import (
     BRAZE_KEY,

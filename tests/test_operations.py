@@ -1,4 +1,4 @@
-"""Operator actions written once (receiver/operations.py): the CLI and the admin pages agree."""
+"""Operator actions written once (receiver/admin/operations.py): the CLI and the admin pages agree."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from receiver import operations
+from receiver.admin import operations
 from relay import deadletters
 from relay.config import load_settings
 from tests.helpers import KEYS, WORKSPACES, WRITE_KEY, create_app_for

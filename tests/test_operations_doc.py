@@ -9,7 +9,7 @@ import click
 from flask import Flask
 
 from handlers.worker import parse_args
-from receiver.__main__ import relay_cli
+from receiver.cli.main import relay_cli
 from tests.processes import ROOT, procfile_command
 
 DOC = (ROOT / "docs" / "operations.md").read_text()

@@ -229,6 +229,25 @@ def test_help_needs_no_configuration_and_e_names_the_variables_file(
 
 
 @pytest.mark.e2e
+def test_without_a_variables_file_the_error_says_what_to_do(fresh_copy: Path, tmp_path: Path) -> None:
+    """No .env, no running sandbox, no -e and no RELAY_CONFIG: the one line says to start the sandbox,
+    give -e FILE or set RELAY_CONFIG; with variables given, a configuration error is that error alone."""
+    shell = fresh_shell(tmp_path)
+    relay = str(fresh_copy / "scripts" / "relay")
+    unset = run(f"{relay} dead list", cwd=tmp_path, env=shell)
+    assert unset.returncode == 2 and unset.stderr.strip().count("\n") == 0, unset.stderr
+    assert "not found (set RELAY_CONFIG)" in unset.stderr
+    assert "./scripts/sandbox" in unset.stderr and "-e FILE" in unset.stderr
+    (tmp_path / "relay.env").write_text("RELAY_CONFIG=nothing.toml\n")
+    named = run(f"{relay} -e {tmp_path / 'relay.env'} check", cwd=tmp_path, env=shell)
+    assert named.returncode == 2 and named.stderr.strip().count("\n") == 0, named.stderr
+    assert "nothing.toml" in named.stderr and "./scripts/sandbox" not in named.stderr
+    exported = run(f"RELAY_CONFIG=nothing.toml {relay} check", cwd=tmp_path, env=shell)
+    assert exported.returncode == 2 and "nothing.toml" in exported.stderr
+    assert "./scripts/sandbox" not in exported.stderr, "variables set in the shell are a setup"
+
+
+@pytest.mark.e2e
 def test_sandbox_shows_everything_safely(fresh_copy: Path, tmp_path: Path) -> None:
     """`./scripts/sandbox` binds 127.0.0.1, prints a session admin key, secret and a signed-webhook
     example that works, the README's request delivers, and `./scripts/relay` in another shell finds

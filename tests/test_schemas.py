@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from receiver.schemas import schema_for
+from receiver.records.schemas import schema_for
 from relay.routes import Route
 
 T1 = 1_764_000_000  # 2025-11-24T16:00:00Z

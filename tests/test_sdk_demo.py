@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from relay.config import load_settings
+from relay.errors import ConfigError
 from relay.modes import Kind
-from relay.secrets import ConfigError
 from sdk_demo.__main__ import ROUTES, page_config
 from tests.helpers import WRITE_KEY
 from tests.processes import ROOT, procfile_command, refused_start

@@ -200,7 +200,7 @@ def test_a_deleted_user_is_sent_in_full_again(
 
 
 def test_only_a_skip_unchanged_route_can_be_forgotten(skip_app: Flask) -> None:
-    """The CLI and the admin page refuse the same routes (receiver/operations.py decides for both)."""
+    """The CLI and the admin page refuse the same routes (receiver/admin/operations.py decides for both)."""
     refused = skip_app.test_cli_runner().invoke(args=["unchanged", "forget", "--route", "profiles"])
     assert refused.exit_code == 2 and "no skip_unchanged route named 'profiles'" in refused.output
     unknown = skip_app.test_cli_runner().invoke(args=["unchanged", "forget", "--route", "nope"])

@@ -24,8 +24,8 @@ from werkzeug.test import TestResponse
 
 from relay import envelope
 from relay.config import load_settings
+from relay.errors import ConfigError
 from relay.modes import Kind
-from relay.secrets import ConfigError
 from tests.helpers import KEYS, ROUTES, WRITE_KEY
 from tests.processes import procfile_command, refused_start
 from tests.test_openapi import doc_of, validator

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from marshmallow import ValidationError
 
-from receiver.fields import parse_time
+from receiver.records.fields import parse_time
 
 T = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 T_MS = T + 0.123

@@ -4,32 +4,25 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-import redis
 from flask import Flask
-from flask.cli import AppGroup, with_appcontext
-from marshmallow import ValidationError
+from flask.cli import with_appcontext
 
-from receiver import operations, state, transform_cli
+from receiver import state
+from receiver.admin import operations
+from receiver.cli import transform_try
+from receiver.cli.errors import Command, Group, Refusal
 from receiver.state import redis_client, settings
 from relay import audit, store
 from relay.config import warn_at_start
+from relay.errors import ConfigError
 from relay.lanes import Lane
 from relay.modes import TEST_USER, DeadReason, Kind
-from relay.secrets import ConfigError
 
-
-def refuse(message: str) -> NoReturn:
-    """End a command with one line on stderr and exit status 2, as the processes do."""
-    click.echo(f"braze-relay: {message}", err=True)
-    sys.exit(2)
-
-
-dead = AppGroup("dead", help="List, show, replay and purge dead letters (records that did not reach Braze).")
+dead = Group("dead", help="List, show, replay and purge dead letters (records that did not reach Braze).")
 REASON = click.Choice([reason.value for reason in DeadReason])
 
 
@@ -114,7 +107,7 @@ def user_identifiers(*, alias: str | None, **named: str | None) -> dict[str, Any
     return given
 
 
-consent = AppGroup("consent", help="The consent audit trail: what was received and what Braze confirmed.")
+consent = Group("consent", help="The consent audit trail: what was received and what Braze confirmed.")
 
 
 @consent.command("history")
@@ -153,7 +146,7 @@ def history_command(
     click.echo(f"{len(events)} event(s)", err=True)
 
 
-unchanged = AppGroup(
+unchanged = Group(
     "unchanged", help="skip_unchanged: what each route left out, and forgetting what was delivered."
 )
 
@@ -210,17 +203,15 @@ def unchanged_forget_command(  # noqa: PLR0917 - one parameter per click option
     click.echo("forgotten" if found else "nothing was remembered for that user")
 
 
-@click.command("check")
+@click.command("check", cls=Command)
 @with_appcontext
 def check_command() -> None:
     """Check the configuration and Redis, and print the routes (no secret is printed)."""
     conf = settings()
     try:
         notes = store.check_server(redis_client(), allow_eviction=conf.allow_eviction)
-    except ConfigError as exc:
-        refuse(str(exc))
-    except redis.RedisError as exc:
-        refuse(f"Redis does not answer ({type(exc).__name__})")
+    except ConfigError as exc:  # a Redis that may drop records (a Redis that does not answer: Command)
+        raise Refusal(str(exc)) from None
     warn_at_start(conf, "check")
     mode = "sandbox (bundled Braze simulator)" if conf.sandbox else "live Braze"
     click.echo(
@@ -239,7 +230,7 @@ def check_command() -> None:
         )
 
 
-@click.command("send-test")
+@click.command("send-test", cls=Command)
 @click.argument("route")
 @click.option(
     "--field", "fields_", multiple=True, metavar="NAME=VALUE", help="Set or override a field of the record."
@@ -264,17 +255,13 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--field")
         record[name] = value
-    schema = state.current().schemas[route]
-    try:
-        loaded = schema.load(record)
-    except ValidationError as exc:
-        raise click.ClickException(
-            f"the record is invalid for this route: {json.dumps(exc.messages)}"
-        ) from None
+    loaded = state.current().loaders[route].record(record)
+    if loaded.errors is not None:
+        raise click.ClickException(f"the record is invalid for this route: {json.dumps(loaded.errors)}")
     batch = Batch(
         route=found, request_id=f"cli-{int(time.time() * 1000):x}", shards=conf.delivery.track_shards
     )
-    batch.add(0, loaded)
+    batch.add(0, loaded.record, loaded.kind)
     store_batch(redis_client(), batch, conf)
     click.echo(
         f"queued {json.dumps(record)} on lane {next(iter(batch.payloads))} as request {batch.request_id}"
@@ -285,14 +272,14 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
     )
 
 
-# Every operator command, as `scripts/relay` (receiver/__main__.py) and `flask --app receiver` list them.
+# Every operator command, as `scripts/relay` (receiver/cli/main.py) and `flask --app receiver` list them.
 COMMANDS: tuple[click.Command, ...] = (
     dead,
     consent,
     unchanged,
     check_command,
     send_test_command,
-    transform_cli.transform_group,
+    transform_try.transform_group,
 )
 
 

@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 from braze_sim.server import Simulator
 from relay import deadletters, store
 from relay.config import load_settings
+from relay.errors import ConfigError
 from relay.lanes import Lane
-from relay.secrets import ConfigError
 from tests.helpers import BRAZE_KEY, KEYS, REDIS_URL, ROUTES, WORKSPACES, WRITE_KEY, create_app_for
 from tests.processes import ROOT, free_port, procfile_command, refused_start
 
@@ -225,7 +225,7 @@ def test_an_export_row_of_wrong_length_on_a_lenient_route_is_rejected_untransfor
     assert answer["rejected"] == [
         {"index": 1, "errors": {"_row": ["A row must be a list of 2 values, one per column."]}}
     ]
-    (dead,) = deadletters.iter_entries(clean_redis)
+    (dead,) = deadletters.iter_entries(clean_redis, WORKSPACES)
     assert (dead["route"], dead["reason"]) == ("lenient", "invalid")
     assert dead["envelope"]["rec"] == {"raw": ["s2"], "time": dead["envelope"]["rec"]["time"]}
     drain()

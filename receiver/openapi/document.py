@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the edge, generated from its marshmallow schemas; served at /openapi.json.
 
-Record bodies come from `receiver.schemas` (one component per mode), the TD envelopes from
+Record bodies come from `receiver.records.schemas` (one component per mode), the TD envelopes from
 `IngestSchema`, `IngestEventsSchema` (td-js-sdk's form) and `ExportSchema`, and the answers from the
 small schemas below, which only describe.
 With settings, the configured route names, databases and tables become path parameter enums. The
@@ -14,11 +14,11 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Response
+from flask import Blueprint, Flask, Response
 from marshmallow import Schema
 
 from receiver import state
-from receiver.openapi_parts import (
+from receiver.openapi.parts import (
     CORS,
     DESCRIPTION,
     ERRORS,
@@ -44,7 +44,7 @@ from receiver.openapi_parts import (
     ref,
     relay_fields,
 )
-from receiver.schemas import SCHEMAS, ExportSchema, IngestEventsSchema, IngestSchema
+from receiver.records.schemas import SCHEMAS, ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.signatures import SHOPIFY_SIGNATURE
 from receiver.views import JSON_TYPES
 from relay.config import Limits, Settings
@@ -352,6 +352,11 @@ def document() -> bytes:
     if edge.openapi is None:
         edge.openapi = json.dumps(build_spec(edge.settings), ensure_ascii=False).encode()
     return edge.openapi
+
+
+def register(app: Flask) -> None:
+    """Serve the document at /openapi.json."""
+    app.register_blueprint(bp)
 
 
 @bp.get("/openapi.json")

@@ -10,36 +10,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import click
-from flask.cli import AppGroup
-from marshmallow import ValidationError
 
 from handlers.packing import pack
 from handlers.translate import to_items
-from receiver import state, transform, views
+from receiver import state, views
+from receiver.cli.errors import Group, Refusal
 from receiver.enqueue import Batch
-from receiver.errors import ApiError, as_dict
-from receiver.fields import strict_json
-from receiver.schemas import RecordSchema
+from receiver.errors import ApiError
+from receiver.records.fields import strict_json
+from receiver.records.loader import Made, RecordLoader
 from receiver.state import settings
-from relay.modes import ROUTE_MODES, TRACK_TYPES, Kind
+from relay.modes import ROUTE_MODES, TRACK_TYPES
 from relay.routes import Route
 from relay.transforms import PRESETS, TransformError, compile_transform
 
-transform_group = AppGroup(
+transform_group = Group(
     "transform", help="Try a route's jq transform, or a preset, on a JSON file (nothing is stored)."
 )
-
-
-@dataclass
-class Trial:
-    """What to try: the route (real, or made for a preset) and its schemas by kind."""
-
-    route: Route
-    schemas: Mapping[Kind, RecordSchema]
 
 
 def inputs_of(body: Any, route: Route) -> tuple[str, list[Any], dict[int, dict[str, Any]]]:
@@ -65,9 +55,9 @@ def inputs_of(body: Any, route: Route) -> tuple[str, list[Any], dict[int, dict[s
     return "one input (postback or webhook)", [body], {}
 
 
-def preset_trial(
+def preset_loader(
     name: str, mode: str | None, track_type: str | None, args: dict[str, Any], table: str | None
-) -> Trial:
+) -> RecordLoader:
     """A route made for a preset alone, with the mode it is written for unless told otherwise."""
     preset = PRESETS[name]
     mode = mode or preset.modes[0]
@@ -80,32 +70,17 @@ def preset_trial(
     except TransformError as exc:
         raise click.ClickException(f"preset {name!r}: {exc}") from None
     route = Route("try", mode, table=table, track_record_type=track_type, transform=compiled)
-    return Trial(route, transform.schemas_for(route, settings().limits))
+    return RecordLoader(route, settings().limits)
 
 
-def route_trial(name: str) -> Trial:
-    """A configured route, with the schemas the edge uses for it."""
-    route = settings().routes.get(name)
-    if route is None:
+def route_loader(name: str) -> RecordLoader:
+    """A configured route, loaded as the edge loads it."""
+    loader = state.current().loaders.get(name)
+    if loader is None:
         raise click.BadParameter(
             f"no route {name!r}; routes: {', '.join(settings().routes)}", param_hint="ROUTE"
         )
-    if route.transform is None:  # records as they come: one input is one record of the route's kind
-        return Trial(route, {route.kind: state.current().schemas[name]})
-    return Trial(route, state.current().transform_schemas[name])
-
-
-def outcome_of(trial: Trial, index: int, document: Any) -> transform.Outcome:
-    """What the edge would make of one input."""
-    route = trial.route
-    if route.transform is not None:
-        return transform.apply(route, trial.schemas, document, f"input {index}")
-    try:
-        return transform.Outcome(
-            [transform.Emitted(document, route.kind, record=trial.schemas[route.kind].load(document))]
-        )
-    except ValidationError as exc:
-        return transform.Outcome([transform.Emitted(document, route.kind, errors=as_dict(exc.messages))])
+    return loader
 
 
 def parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -154,19 +129,22 @@ def try_command(
     if not preset and (mode or track_record_type or args_ or table):
         raise click.UsageError("--mode, --track-record-type, --arg and --table go with --preset")
     path = names[-1]
-    trial = (
-        preset_trial(preset, mode, track_record_type, parse_args(args_), table)
+    loader = (
+        preset_loader(preset, mode, track_record_type, parse_args(args_), table)
         if preset
-        else route_trial(names[0])
+        else route_loader(names[0])
     )
-    with click.open_file(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with click.open_file(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:  # not there, a directory, not readable: the command cannot run
+        raise Refusal(f"{path}: {exc.strerror or exc}") from None
     try:
         body = strict_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise click.ClickException(f"{path}: not valid JSON: {exc}") from None
-    shape, inputs, misfits = inputs_of(body, trial.route)
-    report = build_report(trial, shape, inputs, misfits)
+    shape, inputs, misfits = inputs_of(body, loader.route)
+    report = build_report(loader, shape, inputs, misfits)
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -176,42 +154,41 @@ def try_command(
 
 
 def build_report(
-    trial: Trial, shape: str, inputs: list[Any], misfits: Mapping[int, dict[str, Any]]
+    loader: RecordLoader, shape: str, inputs: list[Any], misfits: Mapping[int, dict[str, Any]]
 ) -> dict[str, Any]:
     """Every input's records with their errors (a misfit's, as the edge rejects it), and the Braze
     requests of the valid ones."""
-    batch = Batch(route=trial.route, request_id="try", shards=1)
+    batch = Batch(route=loader.route, request_id="try", shards=1)
     entries, items, failed, number = [], [], 0, 0
     for index, document in enumerate(inputs):
-        if index in misfits:
-            outcome = transform.Outcome([], json.dumps(misfits[index], ensure_ascii=False))
+        if index in misfits:  # an export row that does not fit the columns: rejected as it came
+            made = Made([], json.dumps(misfits[index], ensure_ascii=False))
         else:
-            outcome = outcome_of(trial, index, document)
+            made = loader.load(document, f"input {index}")
         entry: dict[str, Any] = {"index": index, "records": []}
-        if outcome.error is not None:
-            entry["error"] = outcome.error
+        if made.error is not None:
+            entry["error"] = made.error
             failed += 1
-        for emitted in outcome.records:
+        for loaded in made.records:
             shown: dict[str, Any] = {
-                "kind": emitted.kind,
-                "record": emitted.raw,
-                "valid": emitted.errors is None,
+                "kind": loaded.kind,
+                "record": loaded.raw,
+                "valid": loaded.errors is None,
             }
-            if emitted.errors is not None:
-                shown["errors"] = emitted.errors
+            if loaded.errors is not None:
+                shown["errors"] = loaded.errors
                 failed += 1
             else:
-                assert emitted.record is not None
-                items.extend(to_items(batch.envelope(number, emitted.record, emitted.kind)))
+                items.extend(to_items(batch.envelope(number, loaded.record, loaded.kind)))
             number += 1
             entry["records"].append(shown)
         entries.append(entry)
     requests = [
         {"endpoint": request.endpoint, "body": request.body()} for request in pack(items, settings().delivery)
     ]
-    label = trial.route.transform.label if trial.route.transform else "no transform"
+    label = loader.route.transform.label if loader.route.transform else "no transform"
     return {
-        "route": trial.route.name,
+        "route": loader.route.name,
         "transform": label,
         "read_as": shape,
         "inputs": entries,

@@ -10,7 +10,7 @@ import redis
 from flask import Flask
 
 from tests.helpers import ROUTES, SAMPLES
-from tests.test_transform import BATCH, TRANSFORM_ROUTES
+from tests.test_transformed import BATCH, TRANSFORM_ROUTES
 
 
 @pytest.fixture
@@ -134,6 +134,16 @@ def test_usage_errors(app: Flask, tmp_path: Path) -> None:
     assert run(app, str(path))[0] == 2
     code, output = run(app, "nope", str(path))
     assert code == 2 and "no route 'nope'" in output
+
+
+def test_a_file_that_cannot_be_read_is_one_line_and_status_2(app: Flask, tmp_path: Path) -> None:
+    """A FILE that is not there, or is a directory: one line naming it and why, status 2."""
+    code, output = run(app, "orders", str(tmp_path / "missing.json"))
+    assert code == 2 and output.strip().count("\n") == 0, output
+    assert "missing.json" in output and "No such file" in output
+    code, output = run(app, "orders", str(tmp_path))
+    assert code == 2 and output.strip().count("\n") == 0, output
+    assert str(tmp_path) in output
 
 
 def test_a_body_the_edge_refuses_whole_is_refused_as_the_edge_says(app: Flask, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The operator's pages at /admin/: overview, dead letters (list, show, replay, purge), RQ dashboard.
 
-Plain server-rendered HTML behind HTTP Basic with an admin key (receiver/admin_auth.py). Replay and
+Plain server-rendered HTML behind HTTP Basic with an admin key (access.py). Replay and
 purge use the same store functions as `scripts/relay dead ...`; every POST carries the
 session's CSRF token and answers with a redirect and a flash message.
 """
@@ -21,14 +21,15 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 from werkzeug.wrappers import Response
 
-from receiver import admin_auth, charts, operations, state
+from receiver import state
+from receiver.admin import access, charts, operations
 from receiver.state import redis_client, settings
 from relay import lanes, store
 from relay.config import Settings
 from relay.lanes import Lane
 from relay.modes import DeadReason
 
-bp = Blueprint("admin", __name__, url_prefix="/admin")
+bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 
 PER_PAGE = 50
 
@@ -41,7 +42,7 @@ def plural(count: int, word: str) -> str:
 @bp.context_processor
 def _helpers() -> dict[str, Any]:
     return {
-        "csrf_token": admin_auth.csrf_token,
+        "csrf_token": access.csrf_token,
         "ago": operations.ago,
         "utc": operations.utc,
         "plural": plural,
@@ -90,7 +91,7 @@ def overview() -> str:
 @bp.post("/unchanged/forget")
 def unchanged_forget() -> Response:
     """Forget a skip_unchanged route's memory: its next values are each sent again once."""
-    refused = admin_auth.check_csrf()
+    refused = access.check_csrf()
     if refused is not None:
         return refused
     route = request.form.get("route", "")
@@ -177,7 +178,7 @@ def back() -> Response:
 @bp.post("/dead/replay")
 def replay() -> Response:
     """Put dead letters back on their lanes (records refused at the edge are validated again first)."""
-    refused = admin_auth.check_csrf()
+    refused = access.check_csrf()
     if refused is not None:
         return refused
     done = operations.replay(redis_client(), selected())
@@ -191,7 +192,7 @@ def replay() -> Response:
 @bp.post("/dead/purge")
 def purge() -> Response | str:
     """Delete dead letters for good, after a confirmation page that says how many."""
-    refused = admin_auth.check_csrf()
+    refused = access.check_csrf()
     if refused is not None:
         return refused
     if request.form.get("confirm") != "yes":
@@ -238,6 +239,6 @@ def mount_rq_dashboard(app: Flask, settings: Settings) -> None:
 def register(app: Flask) -> None:
     """Attach the admin pages, rq-dashboard and their guard (pages answer 404 without admin keys)."""
     settings = state.of(app).settings
-    admin_auth.install(app, settings)
+    access.install(app, settings)
     app.register_blueprint(bp)
     mount_rq_dashboard(app, settings)

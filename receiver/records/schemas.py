@@ -22,8 +22,16 @@ from marshmallow import (
     validates_schema,
 )
 
-from receiver.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias, strict_json
-from receiver.iso4217 import CURRENCIES
+from receiver.records.fields import (
+    MAX_STRING,
+    BrazeString,
+    LooseFloat,
+    LooseInteger,
+    Time,
+    UserAlias,
+    strict_json,
+)
+from receiver.records.iso4217 import CURRENCIES
 from relay.config import Limits
 from relay.modes import Kind, KindRegistry
 from relay.routes import Route

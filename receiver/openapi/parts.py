@@ -1,7 +1,7 @@
-"""What the OpenAPI document only describes (receiver/openapi.py assembles it): the answers'
+"""What the OpenAPI document only describes (receiver/openapi/document.py assembles it): the answers'
 schemas, the error texts, the security schemes, td-js-sdk's query parameters, CORS and transform notes.
 
-Nothing here validates a request: the edge's own schemas (receiver/schemas.py) do that.
+Nothing here validates a request: the edge's own schemas (receiver/records/schemas.py) do that.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from receiver.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias
+from receiver.records.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias
 from receiver.signatures import SHOPIFY_SIGNATURE
 
 VERSION = "0.1.0"

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from marshmallow import ValidationError
 
-from receiver import state, transform
+from receiver import state
 from relay import deadletters, metrics, pauses, store
 from relay import unchanged as memory
 from relay.config import Settings
@@ -111,18 +111,10 @@ def revalidate(item: dict[str, Any]) -> dict[str, Any] | None:
     """
     if item["reason"] != DeadReason.INVALID:
         return None
-    edge = state.current()
-    route = edge.settings.routes.get(item["route"])
-    if route is None:
+    loader = state.current().loaders.get(item["route"])
+    if loader is None:
         raise ValidationError({"_route": [f"route {item['route']!r} is no longer configured"]})
-    raw = item["envelope"]["rec"]["raw"]
-    # A transformed route's dead letter: its input through the transform again, or its record as made.
-    record: dict[str, Any] = (
-        transform.revalidate(route, item) if route.transform else edge.schemas[route.name].load(raw)
-    )
-    if record.get("time") is None:
-        record["time"] = item["envelope"]["at"]
-    return record
+    return loader.load_again(item["envelope"])
 
 
 @dataclass
