@@ -17,7 +17,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from receiver import operations
+from receiver.admin import operations
 from relay import store
 from tests.helpers import REDIS_URL, ROUTES, WRITE_KEY
 
