@@ -136,6 +136,15 @@ class Mode:
     # May a route of this mode take records from web pages (`allowed_origins`)? Their key is public,
     # so a mode that deletes users or attaches profiles to an external id must say no (the default).
     from_pages: bool = False
+    # Order across lanes (docs/design.md "Order across calls"). `gate`: a record of this mode is
+    # one that later records naming any identifier it names wait for, until Braze has answered it
+    # (an alias creation, an identify, a delete). `erases`: records of its identifiers accepted
+    # before it and not yet sent are not sent at all (a delete: they would re-create the profile).
+    # `links`: it ties its identifiers from then on (an identify), so a later gate of one holds
+    # records of the other too.
+    gate: bool = False
+    erases: bool = False
+    links: bool = False
 
 
 MODES: tuple[Mode, ...] = (
@@ -173,6 +182,7 @@ MODES: tuple[Mode, ...] = (
         LaneFamily.ALIAS,
         "AliasRecord",
         {"alias_name": TEST_USER, "alias_label": "braze_relay_test"},
+        gate=True,
     ),
     Mode(
         Kind.IDENTIFY,
@@ -181,8 +191,19 @@ MODES: tuple[Mode, ...] = (
         LaneFamily.IDENTIFY,
         "IdentifyRecord",
         {"external_id": TEST_USER, "alias_name": TEST_USER, "alias_label": "braze_relay_test"},
+        gate=True,
+        links=True,
     ),
-    Mode(Kind.DELETE, "user_delete", None, LaneFamily.DELETE, "DeleteRecord", {"external_id": TEST_USER}),
+    Mode(
+        Kind.DELETE,
+        "user_delete",
+        None,
+        LaneFamily.DELETE,
+        "DeleteRecord",
+        {"external_id": TEST_USER},
+        gate=True,
+        erases=True,
+    ),
     Mode(
         Kind.CONSENT,
         "user_subscription",
