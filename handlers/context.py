@@ -10,10 +10,10 @@ from functools import cached_property
 import redis
 
 from handlers.braze import Answer, BrazeClient, Verdict
-from handlers.ordering import Watermarks
 from handlers.packing import BrazeRequest
 from handlers.ratelimit import Limiter
 from handlers.unchanged import Memory
+from handlers.watermarks import Watermarks
 from relay import store
 from relay.config import Settings, load_settings
 

@@ -16,7 +16,7 @@ uncommitted records again: at least once, never lost.
 This module does the sending; handlers/commit.py writes a chunk's outcomes. What Braze's answers
 mean and where records end is decided by the pure functions of handlers/braze.py (`classify`),
 handlers/outcomes.py (`judge`, `ending`), handlers/packing.py, handlers/window.py and
-handlers/ordering.py.
+handlers/watermarks.py.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from handlers import context
 from handlers.braze import Answer, Verdict, classify, classify_failure
 from handlers.commit import Chunk, Flight, Tally, commit
 from handlers.context import Context
+from handlers.order import Ordering
 from handlers.outcomes import Dead, Judgement, judge, window_full
 from handlers.packing import BrazeRequest, pack, plan
 from handlers.translate import Item, to_items
@@ -95,6 +96,7 @@ class Drainer:
         # between WATCH and EXEC would abort our own commit. Renewals and commits take turns.
         self.lease_lock = threading.Lock()
         self._looked, self._others = -1.0, False  # others_waiting(), looked up at most every 0.1 s
+        self.ordering = Ordering(ctx, lane, token)
 
     def confirm(self) -> bool:
         """Renew the lease and check it is still ours; False: another owner took the lane (stop at once)."""
@@ -194,10 +196,12 @@ class Drainer:
         return self.lane.release(self.client, self.token, self.delivery)
 
     def prepare(self, chunk: Chunk) -> None:
-        """Translate a chunk, keep each field's newest value, pack it; its requests join the window."""
+        """Check a chunk's order across lanes, translate what may go, keep each field's newest value,
+        pack it; its requests join the window."""
         flight = Flight(chunk)
+        going = self.ordering.check(flight)
         items: list[Item] = []
-        for _, env, _ in chunk:
+        for env in going:
             try:
                 items.extend(to_items(env))
             except (KeyError, ValueError, TypeError) as exc:
@@ -220,12 +224,13 @@ class Drainer:
             for request in one_round:
                 self.window.add(request, request.users())
                 self.owner[request] = flight
+                self.ordering.fence(request, flight)
                 flight.open += 1
         self.flights.append(flight)
 
     def dispatch(self) -> None:
         """Send every waiting request that may go now, as far as senders are free."""
-        for request in self.window.ready(self.width - len(self.flying)):
+        for request in self.window.ready(self.width - len(self.flying), self.ordering.may_go):
             future = self.ctx.senders.submit(self.send, request)
             self.flying[future] = (self.owner.pop(request), request)
 

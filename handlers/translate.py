@@ -40,7 +40,7 @@ class Item:
     obj: Any
     group: tuple[str, ...] = ()  # requests only hold items of one group (e.g. one subscription state)
     # The fields whose newest value must win (attributes, subscription states): each holds a
-    # newest-value watermark per user in Redis (handlers/ordering.py).
+    # newest-value watermark per user in Redis (handlers/watermarks.py).
     watermarks: list[str] = field(default_factory=list)
     # The user whose profile the item changes (the key of its watermarks), and any other user it
     # also changes (an identify's alias, a new alias's external_id): no two requests in flight at

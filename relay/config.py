@@ -63,7 +63,9 @@ class Delivery:
     rate_users: str = "20000/minute"
     rate_subscription: str = "5000/minute"
     rate_default: str = "250000/hour"
-    watermark_ttl_s: int = 72 * 3600
+    watermark_ttl_s: int = 72 * 3600  # newest-value watermarks, and the marks that order across lanes
+    order_across_lanes: bool = True  # relay/order.py; off only to measure what it costs
+    order_max_wait_s: float = 6 * 3600.0 + 600  # a record waits on another at most this long, then goes on
     unchanged_ttl_s: int = 30 * 86400  # skip_unchanged: how long a delivered value is remembered
 
     @property
@@ -150,6 +152,8 @@ def _delivery(env: Env) -> Delivery:
         rate_subscription=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_subscription),
         rate_default=env.str("BRAZE_RATE_DEFAULT", Delivery.rate_default),
         unchanged_ttl_s=env.int("RELAY_UNCHANGED_TTL_S", Delivery.unchanged_ttl_s),
+        order_across_lanes=env.bool("RELAY_ORDER_ACROSS_LANES", Delivery.order_across_lanes),
+        order_max_wait_s=env.float("RELAY_ORDER_MAX_WAIT_S", Delivery.order_max_wait_s),
     )
 
 

@@ -101,6 +101,11 @@ class Lane:
         return cls(f"{workspace}:{family}.{zlib.crc32(user_key(ident).encode()) % shards}")
 
     @classmethod
+    def track_of(cls, workspace: str, ident: dict[str, Any] | None, shards: int) -> Lane:
+        """The track lane that holds this identifier's track records."""
+        return cls.of(workspace, Kind.EVENTS, ident, shards)
+
+    @classmethod
     def of_route(cls, route: Route, shards: int) -> list[Lane]:
         """Every lane a route's records may travel in."""
         base = f"{route.workspace}:{route.spec.lane}"

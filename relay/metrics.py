@@ -82,6 +82,26 @@ BRAZE_REQUESTS = Count("relay_braze_requests", "Requests sent to Braze", ("endpo
 RATE_LIMITED = Count(
     "relay_rate_limited", "429 answers from Braze, or waits for the shared window", ("family", "source")
 )
+ERASED = Count(
+    "relay_records_erased",
+    "Records not sent: a delete of their user was accepted after them (counted as superseded too)",
+    ("route",),
+)
+ORDER_WAITS = Count(
+    "relay_order_waits",
+    "Records that waited for an earlier alias, identify or delete of their user in another lane",
+    ("lane",),
+)
+ORDER_GAVE_UP = Count(
+    "relay_order_gave_up",
+    "Records that went on after waiting RELAY_ORDER_MAX_WAIT_S for an earlier call of their user",
+    ("lane",),
+)
+CONSENT_RESENT = Count(
+    "relay_consent_resent",
+    "Consent changes sent once more after their user's earlier records (not counted as delivered again)",
+    ("route",),
+)
 COUNTERS = (
     RECEIVED,
     ACCEPTED,
@@ -97,6 +117,10 @@ COUNTERS = (
     RETRIES,
     BRAZE_REQUESTS,
     RATE_LIMITED,
+    ERASED,
+    ORDER_WAITS,
+    ORDER_GAVE_UP,
+    CONSENT_RESENT,
 )
 
 
@@ -126,7 +150,12 @@ class Histogram:
 DELIVERY_LAG = Histogram(
     "relay_delivery_lag_seconds", "From accepted at the edge to delivered to Braze", ("lane",)
 )
-HISTOGRAMS = (DELIVERY_LAG,)
+ORDER_WAIT = Histogram(
+    "relay_order_wait_seconds",
+    "How long records waited for an earlier call of their user in another lane, when they went on",
+    ("lane",),
+)
+HISTOGRAMS = (DELIVERY_LAG, ORDER_WAIT)
 
 
 def _buckets(values: Iterable[float]) -> collections.Counter[str]:

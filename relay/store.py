@@ -85,6 +85,26 @@ class Keys:
         """When a route's skip_unchanged memory was last forgotten (UNIX seconds)."""
         return f"{self.base}:uc-forgotten:{route}"
 
+    # --- order across lanes (relay/order.py owns them) --------------------------------------------
+    def order(self, user_digest: str) -> str:
+        """Per user (by `digest`): its erase mark, pending gates and links (a hash)."""
+        return f"{self.base}:ord:{user_digest}"
+
+    @property
+    def order_gates(self) -> str:
+        """How many gates are pending in the workspace (none: a chunk is not checked user by user)."""
+        return f"{self.base}:ord-gates"
+
+    @property
+    def order_erased(self) -> str:
+        """When the newest erasing record (a delete) was accepted (UNIX seconds)."""
+        return f"{self.base}:ord-erased"
+
+    @property
+    def fences(self) -> str:
+        """Chunks taken and not yet committed, scored by when they were checked (a sorted set)."""
+        return f"{self.base}:fences"
+
     # --- what the edge keeps -----------------------------------------------------------------------
     def idempotency(self, route: str, key_digest: str) -> str:
         """A request's idempotency key (already hashed) and the answer to repeat, for the dedup window."""

@@ -176,7 +176,9 @@ def test_audit_trail_tells_received_and_confirmed(
         "received",
         "confirmed",
         "superseded",
+        "confirmed",  # the newer once more, from the user's track lane, after its earlier records
     ]
+    assert events[0]["again"] is True and events[0]["changes"]["subscription_state"] == "subscribed"
     assert not any(
         key.startswith(KEYS.audit("").encode()) and b"trail" in key for key in clean_redis.keys("*")
     )

@@ -113,7 +113,7 @@ def test_every_line_of_web_and_workers_is_json(stack: tuple[Processes, str], bra
         consent = [
             r for r in braze.requests if r["path"] == "/v2/subscription/status/set" and r["status"] == 201
         ]
-        return len(profile.get("events", [])) == 30 and len(consent) == 1
+        return len(profile.get("events", [])) == 30 and len(consent) == 2  # at once, then once more
 
     wait_for(delivered, 30, "the workload in Braze")
     worker.send_signal(signal.SIGTERM)  # a warm shutdown, while the consent worker stays

@@ -64,7 +64,7 @@ def monitored(clean_redis: redis.Redis) -> Iterator[list[str]]:
     """Every command Redis runs while the test body runs, as MONITOR prints it (arguments quoted)."""
     seen: list[str] = []
     stop = threading.Event()
-    connection = redis.Redis.from_url(REDIS_URL).connection_pool.get_connection("MONITOR")
+    connection = redis.Redis.from_url(REDIS_URL).connection_pool.get_connection()
     connection.send_command("MONITOR")
     assert connection.read_response() in (b"OK", "OK")
 

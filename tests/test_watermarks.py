@@ -1,4 +1,4 @@
-"""No stale overwrite (handlers/ordering.py): newest-in-batch and the newest-value watermarks.
+"""No stale overwrite (handlers/watermarks.py): newest-in-batch and the newest-value watermarks.
 
 docs/delivery.md, rule "No stale overwrite". `newest_in_batch` is pure; `Watermarks` runs its
 script on the real Redis (its own keys, no worker, no HTTP).
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import redis
 
-from handlers.ordering import Watermarks, newest_in_batch
 from handlers.translate import Item, to_items
+from handlers.watermarks import Watermarks, newest_in_batch
 from relay.envelope import Envelope
 from tests.helpers import KEYS, envelopes
 
