@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -181,8 +182,9 @@ def authenticate(
             return auth.Authenticated(auth.By.KEY)
         body = request.get_data(cache=True)
         try:
-            scheme = signatures.scheme_of(route)
-            verified = signatures.verify(body, headers=headers(), secrets=secrets_, scheme=scheme)
+            verified = signatures.verify(
+                body, signing=route.signing, headers=headers(), secrets=secrets_, now=datetime.now(UTC)
+            )
         except signatures.SignatureError as exc:
             raise auth.AuthError(str(exc)) from None
         return auth.Authenticated(auth.By.SIGNATURE, verified, secrets_)

@@ -13,6 +13,7 @@ from relay.errors import ConfigError
 from relay.modes import Kind
 from relay.routes import Route, Workspace, load_routes
 from relay.secrets import Secret, split_secrets
+from relay.signing import SignatureScheme
 
 SANDBOX_BRAZE_URL = "http://127.0.0.1:9100"
 SANDBOX_BRAZE_KEY = "sandbox-braze-key"  # the bundled simulator's key; not a secret
@@ -165,7 +166,7 @@ def _check_credentials(
                 f"no credentials for route {route.name!r}: set RELAY_WRITE_KEYS and/or RELAY_WEBHOOK_SECRETS "
                 "(or RELAY_INSECURE_NO_AUTH=1, for local use only)"
             )
-        if route.signature == "standard":
+        if route.signing.scheme is SignatureScheme.STANDARD:
             _check_whsec(route.webhook_secrets, f"route {route.name!r}: ")
 
 
