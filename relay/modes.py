@@ -217,6 +217,7 @@ MODES: tuple[Mode, ...] = (
 BY_KIND: dict[Kind, Mode] = {mode.kind: mode for mode in MODES}
 ROUTE_MODES = tuple(dict.fromkeys(mode.mode for mode in MODES))  # the routes file's `mode` values
 TRACK_TYPES = tuple(mode.track_record_type for mode in MODES if mode.track_record_type)
+TRACK_TYPE_MODES = frozenset(mode.mode for mode in MODES if mode.track_record_type)  # user_track
 
 
 def mode_of(mode: str, track_record_type: str | None = None) -> Mode:

@@ -13,7 +13,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from relay.errors import ConfigError
-from relay.modes import ROUTE_MODES, TRACK_TYPES, Kind, Mode, mode_of
+from relay.modes import ROUTE_MODES, TRACK_TYPE_MODES, TRACK_TYPES, Kind, Mode, mode_of
 from relay.secrets import Secret, split_secrets
 from relay.signing import (
     STANDARD,
@@ -174,11 +174,12 @@ class RouteSchema(Schema):
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
-        if data["mode"] == "user_track" and not data.get("track_record_type"):
+        typed = data["mode"] in TRACK_TYPE_MODES
+        if typed and not data.get("track_record_type"):
             raise ValidationError("required when mode is user_track", "track_record_type")
-        if data["mode"] != "user_track" and data.get("track_record_type"):
+        if not typed and data.get("track_record_type"):
             raise ValidationError("only allowed when mode is user_track", "track_record_type")
-        if data.get("skip_unchanged") and data["mode"] != "user_track":
+        if data.get("skip_unchanged") and not typed:
             raise ValidationError(
                 "only for user_track routes: it leaves out attribute values Braze already has",
                 "skip_unchanged",
