@@ -62,7 +62,7 @@ class Delivery:
     retry_max_age_s: float = 6 * 3600.0
     rate_track: str = "3000/3 seconds"
     rate_users: str = "20000/minute"
-    rate_subscription: str = "5000/minute"
+    rate_consent: str = "5000/minute"
     rate_default: str = "250000/hour"
     watermark_ttl_s: int = 72 * 3600
     unchanged_ttl_s: int = 30 * 86400  # skip_unchanged: how long a delivered value is remembered
@@ -148,7 +148,7 @@ def _delivery(env: Env) -> Delivery:
         retry_max_age_s=env.float("RELAY_RETRY_MAX_AGE_S", Delivery.retry_max_age_s),
         rate_track=env.str("BRAZE_RATE_TRACK", Delivery.rate_track),
         rate_users=env.str("BRAZE_RATE_USERS", Delivery.rate_users),
-        rate_subscription=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_subscription),
+        rate_consent=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_consent),
         rate_default=env.str("BRAZE_RATE_DEFAULT", Delivery.rate_default),
         unchanged_ttl_s=env.int("RELAY_UNCHANGED_TTL_S", Delivery.unchanged_ttl_s),
     )

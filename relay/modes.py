@@ -59,7 +59,9 @@ class RateFamily(StrEnum):
 
     TRACK = "track"  # /users/track: 3,000 per 3 s
     USERS = "users"  # alias/new, identify, delete (and merge): 20,000 per minute, shared
-    SUBSCRIPTION = "subscription"  # subscription/status/set, v1 and v2: 5,000 per minute
+    # Consent calls to subscription/status/set, v1 and v2: 5,000 per minute. Its value is Braze's name
+    # for the family: the metric label (family="subscription") and the rate-limit keys keep it.
+    CONSENT = "subscription"
     DEFAULT = "default"  # every other endpoint (/email/status): 250,000 per hour
 
 
@@ -84,7 +86,7 @@ _RATE_FAMILY = {
     Endpoint.ALIAS: RateFamily.USERS,
     Endpoint.IDENTIFY: RateFamily.USERS,
     Endpoint.DELETE: RateFamily.USERS,
-    Endpoint.SUBSCRIPTION: RateFamily.SUBSCRIPTION,
+    Endpoint.SUBSCRIPTION: RateFamily.CONSENT,
     Endpoint.EMAIL_STATUS: RateFamily.DEFAULT,
 }
 
