@@ -2,7 +2,7 @@
 
 A *mode* is what a route's table in the routes file says (`mode`, and `track_record_type` for
 `user_track`); it decides the record *kind* (what a record becomes in Braze). A kind travels in one
-*lane family* (the queue and worker batch it shares with kinds sent to the same Braze calls), and
+*lane family* (the lane and worker batch it shares with kinds sent to the same Braze calls), and
 each Braze *endpoint* counts against one *rate-limit family*. Every record ends in one *outcome*.
 
 Adding a mode is one `Mode` entry below, plus the behaviour that is new: its record schema
@@ -45,7 +45,7 @@ _KINDS = {kind.value: kind for kind in Kind}
 
 
 class LaneFamily(StrEnum):
-    """The family of Braze calls a lane carries: one queue, one batch, one owner at a time."""
+    """The family of Braze calls a lane carries: one list of records, one batch, one owner at a time."""
 
     TRACK = "track"
     ALIAS = "alias"
