@@ -304,7 +304,7 @@ class RelayCollector(Collector):
             "RQ workers registered for a queue (one killed without warning counts until its key expires)",
             labels=["queue"],
         )
-        for name in (store.QUEUE_CONSENT, store.QUEUE_BULK):
+        for name in store.RQ_QUEUES:
             queue = Queue(name, connection=self.client)
             workers.add_metric([name], len(Worker.all(queue=queue)))
         return workers
