@@ -84,9 +84,7 @@ class Drainer:
         self.linger_s = (
             self.delivery.consent_linger_s if family is LaneFamily.CONSENT else self.delivery.linger_s
         )
-        self.rq_queues = [
-            Queue(name, connection=self.client) for name in (store.QUEUE_CONSENT, store.QUEUE_BULK)
-        ]
+        self.rq_queues = [Queue(name, connection=self.client) for name in store.RQ_QUEUES]
         self.flights: deque[Flight] = deque()  # taken, not yet committed, oldest first
         self.window: Window[BrazeRequest] = Window()
         self.flying: dict[Future[Sent], tuple[Flight, BrazeRequest]] = {}

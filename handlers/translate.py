@@ -181,7 +181,7 @@ def consent_items(env: Envelope) -> list[Item]:
     user = user_key(ident)
     items = []
     if id_name == "user_alias":
-        return alias_subscription_items(env, user)
+        return alias_consent_items(env, user)
     if rec.get("subscription_group_id"):
         gid, state = rec["subscription_group_id"], rec["subscription_state"]
         ids = {"external_id": "external_ids", "email": "emails", "phone": "phones"}[id_name]
@@ -219,7 +219,7 @@ def consent_items(env: Envelope) -> list[Item]:
     return items
 
 
-def alias_subscription_items(env: Envelope, user: str) -> list[Item]:
+def alias_consent_items(env: Envelope, user: str) -> list[Item]:
     """An alias's consent as /users/track attributes (`subscription_groups`, email/push states).
 
     The group state in an object of its own, so a group state older than one already sent (no stale

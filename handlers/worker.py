@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     context.install(context.Context(settings, client))
     ticker = Ticker(client, settings, watch)
     ticker.start()
-    queues = [store.QUEUE_CONSENT] if args.consent_only else [store.QUEUE_CONSENT, store.QUEUE_BULK]
+    queues = [store.QUEUE_CONSENT] if args.consent_only else list(store.RQ_QUEUES)
     log.info(
         "worker started",
         extra={"sandbox": settings.sandbox, "routes": len(settings.routes), "queues": queues},

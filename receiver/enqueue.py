@@ -194,7 +194,7 @@ def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) ->
         deadletters.add(pipe, item, limit=dead_letter_limit(settings, batch.route.name))
     route, workspace = batch.route.name, batch.route.workspace  # received = accepted + rejected
     metrics.ACCEPTED.incr(pipe, workspace, batch.accepted, route=route)
-    metrics.REJECTED.incr(pipe, workspace, len(batch.invalid), route=route, reason=DeadReason.INVALID)
+    metrics.REJECTED.incr(pipe, workspace, len(batch.invalid), route=route, reason=metrics.Rejection.INVALID)
     metrics.FILTERED.incr(pipe, workspace, batch.filtered, route=route)
     arming = list(batch.payloads)
     for lane in arming:

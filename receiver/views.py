@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -24,6 +25,7 @@ from receiver.redis_check import Unfit
 from receiver.request_ids import request_id
 from receiver.state import redis_client, settings
 from relay import metrics
+from relay.metrics import Rejection
 from relay.routes import Route
 
 bp = Blueprint("ingest", __name__)
@@ -181,8 +183,9 @@ def authenticate(
             return auth.Authenticated(auth.By.KEY)
         body = request.get_data(cache=True)
         try:
-            scheme = signatures.scheme_of(route)
-            verified = signatures.verify(body, headers=headers(), secrets=secrets_, scheme=scheme)
+            verified = signatures.verify(
+                body, signing=route.signing, headers=headers(), secrets=secrets_, now=datetime.now(UTC)
+            )
         except signatures.SignatureError as exc:
             raise auth.AuthError(str(exc)) from None
         return auth.Authenticated(auth.By.SIGNATURE, verified, secrets_)
@@ -236,10 +239,11 @@ def count_refused(route: Route, received: int, invalid: int) -> None:
     client = redis_client()
     try:
         with client.pipeline(transaction=False) as pipe:
-            metrics.REJECTED.incr(pipe, route.workspace, invalid, route=route.name, reason="invalid")
+            workspace, name = route.workspace, route.name
+            metrics.REJECTED.incr(pipe, workspace, invalid, route=name, reason=Rejection.INVALID)
             # Valid records of a refused request are refused with it.
             refused = received - invalid
-            metrics.REJECTED.incr(pipe, route.workspace, refused, route=route.name, reason="request_refused")
+            metrics.REJECTED.incr(pipe, workspace, refused, route=name, reason=Rejection.REQUEST_REFUSED)
             pipe.execute()
     except redis.RedisError:
         log.warning("metrics not counted: redis unavailable", extra={"route": route.name})

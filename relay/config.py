@@ -13,6 +13,7 @@ from relay.errors import ConfigError
 from relay.modes import Kind
 from relay.routes import Route, Workspace, load_routes
 from relay.secrets import Secret, split_secrets
+from relay.signing import SignatureScheme
 
 SANDBOX_BRAZE_URL = "http://127.0.0.1:9100"
 SANDBOX_BRAZE_KEY = "sandbox-braze-key"  # the bundled simulator's key; not a secret
@@ -61,7 +62,7 @@ class Delivery:
     retry_max_age_s: float = 6 * 3600.0
     rate_track: str = "3000/3 seconds"
     rate_users: str = "20000/minute"
-    rate_subscription: str = "5000/minute"
+    rate_consent: str = "5000/minute"
     rate_default: str = "250000/hour"
     watermark_ttl_s: int = 72 * 3600  # newest-value watermarks, and the marks that order across lanes
     order_across_lanes: bool = True  # relay/order.py; off only to measure what it costs
@@ -149,7 +150,7 @@ def _delivery(env: Env) -> Delivery:
         retry_max_age_s=env.float("RELAY_RETRY_MAX_AGE_S", Delivery.retry_max_age_s),
         rate_track=env.str("BRAZE_RATE_TRACK", Delivery.rate_track),
         rate_users=env.str("BRAZE_RATE_USERS", Delivery.rate_users),
-        rate_subscription=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_subscription),
+        rate_consent=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_consent),
         rate_default=env.str("BRAZE_RATE_DEFAULT", Delivery.rate_default),
         unchanged_ttl_s=env.int("RELAY_UNCHANGED_TTL_S", Delivery.unchanged_ttl_s),
         order_across_lanes=env.bool("RELAY_ORDER_ACROSS_LANES", Delivery.order_across_lanes),
@@ -169,7 +170,7 @@ def _check_credentials(
                 f"no credentials for route {route.name!r}: set RELAY_WRITE_KEYS and/or RELAY_WEBHOOK_SECRETS "
                 "(or RELAY_INSECURE_NO_AUTH=1, for local use only)"
             )
-        if route.signature == "standard":
+        if route.signing.scheme is SignatureScheme.STANDARD:
             _check_whsec(route.webhook_secrets, f"route {route.name!r}: ")
 
 

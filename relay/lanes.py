@@ -1,6 +1,6 @@
 """The lane protocol, owned by `Lane`: its keys, its one lease, its drain job, its records and its count.
 
-A lane is the queue of one workspace's family of Braze calls ('default:track.0', 'default:consent').
+A lane holds the records of one workspace's family of Braze calls ('default:track.0', 'default:consent').
 Its records wait in a Redis list, oldest first, and its retries in a sorted set by due time.
 Exactly one drain job owns a lane at a time: the owner holds the lease (a key whose value is the
 owner's token, with an expiry the owner keeps renewing). Whoever takes a free lease (the edge after

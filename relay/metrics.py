@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, cast
 
 import redis
@@ -52,6 +53,13 @@ class Count:
         """Queue `name{labels} += value` in the workspace's counts, on a pipeline (or a client)."""
         if value:
             pipe.hincrby(store.keys(workspace).metrics, self.field(**labels), value)
+
+
+class Rejection(StrEnum):
+    """Why the edge refused a record (relay_records_rejected's `reason`)."""
+
+    INVALID = "invalid"  # the record failed validation
+    REQUEST_REFUSED = "request_refused"  # valid, but refused with the rest of its request (a 422)
 
 
 RECEIVED = Count("relay_records_received", "Records received at the edge, accepted or not", ("route",))
@@ -325,7 +333,7 @@ class RelayCollector(Collector):
             "RQ workers registered for a queue (one killed without warning counts until its key expires)",
             labels=["queue"],
         )
-        for name in (store.QUEUE_CONSENT, store.QUEUE_BULK):
+        for name in store.RQ_QUEUES:
             queue = Queue(name, connection=self.client)
             workers.add_metric([name], len(Worker.all(queue=queue)))
         return workers

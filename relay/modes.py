@@ -2,7 +2,7 @@
 
 A *mode* is what a route's table in the routes file says (`mode`, and `track_record_type` for
 `user_track`); it decides the record *kind* (what a record becomes in Braze). A kind travels in one
-*lane family* (the queue and worker batch it shares with kinds sent to the same Braze calls), and
+*lane family* (the lane and worker batch it shares with kinds sent to the same Braze calls), and
 each Braze *endpoint* counts against one *rate-limit family*. Every record ends in one *outcome*.
 
 Adding a mode is one `Mode` entry below, plus the behaviour that is new: its record schema
@@ -45,7 +45,7 @@ _KINDS = {kind.value: kind for kind in Kind}
 
 
 class LaneFamily(StrEnum):
-    """The family of Braze calls a lane carries: one queue, one batch, one owner at a time."""
+    """The family of Braze calls a lane carries: one list of records, one batch, one owner at a time."""
 
     TRACK = "track"
     ALIAS = "alias"
@@ -59,7 +59,9 @@ class RateFamily(StrEnum):
 
     TRACK = "track"  # /users/track: 3,000 per 3 s
     USERS = "users"  # alias/new, identify, delete (and merge): 20,000 per minute, shared
-    SUBSCRIPTION = "subscription"  # subscription/status/set, v1 and v2: 5,000 per minute
+    # Consent calls to subscription/status/set, v1 and v2: 5,000 per minute. Its value is Braze's name
+    # for the family: the metric label (family="subscription") and the rate-limit keys keep it.
+    CONSENT = "subscription"
     DEFAULT = "default"  # every other endpoint (/email/status): 250,000 per hour
 
 
@@ -84,7 +86,7 @@ _RATE_FAMILY = {
     Endpoint.ALIAS: RateFamily.USERS,
     Endpoint.IDENTIFY: RateFamily.USERS,
     Endpoint.DELETE: RateFamily.USERS,
-    Endpoint.SUBSCRIPTION: RateFamily.SUBSCRIPTION,
+    Endpoint.SUBSCRIPTION: RateFamily.CONSENT,
     Endpoint.EMAIL_STATUS: RateFamily.DEFAULT,
 }
 
@@ -217,6 +219,7 @@ MODES: tuple[Mode, ...] = (
 BY_KIND: dict[Kind, Mode] = {mode.kind: mode for mode in MODES}
 ROUTE_MODES = tuple(dict.fromkeys(mode.mode for mode in MODES))  # the routes file's `mode` values
 TRACK_TYPES = tuple(mode.track_record_type for mode in MODES if mode.track_record_type)
+TRACK_TYPE_MODES = frozenset(mode.mode for mode in MODES if mode.track_record_type)  # user_track
 
 
 def mode_of(mode: str, track_record_type: str | None = None) -> Mode:

@@ -26,6 +26,7 @@ LAYOUT_VERSION = "2"  # every key of a workspace under the hash tag {workspace}
 WORKSPACES = f"{PREFIX}:workspaces"  # set: every workspace a process of this Redis has served
 QUEUE_CONSENT = "relay-consent"  # RQ queue for consent lanes: workers take it first
 QUEUE_BULK = "relay-bulk"  # RQ queue for every other lane
+RQ_QUEUES = (QUEUE_CONSENT, QUEUE_BULK)  # every RQ queue of the relay, in the order workers take them
 RATE_PREFIX = f"{PREFIX}:rate"  # the `limits` library's moving windows live under this prefix
 
 

@@ -150,8 +150,8 @@ def test_replaying_twice_sends_once(
     braze.config.api_key = BRAZE_KEY
     (item,) = deadletters.iter_entries(clean_redis, WORKSPACES)
     settings = state.of(app).settings
-    first = deadletters.requeue(clean_redis, item, settings.delivery)
-    second = deadletters.requeue(clean_redis, item, settings.delivery)
+    first = deadletters.put_back(clean_redis, item, settings.delivery)
+    second = deadletters.put_back(clean_redis, item, settings.delivery)
     assert (first, second) == ("default:track", None)
     drain()
     assert [event["name"] for event in braze.state.profile("twice")["events"]] == ["a"]

@@ -180,9 +180,9 @@ def test_an_id_stored_again_is_one_entry(clean_redis: redis.Redis) -> None:
     assert counted.total == 1 and counted.by_reason == {"braze_rejected": 1}
 
 
-def test_requeue_of_a_purged_letter_does_nothing(clean_redis: redis.Redis) -> None:
-    """A replay racing a purge: the letter is gone, nothing is queued, the indexes stay empty."""
+def test_putting_back_a_purged_letter_does_nothing(clean_redis: redis.Redis) -> None:
+    """A replay racing a purge: the letter is gone, nothing is put on a lane, the indexes stay empty."""
     (item,) = plant(clean_redis, 1)
     assert deadletters.remove(clean_redis, [item["id"]], WORKSPACES) == 1
-    assert deadletters.requeue(clean_redis, item, Delivery()) is None
+    assert deadletters.put_back(clean_redis, item, Delivery()) is None
     assert not clean_redis.keys(KEYS.lane_list("*"))

@@ -327,9 +327,9 @@ def test_track_lanes_split_by_user_and_keep_each_users_order(
         for user in range(20)
     ]
     assert client.post("/db/profiles", json={"records": records}, headers=HEADERS).status_code == 200
-    depths = [clean_redis.llen(Lane(f"default:track.{shard}").list_key) for shard in (0, 1)]
-    assert sum(depths) == 60 and min(depths) > 0
-    assert all(depth % 3 == 0 for depth in depths), "a user's three records share one lane"
+    waiting = [clean_redis.llen(Lane(f"default:track.{shard}").list_key) for shard in (0, 1)]
+    assert sum(waiting) == 60 and min(waiting) > 0
+    assert all(count % 3 == 0 for count in waiting), "a user's three records share one lane"
     context.install(context.Context(sharded, clean_redis))
     lanes = Lane.configured(sharded.routes.values(), 2)
     for _ in range(20):

@@ -113,7 +113,7 @@ def error_of(response: TestResponse, code: int) -> dict[str, Any]:
     return body
 
 
-def queued(client: redis.Redis) -> int:
+def waiting(client: redis.Redis) -> int:
     """Records waiting in every lane."""
     return sum(client.llen(key) for key in client.keys(KEYS.lane_list("*")))
 
@@ -158,7 +158,7 @@ def test_malformed_json_is_400(
     """A body that is not strict JSON is refused with 400 saying why, and nothing is stored."""
     answer = error_of(send_ok(client, endpoint, body), 400)
     assert reason in answer["message"]
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 BAD_SHAPES = {
@@ -189,7 +189,7 @@ def test_wrong_body_shape_is_400(
     answer = error_of(send_ok(client, endpoint, body), 400)
     if field is not None:
         assert field in answer["errors"], answer
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 def test_webhook_body_neither_object_nor_array_is_400(client: FlaskClient) -> None:
@@ -204,7 +204,7 @@ def test_webhook_body_neither_object_nor_array_is_400(client: FlaskClient) -> No
 def test_missing_credential_is_401(client: FlaskClient, clean_redis: redis.Redis, endpoint: str) -> None:
     """A request without any credential is refused with 401 and nothing is stored."""
     error_of(send(client, endpoint, headers=JSON_TYPE), 401)
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 WRONG_KEYS = {
@@ -234,7 +234,7 @@ def test_wrong_key_is_401(
 ) -> None:
     """A wrong write key, in any accepted form, is refused with 401 and nothing is stored."""
     error_of(send(client, endpoint, headers={**JSON_TYPE, **headers}, query=query), 401)
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 ACCEPTED_FORMS = {
@@ -294,7 +294,7 @@ def test_credential_in_a_form_the_endpoint_does_not_take_is_401(
 ) -> None:
     """A good key in a form not allowed on that endpoint (query, Basic, Bearer, ...) is 401."""
     error_of(send(client, endpoint, headers={**JSON_TYPE, **headers}, query=query), 401)
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 def test_basic_with_non_ascii_credentials_is_401(client: FlaskClient) -> None:
@@ -374,7 +374,7 @@ def test_bad_webhook_signature_is_401(
     """A missing, wrong, stale, future or malformed signature is 401 (never 500) and nothing is stored."""
     body, headers = make(json.dumps(EVENT).encode())
     error_of(client.post(WEBHOOK, data=body, headers=headers), 401)
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 @pytest.mark.parametrize("offset", [-360, 360], ids=["stale", "future"])
@@ -446,7 +446,7 @@ def test_postback_over_one_mib_is_413(client: FlaskClient, clean_redis: redis.Re
     body = json.dumps({**EVENT, "pad": "x" * MIB}).encode()
     answer = error_of(client.post(POSTBACK, data=body, headers=TD_KEY), 413)
     assert answer["errors"] == {"limit": MIB}
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 def test_postback_limit_is_configurable(
@@ -481,7 +481,7 @@ def test_ingest_of_501_records_is_413(client: FlaskClient, clean_redis: redis.Re
     records = [{**EVENT, "external_id": f"u{i}"} for i in range(501)]
     answer = error_of(client.post(INGEST, data=ingest_body(records), headers=TD_KEY), 413)
     assert answer["errors"] == {"limit": 500}
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 def test_ingest_of_500_records_is_accepted(client: FlaskClient, clean_redis: redis.Redis) -> None:
@@ -501,7 +501,7 @@ def test_export_over_max_rows_is_413(
     rows = [{**EVENT, "external_id": f"u{i}"} for i in range(11)]
     answer = error_of(small.put(EXPORT, data=export_body(rows), headers=TD_KEY), 413)
     assert answer["errors"] == {"limit": 10}
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
     assert small.put(EXPORT, data=export_body(rows[:10]), headers=TD_KEY).status_code == 200
     assert clean_redis.llen(TRACK_LANE) == 10
 
@@ -510,7 +510,7 @@ def test_webhook_of_501_records_is_413(client: FlaskClient, clean_redis: redis.R
     """A webhook array of more than 500 records is 413 and nothing is stored."""
     body = json.dumps([{**EVENT, "external_id": f"u{i}"} for i in range(501)]).encode()
     error_of(client.post(WEBHOOK, data=body, headers=signed_headers(body)), 413)
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 # --- 415 ---------------------------------------------------------------------------------------
@@ -522,7 +522,7 @@ def test_webhook_as_text_plain_is_415(client: FlaskClient, clean_redis: redis.Re
     headers = {**signed_headers(body), "Content-Type": "text/plain"}
     answer = error_of(client.post(WEBHOOK, data=body, headers=headers), 415)
     assert "text/plain" in answer["message"]
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 NOT_JSON = {
@@ -542,7 +542,7 @@ def test_body_not_typed_as_json_is_415(
     if content_type is not None:
         headers["Content-Type"] = content_type
     error_of(send(client, endpoint, body, headers=headers), 415)
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/octet-stream"])
@@ -671,7 +671,7 @@ def test_number_too_large_for_a_float_is_refused(client: FlaskClient, clean_redi
     body = b'{"external_id": "u1", "name": "signup", "score": 1e400}'
     response = client.post(POSTBACK, data=body, headers=TD_KEY)
     assert response.status_code in (400, 422), response.get_data(as_text=True)
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 # --- skip_on_invalid_records -------------------------------------------------------------------
@@ -735,7 +735,7 @@ def test_skip_route_postback_names_the_rejected_record(client: FlaskClient, clea
     )
     assert response.status_code == 200
     assert [item["index"] for item in response.get_json()["rejected"]] == [0]
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
     assert clean_redis.hlen(DEAD) == 1
 
 

@@ -20,14 +20,16 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from receiver import signatures
-from receiver.signatures import Scheme, SignatureError
+from receiver.signatures import SignatureError
 from relay.secrets import Secret
+from relay.signing import SHOPIFY, STANDARD, SignatureAlgorithm, SignatureEncoding, SignatureScheme, Signing
 from tests.helpers import WEBHOOK_SECRET
 
 SHOP_SECRET = "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"
 SHOP_ROTATED = "shpss_rotated_8e7d6c5b4a39281706f5e4d3"
 ORDER = json.dumps({"id": 820982911946154508, "email": "jon@example.com", "total_price": "199.65"}).encode()
 WEBHOOK_ID = "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"
+NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def shopify_hmac(body: bytes, secret: str = SHOP_SECRET) -> str:
@@ -52,9 +54,8 @@ def secrets(*values: str) -> tuple[Secret, ...]:
 
 def shopify(body: bytes, headers: dict[str, str], *configured: str) -> signatures.Verified:
     """Verify as a shopify route configured with these secrets."""
-    return signatures.verify(
-        body, headers=headers, secrets=secrets(*(configured or (SHOP_SECRET,))), scheme=Scheme("shopify")
-    )
+    configured_secrets = secrets(*(configured or (SHOP_SECRET,)))
+    return signatures.verify(body, signing=SHOPIFY, headers=headers, secrets=configured_secrets, now=NOW)
 
 
 # --- shopify -------------------------------------------------------------------------------------
@@ -103,7 +104,7 @@ def test_shopify_malformed_signature_fails(value: str) -> None:
 def test_no_secret_fails_closed() -> None:
     """With no secret configured every request fails, whatever its headers."""
     with pytest.raises(SignatureError):
-        signatures.verify(ORDER, headers=shopify_headers(ORDER), secrets=(), scheme=Scheme("shopify"))
+        signatures.verify(ORDER, signing=SHOPIFY, headers=shopify_headers(ORDER), secrets=(), now=NOW)
 
 
 def test_overlong_delivery_id_fails() -> None:
@@ -129,43 +130,55 @@ def hmac_signature(body: bytes, secret: str, algorithm: str, encoding: str, pref
     return prefix + text
 
 
+def hmac_verify(body: bytes, signing: Signing, headers: dict[str, str]) -> signatures.Verified:
+    """Verify as a route signed this way, holding SHOP_SECRET."""
+    return signatures.verify(body, signing=signing, headers=headers, secrets=secrets(SHOP_SECRET), now=NOW)
+
+
 @pytest.mark.parametrize(("algorithm", "encoding", "prefix"), HMAC_CASES.values(), ids=HMAC_CASES.keys())
 def test_hmac_settings_verify_what_they_describe(algorithm: str, encoding: str, prefix: str) -> None:
     """Each algorithm, encoding and prefix verifies a body signed that way, and a tampered one fails."""
-    scheme = Scheme("hmac", "X-Signature", algorithm, encoding, prefix, delivery_id_header="X-Delivery")
+    signing = Signing(
+        SignatureScheme.HMAC,
+        "X-Signature",
+        SignatureAlgorithm(algorithm),
+        SignatureEncoding(encoding),
+        prefix,
+        delivery_id_header="X-Delivery",
+    )
     sig = hmac_signature(ORDER, SHOP_SECRET, algorithm, encoding, prefix)
     headers = {"x-signature": sig, "X-Delivery": "d-1"}
-    verified = signatures.verify(ORDER, headers=headers, secrets=secrets(SHOP_SECRET), scheme=scheme)
+    verified = hmac_verify(ORDER, signing, headers)
     assert verified.delivery_id == "d-1"
     with pytest.raises(SignatureError):
-        signatures.verify(ORDER + b" ", headers=headers, secrets=secrets(SHOP_SECRET), scheme=scheme)
+        hmac_verify(ORDER + b" ", signing, headers)
 
 
 def test_hmac_wrong_prefix_fails() -> None:
     """A signature without the configured prefix fails."""
-    scheme = Scheme("hmac", "X-Signature", prefix="sha256=")
+    signing = Signing(SignatureScheme.HMAC, "X-Signature", prefix="sha256=")
     sig = hmac_signature(ORDER, SHOP_SECRET, "sha256", "hex", "")
     with pytest.raises(SignatureError):
-        signatures.verify(ORDER, headers={"X-Signature": sig}, secrets=secrets(SHOP_SECRET), scheme=scheme)
+        hmac_verify(ORDER, signing, {"X-Signature": sig})
 
 
 def test_td_signed_is_hmac_sha256_of_the_body() -> None:
     """td_signed verifies an HMAC-SHA256 of the raw body in the header the route names."""
-    scheme = Scheme("td_signed", "X-TD-Signature")
+    signing = Signing(SignatureScheme.TD_SIGNED, "X-TD-Signature")
     sig = hmac_signature(ORDER, SHOP_SECRET, "sha256", "hex", "")
-    signatures.verify(ORDER, headers={"X-TD-Signature": sig}, secrets=secrets(SHOP_SECRET), scheme=scheme)
+    hmac_verify(ORDER, signing, {"X-TD-Signature": sig})
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=200), st.text(max_size=80))
 def test_hmac_only_the_right_signature_passes(body: bytes, sent: str) -> None:
     """Any header value other than the body's own signature fails with SignatureError, never another error."""
-    scheme = Scheme("hmac", "X-Signature", encoding="base64")
+    signing = Signing(SignatureScheme.HMAC, "X-Signature", encoding=SignatureEncoding.BASE64)
     right = hmac_signature(body, SHOP_SECRET, "sha256", "base64", "")
     if sent.strip() == right:
         return
     with pytest.raises(SignatureError):
-        signatures.verify(body, headers={"X-Signature": sent}, secrets=secrets(SHOP_SECRET), scheme=scheme)
+        hmac_verify(body, signing, {"X-Signature": sent})
 
 
 # --- standard ------------------------------------------------------------------------------------
@@ -174,11 +187,13 @@ def test_hmac_only_the_right_signature_passes(body: bytes, sent: str) -> None:
 def test_standard_signature_covers_its_id() -> None:
     """A Standard Webhooks signature (made by the library) passes; its webhook-id is signed."""
     body = b'{"external_id": "u1"}'
-    when = datetime.now(UTC)
+    when = NOW
     headers = {
         "webhook-id": "msg_1",
         "webhook-timestamp": str(int(when.timestamp())),
         "webhook-signature": Webhook(WEBHOOK_SECRET).sign("msg_1", when, body.decode()),
     }
-    verified = signatures.verify(body, headers=headers, secrets=secrets(WEBHOOK_SECRET), scheme=Scheme())
+    verified = signatures.verify(
+        body, signing=STANDARD, headers=headers, secrets=secrets(WEBHOOK_SECRET), now=NOW
+    )
     assert (verified.delivery_id, verified.id_signed) == ("msg_1", True)

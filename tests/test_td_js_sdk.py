@@ -102,7 +102,7 @@ def cors_headers(response: TestResponse) -> dict[str, str]:
     return {k.lower(): v for k, v in response.headers.items() if k.lower().startswith(ACCESS_CONTROL)}
 
 
-def queued(client: redis.Redis, lane: str) -> list[envelope.Envelope]:
+def waiting(client: redis.Redis, lane: str) -> list[envelope.Envelope]:
     """The records waiting in a lane."""
     return [envelope.loads(raw) for raw in client.lrange(lane, 0, -1)]
 
@@ -199,7 +199,7 @@ def test_sdk_post_from_an_allowed_origin_is_stored_and_readable(
     assert cors["access-control-allow-origin"] == SHOP
     assert cors["access-control-allow-credentials"] == "true"
     assert cors["access-control-expose-headers"] == "X-Request-Id"
-    (stored,) = queued(redis_client, TRACK_LANE)
+    (stored,) = waiting(redis_client, TRACK_LANE)
     assert stored["route"] == "page_events"
     assert stored["rec"]["name"] == "signup" and stored["rec"]["properties"] == {"plan": "pro"}
 
@@ -234,7 +234,7 @@ def test_events_envelope_in_each_sdk_type_is_stored(
     response = sdk_post(client, EVENTS, {"events": records}, content_type=content_type)
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["accepted"] == 2 and response.get_json()["rejected"] == []
-    assert [stored["rec"]["name"] for stored in queued(redis_client, TRACK_LANE)] == ["view", "click"]
+    assert [stored["rec"]["name"] for stored in waiting(redis_client, TRACK_LANE)] == ["view", "click"]
 
 
 def test_records_envelope_still_works_on_a_browser_route(
@@ -243,7 +243,7 @@ def test_records_envelope_still_works_on_a_browser_route(
     """The ingestion API's own {"records": [...]} is taken on the same path."""
     response = sdk_post(client, EVENTS, {"records": [{"external_id": "web-u3", "name": "view"}]})
     assert response.status_code == 200
-    assert len(queued(redis_client, TRACK_LANE)) == 1
+    assert len(waiting(redis_client, TRACK_LANE)) == 1
 
 
 def test_sdk_query_is_accepted_and_does_not_set_the_time(
@@ -259,7 +259,7 @@ def test_sdk_query_is_accepted_and_does_not_set_the_time(
         query_string={"modified": "1", "time": "1000000000"},
     )
     assert response.status_code == 200
-    first, second = queued(redis_client, TRACK_LANE)
+    first, second = waiting(redis_client, TRACK_LANE)
     assert first["t"] == T1 + 60
     assert second["t"] > 1_700_000_000  # receive time, not the query's 2001 date
     assert second["t"] == pytest.approx(second["at"], abs=1)
@@ -296,7 +296,7 @@ def test_bad_envelopes_are_400_and_store_nothing(
     response = sdk_post(client, EVENTS, body)
     assert response.status_code == 400
     assert said in response.get_json()["message"]
-    assert queued(redis_client, TRACK_LANE) == []
+    assert waiting(redis_client, TRACK_LANE) == []
 
 
 def test_more_than_500_events_is_413(client: FlaskClient, redis_client: redis.Redis) -> None:
@@ -304,7 +304,7 @@ def test_more_than_500_events_is_413(client: FlaskClient, redis_client: redis.Re
     events = [{"external_id": "u1", "name": "x"}] * 501
     response = sdk_post(client, EVENTS, {"events": events})
     assert response.status_code == 413
-    assert queued(redis_client, TRACK_LANE) == []
+    assert waiting(redis_client, TRACK_LANE) == []
 
 
 def test_consent_change_through_the_sdk_shape_is_queued_on_the_consent_lane(
@@ -318,7 +318,7 @@ def test_consent_change_through_the_sdk_shape_is_queued_on_the_consent_lane(
     }
     response = sdk_post(client, CONSENT, {"events": [record]})
     assert response.status_code == 200, response.get_json()
-    (stored,) = queued(redis_client, CONSENT_LANE)
+    (stored,) = waiting(redis_client, CONSENT_LANE)
     assert stored["kind"] == Kind.CONSENT and stored["route"] == "page_consent"
 
 

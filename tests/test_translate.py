@@ -139,13 +139,13 @@ def test_consent_goes_by_the_endpoint_that_fits(record: dict[str, object], expec
 
 
 def test_endpoints_count_against_their_rate_family() -> None:
-    """Rate families: track; alias, identify and delete share `users`; subscriptions have their own."""
+    """Rate families: track; alias, identify and delete share `users`; consent calls have their own."""
     assert {endpoint: endpoint.rate_family for endpoint in Endpoint} == {
         Endpoint.TRACK: RateFamily.TRACK,
         Endpoint.ALIAS: RateFamily.USERS,
         Endpoint.IDENTIFY: RateFamily.USERS,
         Endpoint.DELETE: RateFamily.USERS,
-        Endpoint.SUBSCRIPTION: RateFamily.SUBSCRIPTION,
+        Endpoint.SUBSCRIPTION: RateFamily.CONSENT,
         Endpoint.EMAIL_STATUS: RateFamily.DEFAULT,
     }
 

@@ -138,7 +138,7 @@ def replay(client: redis.Redis, items: Iterable[dict[str, Any]]) -> Replayed:
         except ValidationError as exc:
             done.still_invalid.append((item["id"], exc.messages))
             continue
-        if deadletters.requeue(client, item, delivery, record) is not None:
+        if deadletters.put_back(client, item, delivery, record) is not None:
             done.replayed += 1
     return done
 

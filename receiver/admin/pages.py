@@ -63,7 +63,7 @@ def overview() -> str:
         for pause in operations.pauses_now(client)
     ]
     queues = []
-    for name in (store.QUEUE_CONSENT, store.QUEUE_BULK):
+    for name in store.RQ_QUEUES:
         queue = Queue(name, connection=client, serializer=JSONSerializer)
         queues.append(
             {

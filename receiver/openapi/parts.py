@@ -11,7 +11,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, fields, validate
 
 from receiver.records.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias
-from receiver.signatures import SHOPIFY_SIGNATURE
+from relay.signing import SHOPIFY_SIGNATURE
 
 VERSION = "0.1.0"
 
