@@ -303,7 +303,11 @@ def test_one_request_with_old_and_new_states_keeps_the_newest(
     assert len(calls) == 2
     for call in calls:
         assert call["body"]["subscription_groups"] == [
-            {"subscription_group_id": "g1", "subscription_state": "subscribed", "emails": ["flip@example.com"]}
+            {
+                "subscription_group_id": "g1",
+                "subscription_state": "subscribed",
+                "emails": ["flip@example.com"],
+            }
         ]
 
 

@@ -321,7 +321,9 @@ def test_known_users_events_and_the_browsers_consent_reach_braze_as_the_sdk_send
     states = track_items(braze, "attributes")
     assert all(item["user_alias"] == alias_of(client_id) for item in states)
     sent_states = [
-        item["subscription_groups"][0]["subscription_state"] for item in states if "subscription_groups" in item
+        item["subscription_groups"][0]["subscription_state"]
+        for item in states
+        if "subscription_groups" in item
     ]
     # Each state at once, and once more after the alias's earlier records (unless a newer one was sent).
     assert [state for i, state in enumerate(sent_states) if sent_states[i - 1 : i] != [state]] == [
