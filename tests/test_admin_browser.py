@@ -20,7 +20,7 @@ from braze_sim.server import Simulator
 from relay.config import load_settings
 from tests import chromium
 from tests.helpers import BRAZE_KEY, create_app_for
-from tests.test_admin import ADMIN_KEY, TD_HEADERS, admin_app, plant_dead_letters  # noqa: F401 - admin_app is a fixture
+from tests.test_pages import ADMIN_KEY, TD_HEADERS, admin_app, plant_dead_letters  # noqa: F401 - admin_app is a fixture
 
 SCREENSHOTS = Path("/tmp")
 

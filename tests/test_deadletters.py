@@ -18,7 +18,7 @@ from relay import deadletters
 from relay.config import Delivery, load_settings
 from relay.envelope import Envelope
 from tests.helpers import KEYS, REDIS_URL, WORKSPACES, create_app_for
-from tests.test_admin import ADMIN_KEY, AUTH
+from tests.test_pages import ADMIN_KEY, AUTH
 
 REASONS = ("invalid", "braze_rejected", "retries_exhausted")
 

@@ -14,7 +14,7 @@ from receiver.admin import operations
 from relay import deadletters
 from relay.config import load_settings
 from tests.helpers import KEYS, WORKSPACES, WRITE_KEY, create_app_for
-from tests.test_admin import ADMIN_KEY, AUTH
+from tests.test_pages import ADMIN_KEY, AUTH
 
 NOW = 1_800_000_000.0
 
