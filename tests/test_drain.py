@@ -1,4 +1,5 @@
-"""Several Braze requests in flight per worker, with the Procfile's processes and the simulator over HTTP.
+"""The drain job (handlers/drain.py): several Braze requests in flight per worker, with the Procfile's
+processes and the simulator over HTTP.
 
 docs/delivery.md, rule "Several requests in flight": requests overlap;
 no user is in two at once; the shared rate limit and 429 pauses hold for every sender; a worker

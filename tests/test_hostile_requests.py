@@ -1,4 +1,5 @@
-"""Replays, key holders and start-up, against the running relay (gunicorn as the Procfile starts it).
+"""Hostile requests against the running relay (gunicorn as the Procfile starts it): replays, borrowed keys,
+slow clients, forged log lines, and the warnings of start-up.
 
 Each test sends the exact requests of the security review to `web` over real sockets and looks at
 what Redis holds; no worker runs, so whatever a request stored is still waiting in its lane.

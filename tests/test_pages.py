@@ -1,4 +1,5 @@
-"""The operator's pages: admin authentication, dead-letter pages, replay, purge, CSRF, escaping, rq."""
+"""The operator's pages (receiver/admin/pages.py): admin authentication, dead-letter pages, replay, purge,
+CSRF, escaping, rq."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Any string, any amount: lone surrogates refused at the edge, stores and pages safe, key holders bounded.
+"""Any string, any amount (relay/text.py): lone surrogates refused at the edge, stores and pages safe, key
+holders bounded.
 
 The surrogate test runs against gunicorn (`stack`); the store and page tests
 drive the app in-process on the real Redis; the fuzz pass builds strings from every Unicode general

@@ -1,4 +1,5 @@
-"""The HTTP edge on the real app and a real Redis: every answer of docs/design.md, its status and body."""
+"""The ingest views (receiver/views.py) on the real app and a real Redis: every answer of docs/design.md,
+its status and body."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The Procfile's own commands as separate processes: gunicorn and RQ workers, real HTTP all the way."""
+"""The worker process (handlers/worker.py) as the Procfile starts it, beside gunicorn, real HTTP all the
+way: it delivers, a SIGKILL loses nothing, a SIGTERM lets it finish its batch, two keep the newest value."""
 
 from __future__ import annotations
 
