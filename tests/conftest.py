@@ -7,6 +7,7 @@ constants and plain functions the fixtures use live in tests/helpers.py.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -128,3 +129,27 @@ def drain(settings: Settings, clean_redis: redis.Redis) -> Callable[..., None]:
             time.sleep(0.05)
 
     return run
+
+
+@pytest.fixture
+def watched(clean_redis: redis.Redis) -> Iterator[list[str]]:
+    """Every command Redis runs while the test body runs (MONITOR), as text, from the first on."""
+    seen: list[str] = []
+    started, stop = threading.Event(), threading.Event()
+    monitor_client = redis.Redis.from_url(REDIS_URL)
+
+    def watch() -> None:
+        with monitor_client.monitor() as monitor:  # entered once Redis said OK to MONITOR
+            started.set()
+            for command in monitor.listen():
+                if stop.is_set():
+                    return
+                seen.append(command["command"])
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    assert started.wait(10), "MONITOR did not start"
+    yield seen
+    stop.set()
+    monitor_client.ping()
+    thread.join(timeout=5)

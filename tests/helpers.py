@@ -104,6 +104,15 @@ def create_app_for(settings: Settings) -> Flask:
     return create_app(settings)
 
 
+def caught_up(client: redis.Redis, watched: list[str], mark: str) -> None:
+    """Wait until MONITOR (the `watched` fixture) has shown every command sent before this one, an ECHO."""
+    client.echo(f"relay-test-{mark}")
+    deadline = time.monotonic() + 10
+    while not any(f"relay-test-{mark}" in line for line in watched):
+        assert time.monotonic() < deadline, "MONITOR fell behind"
+        time.sleep(0.01)
+
+
 def lanes_busy(client: redis.Redis) -> bool:
     """True while any lane holds records or retries."""
     known = Lane.in_workspaces(client, store.workspaces(client, ["default"]))

@@ -4,9 +4,7 @@ indexes in step (purge, replay, the per-route cap, an id stored again)."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +15,7 @@ from receiver.admin import operations
 from relay import deadletters
 from relay.config import Delivery, load_settings
 from relay.envelope import Envelope
-from tests.helpers import KEYS, REDIS_URL, WORKSPACES, create_app_for
+from tests.helpers import KEYS, WORKSPACES, caught_up, create_app_for
 from tests.test_pages import ADMIN_KEY, AUTH
 
 REASONS = ("invalid", "braze_rejected", "retries_exhausted")
@@ -79,38 +77,6 @@ def test_a_page_of_any_filter_is_exact_newest_first(clean_redis: redis.Redis) ->
         assert [i["id"] for i in found.items] == wanted[50:100]
     as_of = items[299]["last_failed_at"]
     assert deadletters.page(clean_redis, WORKSPACES, as_of=as_of).total == 300
-
-
-@pytest.fixture
-def watched(clean_redis: redis.Redis) -> Iterator[list[str]]:
-    """Every command Redis runs while the test body runs (MONITOR), as text."""
-    seen: list[str] = []
-    stop = threading.Event()
-    monitor_client = redis.Redis.from_url(REDIS_URL)
-
-    def watch() -> None:
-        with monitor_client.monitor() as monitor:
-            for command in monitor.listen():
-                if stop.is_set():
-                    return
-                seen.append(command["command"])
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    time.sleep(0.2)
-    yield seen
-    stop.set()
-    monitor_client.ping()
-    thread.join(timeout=5)
-
-
-def caught_up(client: redis.Redis, watched: list[str], mark: str) -> None:
-    """Wait until MONITOR has shown every command sent before this one (an ECHO of `mark`)."""
-    client.echo(f"relay-test-{mark}")
-    deadline = time.monotonic() + 10
-    while not any(f"relay-test-{mark}" in line for line in watched):
-        assert time.monotonic() < deadline, "MONITOR fell behind"
-        time.sleep(0.01)
 
 
 def test_admin_list_reads_only_its_page(
