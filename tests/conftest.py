@@ -105,6 +105,18 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
+def build_client(relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., FlaskClient]:
+    """A client for an app built from the relay's environment plus the variables given."""
+
+    def build(**env: str) -> FlaskClient:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return create_app_for(load_settings()).test_client()
+
+    return build
+
+
+@pytest.fixture
 def drain(settings: Settings, clean_redis: redis.Redis) -> Callable[..., None]:
     """Run the real RQ worker in this process until every lane is empty (or fail after `timeout`)."""
     context.install(context.Context(settings, clean_redis))
