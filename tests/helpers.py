@@ -119,6 +119,12 @@ def lanes_busy(client: redis.Redis) -> bool:
     return any(row.waiting or row.retrying for row in lanes.states(client, known))
 
 
+def lanes_idle(client: redis.Redis) -> bool:
+    """True once no lane holds records or retries and no drain job owns one: nothing more can be sent."""
+    known = Lane.in_workspaces(client, store.workspaces(client, ["default"]))
+    return not any(row.waiting or row.retrying or row.owned for row in lanes.states(client, known))
+
+
 SHAPES = ("postback", "ingest", "export", "webhook")
 
 

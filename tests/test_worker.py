@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
+import redis
 import requests
 
 from braze_sim.server import Simulator
-from tests.helpers import WRITE_KEY
+from relay.config import Delivery
+from relay.lanes import Lane
+from tests.helpers import WRITE_KEY, lanes_idle
 from tests.processes import Processes, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -62,16 +64,22 @@ def test_procfile_processes_deliver_postbacks(stack: tuple[Processes, str], braz
     assert WRITE_KEY not in procs.logs()
 
 
-def test_worker_killed_mid_delivery_loses_nothing(stack: tuple[Processes, str], braze: Simulator) -> None:
-    """A worker SIGKILLed while Braze is answering: another worker delivers every record within seconds."""
+def test_worker_killed_mid_delivery_loses_nothing(
+    stack: tuple[Processes, str], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """A worker SIGKILLed while Braze is answering, before it committed anything: another worker
+    delivers every record within seconds."""
     procs, base = stack
-    braze.faults.latency_ms = 300  # slow answers, so the kill lands while a request is in flight
+    # Slow answers: the simulator logs a request when it arrives and answers 300 ms later, and the
+    # user's four requests go one after another, so the chunk commits a second after that first log.
+    braze.faults.latency_ms = 300
     post_events(base, "crash-user", 300)
     victim = procs.start("worker")
     wait_for(lambda: any(r["path"] == "/users/track" for r in braze.requests), 20, "the first Braze call")
-    time.sleep(0.15)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=5)
+    lane = Lane.track_of("default", {"external_id": "crash-user"}, Delivery().track_shards)
+    assert clean_redis.llen(lane.list_key) == 300, "the kill came after a commit: nothing left to lose"
     procs.start("worker")
     # The test environment's lease is 3 s, so recovery takes seconds, not RQ's ten-minute cleanup;
     # the wait's own bound is the test's limit (speed itself is measured in bench/).
@@ -82,7 +90,9 @@ def test_worker_killed_mid_delivery_loses_nothing(stack: tuple[Processes, str], 
     )
 
 
-def test_sigterm_lets_a_worker_finish_its_batch(stack: tuple[Processes, str], braze: Simulator) -> None:
+def test_sigterm_lets_a_worker_finish_its_batch(
+    stack: tuple[Processes, str], braze: Simulator, clean_redis: redis.Redis
+) -> None:
     """SIGTERM mid-delivery: the worker commits what it sent and exits; the next goes on, no duplicates."""
     procs, base = stack
     braze.faults.latency_ms = 300
@@ -93,12 +103,13 @@ def test_sigterm_lets_a_worker_finish_its_batch(stack: tuple[Processes, str], br
     assert first.wait(timeout=15) == 0
     procs.start("worker")
     wait_for(lambda: len(delivered_seqs(braze, "term-user")) >= 300, 30, "all 300 events")
-    time.sleep(0.5)
+    # Nothing is left to send and no job holds the lane: a duplicate would have come before this.
+    wait_for(lambda: lanes_idle(clean_redis), 30, "every lane empty and unowned")
     assert sorted(delivered_seqs(braze, "term-user")) == list(range(300))
 
 
 def test_parallel_workers_and_retries_keep_the_newest_value(
-    stack: tuple[Processes, str], braze: Simulator
+    stack: tuple[Processes, str], braze: Simulator, clean_redis: redis.Redis
 ) -> None:
     """Two workers, 30% 5xx answers, shuffled times: each user's attribute ends as its newest record's."""
     import random
@@ -136,5 +147,7 @@ def test_parallel_workers_and_retries_keep_the_newest_value(
         )
 
     wait_for(settled, 40, "every user's newest tier in Braze")
-    time.sleep(1.0)  # late retries must not overwrite it either
+    # Late retries must not overwrite it either: once no record waits or retries and no job holds a
+    # lane, every send has happened.
+    wait_for(lambda: lanes_idle(clean_redis), 60, "every lane empty and unowned")
     assert settled()
