@@ -13,7 +13,6 @@ import hmac
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -248,10 +247,12 @@ def test_slow_clients_do_not_stall_the_edge(stack: tuple[Processes, str], clean_
     address = urlsplit(base)
     stop = threading.Event()
     slow = [socket.create_connection((address.hostname, address.port), timeout=5) for _ in range(6)]
+    started = [threading.Event() for _ in slow]
 
     def trickle(sock: socket.socket, n: int) -> None:
         try:
             sock.sendall(b"POST /postback/v3/event/db/events HTTP/1.1\r\nHost: relay\r\n")
+            started[n].set()
             line = 0
             while not stop.wait(2.0) and line < 15:  # bounded: 30 s at most
                 sock.sendall(f"X-Slow-{n}-{line}: 1\r\n".encode())
@@ -263,7 +264,7 @@ def test_slow_clients_do_not_stall_the_edge(stack: tuple[Processes, str], clean_
     for thread in threads:
         thread.start()
     try:
-        time.sleep(1.0)  # every slow socket has started its request
+        assert all(event.wait(10) for event in started), "a slow socket could not start its request"
         assert requests.get(base + "/healthz", timeout=10).status_code == 200
         body = json.dumps({"external_id": "patient-user", "name": "answered"}).encode()
         headers = {"Content-Type": "application/json", "X-TD-Write-Key": WRITE_KEY}
