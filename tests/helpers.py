@@ -113,6 +113,12 @@ def caught_up(client: redis.Redis, watched: list[str], mark: str) -> None:
         time.sleep(0.01)
 
 
+def clock_past(moment: float) -> None:
+    """Return once the clock reads later than `moment`: whatever happens next is stamped after it."""
+    while time.time() <= moment:
+        time.sleep(0.001)
+
+
 def lanes_busy(client: redis.Redis) -> bool:
     """True while any lane holds records or retries."""
     known = Lane.in_workspaces(client, store.workspaces(client, ["default"]))

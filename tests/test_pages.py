@@ -20,7 +20,7 @@ from braze_sim.server import Simulator
 from receiver.admin.pages import dashboard_redis_url
 from relay import deadletters
 from relay.config import Settings, load_settings
-from tests.helpers import BRAZE_KEY, WORKSPACES, WRITE_KEY, create_app_for
+from tests.helpers import BRAZE_KEY, WORKSPACES, WRITE_KEY, clock_past, create_app_for
 
 ADMIN_KEY = "test-admin-key-3c9e0b"
 ROTATED_ADMIN_KEY = "test-admin-key-next-71d0"
@@ -209,7 +209,7 @@ def test_purge_asks_for_confirmation_then_deletes_what_the_page_showed(
     """Purge without confirmation only shows what would go; confirmed, it deletes those, not newer ones."""
     admin.post("/db/profiles_skip", json={"records": [{"a": 1}, {"b": 2}]}, headers=TD_HEADERS)
     as_of = str(time.time())
-    time.sleep(0.01)
+    clock_past(float(as_of))
     admin.post("/db/profiles_skip", json={"records": [{"c": 3}]}, headers=TD_HEADERS)
     newest = dead_ids(clean_redis)[0]
     form = {
