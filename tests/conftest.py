@@ -24,7 +24,16 @@ from handlers.worker import RelayWorker, tick
 from relay import store
 from relay.config import Settings, load_settings
 from relay.lanes import Lane
-from tests.helpers import BRAZE_KEY, REDIS_URL, ROUTES, create_app_for, lanes_busy, relay_environment
+from tests.helpers import (
+    ADMIN_KEY,
+    BRAZE_KEY,
+    REDIS_URL,
+    ROTATED_ADMIN_KEY,
+    ROUTES,
+    create_app_for,
+    lanes_busy,
+    relay_environment,
+)
 
 pytest_plugins = ["tests.processes"]  # the `stack` fixture: gunicorn and workers as processes
 
@@ -102,6 +111,19 @@ def app(settings: Settings) -> Flask:
 def client(app: Flask) -> FlaskClient:
     """A client for the relay's app (a real Redis behind it)."""
     return app.test_client()
+
+
+@pytest.fixture
+def admin_app(relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Flask:
+    """The relay's app with two admin keys configured (a rotation in progress)."""
+    monkeypatch.setenv("RELAY_ADMIN_KEYS", f"{ADMIN_KEY},{ROTATED_ADMIN_KEY}")
+    return create_app_for(load_settings())
+
+
+@pytest.fixture
+def admin(admin_app: Flask) -> FlaskClient:
+    """A browser-like client of that app (it keeps the session cookie)."""
+    return admin_app.test_client()
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ BRAZE_KEY = "test-braze-key-5f1c"
 WRITE_KEY = "test-write-key-81aa"
 OTHER_WRITE_KEY = "test-write-key-rotated-22bb"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+ADMIN_KEY = "test-admin-key-3c9e0b"  # the operator's pages (RELAY_ADMIN_KEYS) ...
+ROTATED_ADMIN_KEY = "test-admin-key-next-71d0"  # ... and the key rotated in beside it
 SAMPLES = Path(__file__).parent / "samples"
 
 ROUTES = """
