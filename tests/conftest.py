@@ -7,6 +7,7 @@ constants and plain functions the fixtures use live in tests/helpers.py.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,9 +28,12 @@ from relay.lanes import Lane
 from tests.helpers import (
     ADMIN_KEY,
     BRAZE_KEY,
+    EU_BRAZE_KEY,
+    GOOD_ROUTE,
     REDIS_URL,
     ROTATED_ADMIN_KEY,
     ROUTES,
+    WRITE_KEY,
     create_app_for,
     lanes_busy,
     relay_environment,
@@ -187,3 +191,22 @@ def watched(clean_redis: redis.Redis) -> Iterator[list[str]]:
     stop.set()
     monitor_client.ping()
     thread.join(timeout=5)
+
+
+@pytest.fixture
+def routes_path(tmp_path: Path) -> Path:
+    """Where the routes file of a test lives."""
+    return tmp_path / "relay.toml"
+
+
+@pytest.fixture
+def config_env(monkeypatch: pytest.MonkeyPatch, routes_path: Path) -> pytest.MonkeyPatch:
+    """An operator's environment: one good route and one write key; nothing else the relay reads."""
+    for name in list(os.environ):
+        if name.startswith(("RELAY_", "BRAZE_", "PARTNER_", "EU_BRAZE")) or name == "REDIS_URL":
+            monkeypatch.delenv(name)
+    routes_path.write_text(GOOD_ROUTE)
+    monkeypatch.setenv("RELAY_CONFIG", str(routes_path))
+    monkeypatch.setenv("RELAY_WRITE_KEYS", WRITE_KEY)
+    monkeypatch.setenv("EU_BRAZE_KEY", EU_BRAZE_KEY)
+    return monkeypatch

@@ -29,7 +29,15 @@ OTHER_WRITE_KEY = "test-write-key-rotated-22bb"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 ADMIN_KEY = "test-admin-key-3c9e0b"  # the operator's pages (RELAY_ADMIN_KEYS) ...
 ROTATED_ADMIN_KEY = "test-admin-key-next-71d0"  # ... and the key rotated in beside it
+EU_BRAZE_KEY = "eu-braze-api-key-77e2"  # a second workspace's Braze key (braze_api_key_env = "EU_BRAZE_KEY")
 SAMPLES = Path(__file__).parent / "samples"
+GOOD_ROUTE = """
+[routes.app_events]
+database = "marketing"
+table = "app_events"
+mode = "user_track"
+track_record_type = "custom_events"
+"""  # an operator's first routes file: the `config_env` fixture's
 
 ROUTES = """
 [routes.events]
