@@ -10,15 +10,17 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask
+from flask.testing import FlaskClient
 
 from receiver.admin import operations
 from relay import deadletters
 from relay.config import Delivery, load_settings
 from relay.envelope import Envelope
-from tests.helpers import KEYS, WORKSPACES, caught_up, create_app_for
+from tests.helpers import KEYS, WORKSPACES, WRITE_KEY, caught_up, create_app_for
 from tests.test_pages import ADMIN_KEY, AUTH
 
 REASONS = ("invalid", "braze_rejected", "retries_exhausted")
+TD = {"Content-Type": "application/json", "X-TD-Write-Key": WRITE_KEY}
 
 
 def plant(
@@ -152,3 +154,22 @@ def test_putting_back_a_purged_letter_does_nothing(clean_redis: redis.Redis) -> 
     assert deadletters.remove(clean_redis, [item["id"]], WORKSPACES) == 1
     assert deadletters.put_back(clean_redis, item, Delivery()) is None
     assert not clean_redis.keys(KEYS.lane_list("*"))
+
+
+def test_dead_letters_per_route_are_capped_and_drops_counted(
+    client: FlaskClient, clean_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lenient route keeps at most RELAY_DEAD_LETTERS_MAX; the dropped are counted in /metrics."""
+    monkeypatch.setenv("RELAY_DEAD_LETTERS_MAX", "30")
+    capped = create_app_for(load_settings()).test_client()
+    invalid = [{"external_id": "", "plan": n} for n in range(25)]
+    for _ in range(2):  # 50 invalid records: 30 kept, 20 dropped
+        response = capped.post("/db/profiles_skip", json={"records": invalid}, headers=TD)
+        assert response.status_code == 200, response.get_data(as_text=True)
+    assert clean_redis.hlen(KEYS.dead) == 30
+    assert clean_redis.zcard(KEYS.dead_index) == 30
+    text = capped.get("/metrics").get_data(as_text=True)
+    assert 'relay_dead_letters_dropped_total{route="profiles_skip"} 20.0' in text
+    assert "relay_dead_letters 30.0" in text
+    newest = [item["id"] for item in deadletters.iter_entries(clean_redis, WORKSPACES)]
+    assert all(dead_id.endswith(tuple(f".{n}" for n in range(5, 25))) for dead_id in newest[:20])
