@@ -9,8 +9,12 @@ import signal
 import pytest
 import redis
 import requests
+from rq import Queue
+from rq.serializers import JSONSerializer
 
 from braze_sim.server import Simulator
+from handlers.worker import tick
+from relay import store
 from relay.config import Delivery
 from relay.lanes import Lane
 from tests.helpers import WRITE_KEY, lanes_idle
@@ -151,3 +155,25 @@ def test_parallel_workers_and_retries_keep_the_newest_value(
     # lane, every send has happened.
     wait_for(lambda: lanes_idle(clean_redis), 60, "every lane empty and unowned")
     assert settled()
+
+
+def test_the_ticker_wakes_only_lanes_with_work_and_no_owner(clean_redis: redis.Redis) -> None:
+    """A lane (known from Redis or configured) holding records or a due retry, with no owner, gets one
+    drain job; an owned lane, an empty one and one whose retries are not due yet get none, however often
+    the ticker looks."""
+    delivery = Delivery(lease_s=3.0)
+    waiting, retrying, owned, later, empty = (
+        Lane(f"default:{name}") for name in ("track.0", "track.1", "alias", "identify", "delete")
+    )
+    for lane in (waiting, owned):
+        lane.push(clean_redis, ['{"n":1}'], counter="c", token="edge", delivery=delivery)
+    clean_redis.delete(waiting.lease_key)  # the edge that took it died before enqueuing its job
+    clean_redis.zadd(retrying.retry_key, {'{"n":2}': 1.0})
+    clean_redis.zadd(later.retry_key, {'{"n":3}': 4_000_000_000.0})
+    store.register_workspaces(clean_redis, ["default"])
+    configured = [empty, later, retrying]  # the routes' lanes; the others are known from Redis
+    assert tick(clean_redis, delivery, configured) == 2
+    assert tick(clean_redis, delivery, configured) == 0
+    jobs = Queue(store.QUEUE_BULK, connection=clean_redis, serializer=JSONSerializer).jobs
+    assert sorted(job.args[0] for job in jobs) == [waiting.name, retrying.name]
+    assert clean_redis.get(owned.lease_key) == b"edge"
