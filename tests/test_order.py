@@ -90,6 +90,21 @@ def test_a_delete_erases_earlier_records_and_holds_later_ones(clean_redis: redis
     assert look(clean_redis, earlier, later).verdicts == {earlier["id"]: order.Verdict.ERASED}
 
 
+def test_a_gating_record_erased_by_a_later_delete_settles_its_gate(clean_redis: redis.Redis) -> None:
+    """An alias created, then its user deleted before the alias went: the alias is never sent, and
+    its gate is settled with it, so a record after both waits for the delete alone."""
+    alias = {"alias_name": "z", "alias_label": "web"}
+    created = env("alias", alias)
+    store(clean_redis, created)
+    delete = env("delete", {"_id": {"user_alias": alias}})
+    store(clean_redis, delete)
+    checked = look(clean_redis, created)
+    assert checked.verdicts == {created["id"]: order.Verdict.ERASED}
+    settle(clean_redis, checked, created)
+    after = env("events", {"_id": {"user_alias": alias}})
+    assert look(clean_redis, after).waiting_on == {after["id"]: "delete"}
+
+
 def test_an_identify_links_its_users_for_a_later_delete(clean_redis: redis.Redis) -> None:
     """After identify(alias -> external id), a delete of the external id erases and holds the alias's too."""
     alias = {"alias_name": "x", "alias_label": "web"}
