@@ -311,20 +311,23 @@ def look(
 def _judge(
     env: Envelope, digests: list[str], marks: Mapping[str, Any], checked: Checked, erase_gates_only: bool
 ) -> None:
-    """One record's verdict from its users' marks."""
+    """One record's verdict from its users' marks (and its own gate, to settle once it has ended)."""
     seq = env["seq"]
+    erased, waits_on = False, None
     for digest in digests:
         mark, gates = marks[digest]
-        if mark and _text(mark) > seq:
-            checked.verdicts[env["id"]] = Verdict.ERASED
-            return
+        erased = erased or (bool(mark) and _text(mark) > seq)
         for i in range(0, len(gates), 2):
             gate_seq, (kind, at, gated) = _text(gates[i]), _text(gates[i + 1]).split("|", 2)
             if gate_seq == seq:
                 checked.own_gates[env["id"]] = (float(at), gated.split(","))
             elif gate_seq < seq and (not erase_gates_only or BY_KIND[kind_of(kind)].erases):
-                checked.verdicts[env["id"]] = Verdict.WAIT
-                checked.waiting_on[env["id"]] = kind
+                waits_on = kind
+    if erased:
+        checked.verdicts[env["id"]] = Verdict.ERASED
+    elif waits_on is not None:
+        checked.verdicts[env["id"]] = Verdict.WAIT
+        checked.waiting_on[env["id"]] = waits_on
 
 
 def _text(value: bytes | str) -> str:

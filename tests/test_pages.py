@@ -202,3 +202,34 @@ def test_rq_dashboard_gets_the_apps_redis_without_its_password(settings: Setting
     socket = redis.Redis(unix_socket_path="/tmp/relay-test.sock", db=0)
     shown, password = dashboard_redis_url(replace(settings, redis_url=None), socket)
     assert shown.startswith("unix:///tmp/relay-test.sock?db=0&") and password is None
+
+
+def test_a_users_history_shows_their_deletes_beside_their_consent(
+    admin: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """The user history page, asked by POST (no identifier in a URL), lists a user's consent change and
+    delete with what became of them, and a record not sent because the delete came after it."""
+    headers = {"X-TD-Write-Key": WRITE_KEY}
+    user = "history-user"
+    consent = {"external_id": user, "subscription_group_id": "g", "subscription_state": "unsubscribed"}
+    for path, record in (("consent", consent), ("events", {"external_id": user, "name": "e"})):
+        assert admin.post(f"/postback/v3/event/db/{path}", json=record, headers=headers).status_code == 200
+    drain()
+    for path, record in (
+        ("events", {"external_id": user, "name": "late"}),
+        ("deletes", {"external_id": user}),
+    ):
+        assert admin.post(f"/postback/v3/event/db/{path}", json=record, headers=headers).status_code == 200
+    drain()
+    token = re.search(r'name="csrf" value="([^"]+)"', page(admin, "/admin/history"))
+    assert token is not None
+    form = {"csrf": token.group(1), "kind": "external_id", "value": user, "workspace": "default"}
+    shown = admin.post("/admin/history", data=form, headers=AUTH).get_data(as_text=True)
+    rows = re.findall(r'<span class="tag">(\w+)</span></td>\s*<td>(\w+)', shown)
+    assert ("delete", "received") in rows and ("delete", "confirmed") in rows
+    assert ("consent", "received") in rows and ("consent", "confirmed") in rows
+    assert "reason deleted" in shown, "the event accepted before the delete, never sent"
+    assert [event["name"] for event in braze.state.snapshot()["profiles"] for event in event["events"]] == []
+    assert user not in admin.get("/admin/history", headers=AUTH).get_data(as_text=True)
+    refused = admin.post("/admin/history", data={**form, "csrf": "forged"}, headers=AUTH)
+    assert refused.status_code == 400
