@@ -9,7 +9,6 @@ request shape; test_td_js_sdk_browser.py a real browser).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import redis
@@ -17,8 +16,7 @@ from flask.testing import FlaskClient
 
 from receiver import cors
 from relay.routes import Route
-from tests.helpers import ROUTES
-from tests.test_td_js_sdk import (
+from tests.test_td_js_sdk import (  # noqa: F401 - routes_file is a fixture (the browser routes)
     BROWSER_ROUTES,
     CONSENT,
     EVENTS,
@@ -28,18 +26,10 @@ from tests.test_td_js_sdk import (
     SHOP,
     cors_headers,
     preflight,
+    routes_file,
     sdk_headers,
     sdk_post,
 )
-
-
-@pytest.fixture
-def routes_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The one-route-per-mode file plus two browser routes with their own (public) key."""
-    monkeypatch.setenv("PAGE_WRITE_KEYS", PAGE_KEY)
-    path = tmp_path / "relay.toml"
-    path.write_text(ROUTES + BROWSER_ROUTES)
-    return path
 
 
 def test_a_browser_route_opens_its_two_td_paths() -> None:

@@ -1,5 +1,5 @@
 """The relay's vocabulary (relay/modes.py): one registry entry per mode, each kind in one lane family,
-each endpoint in one rate-limit family, registries that must be complete. Pure."""
+registries that must be complete. Pure. (Each endpoint's rate-limit family is test_translate.py's.)"""
 
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ from relay.modes import (
     ROUTE_MODES,
     TRACK_TYPE_MODES,
     TRACK_TYPES,
-    Endpoint,
     Kind,
     KindRegistry,
     LaneFamily,
     Mode,
-    RateFamily,
     kind_of,
     mode_of,
 )
@@ -84,18 +82,6 @@ def test_only_modes_that_cannot_harm_take_records_from_pages() -> None:
     assert {mode.kind for mode in MODES if mode.gate} == {Kind.ALIAS, Kind.IDENTIFY, Kind.DELETE}
     assert {mode.kind for mode in MODES if mode.erases} == {Kind.DELETE}
     assert {mode.kind for mode in MODES if mode.links} == {Kind.IDENTIFY}
-
-
-def test_each_endpoint_counts_against_one_rate_family() -> None:
-    """Braze's families: track, users (alias, identify, delete), subscription, and the default."""
-    assert {endpoint: endpoint.rate_family for endpoint in Endpoint} == {
-        Endpoint.TRACK: RateFamily.TRACK,
-        Endpoint.ALIAS: RateFamily.USERS,
-        Endpoint.IDENTIFY: RateFamily.USERS,
-        Endpoint.DELETE: RateFamily.USERS,
-        Endpoint.SUBSCRIPTION: RateFamily.CONSENT,
-        Endpoint.EMAIL_STATUS: RateFamily.DEFAULT,
-    }
 
 
 def test_a_kind_queued_under_its_old_name_still_reads() -> None:
