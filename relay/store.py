@@ -22,6 +22,7 @@ LANES = f"{PREFIX}:lanes"  # set of every lane that has ever held records
 DEAD = f"{PREFIX}:dead"  # hash: dead-letter id -> JSON
 DEAD_INDEX = f"{PREFIX}:dead:index"  # zset: dead-letter id scored by last failure time
 METRICS = f"{PREFIX}:metrics"  # hash: JSON [metric, labels] -> value (relay/metrics.py)
+PROBE = f"{PREFIX}:probe"  # a small key written to learn whether Redis takes writes (it expires)
 RATE_PREFIX = f"{PREFIX}:rate"  # the `limits` library's moving windows live under this prefix
 
 
