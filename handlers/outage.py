@@ -25,6 +25,9 @@ from relay import redis_health
 log = logging.getLogger(__name__)
 
 FIRST_WAIT_S, LONGEST_WAIT_S = 0.25, 5.0  # reconnection backoff while waiting
+# An error can reach the watch this long after its command was sent (redis-py retries a command
+# for seconds): one that comes so soon after Redis was back is checked before it counts.
+STALE_S = 15.0
 
 
 class RedisWatch:
@@ -34,6 +37,8 @@ class RedisWatch:
         self.client = client
         self.clock = clock
         self.down_since: float | None = None
+        self.back_at: float | None = None
+        self.reports = 0  # losses reported since the process started (stale and repeated ones too)
         self._lock = threading.Lock()
 
     @property
@@ -42,7 +47,18 @@ class RedisWatch:
         return self.down_since is not None
 
     def lost(self, error: redis.RedisError, where: str) -> None:
-        """Redis failed `where`; the first report of an outage logs one line, naming why."""
+        """Redis failed `where`; the first report of an outage logs one line, naming why.
+
+        Soon after Redis came back, the report may answer a command sent before: it counts only if
+        Redis still refuses a write.
+        """
+        with self._lock:
+            self.reports += 1
+            if self.down_since is not None:
+                return
+            recent = self.back_at is not None and self.clock() - self.back_at < STALE_S
+        if recent and self._takes_writes():
+            return
         with self._lock:
             if self.down_since is not None:
                 return
@@ -58,6 +74,7 @@ class RedisWatch:
             if self.down_since is None:
                 return
             away, self.down_since = self.clock() - self.down_since, None
+            self.back_at = self.clock()
         log.info("redis available again", extra={"down_s": round(away, 1)})
 
     def refused(self, error: redis.RedisError, where: str, **extra: str) -> None:
@@ -69,6 +86,14 @@ class RedisWatch:
             "redis refused a command that cannot succeed as sent; the work stopped, its records stay",
             extra={"where": where, "error": redis_health.code(error), **extra},
         )
+
+    def _takes_writes(self) -> bool:
+        """True if Redis takes a write now."""
+        try:
+            redis_health.take_write(self.client)
+        except redis.RedisError:
+            return False
+        return True
 
     def check(self) -> None:
         """Write once: raise what Redis raised if waiting may cure it, else back() (Redis is there)."""

@@ -113,6 +113,7 @@ def serve(queues: list[str], client: redis.Redis, watch: RedisWatch) -> None:
     """Run RQ workers on `queues` until a stop is asked for, riding out Redis outages."""
     while True:
         worker = RelayWorker(queues, connection=client, serializer=JSONSerializer)
+        reports = watch.reports
         try:
             worker.work(logging_level="INFO")
         except redis.RedisError as exc:  # RQ's bookkeeping at start or end (register_birth, register_death)
@@ -122,7 +123,7 @@ def serve(queues: list[str], client: redis.Redis, watch: RedisWatch) -> None:
         if worker.stopping:
             return
         try:
-            if not watch.down:
+            if watch.reports == reports:  # no Redis trouble, not even one the ticker saw end meanwhile
                 log.error("rq worker stopped unexpectedly; starting a fresh one", extra={"queues": queues})
                 time.sleep(RESTART_PAUSE_S)
             if not watch.wait(functools.partial(_asked_to_stop, worker)):

@@ -40,13 +40,20 @@ def code(exc: redis.RedisError) -> str:
     Only the code: an error's text may hold the address of the server or, inside a pipeline, the
     command with its keys and values, which must not reach a log.
     """
-    if exc.status_code:  # the codes redis-py knows (OOM, READONLY, LOADING, NOSCRIPT ...)
-        return exc.status_code
-    if isinstance(exc, AWAY) or not exc.args:
+    if isinstance(exc, AWAY) and not exc.status_code:
         return type(exc).__name__
-    text = str(exc.args[0])
-    word = (text.partition(PIPELINE_NOTE)[2] or text).split(" ", 1)[0]
-    return word if word.isalpha() and word.isupper() else type(exc).__name__
+    text = str(exc.args[0]) if exc.args else ""
+    text = text.partition(PIPELINE_NOTE)[2] or text
+    found = exc.status_code or _code_word(text)  # redis-py strips the codes it knows from the text
+    if found == "ERR":  # a script's error: Redis 6 wraps the code of the call that failed ("...: -OOM ...")
+        found = _code_word(text.partition(": -")[2]) or found
+    return found or type(exc).__name__
+
+
+def _code_word(text: str) -> str:
+    """The first word of an error's text if it is a code (capitals only), else ''."""
+    word = text.split(" ", 1)[0]
+    return word if word.isalpha() and word.isupper() else ""
 
 
 def passing(exc: redis.RedisError) -> bool:

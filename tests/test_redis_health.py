@@ -47,7 +47,7 @@ def in_transaction(operator: redis.Redis, *command: object) -> Callable[[], obje
 @pytest.fixture
 def server(own_redis: Callable[..., RedisServer]) -> RedisServer:
     """A redis-server of the test's own, answering BUSY 100 ms into a long script."""
-    return own_redis("--busy-reply-threshold", "100")
+    return own_redis("--lua-time-limit", "100")
 
 
 @pytest.fixture
