@@ -32,7 +32,7 @@ def create_app(config: Settings | None = None) -> Flask:
     # Short timeouts: when Redis is away the caller hears 503 quickly instead of hanging.
     client = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RelayCollector(client))
+    registry.register(RelayCollector(client, memory_warn=settings.redis_memory_warn))
     state.install(
         app,
         state.EdgeState(

@@ -114,11 +114,16 @@ class HealthSchema(Schema):
 
 
 class ReadySchema(Schema):
-    """Configuration loaded and Redis answering."""
+    """Configuration loaded and Redis taking writes."""
 
     status = fields.String(required=True, validate=validate.OneOf(["ready"]))
     routes = fields.Integer(required=True, metadata={"description": "How many routes are configured."})
     sandbox = fields.Boolean(required=True, metadata={"description": "Deliveries go to the simulator."})
+    warnings = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={"description": "What an operator should act on before it stops the relay (redis_memory)."},
+    )
 
 
 def relay_fields(self: Any, field: Any, ret: dict[str, Any], **_: Any) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Writers add to one Redis hash inside the transactions they already run (no extra round trip);
 `/metrics` reads it at scrape time and renders it with prometheus-client, adding gauges read live
-(lane depths, retry sets, dead letters, RQ workers per queue). Field names are JSON
+(lane depths, retry sets, dead letters, RQ workers per queue, Redis's memory). Field names are JSON
 `[metric, {label: value}]`.
 """
 
@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from rq import Queue, Worker
 
-from relay import lanes, store
+from relay import lanes, redis_health, store
 
 KEY = store.METRICS
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
@@ -171,8 +171,9 @@ def with_received(values: dict[tuple[str, tuple[tuple[str, str], ...]], float]) 
 class RelayCollector(Collector):
     """Renders the Redis-held metrics, plus live gauges, for prometheus-client."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, memory_warn: float) -> None:
         self.client = client
+        self.memory_warn = memory_warn  # RELAY_REDIS_MEMORY_WARN
 
     def collect(self) -> Iterator[Metric]:
         """Read Redis once per scrape."""
@@ -222,6 +223,23 @@ class RelayCollector(Collector):
             "relay_dead_letters", "Dead letters in the store", value=self.client.zcard(store.DEAD_INDEX)
         )
         yield self._workers()
+        yield from self._memory()
+
+    def _memory(self) -> Iterator[Metric]:
+        """Redis's memory against its maxmemory: a full Redis refuses every write (none without INFO)."""
+        memory = redis_health.memory(self.client)
+        if memory is None:
+            return
+        yield GaugeMetricFamily(
+            "relay_redis_memory_used_ratio",
+            "Memory Redis uses over its maxmemory (0: no maxmemory)",
+            value=memory.ratio or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "relay_redis_memory_warning",
+            "1 once Redis uses RELAY_REDIS_MEMORY_WARN of its maxmemory (full, it refuses every write)",
+            value=float(memory.warning(self.memory_warn) is not None),
+        )
 
     def _workers(self) -> Metric:
         """RQ's registry of live workers per queue: 0 for a queue means its drain jobs wait for nobody."""

@@ -1,5 +1,5 @@
-"""What the relay's Redis says about itself: whether waiting helps after an error, and whether it
-takes writes now.
+"""What the relay's Redis says about itself: whether waiting helps after an error, whether it takes
+writes now, and how full it is.
 
 Redis refuses for a while in more ways than a lost connection: full under `noeviction` (OOM), a
 replica after a failover (READONLY), loading its dataset after a restart (LOADING), running a long
@@ -11,6 +11,8 @@ Redis takes writes is asked with a write (`take_write`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import redis
 
@@ -71,3 +73,35 @@ def describe(exc: redis.RedisError) -> str:
 def take_write(client: redis.Redis) -> None:
     """Raise what Redis raises for a write now, if anything: one small SET that expires by itself."""
     client.set(store.PROBE, "1", px=PROBE_TTL_MS)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Redis's memory as INFO gives it: bytes used, and its `maxmemory` (0: no limit)."""
+
+    used: int
+    limit: int
+
+    @property
+    def ratio(self) -> float | None:
+        """Used over maxmemory; None without a limit."""
+        return self.used / self.limit if self.limit else None
+
+    def warning(self, warn_at: float) -> str | None:
+        """A sentence for operators once used memory reaches `warn_at` of maxmemory; None below."""
+        if self.ratio is None or self.ratio < warn_at:
+            return None
+        return (
+            f"Redis uses {self.ratio:.0%} of its maxmemory (warning from {warn_at:.0%}, "
+            "RELAY_REDIS_MEMORY_WARN): when it is full every write is refused (the web answers 503, "
+            "workers wait); raise maxmemory or free memory"
+        )
+
+
+def memory(client: redis.Redis) -> Memory | None:
+    """Redis's memory use, or None where INFO is not allowed (some managed services)."""
+    try:
+        info = client.info("memory")
+    except redis.ResponseError:
+        return None
+    return Memory(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))

@@ -1,9 +1,10 @@
-"""What a Redis error means, whether Redis takes writes, and what the web says about it.
+"""What a Redis error means, whether Redis takes writes, how full it is, and what the web says about it.
 
 Every error here is a real redis-server's answer (on a port of the test's own): full under
 noeviction, a replica, busy with a script, a wrong type, a script error, an unknown script, no
 server at all. Waiting cures the first three (the workers ride them out); not the others. The web
-answers a refused store 503 with the reason, never 500.
+answers a refused store 503 with the reason, never 500, and its /readyz says Redis is filling up
+before it is full, and answers 503 once Redis refuses writes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from braze_sim.server import Simulator
 from relay import redis_health
@@ -131,6 +133,19 @@ def test_commands_that_cannot_succeed_are_not_waited_for(operator: redis.Redis) 
     assert "secret-value" not in redis_health.describe(error)
 
 
+def test_memory_warns_from_its_share_of_maxmemory(operator: redis.Redis) -> None:
+    """Used over maxmemory, and a warning from the threshold on; none without a maxmemory."""
+    assert redis_health.Memory(used=79, limit=100).warning(0.8) is None
+    warning = redis_health.Memory(used=80, limit=100).warning(0.8)
+    assert warning is not None and "80%" in warning and "RELAY_REDIS_MEMORY_WARN" in warning
+    assert redis_health.Memory(used=10**9, limit=0).warning(0.8) is None
+    found = redis_health.memory(operator)
+    assert found is not None and found.used > 0 and found.ratio is None
+    operator.config_set("maxmemory", found.used * 4)
+    again = redis_health.memory(operator)
+    assert again is not None and again.ratio is not None and 0.2 < again.ratio < 0.3
+
+
 @pytest.fixture
 def web(
     server: RedisServer, braze: Simulator, routes_file: Path, monkeypatch: pytest.MonkeyPatch
@@ -140,6 +155,47 @@ def web(
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("RELAY_REDIS_MEMORY_WARN", raising=False)
     return create_app_for(load_settings()).test_client()
+
+
+def gauges(web: FlaskClient) -> dict[str, float]:
+    """The memory gauges of /metrics."""
+    text = web.get("/metrics").get_data(as_text=True)
+    return {
+        family.name: family.samples[0].value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("relay_redis_memory")
+    }
+
+
+def test_the_web_says_redis_is_filling_up_before_it_is_full(web: FlaskClient, operator: redis.Redis) -> None:
+    """Below RELAY_REDIS_MEMORY_WARN nothing is said; past it /readyz stays 200 and names the warning,
+    and /metrics flags it; full, /readyz answers 503 and a store 503, both naming the reason."""
+
+    def used() -> int:
+        return int(operator.info("memory")["used_memory"])
+
+    operator.config_set("maxmemory", used() * 4)
+    ready = web.get("/readyz")
+    assert ready.status_code == 200 and "warnings" not in ready.get_json()
+    assert gauges(web)["relay_redis_memory_warning"] == 0
+
+    operator.config_set("maxmemory", int(used() / 0.9))  # about 90% used: past the 80% of the default
+    ready = web.get("/readyz")
+    assert ready.status_code == 200, ready.get_data(as_text=True)
+    assert "of its maxmemory" in ready.get_json()["warnings"]["redis_memory"]
+    found = gauges(web)
+    assert found["relay_redis_memory_warning"] == 1 and 0.8 < found["relay_redis_memory_used_ratio"] < 1
+    assert web.post("/postback/v3/event/db/events", json=EVENT, headers=TD).status_code == 200
+
+    operator.config_set("maxmemory", 1)
+    stored = operator.dbsize()
+    refused = web.post("/postback/v3/event/db/events", json=EVENT, headers=TD)
+    assert refused.status_code == 503
+    assert "out of memory" in refused.get_json()["message"]
+    assert refused.get_json()["errors"] == {"redis": "out of memory (maxmemory reached)"}
+    ready = web.get("/readyz")
+    assert ready.status_code == 503 and "out of memory" in ready.get_json()["message"]
+    assert operator.dbsize() == stored
 
 
 def test_every_kind_of_store_a_full_redis_refuses_is_a_503(web: FlaskClient, operator: redis.Redis) -> None:
