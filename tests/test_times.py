@@ -18,6 +18,7 @@ SENDERS = {
     "no zone, T, seconds: UTC": ("2025-11-24T16:00:00", T),
     "a zone by name (Presto's timestamp with time zone)": ("2025-11-24 16:00:00.123 UTC", T_MS),
     "GMT": ("2025-11-24 16:00:00 GMT", T),
+    "spaces before the zone name, and a tab": ("2025-11-24 16:00:00 \t utc", T),
     "lower-case z": ("2025-11-24T16:00:00z", T),
     "Braze's colon before milliseconds": ("2025-11-24T16:00:00:123Z", T_MS),
     "UNIX seconds": (1_764_000_000, T),
@@ -38,6 +39,8 @@ REFUSED = {
     "a zone name other than UTC": ("2025-11-24 16:00:00 CET", "Not a valid time"),
     "before 1970": ("1969-12-31T23:59:59Z", "before 1970"),
     "more than a day ahead": ("2999-01-01T00:00:00Z", "future"),
+    "longer than 64 characters, even if a time": ("2025-11-24 16:00:00" + " " * 50 + "UTC", "longer than 64"),
+    "a number longer than 64 characters": ("1" * 65, "longer than 64"),
 }
 
 
