@@ -84,13 +84,15 @@ def test_werkzeugs_errors_take_the_shape(client: FlaskClient) -> None:
 def test_a_redis_error_is_503_and_its_text_is_not_logged(
     client: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Redis failing is 503 'nothing was stored'; the log names the error's class, never its text (which
-    may hold the server's address and password)."""
+    """Redis failing is 503 'nothing was stored', naming the reason; the log names the error's code,
+    never its text (which may hold the server's address and password)."""
     with caplog.at_level(logging.ERROR, logger="receiver.errors"):
         body = shape(client, "/redis", 503)
     assert "nothing was stored" in body["message"]
+    assert body["errors"] == {"redis": "unreachable"}
     (line,) = caplog.records
-    assert (line.getMessage(), line.error) == ("redis unavailable", "ConnectionError")  # type: ignore[attr-defined]
+    assert line.getMessage() == "redis refused the request: nothing stored"
+    assert (line.error, line.reason) == ("ConnectionError", "unreachable")  # type: ignore[attr-defined]
     assert line.request_id  # type: ignore[attr-defined]
     assert "s3cret" not in caplog.text and "s3cret" not in client.get("/redis").get_data(as_text=True)
 
