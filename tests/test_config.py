@@ -78,16 +78,16 @@ def test_bad_number_in_environment_stops_naming_it(config_env: pytest.MonkeyPatc
 
 
 @pytest.mark.parametrize("value", ["0", "-0.5", "1.5", "80"])
-def test_memory_warning_that_is_no_share_stops_naming_it(env: pytest.MonkeyPatch, value: str) -> None:
+def test_memory_warning_that_is_no_share_stops_naming_it(config_env: pytest.MonkeyPatch, value: str) -> None:
     """RELAY_REDIS_MEMORY_WARN is a share of maxmemory (above 0, at most 1): anything else stops the boot."""
-    env.setenv("RELAY_REDIS_MEMORY_WARN", value)
+    config_env.setenv("RELAY_REDIS_MEMORY_WARN", value)
     assert "RELAY_REDIS_MEMORY_WARN" in config_error()
 
 
-def test_memory_warning_defaults_to_80_percent(env: pytest.MonkeyPatch) -> None:
+def test_memory_warning_defaults_to_80_percent(config_env: pytest.MonkeyPatch) -> None:
     """Unset, the warning starts at 0.8 of maxmemory; set, it is taken as given."""
     assert load_settings().redis_memory_warn == 0.8
-    env.setenv("RELAY_REDIS_MEMORY_WARN", "0.95")
+    config_env.setenv("RELAY_REDIS_MEMORY_WARN", "0.95")
     assert load_settings().redis_memory_warn == 0.95
 
 
