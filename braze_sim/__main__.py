@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
     parser.add_argument("--per-array-limit", type=int, default=75, help="objects per /users/track array")
     parser.add_argument(
-        "--combined-50", action="store_true", help="allow 50 /users/track objects combined (MAU CY 24-25)"
+        "--combined-limit",
+        type=int,
+        default=75,
+        help="/users/track objects across its three arrays (default: %(default)s, Braze's default; "
+        "0: none, a legacy contract's 75 per array)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random fault draws")
     return parser
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = Simulator(
         api_key=args.api_key,
         per_array_limit=args.per_array_limit,
-        combined_limit=50 if args.combined_50 else None,
+        combined_limit=args.combined_limit or None,
         limits={family: getattr(args, f"{family}_limit") for family in FAMILIES},
         seed=args.seed,
     )

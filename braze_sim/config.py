@@ -1,6 +1,7 @@
 """Simulator settings fixed at start (`SimConfig`) and faults that tests change while it runs (`Faults`).
 
-`SimConfig` fields: api_key, per_array_limit (75), combined_limit (None, or e.g. 50 for MAU contracts),
+`SimConfig` fields: api_key, per_array_limit (75), combined_limit (75, Braze's default; None for a
+legacy contract's 75 per array),
 max_body_bytes (4 MiB), limits ({family: (requests, window_s)}), seed. The endpoints read the config on
 every request, so assigning a field (or `config.limits["track"] = (5, 60.0)`) takes effect at once.
 
@@ -47,7 +48,10 @@ class SimConfig:
 
     api_key: str = field(default=DEFAULT_API_KEY, repr=False)
     per_array_limit: int = 75
-    combined_limit: int | None = None
+    # https://www.braze.com/docs/api/api_limits/: "Up to 75 total objects combined across attributes,
+    # events, and purchases per API request. Customers on legacy rate limits can include up to 75
+    # objects per array independently."
+    combined_limit: int | None = 75
     max_body_bytes: int = 4 * 1024 * 1024
     limits: dict[str, tuple[int, float]] = field(default_factory=dict)
     seed: int = 0

@@ -1,6 +1,6 @@
 """`Simulator`: the state, config, faults and request log of one simulated Braze, served on loopback.
 
-    with Simulator(api_key="k", combined_limit=50) as sim:    # start(port=0) picks a free port
+    with Simulator(api_key="k", combined_limit=None) as sim:    # start(port=0) picks a free port
         requests.post(sim.url + "/users/track", json=..., headers={"Authorization": "Bearer k"})
         sim.state.profile("u1"); sim.faults.fail_next = 2; sim.max_accepted_in_window("track", 3)
 

@@ -100,19 +100,30 @@ class Packer:
 
     def fits(self, request: BrazeRequest, item: Item, size: int) -> bool:
         """True if the item may join the request within Braze's per-request limits."""
-        if request.size + size > self.delivery.max_body_bytes:
-            return False
-        if request.endpoint == Endpoint.TRACK:
-            limit = self.delivery.track_combined
-            if limit is not None:
-                return request.count() < limit
-            return len(request.arrays.get(item.array, [])) < self.delivery.track_per_array
         if request.endpoint == Endpoint.SUBSCRIPTION:
+            if request.size + size > self.delivery.max_body_bytes:
+                return False
             group = self._v2_group(request, item)
             if group is None:
                 return len(request.arrays.get("subscription_groups", [])) < V2_GROUPS_PER_REQUEST
             return True
-        return request.count() < self.delivery.batch_limit
+        return self.takes(request, {item.array: 1}, size)
+
+    def takes(self, request: BrazeRequest, counts: dict[str, int], size: int) -> bool:
+        """True if the request can take this many more objects per array, and bytes, within the limits."""
+        if request.size + size > self.delivery.max_body_bytes:
+            return False
+        if request.endpoint == Endpoint.TRACK:
+            # Braze's default counts the three arrays together (track_combined); legacy contracts count
+            # each array alone. Both are checked, so BRAZE_TRACK_PER_ARRAY still caps an array.
+            combined = self.delivery.track_combined
+            if combined is not None and request.count() + sum(counts.values()) > combined:
+                return False
+            per_array = self.delivery.track_per_array
+            return all(
+                len(request.arrays.get(name, [])) + count <= per_array for name, count in counts.items()
+            )
+        return request.count() + sum(counts.values()) <= self.delivery.batch_limit
 
     @staticmethod
     def _v2_group(request: BrazeRequest, item: Item) -> dict[str, Any] | None:
@@ -203,25 +214,11 @@ class Rounds(Packer):
             for item in group:
                 counts[item.array] = counts.get(item.array, 0) + 1
             size = sum(len(one) + 1 for one in encoded)
-            if self._takes(BrazeRequest(group[0].endpoint, key[1]), counts, size):
+            if self.takes(BrazeRequest(group[0].endpoint, key[1]), counts, size):
                 self._add_together(group, encoded, key, counts, size)
                 return
         for item, one in zip(group, encoded, strict=True):
             self.add(item, one)
-
-    def _takes(self, request: BrazeRequest, counts: dict[str, int], size: int) -> bool:
-        """True if the request can take this many more objects per array, and bytes, within the limits."""
-        if request.size + size > self.delivery.max_body_bytes:
-            return False
-        if request.endpoint == Endpoint.TRACK:
-            limit = self.delivery.track_combined
-            if limit is not None:
-                return request.count() + sum(counts.values()) <= limit
-            per_array = self.delivery.track_per_array
-            return all(
-                len(request.arrays.get(name, [])) + count <= per_array for name, count in counts.items()
-            )
-        return request.count() + sum(counts.values()) <= self.delivery.batch_limit
 
     def _add_together(
         self, group: list[Item], encoded: list[bytes], key: Key, counts: dict[str, int], size: int
@@ -232,7 +229,7 @@ class Rounds(Packer):
                 self.rounds.append([])
                 self._open.append({})
             current = self._open[index].get(key)
-            if current is None or not self._takes(current, counts, size):
+            if current is None or not self.takes(current, counts, size):
                 if len(self.rounds[index]) >= self.width:
                     index += 1
                     continue

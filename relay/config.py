@@ -41,8 +41,10 @@ class Limits:
 class Delivery:
     """How workers batch, pace and retry deliveries to Braze."""
 
+    # Braze's default today: 75 objects per /users/track request across its three arrays. Legacy
+    # contracts take 75 per array instead: BRAZE_TRACK_COMBINED_LIMIT=0 (no combined limit).
     track_per_array: int = 75
-    track_combined: int | None = None  # 50 for Braze's newer "combined" contracts
+    track_combined: int | None = 75
     batch_limit: int = 50  # alias, identify, delete, subscription
     track_shards: int = 2  # track lanes split by user, drained in parallel
     inflight: int = 96  # Braze requests a drain job keeps in flight at once (docs/delivery.md)
@@ -132,7 +134,7 @@ def _delivery(env: Env) -> Delivery:
     """How the workers deliver: Braze's per-request limits, flight, lingers, leases, retries, rates."""
     return Delivery(
         track_per_array=env.int("BRAZE_TRACK_PER_ARRAY", Delivery.track_per_array),
-        track_combined=env.int("BRAZE_TRACK_COMBINED_LIMIT", 0) or None,
+        track_combined=env.int("BRAZE_TRACK_COMBINED_LIMIT", Delivery.track_combined or 0) or None,
         track_shards=max(1, env.int("RELAY_TRACK_SHARDS", Delivery.track_shards)),
         inflight=max(1, env.int("RELAY_INFLIGHT", Delivery.inflight)),
         linger_s=env.float("RELAY_LINGER_MS", Delivery.linger_s * 1000) / 1000,

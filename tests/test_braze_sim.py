@@ -117,8 +117,21 @@ def test_bad_key_is_401_and_changes_nothing(sim: Simulator, headers: dict[str, s
     assert sim.state.count() == 0
 
 
-def test_more_than_75_objects_in_an_array_is_400(sim: Simulator) -> None:
-    """76 attributes get 400 Max Input Length Exceeded; 75 of each array are accepted."""
+def test_more_than_75_objects_combined_is_400(sim: Simulator) -> None:
+    """Braze's default (https://www.braze.com/docs/api/api_limits/): 75 objects across the three arrays;
+    40 attributes plus 36 events get 400 Max Input Length Exceeded, 40 plus 35 pass."""
+    attributes = [{"external_id": f"u{i}", "n": i} for i in range(40)]
+    too_many = track(sim, attributes=attributes, events=[event("u1")] * 36)
+    assert too_many.status_code == 400
+    assert too_many.json()["message"] == "Max Input Length Exceeded"
+    assert sim.state.count() == 0
+    assert track(sim, attributes=attributes, events=[event("u1")] * 35).status_code == 201
+
+
+def test_legacy_contract_takes_75_per_array(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the combined limit (a legacy contract), 76 attributes get 400 Max Input Length Exceeded
+    naming the array, and 75 of each array are accepted."""
+    monkeypatch.setattr(sim.config, "combined_limit", None)
     too_many = track(sim, attributes=[{"external_id": f"u{i}", "n": i} for i in range(76)])
     assert too_many.status_code == 400
     assert too_many.json()["message"] == "Max Input Length Exceeded"
@@ -568,7 +581,8 @@ def test_cli_serves_and_logs_one_line_per_request_without_the_key(tmp_path: Path
         "0",
         "--api-key",
         "cli-secret-key",
-        "--combined-50",
+        "--combined-limit",
+        "0",
     ]
     with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as process:
         try:
