@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="/users/track objects across its three arrays (default: %(default)s, Braze's default; "
         "0: none, a legacy contract's 75 per array)",
     )
+    parser.add_argument(
+        "--create-catalogs", action="store_true", help="make a catalog on its first item write (Braze: 404)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random fault draws")
     return parser
 
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     sim.faults.latency_ms = args.latency_ms
+    sim.catalogs.create_missing = args.create_catalogs
     sim.on_request = lambda entry: log.info(describe(entry), extra=fields(entry))
     sim.start(port=args.port, host=args.host)
     log.info("Braze simulator on %s (control API under /_sim/)", sim.url, extra={"url": sim.url})

@@ -21,12 +21,16 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 DEFAULT_API_KEY = "sandbox-braze-key"
-FAMILIES = ("track", "users", "subscription", "default")
-# Braze's documented limits (api_limits.md): requests per window in seconds, per endpoint family.
+FAMILIES = ("track", "users", "subscription", "rename", "remove", "catalog", "default")
+# Braze's documented limits (https://www.braze.com/docs/api/api_limits/): requests per window in
+# seconds, per endpoint family.
 DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
     "track": (3000, 3.0),
     "users": (20000, 60.0),
     "subscription": (5000, 60.0),
+    "rename": (1000, 60.0),  # /users/external_ids/rename
+    "remove": (1000, 60.0),  # /users/external_ids/remove
+    "catalog": (16000, 60.0),  # the asynchronous catalog item endpoints, shared
     "default": (250000, 3600.0),
 }
 

@@ -32,7 +32,9 @@ from relay.modes import AuditEvent, Kind, Outcome, kind_of
 log = logging.getLogger(__name__)
 
 Chunk = list[tuple[bytes, Envelope, bool]]  # (raw as stored, envelope, taken from the retry set)
-FORGETTING = frozenset({Kind.DELETE, Kind.IDENTIFY})  # kinds after which skip_unchanged forgets the users
+FORGETTING = frozenset(
+    {Kind.DELETE, Kind.IDENTIFY, Kind.MERGE}
+)  # after these skip_unchanged forgets the users
 
 
 class Tally:

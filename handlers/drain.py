@@ -292,7 +292,7 @@ class Drainer:
         answer: Answer | None = None
         verdict: Verdict
         try:
-            answer = client.post(request.endpoint, request.data())
+            answer = client.send(request.method, request.path, request.data())
         except requests.RequestException as exc:
             verdict = classify_failure(exc)
             sent.tally.calls[(request.endpoint, type(exc).__name__)] += 1

@@ -23,7 +23,19 @@ from relay.modes import Endpoint
 V2_GROUPS_PER_REQUEST = 25  # Braze does not document it; RudderStack's figure, the safe side
 V2_IDS_PER_GROUP = 50
 # Endpoints whose body is plain arrays of objects: the body is built from each item's own bytes.
-PLAIN_ARRAYS = frozenset({Endpoint.TRACK, Endpoint.ALIAS, Endpoint.IDENTIFY, Endpoint.DELETE})
+PLAIN_ARRAYS = frozenset(
+    {
+        Endpoint.TRACK,
+        Endpoint.ALIAS,
+        Endpoint.IDENTIFY,
+        Endpoint.DELETE,
+        Endpoint.MERGE,
+        Endpoint.ALIAS_UPDATE,
+        Endpoint.RENAME,
+        Endpoint.REMOVE,
+        Endpoint.CATALOG_ITEMS,
+    }
+)
 
 Key = tuple[str, tuple[str, ...]]  # (endpoint, group): a request holds items of one key
 
@@ -48,6 +60,18 @@ class BrazeRequest:
     size: int = 2  # bytes of JSON so far, roughly
     items: list[Item] = field(default_factory=list)  # every item in this request, once, in order
     encoded: dict[str, list[bytes]] = field(default_factory=dict)  # array -> each object's JSON
+
+    @property
+    def method(self) -> str:
+        """The HTTP method: POST, but for catalog items PUT (upsert) or DELETE (the request's group)."""
+        return self.group[1] if self.endpoint is Endpoint.CATALOG_ITEMS else "POST"
+
+    @property
+    def path(self) -> str:
+        """The path to send to: the endpoint, with the catalog's name for catalog items."""
+        if self.endpoint is Endpoint.CATALOG_ITEMS:
+            return self.endpoint.replace("{catalog_name}", self.group[0])
+        return str(self.endpoint)
 
     def count(self) -> int:
         """Objects in the request (what Braze counts against its per-request limit)."""
@@ -75,10 +99,16 @@ class BrazeRequest:
         return b"{" + b",".join(arrays) + b"}"
 
     def items_at(self, array: str, index: int) -> list[Item]:
-        """The items Braze means by an error naming (input_array, index); [] if none."""
+        """The items Braze means by an error naming (input_array, index); [] if none.
+
+        An error naming an array of the request but no index (-1) is taken as naming every item of it:
+        a refusal the relay cannot place must not pass for a delivery.
+        """
         if self.endpoint == Endpoint.SUBSCRIPTION:
             return self.slots.get((array, index), [])
         members = self.members.get(array, [])
+        if index == -1:
+            return list(members)
         return [members[index]] if 0 <= index < len(members) else []
 
     def users(self) -> set[str]:

@@ -64,6 +64,9 @@ class Delivery:
     rate_track: str = "3000/3 seconds"
     rate_users: str = "20000/minute"
     rate_subscription: str = "5000/minute"
+    rate_rename: str = "1000/minute"
+    rate_remove: str = "1000/minute"
+    rate_catalog: str = "16000/minute"
     rate_default: str = "250000/hour"
     watermark_ttl_s: int = 72 * 3600
     unchanged_ttl_s: int = 30 * 86400  # skip_unchanged: how long a delivered value is remembered
@@ -150,6 +153,9 @@ def _delivery(env: Env) -> Delivery:
         rate_track=env.str("BRAZE_RATE_TRACK", Delivery.rate_track),
         rate_users=env.str("BRAZE_RATE_USERS", Delivery.rate_users),
         rate_subscription=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_subscription),
+        rate_rename=env.str("BRAZE_RATE_RENAME", Delivery.rate_rename),
+        rate_remove=env.str("BRAZE_RATE_REMOVE", Delivery.rate_remove),
+        rate_catalog=env.str("BRAZE_RATE_CATALOG", Delivery.rate_catalog),
         rate_default=env.str("BRAZE_RATE_DEFAULT", Delivery.rate_default),
         unchanged_ttl_s=env.int("RELAY_UNCHANGED_TTL_S", Delivery.unchanged_ttl_s),
     )

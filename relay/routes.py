@@ -37,6 +37,31 @@ ORIGIN = validate.Regexp(
 
 # /{database}/{table} would collide with these paths.
 RESERVED_DATABASES = frozenset({"webhooks", "export"})
+# A Braze catalog's name: "Catalog name can only include letters, numbers, hyphens, and underscores",
+# "Character limit for a catalog name is 250" (https://www.braze.com/docs/api/endpoints/catalogs/
+# catalog_management/synchronous/post_create_catalog/, Troubleshooting).
+CATALOG_NAME = validate.Regexp(
+    r"^[A-Za-z0-9_-]{1,250}$", error="a Braze catalog name: 1 to 250 letters, digits, '-' and '_'"
+)
+# How Braze picks one of several users sharing an email or phone (/users/identify, /users/merge):
+# https://www.braze.com/docs/api/endpoints/user_data/post_user_identify/ ("Identifying users by email
+# addresses and phone numbers"): an ordered array; only one of identified and unidentified.
+PRIORITIES = ("identified", "unidentified", "most_recently_updated", "least_recently_updated")
+DEFAULT_PRIORITIZATION = ("unidentified", "most_recently_updated")
+
+
+def prioritization_problem(values: Any) -> str | None:
+    """Why `values` is not a prioritization Braze takes, or None when it is one."""
+    if not isinstance(values, list) or not values or not all(isinstance(value, str) for value in values):
+        return f"a non-empty array of {', '.join(PRIORITIES)}"
+    unknown = [value for value in values if value not in PRIORITIES]
+    if unknown:
+        return f"{unknown[0][:40]!r} is not one of {', '.join(PRIORITIES)}"
+    if len(set(values)) != len(values):
+        return "a value appears twice"
+    if {"identified", "unidentified"} <= set(values):
+        return "only one of identified and unidentified"
+    return None
 
 
 def user_key(ident: dict[str, Any]) -> str:
@@ -88,6 +113,10 @@ class Route:
     # Attribute values equal to the last ones delivered for the user are not sent again
     # (handlers/unchanged.py); only user_track routes, whose records may set attributes.
     skip_unchanged: bool = False
+    # How Braze picks among users sharing an email or phone, where a record gives none
+    # (user_identifying, user_merge).
+    prioritization: tuple[str, ...] = DEFAULT_PRIORITIZATION
+    catalog: str | None = None  # catalog_items: the Braze catalog the items go to
 
     @property
     def own_credentials(self) -> bool:
@@ -145,6 +174,27 @@ class RouteSchema(Schema):
     preset = fields.String(validate=validate.OneOf(sorted(PRESETS)), load_default=None)
     transform_args = fields.Dict(keys=fields.String(), load_default=None)
     skip_unchanged = fields.Boolean(load_default=False)
+    prioritization = fields.Raw(load_default=None)
+    catalog = fields.String(validate=CATALOG_NAME, load_default=None)
+
+    @validates_schema
+    def _mode_keys(self, data: dict[str, Any], **_: Any) -> None:
+        """Keys that belong to some modes only, and what those modes require."""
+        mode = data["mode"]
+        if mode == "catalog_items" and not data.get("catalog"):
+            raise ValidationError("required when mode is catalog_items: the Braze catalog", "catalog")
+        if mode != "catalog_items" and data.get("catalog") is not None:
+            raise ValidationError("only allowed when mode is catalog_items", "catalog")
+        if data.get("prioritization") is not None:
+            if mode not in ("user_identifying", "user_merge"):
+                raise ValidationError(
+                    "only allowed when mode is user_identifying or user_merge", "prioritization"
+                )
+            problem = prioritization_problem(data["prioritization"])
+            if problem:
+                raise ValidationError(
+                    f"must be {problem}" if problem.startswith("a ") else problem, "prioritization"
+                )
 
     @validates_schema
     def _public_key(self, data: dict[str, Any], **_: Any) -> None:
@@ -345,4 +395,6 @@ def _route(
         allowed_origins=tuple(data["allowed_origins"]),
         transform=transform,
         skip_unchanged=data["skip_unchanged"],
+        prioritization=tuple(data["prioritization"] or DEFAULT_PRIORITIZATION),
+        catalog=data["catalog"],
     )

@@ -27,6 +27,7 @@ from receiver.records.fields import (
     BrazeString,
     LooseFloat,
     LooseInteger,
+    Prioritization,
     Time,
     UserAlias,
     strict_json,
@@ -281,18 +282,26 @@ class AliasSchema(RecordSchema):
 
 @record_schema(Kind.IDENTIFY)
 class IdentifySchema(RecordSchema):
-    """user_identifying: attach an alias-only user to an external_id."""
+    """user_identifying: attach an alias-, email- or phone-only user to an external_id."""
 
     class Meta:
         unknown = EXCLUDE  # other columns mean nothing to /users/identify
 
     external_id = BrazeString(required=True)
-    identifier_fields = ("user_alias",)
+    # https://www.braze.com/docs/api/endpoints/user_data/post_user_identify/: an email or a phone
+    # goes with a prioritization (which of the users sharing it); the route's when the record has none.
+    prioritization = Prioritization()
+    identifier_fields = ("user_alias", "email", "phone")
 
     @post_load
     def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        alias = self.identifier(data)
-        return {"time": data.get("time"), "external_id": data["external_id"], **alias}
+        ident = self.identifier(data)
+        shaped = {"time": data.get("time"), "external_id": data["external_id"], **ident}
+        if "user_alias" in ident:
+            if data.get("prioritization") is not None:
+                raise ValidationError({"prioritization": ["Only with an email or a phone."]})
+            return shaped
+        return {**shaped, "prioritization": data.get("prioritization") or list(self.route.prioritization)}
 
 
 @record_schema(Kind.DELETE)
@@ -336,9 +345,6 @@ class SubscriptionSchema(RecordSchema):
     @post_load
     def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         return {"_id": self.identifier(data), **data}
-
-
-SCHEMAS.complete()
 
 
 def schema_for(route: Route, limits: Limits | None = None) -> RecordSchema:
