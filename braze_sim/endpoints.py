@@ -33,6 +33,7 @@ NO_VALID_DATA = "Valid data must be provided in the 'attributes', 'events', or '
 TOO_MANY = "The max number of external_ids and aliases per request was exceeded"
 EMAIL_OR_PHONE = "Either an email address or a phone number should be provided, but not both."
 MAX_IDS = 50
+E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
 # Braze does not state a limit on groups per /v2/subscription/status/set request; 25 is what
 # rudder-transformer uses (SUBSCRIPTION_BRAZE_MAX_REQ_COUNT) and is unverified.
 MAX_V2_GROUPS = 25
@@ -283,6 +284,12 @@ def _set_group(sim: Simulator, body: dict[str, Any], *, apply: bool = True, **ke
         raise Invalid(f"'{keys['external_ids']}', '{keys['emails']}' or '{keys['phones']}' is required")
     if any(len(values) > MAX_IDS for values in users.values()):
         raise Invalid(TOO_MANY)
+    # https://www.braze.com/docs/api/endpoints/subscription_groups/post_update_user_subscription_group_status_v2/:
+    # phones "in E.164 format"; `use_double_opt_in_logic` an optional boolean.
+    if not all(E164.match(phone) for phone in users["phones"]):
+        raise Invalid(f"'{keys['phones']}' must be in E.164 format")
+    if not isinstance(body.get("use_double_opt_in_logic", False), bool):
+        raise Invalid("'use_double_opt_in_logic' must be a boolean")
     if apply:
         sim.state.set_subscription_group(group_id, state, **users)
 

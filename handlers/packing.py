@@ -116,6 +116,12 @@ class BrazeRequest:
         return {user for item in self.items for user in item.users}
 
 
+def v2_group_of(item: Item) -> tuple[str, str, str, str]:
+    """(group id, state, kind of id, "double_opt_in" or "") of a v2 subscription item."""
+    gid, state, ids, double_opt_in = item.group
+    return gid, state, ids, double_opt_in
+
+
 def key_of(item: Item) -> Key:
     """The requests an item may share: one endpoint and group (v2 subscription groups share a body)."""
     return (item.endpoint, item.group if item.endpoint != Endpoint.SUBSCRIPTION else ())
@@ -157,9 +163,10 @@ class Packer:
 
     @staticmethod
     def _v2_group(request: BrazeRequest, item: Item) -> dict[str, Any] | None:
-        gid, state, ids = item.group
+        gid, state, ids, double_opt_in = v2_group_of(item)
         for group in request.arrays.get("subscription_groups", []):
             same = group["subscription_group_id"] == gid and group["subscription_state"] == state
+            same = same and group.get("use_double_opt_in_logic", False) == bool(double_opt_in)
             if same and group["_ids"] == ids and len(group[ids]) < V2_IDS_PER_GROUP:
                 return group
         return None
@@ -172,8 +179,12 @@ class Packer:
             groups = request.arrays.setdefault("subscription_groups", [])
             group = self._v2_group(request, item)
             if group is None:
-                gid, state, ids = item.group
+                gid, state, ids, double_opt_in = v2_group_of(item)
                 group = {"subscription_group_id": gid, "subscription_state": state, ids: [], "_ids": ids}
+                if double_opt_in:
+                    # https://www.braze.com/docs/api/endpoints/subscription_groups/
+                    # post_update_user_subscription_group_status_v2/: per group entry, optional.
+                    group["use_double_opt_in_logic"] = True
                 groups.append(group)
             group[item.group[2]].append(item.obj)
             request.slots.setdefault(("subscription_groups", groups.index(group)), []).append(item)

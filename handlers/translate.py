@@ -194,13 +194,15 @@ def consent_items(env: Envelope) -> list[Item]:
     if rec.get("subscription_group_id"):
         gid, state = rec["subscription_group_id"], rec["subscription_state"]
         ids = {"external_id": "external_ids", "email": "emails", "phone": "phones"}[id_name]
+        # A group entry of a v2 body is one (group, state, kind of id, double opt-in or not).
+        double_opt_in = "double_opt_in" if rec.get("double_opt_in") else ""
         items.append(
             Item(
                 env,
                 Endpoint.SUBSCRIPTION,
                 ids,
                 id_value,
-                group=(gid, state, ids),
+                group=(gid, state, ids, double_opt_in),
                 watermarks=[f"sub:{gid}"],
                 user=user,
             )
@@ -243,6 +245,8 @@ def alias_subscription_items(env: Envelope, user: str) -> list[Item]:
     if rec.get("subscription_group_id"):
         gid, state = rec["subscription_group_id"], rec["subscription_state"]
         group = {"subscription_group_id": gid, "subscription_state": state}
+        if rec.get("double_opt_in"):
+            group["use_double_opt_in_logic"] = True
         obj = {**base, "subscription_groups": [group]}
         items.append(Item(env, Endpoint.TRACK, "attributes", obj, watermarks=[f"sub:{gid}"], user=user))
     attrs = {name: rec[name] for name in ("email_subscribe", "push_subscribe") if rec.get(name)}

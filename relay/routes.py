@@ -117,6 +117,7 @@ class Route:
     # (user_identifying, user_merge).
     prioritization: tuple[str, ...] = DEFAULT_PRIORITIZATION
     catalog: str | None = None  # catalog_items: the Braze catalog the items go to
+    double_opt_in: bool = False  # user_subscription: subscribing enters Braze's SMS double opt-in
 
     @property
     def own_credentials(self) -> bool:
@@ -176,6 +177,7 @@ class RouteSchema(Schema):
     skip_unchanged = fields.Boolean(load_default=False)
     prioritization = fields.Raw(load_default=None)
     catalog = fields.String(validate=CATALOG_NAME, load_default=None)
+    double_opt_in = fields.Boolean(load_default=False)
 
     @validates_schema
     def _mode_keys(self, data: dict[str, Any], **_: Any) -> None:
@@ -185,6 +187,8 @@ class RouteSchema(Schema):
             raise ValidationError("required when mode is catalog_items: the Braze catalog", "catalog")
         if mode != "catalog_items" and data.get("catalog") is not None:
             raise ValidationError("only allowed when mode is catalog_items", "catalog")
+        if mode != "user_subscription" and data.get("double_opt_in"):
+            raise ValidationError("only allowed when mode is user_subscription", "double_opt_in")
         if data.get("prioritization") is not None:
             if mode not in ("user_identifying", "user_merge"):
                 raise ValidationError(
@@ -397,4 +401,5 @@ def _route(
         skip_unchanged=data["skip_unchanged"],
         prioritization=tuple(data["prioritization"] or DEFAULT_PRIORITIZATION),
         catalog=data["catalog"],
+        double_opt_in=data["double_opt_in"],
     )
