@@ -84,6 +84,8 @@ def _answer(sim: Simulator, path: str) -> Response:
     if slow:
         entry["fault"] = entry["fault"] or "slow"
     sim.record(entry)
+    if sim.faults.hold_answer is not None and entry["counted"] and isinstance(body, dict):
+        sim.faults.hold_answer(path, body)
     delay_ms = sim.faults.latency_ms + (sim.faults.slow_ms if slow else 0)
     if delay_ms > 0:
         time.sleep(delay_ms / 1000)

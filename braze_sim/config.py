@@ -9,7 +9,9 @@ every request, so assigning a field (or `config.limits["track"] = (5, 60.0)`) ta
 latency_ms, error_rate, error_status, fail_next, rate_limit_next, rate_limit_reset_s, slow_rate, slow_ms,
 and the Python-only hooks reject_item(array_name, obj) -> error type or None, and
 reject_request(path, body) -> message or None (the whole request answered 400 with that message,
-as Braze does for a request it cannot take at all).
+as Braze does for a request it cannot take at all), and hold_answer(path, body), called once Braze has
+taken a request (its state changed, its log entry written) and before the answer leaves: it may block,
+to hold that answer back.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
 
 RejectItem = Callable[[str, dict[str, Any]], "str | None"]
 RejectRequest = Callable[[str, dict[str, Any]], "str | None"]
+HoldAnswer = Callable[[str, dict[str, Any]], None]
 
 
 def parse_limit(text: str) -> tuple[int, float]:
@@ -92,6 +95,7 @@ class Faults:
     slow_ms: float = 0.0
     reject_item: RejectItem | None = None
     reject_request: RejectRequest | None = None
+    hold_answer: HoldAnswer | None = None
     seed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _rng: random.Random = field(init=False, repr=False, compare=False)
@@ -146,4 +150,5 @@ class Faults:
         data: dict[str, Any] = {name: getattr(self, name) for name in _BOUNDS}
         data["reject_item"] = self.reject_item is not None
         data["reject_request"] = self.reject_request is not None
+        data["hold_answer"] = self.hold_answer is not None
         return data

@@ -95,6 +95,7 @@ def commit(ctx: Context, lane: Lane, token: str, flight: Flight, lease_lock: thr
                 return False
             pipe.multi()
             lane.settle(pipe, flight.from_list, flight.retried)
+            ctx.marks.clear(pipe, [env for _, env, _ in flight.chunk])
             settle(pipe, ctx, lane, flight, endings, now=now)
             workspace = lane.workspace
             for (endpoint, status), count in flight.tally.calls.items():

@@ -13,6 +13,7 @@ from handlers.braze import Answer, BrazeClient, Verdict
 from handlers.ordering import Watermarks
 from handlers.packing import BrazeRequest
 from handlers.ratelimit import Limiter
+from handlers.sent import SendMarks
 from handlers.unchanged import Memory
 from relay import store
 from relay.config import Settings, load_settings
@@ -56,6 +57,11 @@ class Context:
             skip_routes=[route.name for route in routes],
             remembering={route.workspace for route in routes},
         )
+
+    @cached_property
+    def marks(self) -> SendMarks:
+        """The send marks of deduplicated records (handlers/sent.py)."""
+        return SendMarks(self.redis)
 
     @cached_property
     def limiter(self) -> Limiter:

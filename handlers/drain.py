@@ -197,7 +197,10 @@ class Drainer:
         """Translate a chunk, keep each field's newest value, pack it; its requests join the window."""
         flight = Flight(chunk)
         items: list[Item] = []
+        settled = self.ctx.marks.settle([env for _, env, _ in chunk], flight.ledger)  # handlers/sent.py
         for _, env, _ in chunk:
+            if env["id"] in settled:
+                continue
             try:
                 items.extend(to_items(env))
             except (KeyError, ValueError, TypeError) as exc:
@@ -291,6 +294,7 @@ class Drainer:
         client = self.ctx.braze(self.workspace)
         answer: Answer | None = None
         verdict: Verdict
+        self.ctx.marks.before(request)
         try:
             answer = client.send(request.method, request.path, request.data())
         except requests.RequestException as exc:
@@ -301,6 +305,7 @@ class Drainer:
             sent.tally.calls[(request.endpoint, str(answer.status))] += 1
         self.ctx.observe(self.workspace, request, answer, verdict)
         judgement = judge(request, verdict, now=time.time(), delivery=self.delivery)
+        self.ctx.marks.after(judgement)
         if judgement.pause_until is not None:
             self.ctx.limiter.pause(self.workspace, family, judgement.pause_until)
             sent.tally.waits[(family, "braze")] += 1

@@ -18,6 +18,7 @@ class Envelope(TypedDict, total=False):
     t: the record's time; seq: arrival order for ties (receive time in ns, then index)
     at: when the edge accepted it (UNIX seconds); uxo: Braze's _update_existing_only
     n: delivery attempts so far; first: first failure time; why: last failure reason
+    dd: 1 when its route's dedup_key named it: its sends are marked (handlers/sent.py)
     """
 
     id: str
@@ -32,6 +33,7 @@ class Envelope(TypedDict, total=False):
     n: int
     first: float
     why: str
+    dd: int
 
 
 def dumps(envelope: Envelope) -> str:

@@ -6,12 +6,13 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from relay.dedup import DEFAULT_WINDOW_S, Dedup, compile_dedup
 from relay.errors import ConfigError
 from relay.modes import ROUTE_MODES, TRACK_TYPES, Kind, Mode, mode_of
 from relay.secrets import Secret, split_secrets
@@ -118,6 +119,8 @@ class Route:
     prioritization: tuple[str, ...] = DEFAULT_PRIORITIZATION
     catalog: str | None = None  # catalog_items: the Braze catalog the items go to
     double_opt_in: bool = False  # user_subscription: subscribing enters Braze's SMS double opt-in
+    # Record-level deduplication (relay/dedup.py): how an input names itself, and for how long.
+    dedup: Dedup | None = None
 
     @property
     def own_credentials(self) -> bool:
@@ -178,6 +181,8 @@ class RouteSchema(Schema):
     prioritization = fields.Raw(load_default=None)
     catalog = fields.String(validate=CATALOG_NAME, load_default=None)
     double_opt_in = fields.Boolean(load_default=False)
+    dedup_key = fields.String(validate=validate.Length(min=1, max=1000), load_default=None)
+    dedup_window_s = fields.Integer(validate=validate.Range(min=1, max=400 * 86400), load_default=None)
 
     @validates_schema
     def _mode_keys(self, data: dict[str, Any], **_: Any) -> None:
@@ -189,6 +194,8 @@ class RouteSchema(Schema):
             raise ValidationError("only allowed when mode is catalog_items", "catalog")
         if mode != "user_subscription" and data.get("double_opt_in"):
             raise ValidationError("only allowed when mode is user_subscription", "double_opt_in")
+        if data.get("dedup_window_s") is not None and not data.get("dedup_key"):
+            raise ValidationError("only allowed with dedup_key", "dedup_window_s")
         if data.get("prioritization") is not None:
             if mode not in ("user_identifying", "user_merge"):
                 raise ValidationError(
@@ -318,7 +325,8 @@ def load_routes(
                     f"{where}: database/table {'/'.join(pair)} already used by {seen_tables[pair]!r}"
                 )
             seen_tables[pair] = name
-        routes[name] = _route(name, data, workspace, _transform(name, data, where), environ)
+        route = _route(name, data, workspace, _transform(name, data, where), environ)
+        routes[name] = replace(route, dedup=_dedup(data, route, where))
     return routes, workspaces
 
 
@@ -368,6 +376,24 @@ def _transform(name: str, data: dict[str, Any], where: str) -> Transform | None:
     except TransformError as exc:
         key = "preset" if data["preset"] else "transform"
         raise ConfigError(f"{where}: key '{key}': {exc}") from None
+
+
+def _dedup(data: dict[str, Any], route: Route, where: str) -> Dedup | None:
+    """The route's record identity (its dedup_key, compiled once), or None without one."""
+    if not data["dedup_key"]:
+        return None
+    credentials = (
+        (route.write_keys_env or "", route.webhook_secrets_env or "") if route.own_credentials else ()
+    )
+    try:
+        return compile_dedup(
+            data["dedup_key"],
+            data["dedup_window_s"] or DEFAULT_WINDOW_S,
+            route={"name": route.name, "database": route.database, "table": route.table, "mode": route.mode},
+            credentials=credentials,
+        )
+    except TransformError as exc:
+        raise ConfigError(f"{where}: key 'dedup_key': not a field name, and as jq it {exc}") from None
 
 
 def _route(
