@@ -20,7 +20,6 @@ Redis bytes per remembered record, and workers killed mid-delivery with and with
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
@@ -43,7 +42,6 @@ from bench.common import (
     Processes,
     Workdir,
     free_port,
-    install_signal_handlers,
     machine,
     measure_variant,
     procfile_command,
@@ -52,6 +50,7 @@ from bench.common import (
     run,
     start_simulator,
     variant_medians,
+    variant_options,
     wait_for,
 )
 
@@ -181,24 +180,16 @@ def lanes_empty(client: Any) -> bool:
     )
 
 
-def options(argv: list[str] | None) -> argparse.Namespace:
-    """bench/transform.py's options (bench.common.variant_options), and --kills."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.dedup", description=(__doc__ or "").split("\n\n")[0]
-    )
-    parser.add_argument("--seconds", type=float, default=6.0, help="wrk duration (default: %(default)s)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=2, help="RQ workers (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds (default: %(default)s)")
-    parser.add_argument("--kills", type=int, default=8, help="worker kills per run (default: %(default)s)")
-    opts = parser.parse_args(argv)
-    install_signal_handlers()
-    return opts
-
-
 def main(argv: list[str] | None = None) -> int:
     """The edge variants (`--repeat` rounds), the memory figure, then the kills with and without dedup."""
-    opts = options(argv)
+    opts = variant_options(
+        "python -m bench.dedup",
+        __doc__,
+        argv,
+        lambda parser: parser.add_argument(
+            "--kills", type=int, default=8, help="worker kills per run (default: %(default)s)"
+        ),
+    )
     kills = opts.kills
     rounds = []
     for number in range(opts.repeat):

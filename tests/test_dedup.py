@@ -257,6 +257,27 @@ def test_an_export_of_exactly_100000_rows_is_counted_as_probably_truncated(
     assert warning.route == "deletes"  # type: ignore[attr-defined]
 
 
+def test_the_next_owner_sends_nothing_a_previous_send_settled(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """Marks a killed worker left (handlers/sent.py): a record marked delivered counts as delivered,
+    an event marked sending waits as an `ambiguous` dead letter; neither is sent; the commit clears
+    the marks, and a record without one is sent as usual."""
+    records = [{"external_id": "s1", "name": "tap", "messageId": f"s-{n}"} for n in range(3)]
+    request_id = client.post("/db/stream", json={"records": records}, headers=TD).get_json()["id"]
+    marks = [store.keys("default").sent(f"{request_id}.{n}") for n in range(3)]
+    clean_redis.set(marks[0], b"d")
+    clean_redis.set(marks[1], b"s")
+    drain()
+    (call,) = [entry for entry in braze.requests if entry["path"] == "/users/track"]
+    assert [event["properties"]["messageId"] for event in call["body"]["events"]] == ["s-2"]
+    (letter,) = deadletters.iter_entries(clean_redis, WORKSPACES)
+    assert (letter["reason"], letter["envelope"]["rec"]["properties"]["messageId"]) == ("ambiguous", "s-1")
+    counted = metrics.read(clean_redis, WORKSPACES)
+    assert counted[(metrics.DELIVERED.name, (("route", "stream"),))] == 2
+    assert clean_redis.exists(*marks) == 0
+
+
 @pytest.mark.e2e
 def test_a_worker_killed_after_braze_took_a_request_sends_nothing_twice(
     client: FlaskClient, braze: Simulator, clean_redis: redis.Redis, routes_file: Path, tmp_path: Path

@@ -52,62 +52,55 @@ class MergeSchema(RecordSchema):
         return ident
 
 
-@record_schema(Kind.EXTERNAL_ID_RENAME)
-class ExternalIdRenameSchema(RecordSchema):
-    """external_id_rename: a user's new primary external_id; the current one is kept, deprecated."""
+class _CallSchema(RecordSchema):
+    """A call of plain fields: they are the record (with its time); `different` must not be equal."""
 
     class Meta:
-        unknown = EXCLUDE  # other columns mean nothing to /users/external_ids/rename
+        unknown = EXCLUDE  # other columns mean nothing to the call
 
     identifier_fields = None
-    current_external_id = BrazeString(required=True)
-    new_external_id = BrazeString(required=True)
+    kept: tuple[str, ...] = ()  # the fields the record keeps, besides its time
+    different: tuple[str, str] | None = None  # two fields Braze refuses when equal
 
     @validates_schema
     def _different(self, data: dict[str, Any], **_: Any) -> None:
-        # https://www.braze.com/docs/api/endpoints/user_data/external_id_migration/post_external_ids_rename/:
-        # "The current_external_id and new_external_id cannot be the same."
-        if data.get("current_external_id") == data.get("new_external_id") is not None:
-            raise ValidationError("Must differ from current_external_id.", "new_external_id")
+        if self.different is not None:
+            first, second = self.different
+            if data.get(first) == data.get(second) is not None:
+                raise ValidationError(f"Must differ from {first}.", second)
 
     @post_load
     def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        return {key: data.get(key) for key in ("time", "current_external_id", "new_external_id")}
+        return {key: data.get(key) for key in ("time", *self.kept)}
+
+
+@record_schema(Kind.EXTERNAL_ID_RENAME)
+class ExternalIdRenameSchema(_CallSchema):
+    """external_id_rename: a user's new primary external_id; the current one is kept, deprecated."""
+
+    current_external_id = BrazeString(required=True)
+    new_external_id = BrazeString(required=True)
+    kept = ("current_external_id", "new_external_id")
+    # https://www.braze.com/docs/api/endpoints/user_data/external_id_migration/post_external_ids_rename/:
+    # "The current_external_id and new_external_id cannot be the same."
+    different = ("current_external_id", "new_external_id")
 
 
 @record_schema(Kind.EXTERNAL_ID_REMOVE)
-class ExternalIdRemoveSchema(RecordSchema):
+class ExternalIdRemoveSchema(_CallSchema):
     """external_id_remove: remove a deprecated external_id (one a rename left behind)."""
 
-    class Meta:
-        unknown = EXCLUDE  # other columns mean nothing to /users/external_ids/remove
-
-    identifier_fields = None
     external_id = BrazeString(required=True)
-
-    @post_load
-    def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        return {"time": data.get("time"), "external_id": data["external_id"]}
+    kept = ("external_id",)
 
 
 @record_schema(Kind.ALIAS_UPDATE)
-class AliasUpdateSchema(RecordSchema):
+class AliasUpdateSchema(_CallSchema):
     """alias_update: rename an alias (its name, under the same label)."""
 
-    class Meta:
-        unknown = EXCLUDE  # other columns mean nothing to /users/alias/update
-
-    identifier_fields = None
     # https://www.braze.com/docs/api/endpoints/user_data/post_users_alias_update/: all three required.
     alias_label = BrazeString(required=True)
     old_alias_name = BrazeString(required=True)
     new_alias_name = BrazeString(required=True)
-
-    @validates_schema
-    def _different(self, data: dict[str, Any], **_: Any) -> None:
-        if data.get("old_alias_name") == data.get("new_alias_name") is not None:
-            raise ValidationError("Must differ from old_alias_name.", "new_alias_name")
-
-    @post_load
-    def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        return {key: data.get(key) for key in ("time", "alias_label", "old_alias_name", "new_alias_name")}
+    kept = ("alias_label", "old_alias_name", "new_alias_name")
+    different = ("old_alias_name", "new_alias_name")
