@@ -120,9 +120,9 @@ def one_drain(
         export_backlog(web_url, run_id, backlog)
         lanes = track_lanes(client)
         hold_lanes(client, lanes)
-        queued = sum(int(client.llen(Lane(lane).list_key)) for lane in lanes)
-        assert queued == backlog, f"{queued} records queued of {backlog}"
-        queue_bytes = sum(int(client.memory_usage(Lane(lane).list_key, samples=0) or 0) for lane in lanes)
+        waiting = sum(int(client.llen(Lane(lane).list_key)) for lane in lanes)
+        assert waiting == backlog, f"{waiting} records waiting of {backlog}"
+        waiting_bytes = sum(int(client.memory_usage(Lane(lane).list_key, samples=0) or 0) for lane in lanes)
         workers = [procs.start("worker", procfile_command("worker"), env).pid for _ in range(opts.workers)]
         wait_for(lambda: client.scard("rq:workers") >= opts.workers, 30, "the RQ workers to register")
         time.sleep(1.0)  # imports and registration done: what follows is delivery
@@ -171,7 +171,7 @@ def one_drain(
         "sim_cpu_ms_per_1000": round(per_1000["sim"], 1),
         "redis_cpu_ms_per_1000": round(per_1000["redis"], 1),
         "redis_commands_per_record": round(redis1.since(redis0)["commands"] / max(delivered, 1), 3),
-        "queued_bytes_per_record": round(queue_bytes / backlog, 1),
+        "queued_bytes_per_record": round(waiting_bytes / backlog, 1),
         "worker_peak_rss_mb": round(max(sampler.groups[0].peak_root_mb.values(), default=0.0), 1),
         "busy_before": round(busy_before, 2),
     }

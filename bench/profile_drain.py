@@ -58,7 +58,7 @@ skip_unchanged = {skip}
 STEPS = [
     ("take a chunk (LLEN, LRANGE, envelopes parsed)", "handlers/drain.py", "take"),
     ("translate (records to Braze objects)", "handlers/translate.py", "to_items"),
-    ("newest-value watermarks (one script call)", "handlers/ordering.py", "keep_newest"),
+    ("newest-value watermarks (one script call)", "handlers/watermarks.py", "keep_newest"),
     ("skip_unchanged memory (one script call)", "handlers/unchanged.py", "drop_unchanged"),
     ("plan rounds (packing, JSON of each object)", "handlers/packing.py", "plan"),
     ("  of which JSON of each object", "handlers/packing.py", "encode"),

@@ -130,7 +130,14 @@ class BrazeState:
                 self._attach_alias(owner, alias)
 
     def identify(self, external_id: str, source: Identifier, prioritization: list[str] | None = None) -> None:
-        """/users/identify: give the alias-, email- or phone-only profile `source` this external_id."""
+        """/users/identify: give the alias-, email- or phone-only profile `source` this external_id.
+
+        https://www.braze.com/docs/api/endpoints/user_data/post_user_identify/: the alias-only
+        profile is combined into the external_id's (not if that one has an alias of the same label)
+        and removed; with no user of that external_id, the alias-only profile takes it. With no
+        alias-only profile, the alias goes to the identified user; no profile is made for an
+        external_id that does not exist (a non-fatal error: .../objects_filters/aliases_to_identify/).
+        """
         with self._lock:
             kind, value = source
             self._identified.append({"external_id": external_id, kind: shown(source)})
@@ -194,7 +201,9 @@ class BrazeState:
             self._touch(found)
 
     def delete(self, ident: Identifier, prioritization: list[str] | None = None) -> None:
-        """/users/delete: remember the identifier and remove the profile(s) it names."""
+        """/users/delete: remember the identifier and remove the profile(s) it names, for good: a later
+        /users/track by the same external_id creates a new profile
+        (https://www.braze.com/docs/api/endpoints/user_data/post_user_delete/)."""
         with self._lock:
             kind = ident[0]
             self._deleted["user_aliases" if kind == "user_alias" else f"{kind}s"].append(shown(ident))
@@ -209,7 +218,12 @@ class BrazeState:
     def set_subscription_group(
         self, group_id: str, state: str, *, external_ids: list[str], emails: list[str], phones: list[str]
     ) -> None:
-        """Set a subscription group state; emails/phones with no profile keep it as an orphan."""
+        """Set a subscription group state; emails/phones with no profile keep it as an orphan.
+
+        An external_id no profile has keeps nothing: Braze's subscription pages keep states for
+        unknown emails and phones and send creating a user to /users/track (https://www.braze.com/
+        docs/api/endpoints/subscription_groups/post_update_user_subscription_group_v2/).
+        """
         with self._lock:
             for external_id in external_ids:
                 if (found := self._by_external.get(external_id)) is not None:
@@ -271,7 +285,10 @@ class BrazeState:
     def _track_target(self, ident: Identifier, obj: dict[str, Any]) -> Profile | None:
         found = self._lookup(ident)
         if found is None:
-            # _update_existing_only defaults to true only for user_alias; braze_ids are Braze's to assign.
+            # _update_existing_only defaults to true only for user_alias, so an event or purchase by an
+            # alias Braze does not have is dropped, and the request still answers 201
+            # (https://www.braze.com/docs/api/objects_filters/event_object/, .../purchase_object/);
+            # braze_ids are Braze's to assign.
             existing_only = obj.get("_update_existing_only", ident[0] == "user_alias")
             if existing_only or ident[0] == "braze_id":
                 return None

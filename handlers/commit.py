@@ -20,10 +20,10 @@ from typing import Any
 import redis
 
 from handlers.context import Context
-from handlers.outcomes import Dead, Ending, Ledger, ending
+from handlers.outcomes import Dead, Ending, Later, Ledger, ending
 from handlers.translate import to_items
 from handlers.unchanged import Memo
-from relay import audit, deadletters, metrics
+from relay import audit, deadletters, metrics, order
 from relay.config import dead_letter_limit
 from relay.envelope import Envelope, dumps
 from relay.lanes import Lane
@@ -60,6 +60,10 @@ class Flight:
     open: int = 0  # its requests not yet answered
     memos: dict[str, list[Memo]] = field(default_factory=dict)  # record id -> skip_unchanged memos
     unchanged: dict[str, int] = field(default_factory=dict)  # route -> attribute values left out
+    member: str = ""  # its fence (relay/order.py); '' when order across lanes is off
+    checked: order.Checked | None = None  # what its records' users' marks said
+    waited: list[float] = field(default_factory=list)  # how long its records that had waited, waited
+    gave_up: int = 0  # records that went on after waiting their longest
 
     def pending(self) -> set[tuple[str, str]]:
         """(memory key, field) pairs this chunk may deliver."""
@@ -81,6 +85,7 @@ def commit(ctx: Context, lane: Lane, token: str, flight: Flight, lease_lock: thr
 
     The endings are decided before the lease is locked: senders wait for `lease_lock` to check the
     lease (renewing writes the key the transaction watches), so it is held only for the transaction.
+    Lanes that consent changes were sent to once more are woken after it.
     """
     now = time.time()
     delivery = ctx.settings.delivery
@@ -97,6 +102,7 @@ def commit(ctx: Context, lane: Lane, token: str, flight: Flight, lease_lock: thr
             lane.settle(pipe, flight.from_list, flight.retried)
             ctx.marks.clear(pipe, [env for _, env, _ in flight.chunk])
             settle(pipe, ctx, lane, flight, endings, now=now)
+            again = settle_order(pipe, ctx, lane, flight, endings)
             workspace = lane.workspace
             for (endpoint, status), count in flight.tally.calls.items():
                 metrics.BRAZE_REQUESTS.incr(pipe, workspace, count, endpoint=endpoint, status=status)
@@ -109,62 +115,144 @@ def commit(ctx: Context, lane: Lane, token: str, flight: Flight, lease_lock: thr
                 extra={"lane": lane.name},
             )
             return False
+    for other in again:
+        other.wake(ctx.redis, delivery)  # if this process dies first, the ticker wakes it
     return True
 
 
 def settle(pipe: Any, ctx: Context, lane: Lane, flight: Flight, endings: list[Ending], *, now: float) -> None:
     """Queue each record's ending (and its metrics, audit events and memory) on the transaction."""
-    ttl = ctx.settings.audit_ttl_s
-    ended: Counter[tuple[metrics.Count, str]] = Counter()  # (counter, route) -> records
-    lags: list[float] = []
-    learnt: list[Memo] = []
-    forget: list[str] = []
-    memory = ctx.unchanged
+    settlement = Settlement(pipe, ctx, lane, flight, now)
     for (_, env, _), end in zip(flight.chunk, endings, strict=True):
-        consent = kind_of(env["kind"]) is Kind.CONSENT
+        settlement.end(env, end)
+    settlement.count()
+
+
+@dataclass
+class Settlement:
+    """One chunk's endings being queued on its commit, and what they add up to."""
+
+    pipe: Any
+    ctx: Context
+    lane: Lane
+    flight: Flight
+    now: float
+    ended: Counter[tuple[metrics.Count, str]] = field(default_factory=Counter)  # (counter, route) -> n
+    lags: list[float] = field(default_factory=list)
+    learnt: list[Memo] = field(default_factory=list)
+    forget: list[str] = field(default_factory=list)
+
+    def end(self, env: Envelope, end: Ending) -> None:
+        """Queue one record's ending."""
+        pipe, ttl, route = self.pipe, self.ctx.settings.audit_ttl_s, env["route"]
+        audited = kind_of(env["kind"]) in audit.AUDITED
         if end.outcome is Outcome.DEAD_LETTERED:
             assert end.dead is not None
-            dead_letter(pipe, ctx, end.envelope, end.dead)
+            dead_letter(pipe, self.ctx, end.envelope, end.dead)
         elif end.outcome is Outcome.RETRY:
             assert end.later is not None
-            lane.schedule(pipe, dumps(end.envelope), end.later.due)
-            reason = end.later.why.split(":")[0][:40]
-            metrics.RETRIES.incr(pipe, lane.workspace, route=env["route"], reason=reason)
-            if consent:
-                audit.note(
-                    pipe, end.envelope, AuditEvent.RETRYING, ttl, reason=end.later.why, due=end.later.due
-                )
+            self.retry(env, end.envelope, end.later, audited)
         elif end.outcome is Outcome.DELIVERED:
-            ended[(metrics.DELIVERED, env["route"])] += 1
-            lags.append(now - env["at"])
-            learnt += flight.memos.get(env["id"], ())
-            if consent:
-                audit.note(pipe, env, AuditEvent.CONFIRMED, ttl)
-            elif env["ws"] in memory.remembering and kind_of(env["kind"]) in FORGETTING:
-                # Braze deleted or merged the profile: what it held of it is no longer known.
-                forget += [user for item in to_items(env) for user in item.users]
+            self.delivered(env, audited)
         elif end.outcome is Outcome.UNCHANGED:
-            ended[(metrics.UNCHANGED, env["route"])] += 1
+            self.ended[(metrics.UNCHANGED, route)] += 1
         else:
-            ended[(metrics.SUPERSEDED, env["route"])] += 1
-            if consent:
+            self.ended[(metrics.SUPERSEDED, route)] += 1
+            if end.erased:
+                self.ended[(metrics.ERASED, route)] += 1
+                audit.note(pipe, env, AuditEvent.SUPERSEDED, ttl, reason="deleted")
+            elif audited:
                 audit.note(pipe, env, AuditEvent.SUPERSEDED, ttl)
+
+    def retry(self, env: Envelope, stored: Envelope, later: Later, audited: bool) -> None:
+        """Back to the retry set: a failure to try again, or a wait for an earlier call of its user."""
+        lane = self.lane
+        lane.schedule(self.pipe, dumps(stored), later.due)
+        if later.wait:
+            if "w" not in env:  # it starts waiting now
+                metrics.ORDER_WAITS.incr(self.pipe, lane.workspace, lane=lane.name)
+            return
+        metrics.RETRIES.incr(
+            self.pipe, lane.workspace, route=env["route"], reason=later.why.split(":")[0][:40]
+        )
+        if audited:
+            ttl = self.ctx.settings.audit_ttl_s
+            audit.note(self.pipe, stored, AuditEvent.RETRYING, ttl, reason=later.why, due=later.due)
+
+    def delivered(self, env: Envelope, audited: bool) -> None:
+        """Braze took it: count it, its lag, what skip_unchanged learns or forgets, its audit event."""
+        ttl = self.ctx.settings.audit_ttl_s
+        if env.get("again"):
+            self.ended[(metrics.CONSENT_RESENT, env["route"])] += 1
+            audit.note(self.pipe, env, AuditEvent.CONFIRMED, ttl, again=True)
+            return
+        self.ended[(metrics.DELIVERED, env["route"])] += 1
+        self.lags.append(self.now - env["at"])
+        self.learnt += self.flight.memos.get(env["id"], ())
+        if audited:
+            audit.note(self.pipe, env, AuditEvent.CONFIRMED, ttl)
+        if env["ws"] in self.ctx.unchanged.remembering and kind_of(env["kind"]) in FORGETTING:
+            # Braze deleted or merged the profile: what it held of it is no longer known.
+            self.forget += [user for item in to_items(env) for user in item.users]
+
+    def count(self) -> None:
+        """Queue what the endings add up to: counters, lags, skip_unchanged's memory."""
+        pipe, workspace = self.pipe, self.lane.workspace
+        for (counter, route), n in self.ended.items():
+            counter.incr(pipe, workspace, n, route=route)
+        for route, n in self.flight.unchanged.items():
+            metrics.ATTRIBUTES_UNCHANGED.incr(pipe, workspace, n, route=route)
+        metrics.DELIVERY_LAG.observe(pipe, workspace, self.lags, lane=self.lane.name)
+        metrics.note_minute(pipe, workspace, self.lags, self.now)
+        self.ctx.unchanged.remember(pipe, self.learnt, self.now)
+        self.ctx.unchanged.forget(pipe, workspace, self.forget)
+
+
+def settle_order(pipe: Any, ctx: Context, lane: Lane, flight: Flight, endings: list[Ending]) -> list[Lane]:
+    """Queue what the chunk's endings mean for the order across lanes; the lanes to wake after.
+
+    Gates of records that ended (not those retried) are settled, so the records waiting on them go
+    on; the chunk's fence is dropped; each consent change Braze took is sent once more from its
+    user's track lane, after the user's earlier records (`follow_up`).
+    """
+    if not flight.member:
+        return []
     workspace = lane.workspace
-    for (counter, route), count in ended.items():
-        counter.incr(pipe, workspace, count, route=route)
-    for route, count in flight.unchanged.items():
-        metrics.ATTRIBUTES_UNCHANGED.incr(pipe, workspace, count, route=route)
-    metrics.DELIVERY_LAG.observe(pipe, workspace, lags, lane=lane.name)
-    metrics.note_minute(pipe, workspace, lags, now)
-    memory.remember(pipe, learnt, now)
-    memory.forget(pipe, lane.workspace, forget)
+    own = flight.checked.own_gates if flight.checked is not None else {}
+    gates = [
+        (env["seq"], own[env["id"]][1])
+        for (_, env, _), end in zip(flight.chunk, endings, strict=True)
+        if env["id"] in own and end.outcome is not Outcome.RETRY
+    ]
+    order.settle(pipe, ctx.redis, workspace, gates, flight.member)
+    metrics.ORDER_WAIT.observe(pipe, workspace, flight.waited, lane=lane.name)
+    if flight.gave_up:
+        metrics.ORDER_GAVE_UP.incr(pipe, workspace, flight.gave_up, lane=lane.name)
+    woken: dict[str, Lane] = {}
+    for (_, env, _), end in zip(flight.chunk, endings, strict=True):
+        if end.outcome is Outcome.DELIVERED and kind_of(env["kind"]) is Kind.CONSENT and not env.get("again"):
+            other = follow_up(pipe, env, ctx.settings.delivery.track_shards)
+            woken[other.name] = other
+    return list(woken.values())
+
+
+def follow_up(pipe: Any, env: Envelope, shards: int) -> Lane:
+    """Queue a consent change once more, at the back of its user's track lane: it takes effect even
+    when a record accepted before it (one that creates the profile, or an older state of it, still
+    on its way) reaches Braze after it. Its own time makes it lose to any newer state."""
+    again: Envelope = {**env, "id": f"{env['id']}+again", "again": True, "n": 0}
+    for name in ("first", "why", "w"):
+        again.pop(name, None)  # type: ignore[misc]
+    lane = Lane.track_of(env["ws"], env["rec"].get("_id"), shards)
+    lane.append(pipe, [dumps(again)])
+    return lane
 
 
 def dead_letter(pipe: Any, ctx: Context, env: Envelope, dead: Dead) -> None:
     """Queue one dead letter (and its audit event) on the transaction, and log it."""
     item = deadletters.entry(env, reason=dead.reason, status=dead.status, message=dead.message)
     deadletters.add(pipe, item, limit=dead_letter_limit(ctx.settings, env["route"]))
-    if kind_of(env["kind"]) is Kind.CONSENT:
+    if kind_of(env["kind"]) in audit.AUDITED:
         audit.note(
             pipe,
             env,

@@ -16,7 +16,7 @@ uncommitted records again: at least once, never lost.
 This module does the sending; handlers/commit.py writes a chunk's outcomes. What Braze's answers
 mean and where records end is decided by the pure functions of handlers/braze.py (`classify`),
 handlers/outcomes.py (`judge`, `ending`), handlers/packing.py, handlers/window.py and
-handlers/ordering.py.
+handlers/watermarks.py.
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ from handlers import context
 from handlers.braze import Answer, Verdict, classify, classify_failure
 from handlers.commit import Chunk, Flight, Tally, commit
 from handlers.context import Context
+from handlers.order import Ordering
 from handlers.outcomes import Dead, Judgement, judge, window_full
 from handlers.packing import BrazeRequest, pack, plan
 from handlers.translate import Item, to_items
 from handlers.window import Window
-from relay import store
+from relay import redis_health, store
 from relay.envelope import loads
 from relay.lanes import Lane
 from relay.modes import DeadReason, LaneFamily
@@ -83,9 +84,7 @@ class Drainer:
         self.linger_s = (
             self.delivery.consent_linger_s if family is LaneFamily.CONSENT else self.delivery.linger_s
         )
-        self.rq_queues = [
-            Queue(name, connection=self.client) for name in (store.QUEUE_CONSENT, store.QUEUE_BULK)
-        ]
+        self.rq_queues = [Queue(name, connection=self.client) for name in store.RQ_QUEUES]
         self.flights: deque[Flight] = deque()  # taken, not yet committed, oldest first
         self.window: Window[BrazeRequest] = Window()
         self.flying: dict[Future[Sent], tuple[Flight, BrazeRequest]] = {}
@@ -95,6 +94,7 @@ class Drainer:
         # between WATCH and EXEC would abort our own commit. Renewals and commits take turns.
         self.lease_lock = threading.Lock()
         self._looked, self._others = -1.0, False  # others_waiting(), looked up at most every 0.1 s
+        self.ordering = Ordering(ctx, lane, token)
 
     def confirm(self) -> bool:
         """Renew the lease and check it is still ours; False: another owner took the lane (stop at once)."""
@@ -194,11 +194,13 @@ class Drainer:
         return self.lane.release(self.client, self.token, self.delivery)
 
     def prepare(self, chunk: Chunk) -> None:
-        """Translate a chunk, keep each field's newest value, pack it; its requests join the window."""
+        """Check a chunk's order across lanes, translate what may go, keep each field's newest value,
+        pack it; its requests join the window."""
         flight = Flight(chunk)
+        going = self.ordering.check(flight)
         items: list[Item] = []
-        settled = self.ctx.marks.settle([env for _, env, _ in chunk], flight.ledger)  # handlers/sent.py
-        for _, env, _ in chunk:
+        settled = self.ctx.marks.settle(going, flight.ledger)  # a killed sender's marks (handlers/sent.py)
+        for env in going:
             if env["id"] in settled:
                 continue
             try:
@@ -223,12 +225,13 @@ class Drainer:
             for request in one_round:
                 self.window.add(request, request.users())
                 self.owner[request] = flight
+                self.ordering.fence(request, flight)
                 flight.open += 1
         self.flights.append(flight)
 
     def dispatch(self) -> None:
         """Send every waiting request that may go now, as far as senders are free."""
-        for request in self.window.ready(self.width - len(self.flying)):
+        for request in self.window.ready(self.width - len(self.flying), self.ordering.may_go):
             future = self.ctx.senders.submit(self.send, request)
             self.flying[future] = (self.owner.pop(request), request)
 
@@ -247,6 +250,11 @@ class Drainer:
             flight.open -= 1
             if sent.lease_lost:
                 self.lost = True
+
+    def abandon(self) -> None:
+        """After an error: let the requests in flight come back (uncommitted): no sender outlives the job."""
+        wait(self.flying)
+        self.flying.clear()
 
     def commit_done(self) -> int:
         """Commit every chunk at the front whose requests are all answered, oldest first; how many."""
@@ -316,5 +324,17 @@ class Drainer:
 
 
 def drain_lane(lane: str, token: str) -> dict[str, Any]:
-    """RQ job: deliver a lane's records for a time slice or more (only the lease holder does anything)."""
-    return Drainer(context.current(), Lane(lane), token).run()
+    """RQ job: deliver a lane's records for a time slice or more (only the lease holder does anything).
+
+    A Redis error (from the job's thread, a sender's, or the commit) stops the job: what is not
+    committed stays in the lane and comes back when the lease expires. It is reported to the
+    process's watch, which rides out an outage (handlers/outage.py), rather than raised into RQ.
+    """
+    ctx = context.current()
+    drainer = Drainer(ctx, Lane(lane), token)
+    try:
+        return drainer.run()
+    except redis.RedisError as exc:
+        drainer.abandon()
+        ctx.watch.refused(exc, "drain", lane=lane)
+        return {"lane": lane, "stopped": redis_health.code(exc)}

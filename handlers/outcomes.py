@@ -32,11 +32,16 @@ from relay.modes import DeadReason, Outcome
 
 @dataclass(frozen=True)
 class Later:
-    """Try the record again at `due`; `counts`: this failure uses up one of its attempts."""
+    """Try the record again at `due`; `counts`: this failure uses up one of its attempts.
+
+    `wait`: not a failure at all, the record waits for an earlier call of its user in another lane
+    (relay/order.py); neither attempts nor the age bound apply, the longest wait does.
+    """
 
     due: float
     why: str
     counts: bool = True
+    wait: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,7 @@ class Ledger:
     later: dict[str, Later] = field(default_factory=dict)
     dead: dict[str, Dead] = field(default_factory=dict)
     unchanged: set[str] = field(default_factory=set)  # left with nothing to send by skip_unchanged
+    erased: set[str] = field(default_factory=set)  # a delete of their user was accepted after them
 
     def add(self, judgement: Judgement) -> None:
         """Take in one request's judgement."""
@@ -155,6 +161,7 @@ class Ending:
     envelope: Envelope
     dead: Dead | None = None
     later: Later | None = None
+    erased: bool = False  # superseded because a delete of its user was accepted after it
 
 
 def ending(env: Envelope, ledger: Ledger, *, now: float, delivery: Delivery) -> Ending:
@@ -164,12 +171,16 @@ def ending(env: Envelope, ledger: Ledger, *, now: float, delivery: Delivery) -> 
     whole record again, which is safe for the kinds a record splits into), then delivered.
     """
     rid = env["id"]
+    if rid in ledger.erased:
+        return Ending(Outcome.SUPERSEDED, env, erased=True)
     if rid in ledger.dead:
         dead = ledger.dead[rid]
         counted = 0 if dead.reason is DeadReason.UNTRANSLATABLE else 1
         return Ending(Outcome.DEAD_LETTERED, {**env, "n": env.get("n", 0) + counted}, dead=dead)
     if rid in ledger.later:
         later = ledger.later[rid]
+        if later.wait:
+            return Ending(Outcome.RETRY, {**env, "w": env.get("w", now), "why": later.why}, later=later)
         retried: Envelope = {**env, "n": env.get("n", 0) + (1 if later.counts else 0), "why": later.why}
         retried.setdefault("first", now)
         if exhausted(retried["n"], retried["first"], now, delivery):

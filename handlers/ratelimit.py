@@ -33,7 +33,7 @@ class Limiter:
         self.items = {
             RateFamily.TRACK: parse(delivery.rate_track),
             RateFamily.USERS: parse(delivery.rate_users),
-            RateFamily.SUBSCRIPTION: parse(delivery.rate_subscription),
+            RateFamily.CONSENT: parse(delivery.rate_consent),
             RateFamily.RENAME: parse(delivery.rate_rename),
             RateFamily.REMOVE: parse(delivery.rate_remove),
             RateFamily.CATALOG: parse(delivery.rate_catalog),

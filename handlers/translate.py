@@ -40,7 +40,7 @@ class Item:
     obj: Any
     group: tuple[str, ...] = ()  # requests only hold items of one group (e.g. one subscription state)
     # The fields whose newest value must win (attributes, subscription states): each holds a
-    # newest-value watermark per user in Redis (handlers/ordering.py).
+    # newest-value watermark per user in Redis (handlers/watermarks.py).
     watermarks: list[str] = field(default_factory=list)
     # The user whose profile the item changes (the key of its watermarks), and any other user it
     # also changes (an identify's alias, a new alias's external_id): no two requests in flight at
@@ -190,7 +190,7 @@ def consent_items(env: Envelope) -> list[Item]:
     user = user_key(ident)
     items = []
     if id_name == "user_alias":
-        return alias_subscription_items(env, user)
+        return alias_consent_items(env, user)
     if rec.get("subscription_group_id"):
         gid, state = rec["subscription_group_id"], rec["subscription_state"]
         ids = {"external_id": "external_ids", "email": "emails", "phone": "phones"}[id_name]
@@ -230,7 +230,7 @@ def consent_items(env: Envelope) -> list[Item]:
     return items
 
 
-def alias_subscription_items(env: Envelope, user: str) -> list[Item]:
+def alias_consent_items(env: Envelope, user: str) -> list[Item]:
     """An alias's consent as /users/track attributes (`subscription_groups`, email/push states).
 
     The group state in an object of its own, so a group state older than one already sent (no stale

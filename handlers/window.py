@@ -8,7 +8,7 @@ reach Braze one at a time, in order. Requests of other users overtake it meanwhi
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -27,13 +27,18 @@ class Window(Generic[R]):
         """A request whose records were taken after every request already added."""
         self.waiting.append((request, frozenset(users)))
 
-    def ready(self, room: int) -> list[R]:
-        """Up to `room` waiting requests that may go now, in order; they are in flight from here on."""
+    def ready(self, room: int, may_go: Callable[[R], bool] | None = None) -> list[R]:
+        """Up to `room` waiting requests that may go now, in order; they are in flight from here on.
+
+        `may_go` can hold a request back for a reason of its own (handlers/order.py's fences); it
+        then blocks its users like any request that still waits.
+        """
         out: list[R] = []
         blocked: set[str] = set()  # users of earlier requests that still wait
         kept: list[tuple[R, frozenset[str]]] = []
         for request, users in self.waiting:
-            if len(out) < room and not (users & blocked) and not any(user in self.busy for user in users):
+            free = not (users & blocked) and not any(user in self.busy for user in users)
+            if len(out) < room and free and (may_go is None or may_go(request)):
                 out.append(request)
                 self.flying[request] = users
                 for user in users:

@@ -7,6 +7,7 @@ Redis refuses (down, out of memory) nothing of the request is stored and the cal
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,12 +15,14 @@ from typing import Any
 import redis
 
 from receiver.group_commit import GroupCommit
-from relay import audit, deadletters, metrics
+from relay import audit, deadletters, metrics, order, redis_health
 from relay.config import Settings, dead_letter_limit
 from relay.envelope import Envelope, dumps
 from relay.lanes import PUSH_CHUNK, Lane, new_token
-from relay.modes import AuditEvent, DeadReason, Kind
+from relay.modes import BY_KIND, AuditEvent, DeadReason, Kind
 from relay.routes import Route
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,7 +41,8 @@ class Batch:
     payloads: dict[Lane, list[str]] = field(default_factory=dict)  # lane -> serialized records
     # lane -> each record's dedup digest (relay/dedup.py), or None: kept only where one has a digest
     digests: dict[Lane, list[str | None]] = field(default_factory=dict)
-    consent: list[Envelope] = field(default_factory=list)  # kept for the audit trail
+    audited: list[Envelope] = field(default_factory=list)  # consent changes and deletes: the audit trail
+    gating: list[Envelope] = field(default_factory=list)  # records later ones wait for (relay/order.py)
     invalid: list[tuple[int, Any, dict[str, Any]]] = field(default_factory=list)
     filtered: int = 0  # inputs the route's transform turned into no record
     probably_truncated: bool = False  # a TD export of exactly TD's row limit: counted in the metrics
@@ -56,7 +60,8 @@ class Batch:
         env = self.envelope(index, record, kind)
         if digest is not None:
             env["dd"] = 1  # a worker marks its sends, so that a retry never sends it twice (handlers/sent.py)
-        lane = Lane.of(self.route.workspace, kind or self.route.kind, record.get("_id"), self.shards)
+        kind = kind or self.route.kind
+        lane = Lane.of(self.route.workspace, kind, record.get("_id"), self.shards)
         payloads = self.payloads.setdefault(lane, [])
         digests = self.digests.get(lane)
         if digest is not None and digests is None:
@@ -64,8 +69,10 @@ class Batch:
         if digests is not None:
             digests.append(digest)
         payloads.append(dumps(env))
-        if (kind or self.route.kind) is Kind.CONSENT:
-            self.consent.append(env)
+        if kind in audit.AUDITED:
+            self.audited.append(env)
+        if BY_KIND[kind].gate:
+            self.gating.append(env)
 
     def rejected(self) -> list[dict[str, Any]]:
         """The records the route skipped as invalid, named by index with their errors (the answer's)."""
@@ -116,8 +123,8 @@ def store_batch(
     """Write the batch's records (and its dead-lettered invalid records) at once, then answer.
 
     Records that fit one RPUSH with nothing else to keep (the common case) go in one script call;
-    everything else (several RPUSHes, dead letters, consent audit events, an idempotency key) in one
-    MULTI/EXEC. Either way all of it is written, or none.
+    everything else (several RPUSHes, dead letters, audit events, order marks, an idempotency key)
+    in one MULTI/EXEC. Either way all of it is written, or none.
 
     With a claim, the idempotency key is written in the same transaction, watched so that of two
     concurrent repeats only one stores anything; the other (and any later repeat) gets back the
@@ -125,11 +132,8 @@ def store_batch(
     round trip with those of the process's other threads (receiver/group_commit.py).
     """
     token = new_token()
-    plain = (
-        claim is None
-        and not (batch.invalid or batch.consent or batch.filtered or batch.probably_truncated)
-        and len(batch.payloads) == 1
-    )
+    kept = batch.invalid or batch.audited or batch.gating or batch.filtered or batch.probably_truncated
+    plain = claim is None and not kept and len(batch.payloads) == 1
     if plain and batch.accepted <= PUSH_CHUNK:
         armed = _store_plain(client, batch, settings, token, group)
     else:
@@ -138,8 +142,15 @@ def store_batch(
             return first
     for lane in armed:
         # The lane had no owner: this request woke it (and the store remembered the lane). If this
-        # process dies right here, the lease expires and a worker's ticker re-arms the lane.
-        lane.enqueue_drain(client, token, settings.delivery)
+        # process dies right here, or Redis refuses the job (full since the store), the lease
+        # expires and a worker's ticker re-arms the lane: the records are stored, the answer says so.
+        try:
+            lane.enqueue_drain(client, token, settings.delivery)
+        except redis.RedisError as exc:
+            log.warning(
+                "records stored, drain job not enqueued: the ticker wakes the lane when its lease expires",
+                extra={"lane": lane.name, "error": redis_health.code(exc)},
+            )
     return None
 
 
@@ -176,20 +187,31 @@ def _store_plain(
 def _store_together(
     client: redis.Redis, batch: Batch, settings: Settings, token: str, claim: Claim | None
 ) -> tuple[dict[str, Any] | None, list[Lane]]:
-    """Everything else in one MULTI/EXEC: (the first answer if this repeats a claim, lanes armed)."""
+    """Everything else in one MULTI/EXEC: (the first answer if this repeats a claim, lanes armed).
+
+    Gating records (relay/order.py) leave their marks in the same transaction, after their users'
+    links are read under WATCH: a link added meanwhile makes the transaction start again.
+    """
+    delivery = settings.delivery
+    gating = batch.gating if delivery.order_across_lanes else []
     with client.pipeline(transaction=True) as pipe:
         while True:
             try:
-                if claim is not None:
-                    names = (claim.key, *claim.also)
+                names = (claim.key, *claim.also) if claim is not None else ()
+                if names:
                     pipe.watch(*names)
                     first = next((found for found in pipe.mget(names) if found is not None), None)
                     if first is not None:
                         pipe.unwatch()
                         return json.loads(first), []
-                    pipe.multi()
+                ws = batch.route.workspace
+                marks = order.plan_acceptance(client, ws, gating, delivery.watermark_ttl_s, watch=pipe)
+                pipe.multi()
+                if claim is not None:
                     for name in names:
                         pipe.set(name, json.dumps(claim.answer), ex=claim.window_s)
+                if marks is not None:
+                    order.accept(pipe, client, marks)
                 arming = _queue_writes(pipe, batch, settings=settings, token=token)
                 results = pipe.execute()
                 taken = results[len(results) - len(arming) :] if arming else []
@@ -200,7 +222,7 @@ def _store_together(
 
 def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) -> list[Lane]:
     """Queue the batch's writes on the pipeline; the last commands try to arm these lanes, in order."""
-    for env in batch.consent:
+    for env in batch.audited:
         audit.note(pipe, env, AuditEvent.RECEIVED, settings.audit_ttl_s)
     for lane, payloads in batch.payloads.items():
         digests = batch.digests.get(lane)
@@ -217,7 +239,7 @@ def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) ->
         deadletters.add(pipe, item, limit=dead_letter_limit(settings, batch.route.name))
     route, workspace = batch.route.name, batch.route.workspace  # received = accepted + rejected
     metrics.ACCEPTED.incr(pipe, workspace, batch.accepted, route=route)
-    metrics.REJECTED.incr(pipe, workspace, len(batch.invalid), route=route, reason=DeadReason.INVALID)
+    metrics.REJECTED.incr(pipe, workspace, len(batch.invalid), route=route, reason=metrics.Rejection.INVALID)
     metrics.FILTERED.incr(pipe, workspace, batch.filtered, route=route)
     metrics.EXPORTS_TRUNCATED.incr(pipe, workspace, int(batch.probably_truncated), route=route)
     arming = list(batch.payloads)

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -23,8 +24,9 @@ from receiver.records.schemas import ExportSchema, IngestEventsSchema, IngestSch
 from receiver.redis_check import Unfit
 from receiver.request_ids import request_id
 from receiver.state import redis_client, settings
-from relay import metrics
+from relay import metrics, redis_health
 from relay.dedup import DedupError
+from relay.metrics import Rejection
 from relay.routes import Route
 
 bp = Blueprint("ingest", __name__)
@@ -183,8 +185,9 @@ def authenticate(
             return auth.Authenticated(auth.By.KEY)
         body = request.get_data(cache=True)
         try:
-            scheme = signatures.scheme_of(route)
-            verified = signatures.verify(body, headers=headers(), secrets=secrets_, scheme=scheme)
+            verified = signatures.verify(
+                body, signing=route.signing, headers=headers(), secrets=secrets_, now=datetime.now(UTC)
+            )
         except signatures.SignatureError as exc:
             raise auth.AuthError(str(exc)) from None
         return auth.Authenticated(auth.By.SIGNATURE, verified, secrets_)
@@ -242,10 +245,11 @@ def count_refused(route: Route, received: int, invalid: int) -> None:
     client = redis_client()
     try:
         with client.pipeline(transaction=False) as pipe:
-            metrics.REJECTED.incr(pipe, route.workspace, invalid, route=route.name, reason="invalid")
+            workspace, name = route.workspace, route.name
+            metrics.REJECTED.incr(pipe, workspace, invalid, route=name, reason=Rejection.INVALID)
             # Valid records of a refused request are refused with it.
             refused = received - invalid
-            metrics.REJECTED.incr(pipe, route.workspace, refused, route=route.name, reason="request_refused")
+            metrics.REJECTED.incr(pipe, workspace, refused, route=name, reason=Rejection.REQUEST_REFUSED)
             pipe.execute()
     except redis.RedisError:
         log.warning("metrics not counted: redis unavailable", extra={"route": route.name})
@@ -397,14 +401,25 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Readiness: configuration loaded and Redis answering."""
+    """Readiness: configuration loaded and Redis taking writes; 200 names a warning (Redis filling up).
+
+    Asked with a write: PING answers on a full or read-only Redis, which refuses every record.
+    """
     edge = state.current()
     try:
-        edge.redis.ping()
         edge.redis_check.ensure()
+        redis_health.take_write(edge.redis)
+        memory = redis_health.memory(edge.redis)
     except Unfit:
         return error_response(503, f"Not ready: {UNFIT}", {"redis": "may evict records"}), 503
-    except redis.RedisError:
-        edge.redis_check.lost()
-        return error_response(503, "Not ready: Redis is unreachable.", {"redis": "unreachable"}), 503
-    return jsonify({"status": "ready", "routes": len(settings().routes), "sandbox": settings().sandbox}), 200
+    except redis.RedisError as exc:
+        if isinstance(exc, redis_health.AWAY):
+            edge.redis_check.lost()
+        reason = redis_health.describe(exc)
+        return error_response(503, f"Not ready: Redis is {reason}.", {"redis": reason}), 503
+    conf = edge.settings
+    body: dict[str, Any] = {"status": "ready", "routes": len(conf.routes), "sandbox": conf.sandbox}
+    warning = memory.warning(conf.redis_memory_warn) if memory is not None else None
+    if warning is not None:
+        body["warnings"] = {"redis_memory": warning}
+    return jsonify(body), 200

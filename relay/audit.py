@@ -1,9 +1,11 @@
-"""The consent audit trail: per identifier, when each consent change was received and how it ended.
+"""The audit trail: per identifier, when each consent change and delete was received and how it ended.
 
 Entries are kept under a hash of the identifier (no raw email or phone in key names or logs), newest
 first, at most `KEEP` per identifier, for `audit_ttl_s` after the last change. Events: `received`
-(the edge stored it), `confirmed` (Braze accepted it), `retrying`, `superseded` (a newer state for
-the same user and group was already sent), `dead_lettered` (with the reason).
+(the edge stored it), `confirmed` (Braze accepted it; `again` for a consent change sent once more
+after the user's earlier records), `retrying`, `superseded` (a newer state for the same user and
+group was already sent; `reason: deleted` for any record of the user not sent because the user's
+delete was accepted after it), `dead_lettered` (with the reason).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import redis
 
 from relay import store
 from relay.envelope import Envelope
+from relay.modes import Kind
 from relay.routes import user_key
 from relay.text import dumps as safe_dumps
 from relay.text import loads as safe_loads
 
 KEEP = 200
+AUDITED = frozenset({Kind.CONSENT, Kind.DELETE})  # kinds whose every step is kept in the user's trail
 CHANGE_FIELDS = ("subscription_group_id", "subscription_state", "email_subscribe", "push_subscribe")
 
 
@@ -30,11 +34,15 @@ def audit_key(workspace: str, ident: dict[str, Any]) -> str:
 
 
 def note(pipe: Any, envelope: Envelope, event: str, ttl_s: int, **details: Any) -> None:
-    """Queue one audit event for a consent record on a pipeline (the caller's transaction)."""
+    """Queue one audit event for a record of its user (the caller's transaction); records with no
+    single identifier (an alias creation, an identify) have no trail of their own."""
     record = envelope["rec"]
+    if not isinstance(record.get("_id"), dict):
+        return
     entry = {
         "at": time.time(),
         "event": event,
+        "kind": envelope.get("kind"),
         "record": envelope["id"],
         "route": envelope["route"],
         "time": datetime.fromtimestamp(envelope["t"], UTC).isoformat(),

@@ -13,6 +13,7 @@ from relay.errors import ConfigError
 from relay.modes import Kind
 from relay.routes import Route, Workspace, load_routes
 from relay.secrets import Secret, split_secrets
+from relay.signing import SignatureScheme
 
 SANDBOX_BRAZE_URL = "http://127.0.0.1:9100"
 SANDBOX_BRAZE_KEY = "sandbox-braze-key"  # the bundled simulator's key; not a secret
@@ -63,12 +64,14 @@ class Delivery:
     retry_max_age_s: float = 6 * 3600.0
     rate_track: str = "3000/3 seconds"
     rate_users: str = "20000/minute"
-    rate_subscription: str = "5000/minute"
+    rate_consent: str = "5000/minute"
     rate_rename: str = "1000/minute"
     rate_remove: str = "1000/minute"
     rate_catalog: str = "16000/minute"
     rate_default: str = "250000/hour"
-    watermark_ttl_s: int = 72 * 3600
+    watermark_ttl_s: int = 72 * 3600  # newest-value watermarks, and the marks that order across lanes
+    order_across_lanes: bool = True  # relay/order.py; off only to measure what it costs
+    order_max_wait_s: float = 6 * 3600.0 + 600  # a record waits on another at most this long, then goes on
     unchanged_ttl_s: int = 30 * 86400  # skip_unchanged: how long a delivered value is remembered
 
     @property
@@ -102,6 +105,7 @@ class Settings:
     dead_letters_max: int = 10_000  # per route (a route's dead_letters_max overrides it)
     admin_keys: tuple[Secret, ...] = ()  # HTTP Basic passwords of the /admin/ pages; none: pages answer 404
     allow_eviction: bool = False  # accept a Redis whose maxmemory-policy may evict queued records
+    redis_memory_warn: float = 0.8  # share of Redis's maxmemory from which /readyz and /metrics warn
 
 
 def valid_webhook_secret(value: str) -> bool:
@@ -152,12 +156,14 @@ def _delivery(env: Env) -> Delivery:
         retry_max_age_s=env.float("RELAY_RETRY_MAX_AGE_S", Delivery.retry_max_age_s),
         rate_track=env.str("BRAZE_RATE_TRACK", Delivery.rate_track),
         rate_users=env.str("BRAZE_RATE_USERS", Delivery.rate_users),
-        rate_subscription=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_subscription),
+        rate_consent=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_consent),
         rate_rename=env.str("BRAZE_RATE_RENAME", Delivery.rate_rename),
         rate_remove=env.str("BRAZE_RATE_REMOVE", Delivery.rate_remove),
         rate_catalog=env.str("BRAZE_RATE_CATALOG", Delivery.rate_catalog),
         rate_default=env.str("BRAZE_RATE_DEFAULT", Delivery.rate_default),
         unchanged_ttl_s=env.int("RELAY_UNCHANGED_TTL_S", Delivery.unchanged_ttl_s),
+        order_across_lanes=env.bool("RELAY_ORDER_ACROSS_LANES", Delivery.order_across_lanes),
+        order_max_wait_s=env.float("RELAY_ORDER_MAX_WAIT_S", Delivery.order_max_wait_s),
     )
 
 
@@ -173,7 +179,7 @@ def _check_credentials(
                 f"no credentials for route {route.name!r}: set RELAY_WRITE_KEYS and/or RELAY_WEBHOOK_SECRETS "
                 "(or RELAY_INSECURE_NO_AUTH=1, for local use only)"
             )
-        if route.signature == "standard":
+        if route.signing.scheme is SignatureScheme.STANDARD:
             _check_whsec(route.webhook_secrets, f"route {route.name!r}: ")
 
 
@@ -193,6 +199,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
     admin_keys = split_secrets(env.str("RELAY_ADMIN_KEYS", ""))
     insecure = env.bool("RELAY_INSECURE_NO_AUTH", False)
     allow_eviction = env.bool("RELAY_ALLOW_EVICTION", False)
+    memory_warn = env.float("RELAY_REDIS_MEMORY_WARN", Settings.redis_memory_warn)
     limits, delivery = _limits(env), _delivery(env)
     audit_ttl = env.int("RELAY_AUDIT_TTL_S", 30 * 86400)
     dedup_window = env.int("RELAY_DEDUP_WINDOW_S", 72 * 3600)
@@ -219,6 +226,11 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
             "signed webhook's timestamp is accepted (±5 minutes): a replay could outlive its identity; "
             f"set it to at least {SIGNATURE_SPAN_S}"
         )
+    if not 0 < memory_warn <= 1:
+        raise ConfigError(
+            f"RELAY_REDIS_MEMORY_WARN={memory_warn} is not a share of maxmemory: give a number above 0, "
+            "at most 1 (0.8: warn once Redis holds 80% of its maxmemory)"
+        )
     _check_credentials(routes, write_keys, secrets, insecure)
     return Settings(
         redis_url=redis_url,
@@ -237,6 +249,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         dead_letters_max=dead_letters_max,
         admin_keys=admin_keys,
         allow_eviction=allow_eviction,
+        redis_memory_warn=memory_warn,
     )
 
 

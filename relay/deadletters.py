@@ -106,7 +106,7 @@ return removed
 # Move a dead letter back to its lane only if it is still there: two operators replaying the same
 # dead letter at once must not send it twice. The lane's list and set of lanes follow the route's
 # keys; ARGV: the id, the record, the lane's name, the metrics field of replays.
-REQUEUE = (
+PUT_BACK = (
     DROP
     + APPEND_LUA
     + """
@@ -341,7 +341,7 @@ def counts(client: redis.Redis, workspaces: Iterable[str], routes: Iterable[str]
     )
 
 
-def requeue(
+def put_back(
     client: redis.Redis, item: dict[str, Any], delivery: Any, record: dict[str, Any] | None = None
 ) -> str | None:
     """Put a dead letter's record back on its lane (fresh attempts) and remove the dead letter.
@@ -362,7 +362,7 @@ def requeue(
     route = item["route"]
     keys = [*_route_keys(lane.workspace, route), lane.list_key, lane.keys.lanes]
     args = [item["id"], payload, lane.name, metrics.REPLAYED.field(route=envelope["route"])]
-    if not client.eval(REQUEUE, len(keys), *keys, *_head(route), *args):
+    if not client.eval(PUT_BACK, len(keys), *keys, *_head(route), *args):
         return None
     lane.wake(client, delivery)
     return lane.name

@@ -18,6 +18,8 @@ class Envelope(TypedDict, total=False):
     t: the record's time; seq: arrival order for ties (receive time in ns, then index)
     at: when the edge accepted it (UNIX seconds); uxo: Braze's _update_existing_only
     n: delivery attempts so far; first: first failure time; why: last failure reason
+    w: when it first waited for an earlier call of its user in another lane (relay/order.py)
+    again: a consent change sent once more, after its user's earlier records (handlers/commit.py)
     dd: 1 when its route's dedup_key named it: its sends are marked (handlers/sent.py)
     """
 
@@ -33,6 +35,8 @@ class Envelope(TypedDict, total=False):
     n: int
     first: float
     why: str
+    w: float
+    again: bool
     dd: int
 
 

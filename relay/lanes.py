@@ -1,6 +1,6 @@
 """The lane protocol, owned by `Lane`: its keys, its one lease, its drain job, its records and its count.
 
-A lane is the queue of one workspace's family of Braze calls ('default:track.0', 'default:consent').
+A lane holds the records of one workspace's family of Braze calls ('default:track.0', 'default:consent').
 Its records wait in a Redis list, oldest first, and its retries in a sorted set by due time.
 Exactly one drain job owns a lane at a time: the owner holds the lease (a key whose value is the
 owner's token, with an expiry the owner keeps renewing). Whoever takes a free lease (the edge after
@@ -99,6 +99,11 @@ class Lane:
         if family is not LaneFamily.TRACK or shards <= 1 or not ident:
             return cls(f"{workspace}:{family}")
         return cls(f"{workspace}:{family}.{zlib.crc32(user_key(ident).encode()) % shards}")
+
+    @classmethod
+    def track_of(cls, workspace: str, ident: dict[str, Any] | None, shards: int) -> Lane:
+        """The track lane that holds this identifier's track records."""
+        return cls.of(workspace, Kind.EVENTS, ident, shards)
 
     @classmethod
     def of_route(cls, route: Route, shards: int) -> list[Lane]:

@@ -3,8 +3,8 @@
 Writers add to their workspace's Redis hash inside the transactions they already run (no extra
 round trip), through the typed counters below, which check their labels; `/metrics` reads every
 workspace's hash at scrape time, adds them up and renders them with prometheus-client, adding
-gauges read live (lane counts, retry sets, dead letters, RQ workers per queue). Field names are
-JSON `[metric, {label: value}]`.
+gauges read live (lane counts, retry sets, dead letters, RQ workers per queue, Redis's memory).
+Field names are JSON `[metric, {label: value}]`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, cast
 
 import redis
@@ -23,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from rq import Queue, Worker
 
-from relay import lanes, store
+from relay import lanes, redis_health, store
 
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 Series = tuple[str, tuple[tuple[str, str], ...]]  # (metric, sorted labels)
@@ -52,6 +53,13 @@ class Count:
         """Queue `name{labels} += value` in the workspace's counts, on a pipeline (or a client)."""
         if value:
             pipe.hincrby(store.keys(workspace).metrics, self.field(**labels), value)
+
+
+class Rejection(StrEnum):
+    """Why the edge refused a record (relay_records_rejected's `reason`)."""
+
+    INVALID = "invalid"  # the record failed validation
+    REQUEST_REFUSED = "request_refused"  # valid, but refused with the rest of its request (a 422)
 
 
 RECEIVED = Count("relay_records_received", "Records received at the edge, accepted or not", ("route",))
@@ -94,6 +102,26 @@ BRAZE_REQUESTS = Count("relay_braze_requests", "Requests sent to Braze", ("endpo
 RATE_LIMITED = Count(
     "relay_rate_limited", "429 answers from Braze, or waits for the shared window", ("family", "source")
 )
+ERASED = Count(
+    "relay_records_erased",
+    "Records not sent: a delete of their user was accepted after them (counted as superseded too)",
+    ("route",),
+)
+ORDER_WAITS = Count(
+    "relay_order_waits",
+    "Records that waited for an earlier alias, identify or delete of their user in another lane",
+    ("lane",),
+)
+ORDER_GAVE_UP = Count(
+    "relay_order_gave_up",
+    "Records that went on after waiting RELAY_ORDER_MAX_WAIT_S for an earlier call of their user",
+    ("lane",),
+)
+CONSENT_RESENT = Count(
+    "relay_consent_resent",
+    "Consent changes sent once more after their user's earlier records (not counted as delivered again)",
+    ("route",),
+)
 COUNTERS = (
     RECEIVED,
     ACCEPTED,
@@ -111,6 +139,10 @@ COUNTERS = (
     RETRIES,
     BRAZE_REQUESTS,
     RATE_LIMITED,
+    ERASED,
+    ORDER_WAITS,
+    ORDER_GAVE_UP,
+    CONSENT_RESENT,
 )
 
 
@@ -140,7 +172,12 @@ class Histogram:
 DELIVERY_LAG = Histogram(
     "relay_delivery_lag_seconds", "From accepted at the edge to delivered to Braze", ("lane",)
 )
-HISTOGRAMS = (DELIVERY_LAG,)
+ORDER_WAIT = Histogram(
+    "relay_order_wait_seconds",
+    "How long records waited for an earlier call of their user in another lane, when they went on",
+    ("lane",),
+)
+HISTOGRAMS = (DELIVERY_LAG, ORDER_WAIT)
 
 
 def _buckets(values: Iterable[float]) -> collections.Counter[str]:
@@ -246,9 +283,12 @@ def with_received(values: dict[Series, float]) -> dict[Series, float]:
 class RelayCollector(Collector):
     """Renders the Redis-held metrics of every workspace, plus live gauges, for prometheus-client."""
 
-    def __init__(self, client: redis.Redis, configured: Iterable[str] = ()) -> None:
+    def __init__(
+        self, client: redis.Redis, configured: Iterable[str] = (), *, memory_warn: float = 0.8
+    ) -> None:
         self.client = client
         self.configured = tuple(configured)  # the configured workspaces (and those Redis remembers)
+        self.memory_warn = memory_warn  # RELAY_REDIS_MEMORY_WARN
 
     def collect(self) -> Iterator[Metric]:
         """Read Redis once per scrape."""
@@ -302,6 +342,23 @@ class RelayCollector(Collector):
             total = sum(pipe.execute())
         yield GaugeMetricFamily("relay_dead_letters", "Dead letters in the store", value=total)
         yield self._workers()
+        yield from self._memory()
+
+    def _memory(self) -> Iterator[Metric]:
+        """Redis's memory against its maxmemory: a full Redis refuses every write (none without INFO)."""
+        memory = redis_health.memory(self.client)
+        if memory is None:
+            return
+        yield GaugeMetricFamily(
+            "relay_redis_memory_used_ratio",
+            "Memory Redis uses over its maxmemory (0: no maxmemory)",
+            value=memory.ratio or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "relay_redis_memory_warning",
+            "1 once Redis uses RELAY_REDIS_MEMORY_WARN of its maxmemory (full, it refuses every write)",
+            value=float(memory.warning(self.memory_warn) is not None),
+        )
 
     def _workers(self) -> Metric:
         """RQ's registry of live workers per queue: 0 for a queue means its drain jobs wait for nobody."""
@@ -310,7 +367,7 @@ class RelayCollector(Collector):
             "RQ workers registered for a queue (one killed without warning counts until its key expires)",
             labels=["queue"],
         )
-        for name in (store.QUEUE_CONSENT, store.QUEUE_BULK):
+        for name in store.RQ_QUEUES:
             queue = Queue(name, connection=self.client)
             workers.add_metric([name], len(Worker.all(queue=queue)))
         return workers

@@ -2,7 +2,7 @@
 
 A *mode* is what a route's table in the routes file says (`mode`, and `track_record_type` for
 `user_track`); it decides the record *kind* (what a record becomes in Braze). A kind travels in one
-*lane family* (the queue and worker batch it shares with kinds sent to the same Braze calls), and
+*lane family* (the lane and worker batch it shares with kinds sent to the same Braze calls), and
 each Braze *endpoint* counts against one *rate-limit family*. Every record ends in one *outcome*.
 
 Adding a mode is one `Mode` entry below, plus the behaviour that is new: its record schema
@@ -50,7 +50,7 @@ _KINDS = {kind.value: kind for kind in Kind}
 
 
 class LaneFamily(StrEnum):
-    """The family of Braze calls a lane carries: one queue, one batch, one owner at a time.
+    """The family of Braze calls a lane carries: one list of records, one batch, one owner at a time.
 
     Calls whose relative order matters for one user share a lane, which keeps it: an alias's creation
     and its update (`alias`), identifies and merges, which both join two identifiers (`identify`), an
@@ -72,7 +72,9 @@ class RateFamily(StrEnum):
     # https://www.braze.com/docs/api/api_limits/
     TRACK = "track"  # /users/track: 3,000 per 3 s
     USERS = "users"  # alias/new, alias/update, identify, delete, merge: 20,000 per minute, shared
-    SUBSCRIPTION = "subscription"  # subscription/status/set, v1 and v2: 5,000 per minute
+    # Consent calls to subscription/status/set, v1 and v2: 5,000 per minute. Its value is Braze's name
+    # for the family: the metric label (family="subscription") and the rate-limit keys keep it.
+    CONSENT = "subscription"
     RENAME = "rename"  # /users/external_ids/rename: 1,000 per minute
     REMOVE = "remove"  # /users/external_ids/remove: 1,000 per minute
     CATALOG = "catalog"  # the asynchronous catalog item endpoints: 16,000 per minute, shared
@@ -105,7 +107,7 @@ _RATE_FAMILY = {
     Endpoint.ALIAS: RateFamily.USERS,
     Endpoint.IDENTIFY: RateFamily.USERS,
     Endpoint.DELETE: RateFamily.USERS,
-    Endpoint.SUBSCRIPTION: RateFamily.SUBSCRIPTION,
+    Endpoint.SUBSCRIPTION: RateFamily.CONSENT,
     Endpoint.EMAIL_STATUS: RateFamily.DEFAULT,
     Endpoint.MERGE: RateFamily.USERS,
     Endpoint.ALIAS_UPDATE: RateFamily.USERS,
@@ -240,8 +242,7 @@ MODES: tuple[Mode, ...] = (
         from_pages=True,
     ),
     # A merge ties its two identifiers from then on (links). It does not erase: `erases` would drop
-    # the not-yet-sent records of both its identifiers, the kept user's too; the merged-away user's
-    # earlier records belong before the merge (gate), where Braze folds them into the kept profile.
+    # the not-yet-sent records of both its identifiers, the kept user's too.
     Mode(
         Kind.MERGE,
         "user_merge",
@@ -292,6 +293,7 @@ MODES: tuple[Mode, ...] = (
 BY_KIND: dict[Kind, Mode] = {mode.kind: mode for mode in MODES}
 ROUTE_MODES = tuple(dict.fromkeys(mode.mode for mode in MODES))  # the routes file's `mode` values
 TRACK_TYPES = tuple(mode.track_record_type for mode in MODES if mode.track_record_type)
+TRACK_TYPE_MODES = frozenset(mode.mode for mode in MODES if mode.track_record_type)  # user_track
 
 
 def mode_of(mode: str, track_record_type: str | None = None) -> Mode:

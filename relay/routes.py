@@ -14,8 +14,17 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from relay.dedup import DEFAULT_WINDOW_S, Dedup, compile_dedup
 from relay.errors import ConfigError
-from relay.modes import ROUTE_MODES, TRACK_TYPES, Kind, Mode, mode_of
+from relay.modes import ROUTE_MODES, TRACK_TYPE_MODES, TRACK_TYPES, Kind, Mode, mode_of
 from relay.secrets import Secret, split_secrets
+from relay.signing import (
+    STANDARD,
+    SignatureAlgorithm,
+    SignatureEncoding,
+    SignatureScheme,
+    Signing,
+    build_signing,
+    check_signing,
+)
 from relay.transforms import PRESETS, Transform, TransformError, compile_transform
 
 NAME = validate.Regexp(r"^[A-Za-z0-9_]{1,128}$", error="only letters, digits and '_' are allowed")
@@ -24,10 +33,6 @@ ROUTE_NAME = validate.Regexp(
 )
 ENV_NAME = validate.Regexp(r"^[A-Z_][A-Z0-9_]*$", error="must be an environment variable name")
 HEADER_NAME = validate.Regexp(r"^[A-Za-z0-9-]{1,128}$", error="must be an HTTP header name")
-# How a webhook sender signs its requests (receiver/signatures.py verifies each).
-SIGNATURES = ("standard", "shopify", "td_signed", "hmac")
-SIGNATURE_ALGORITHMS = ("sha256", "sha1")
-SIGNATURE_ENCODINGS = ("hex", "base64")
 # An exact web origin, as a browser sends it in `Origin`: scheme, host, optional port; no path or wildcard.
 ORIGIN = validate.Regexp(
     r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
@@ -100,12 +105,7 @@ class Route:
     write_keys: tuple[Secret, ...] = ()
     webhook_secrets: tuple[Secret, ...] = ()
     # How webhook senders sign (signature = ...), and where the sender's own delivery id travels.
-    signature: str = "standard"
-    signature_header: str | None = None
-    signature_algorithm: str = "sha256"
-    signature_encoding: str = "hex"
-    signature_prefix: str = ""
-    delivery_id_header: str | None = None
+    signing: Signing = STANDARD
     dead_letters_max: int | None = None  # None: the global RELAY_DEAD_LETTERS_MAX
     # Web pages that may post to this route from a browser (CORS); their key is public.
     allowed_origins: tuple[str, ...] = ()
@@ -166,10 +166,10 @@ class RouteSchema(Schema):
     braze_api_key_env = fields.String(validate=ENV_NAME, load_default=None)
     write_keys_env = fields.String(validate=ENV_NAME, load_default=None)
     webhook_secrets_env = fields.String(validate=ENV_NAME, load_default=None)
-    signature = fields.String(validate=validate.OneOf(SIGNATURES), load_default="standard")
+    signature = fields.String(validate=validate.OneOf(tuple(SignatureScheme)), load_default="standard")
     signature_header = fields.String(validate=HEADER_NAME, load_default=None)
-    signature_algorithm = fields.String(validate=validate.OneOf(SIGNATURE_ALGORITHMS), load_default=None)
-    signature_encoding = fields.String(validate=validate.OneOf(SIGNATURE_ENCODINGS), load_default=None)
+    signature_algorithm = fields.String(validate=validate.OneOf(tuple(SignatureAlgorithm)), load_default=None)
+    signature_encoding = fields.String(validate=validate.OneOf(tuple(SignatureEncoding)), load_default=None)
     signature_prefix = fields.String(validate=validate.Length(max=64), load_default=None)
     delivery_id_header = fields.String(validate=HEADER_NAME, load_default=None)
     dead_letters_max = fields.Integer(validate=validate.Range(min=1), load_default=None)
@@ -196,6 +196,14 @@ class RouteSchema(Schema):
             raise ValidationError("only allowed when mode is user_subscription", "double_opt_in")
         if data.get("dedup_window_s") is not None and not data.get("dedup_key"):
             raise ValidationError("only allowed with dedup_key", "dedup_window_s")
+        if data.get("dedup_key") and mode not in ("user_track", "catalog_items"):
+            # A repeat of the other calls changes nothing in Braze, and a repeated call that orders
+            # others (relay/order.py) or is audited must not leave marks for a record never stored.
+            raise ValidationError(
+                "only for user_track and catalog_items routes: Braze takes the other calls twice to the "
+                "same effect",
+                "dedup_key",
+            )
         if data.get("prioritization") is not None:
             if mode not in ("user_identifying", "user_merge"):
                 raise ValidationError(
@@ -235,11 +243,12 @@ class RouteSchema(Schema):
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
-        if data["mode"] == "user_track" and not data.get("track_record_type"):
+        typed = data["mode"] in TRACK_TYPE_MODES
+        if typed and not data.get("track_record_type"):
             raise ValidationError("required when mode is user_track", "track_record_type")
-        if data["mode"] != "user_track" and data.get("track_record_type"):
+        if not typed and data.get("track_record_type"):
             raise ValidationError("only allowed when mode is user_track", "track_record_type")
-        if data.get("skip_unchanged") and data["mode"] != "user_track":
+        if data.get("skip_unchanged") and not typed:
             raise ValidationError(
                 "only for user_track routes: it leaves out attribute values Braze already has",
                 "skip_unchanged",
@@ -261,26 +270,7 @@ class RouteSchema(Schema):
             raise ValidationError(
                 f"preset {data['preset']!r} needs mode {' or '.join(preset.modes)}", "preset"
             )
-        _check_signature(data)
-
-
-def _check_signature(data: dict[str, Any]) -> None:
-    """The signature settings fit the scheme: hmac needs its header; only hmac-like schemes take them."""
-    scheme = data["signature"]
-    if scheme != "standard" and not data.get("webhook_secrets_env"):
-        # The global secrets are Standard Webhooks secrets; a sender's own HMAC key must be named.
-        raise ValidationError(
-            f"signature = {scheme!r} needs the route's own webhook_secrets_env", "signature"
-        )
-    if scheme in ("hmac", "td_signed") and not data.get("signature_header"):
-        raise ValidationError(f"required when signature is {scheme!r}", "signature_header")
-    tuning = ("signature_header", "signature_algorithm", "signature_encoding", "signature_prefix")
-    if scheme in ("standard", "shopify"):
-        for key in (*tuning, "delivery_id_header"):
-            if data.get(key) is not None:
-                raise ValidationError("only allowed when signature is 'hmac' or 'td_signed'", key)
-    if scheme == "td_signed" and data.get("signature_algorithm") not in (None, "sha256"):
-        raise ValidationError("TD signs with HMAC-SHA256", "signature_algorithm")
+        check_signing(data)
 
 
 def _first_error(messages: Any, prefix: str = "") -> str:
@@ -415,12 +405,14 @@ def _route(
         webhook_secrets_env=data["webhook_secrets_env"],
         write_keys=split_secrets(environ.get(data["write_keys_env"] or "", "")),
         webhook_secrets=split_secrets(environ.get(data["webhook_secrets_env"] or "", "")),
-        signature=data["signature"],
-        signature_header=data["signature_header"],
-        signature_algorithm=data["signature_algorithm"] or "sha256",
-        signature_encoding=data["signature_encoding"] or "hex",
-        signature_prefix=data["signature_prefix"] or "",
-        delivery_id_header=data["delivery_id_header"],
+        signing=build_signing(
+            data["signature"],
+            header=data["signature_header"],
+            algorithm=data["signature_algorithm"],
+            encoding=data["signature_encoding"],
+            prefix=data["signature_prefix"],
+            delivery_id_header=data["delivery_id_header"],
+        ),
         dead_letters_max=data["dead_letters_max"],
         allowed_origins=tuple(data["allowed_origins"]),
         transform=transform,

@@ -26,6 +26,8 @@ LAYOUT_VERSION = "2"  # every key of a workspace under the hash tag {workspace}
 WORKSPACES = f"{PREFIX}:workspaces"  # set: every workspace a process of this Redis has served
 QUEUE_CONSENT = "relay-consent"  # RQ queue for consent lanes: workers take it first
 QUEUE_BULK = "relay-bulk"  # RQ queue for every other lane
+RQ_QUEUES = (QUEUE_CONSENT, QUEUE_BULK)  # every RQ queue of the relay, in the order workers take them
+PROBE = f"{PREFIX}:probe"  # a small key written to learn whether Redis takes writes (it expires)
 RATE_PREFIX = f"{PREFIX}:rate"  # the `limits` library's moving windows live under this prefix
 
 
@@ -84,6 +86,26 @@ class Keys:
     def unchanged_forgotten(self, route: str) -> str:
         """When a route's skip_unchanged memory was last forgotten (UNIX seconds)."""
         return f"{self.base}:uc-forgotten:{route}"
+
+    # --- order across lanes (relay/order.py owns them) --------------------------------------------
+    def order(self, user_digest: str) -> str:
+        """Per user (by `digest`): its erase mark, pending gates and links (a hash)."""
+        return f"{self.base}:ord:{user_digest}"
+
+    @property
+    def order_gates(self) -> str:
+        """How many gates are pending in the workspace (none: a chunk is not checked user by user)."""
+        return f"{self.base}:ord-gates"
+
+    @property
+    def order_erased(self) -> str:
+        """When the newest erasing record (a delete) was accepted (UNIX seconds)."""
+        return f"{self.base}:ord-erased"
+
+    @property
+    def fences(self) -> str:
+        """Chunks taken and not yet committed, scored by when they were checked (a sorted set)."""
+        return f"{self.base}:fences"
 
     # --- what the edge keeps -----------------------------------------------------------------------
     def idempotency(self, route: str, key_digest: str) -> str:

@@ -704,3 +704,52 @@ def test_new_families_have_brazes_limits(sim: Simulator) -> None:
         "/users/alias/update": "20000",
         "/catalogs/shop/items": "16000",
     }
+
+
+# -- what the order across calls depends on (each as Braze's page says) --------------------------
+
+
+def test_an_event_by_an_alias_braze_does_not_have_is_dropped_with_a_201(sim: Simulator) -> None:
+    """Events and purchases by user_alias are update-only: none for an unknown alias, still a 201
+    (https://www.braze.com/docs/api/objects_filters/event_object/, .../purchase_object/)."""
+    answer = track(sim, events=[{"user_alias": ALIAS, "name": "early", "time": WHEN}])
+    assert answer.status_code == 201 and sim.state.find(user_alias=ALIAS) is None
+    post(sim, "/users/alias/new", {"user_aliases": [ALIAS]})
+    track(sim, events=[{"user_alias": ALIAS, "name": "late", "time": WHEN}])
+    assert [event["name"] for event in stored(sim, user_alias=ALIAS)["events"]] == ["late"]
+
+
+def test_a_track_after_a_delete_creates_a_new_profile(sim: Simulator) -> None:
+    """A deleted profile cannot be restored; a later /users/track by its external_id makes a new one
+    (https://www.braze.com/docs/api/endpoints/user_data/post_user_delete/)."""
+    track(sim, attributes=[{"external_id": "gone", "plan": "gold"}])
+    first = stored(sim, external_id="gone")["braze_id"]
+    post(sim, "/users/delete", {"external_ids": ["gone"]})
+    track(sim, events=[{"external_id": "gone", "name": "signup", "time": WHEN}])
+    again = stored(sim, external_id="gone")
+    assert again["braze_id"] != first and again["attributes"] == {}
+    assert [event["name"] for event in again["events"]] == ["signup"]
+
+
+def test_identify_of_an_alias_no_profile_has_adds_it_to_the_identified_user(sim: Simulator) -> None:
+    """Identify combines an alias-only profile into the external_id's; with no alias-only profile the
+    alias is added to the identified one (its label not taken), and no profile is made for an
+    external_id that does not exist (https://www.braze.com/docs/api/endpoints/user_data/post_user_identify/,
+    https://www.braze.com/docs/api/objects_filters/aliases_to_identify/: a non-fatal error)."""
+    track(sim, attributes=[{"external_id": "known", "a": 1}])
+    body = {"aliases_to_identify": [{"external_id": "known", "user_alias": ALIAS}]}
+    assert post(sim, "/users/identify", body).status_code == 201
+    assert stored(sim, external_id="known")["user_aliases"] == [ALIAS]
+    other = {"alias_name": "nobody", "alias_label": "web"}
+    post(sim, "/users/identify", {"aliases_to_identify": [{"external_id": "absent", "user_alias": other}]})
+    assert sim.state.profile("absent") is None and sim.state.find(user_alias=other) is None
+
+
+def test_a_subscription_state_for_an_unknown_external_id_is_lost(sim: Simulator) -> None:
+    """Braze keeps subscription states for unknown emails and phones, not for an external_id no
+    profile has: its subscription pages point to /users/track to create the user first
+    (https://www.braze.com/docs/api/endpoints/subscription_groups/post_update_user_subscription_group_v2/)."""
+    group = {"subscription_group_id": "g", "subscription_state": "unsubscribed", "external_ids": ["later"]}
+    assert post(sim, "/v2/subscription/status/set", {"subscription_groups": [group]}).status_code == 201
+    track(sim, attributes=[{"external_id": "later", "a": 1}])
+    assert stored(sim, external_id="later")["subscription_groups"] == {}

@@ -235,9 +235,23 @@ def test_a_dedup_key_that_is_no_field_and_no_jq_stops_the_start(
 ) -> None:
     """A dedup_key that is neither a field name nor a jq expression stops the start, naming route and key."""
     routes = tmp_path / "routes.toml"
-    routes.write_text('[routes.bad]\nmode = "user_delete"\ndedup_key = ".id | ("\n')
+    routes.write_text(
+        '[routes.bad]\nmode = "user_track"\ntrack_record_type = "custom_events"\ndedup_key = ".id | ("\n'
+    )
     monkeypatch.setenv("RELAY_CONFIG", str(routes))
     with pytest.raises(ConfigError, match=r"route 'bad': key 'dedup_key'"):
+        load_settings()
+
+
+def test_dedup_key_is_for_track_and_catalog_routes(
+    tmp_path: Path, relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dedup_key on a route of another mode stops the start: a repeated identify, delete or consent
+    change does nothing new in Braze, and its order marks must not outlive a record never stored."""
+    routes = tmp_path / "routes.toml"
+    routes.write_text('[routes.deletes]\nmode = "user_delete"\ndedup_key = "request_id"\n')
+    monkeypatch.setenv("RELAY_CONFIG", str(routes))
+    with pytest.raises(ConfigError, match=r"route 'deletes': key 'dedup_key': only for user_track"):
         load_settings()
 
 
@@ -246,15 +260,15 @@ def test_an_export_of_exactly_100000_rows_is_counted_as_probably_truncated(
 ) -> None:
     """TD's web export drops rows past 100,000 without a word: an export of exactly 100,000 rows is
     answered as usual, and logged and counted as probably truncated; 99,999 rows are not."""
-    rows = [[f"t{n}"] for n in range(100_000)]
+    rows = [[f"t{n}", "gold"] for n in range(100_000)]
     with caplog.at_level(logging.WARNING, logger="receiver.views"):
-        answer = export(client, "deletes", ["external_id"], rows)
-        export(client, "deletes", ["external_id"], rows[:-1])
+        answer = export(client, "profiles", ["external_id", "tier"], rows)
+        export(client, "profiles", ["external_id", "tier"], rows[:-1])
     assert answer["accepted"] == 100_000
     counted = metrics.read(clean_redis, WORKSPACES)
-    assert counted[(metrics.EXPORTS_TRUNCATED.name, (("route", "deletes"),))] == 1
+    assert counted[(metrics.EXPORTS_TRUNCATED.name, (("route", "profiles"),))] == 1
     (warning,) = [record for record in caplog.records if "probably truncated" in record.getMessage()]
-    assert warning.route == "deletes"  # type: ignore[attr-defined]
+    assert warning.route == "profiles"  # type: ignore[attr-defined]
 
 
 def test_the_next_owner_sends_nothing_a_previous_send_settled(

@@ -45,7 +45,7 @@ def test_a_pause_stops_the_family_for_everyone_until_reset(clean_redis: redis.Re
     one.pause("default", RateFamily.TRACK, reset)
     assert other.paused_until("default", RateFamily.TRACK) == reset
     assert other.acquire("default", RateFamily.TRACK) == reset
-    assert other.acquire("default", RateFamily.SUBSCRIPTION) is None, "other families go on"
+    assert other.acquire("default", RateFamily.CONSENT) is None, "other families go on"
 
 
 def test_remaining_zero_pauses_until_reset(clean_redis: redis.Redis) -> None:

@@ -470,9 +470,9 @@ def test_identify_requires_external_id_and_alias(record: dict[str, Any], field: 
     assert field in errors_of(IDENTIFY, record)
 
 
-# --- subscriptions -----------------------------------------------------------------------------
+# --- consent -----------------------------------------------------------------------------------
 
-GOOD_SUBSCRIPTIONS = {
+GOOD_CONSENTS = {
     "group state": {
         "external_id": "u7",
         "subscription_group_id": "g-news",
@@ -490,16 +490,16 @@ GOOD_SUBSCRIPTIONS = {
 }
 
 
-@pytest.mark.parametrize("record", GOOD_SUBSCRIPTIONS.values(), ids=GOOD_SUBSCRIPTIONS.keys())
-def test_subscription_loads(record: dict[str, Any]) -> None:
-    """A subscription record keeps its identifier under _id and its states as given."""
+@pytest.mark.parametrize("record", GOOD_CONSENTS.values(), ids=GOOD_CONSENTS.keys())
+def test_consent_loads(record: dict[str, Any]) -> None:
+    """A consent record keeps its identifier under _id and its states as given."""
     loaded = load(CONSENT, {**record, "time": T1, "extra_column": "x"})
     identifier = {key: record[key] for key in ("external_id", "email", "phone") if key in record}
     states = {key: value for key, value in record.items() if key not in identifier}
     assert loaded == {"_id": identifier, "time": float(T1), **states}
 
 
-BAD_SUBSCRIPTIONS = {
+BAD_CONSENTS = {
     "group id without state": (
         {"external_id": "u7", "subscription_group_id": "g-news"},
         "subscription_state",
@@ -520,8 +520,8 @@ BAD_SUBSCRIPTIONS = {
 }
 
 
-@pytest.mark.parametrize(("record", "field"), BAD_SUBSCRIPTIONS.values(), ids=BAD_SUBSCRIPTIONS.keys())
-def test_bad_subscription_is_refused(record: dict[str, Any], field: str) -> None:
+@pytest.mark.parametrize(("record", "field"), BAD_CONSENTS.values(), ids=BAD_CONSENTS.keys())
+def test_bad_consent_is_refused(record: dict[str, Any], field: str) -> None:
     """Group id and state go together, states take only their allowed values, and the identifier fits."""
     assert field in errors_of(CONSENT, record)
 

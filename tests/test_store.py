@@ -39,7 +39,7 @@ track_record_type = "custom_events"
 dedup_key = "messageId"
 """
 # Keys outside every workspace: the layout marker (and its lock) and the set of workspaces.
-GLOBAL = {store.LAYOUT, "relay:layout:lock", store.WORKSPACES}
+GLOBAL = {store.LAYOUT, "relay:layout:lock", store.WORKSPACES, store.PROBE}
 
 
 def relay_key(key: str) -> bool:
@@ -72,7 +72,7 @@ def monitored(clean_redis: redis.Redis) -> Iterator[list[str]]:
     """Every command Redis runs while the test body runs, as MONITOR prints it (arguments quoted)."""
     seen: list[str] = []
     stop = threading.Event()
-    connection = redis.Redis.from_url(REDIS_URL).connection_pool.get_connection("MONITOR")
+    connection = redis.Redis.from_url(REDIS_URL).connection_pool.get_connection()
     connection.send_command("MONITOR")
     assert connection.read_response() in (b"OK", "OK")
 

@@ -1,4 +1,5 @@
-"""TD's browser SDK at the HTTP level: its envelope, types and query, CORS per route, browser-route rules.
+"""TD's browser SDK at the HTTP level: its envelope, types and query, browser-route rules (CORS is in
+test_cors.py).
 
 The requests are the ones td-js-sdk 4.4.3 builds (npm package, lib/record.js `_sendRecord` and
 lib/utils/misc.js `adlHeaders`; vendored in sdk_demo/static/td-js-sdk/): POST
@@ -102,89 +103,12 @@ def cors_headers(response: TestResponse) -> dict[str, str]:
     return {k.lower(): v for k, v in response.headers.items() if k.lower().startswith(ACCESS_CONTROL)}
 
 
-def queued(client: redis.Redis, lane: str) -> list[envelope.Envelope]:
+def waiting(client: redis.Redis, lane: str) -> list[envelope.Envelope]:
     """The records waiting in a lane."""
     return [envelope.loads(raw) for raw in client.lrange(lane, 0, -1)]
 
 
-# --- CORS ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("origin", [SHOP, LOCAL])
-@pytest.mark.parametrize("path", [EVENTS, f"/postback/v3/event{EVENTS}"])
-def test_preflight_from_an_allowed_origin_names_it_with_credentials(
-    client: FlaskClient, path: str, origin: str
-) -> None:
-    """The preflight answer echoes the exact origin, allows credentials, POST and the SDK's headers."""
-    response = preflight(client, path, origin, "authorization,content-type,accept,x-td-write-key")
-    assert response.status_code == 200
-    cors = cors_headers(response)
-    assert cors["access-control-allow-origin"] == origin  # exactly that one, never a list or '*'
-    assert cors["access-control-allow-credentials"] == "true"
-    assert cors["access-control-allow-methods"] == "POST"
-    allowed = {name.strip().lower() for name in cors["access-control-allow-headers"].split(",")}
-    assert allowed == {"authorization", "content-type", "accept", "x-td-write-key"}
-    assert cors["access-control-max-age"] == "600"
-    assert "Origin" in response.headers.get_all("Vary")
-
-
-def test_preflight_leaves_out_headers_the_relay_does_not_take(client: FlaskClient) -> None:
-    """A request header outside the allowed list is not allowed back, so the browser will not send it."""
-    response = preflight(client, EVENTS, SHOP, "authorization,x-tracking-id")
-    assert response.headers["Access-Control-Allow-Headers"] == "authorization"
-
-
-@pytest.mark.parametrize(
-    "origin",
-    [
-        "https://evil.example",
-        "https://shop.example.com.evil.example",  # a suffix is not the origin
-        "https://evil.example/https://shop.example.com",
-        "http://shop.example.com",  # another scheme is another origin
-        "https://shop.example.com:8443",  # so is another port
-        "null",  # sandboxed iframes and file:// pages
-    ],
-)
-def test_other_origins_get_no_cors_headers(
-    client: FlaskClient, redis_client: redis.Redis, origin: str
-) -> None:
-    """A page of any other origin gets no Access-Control-* header, on the preflight or the POST."""
-    assert cors_headers(preflight(client, EVENTS, origin)) == {}
-    response = sdk_post(client, EVENTS, {"events": [{"external_id": "u1", "name": "x"}]}, origin=origin)
-    # Not a credential check: a caller that is not a browser can still post with the key. The
-    # browser refuses the page the answer (and sent no POST, as its preflight failed).
-    assert response.status_code == 200
-    assert cors_headers(response) == {}
-
-
-def test_origin_allowed_on_one_route_only_opens_that_route(client: FlaskClient) -> None:
-    """An origin is allowed per route: the consent route lists only the shop, not the local page."""
-    assert cors_headers(preflight(client, CONSENT, SHOP))["access-control-allow-origin"] == SHOP
-    assert cors_headers(preflight(client, CONSENT, LOCAL)) == {}
-
-
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("OPTIONS", "/db/events"),  # a route without allowed_origins
-        ("POST", "/db/events"),
-        ("OPTIONS", "/postback/v3/event/db/events"),
-        ("OPTIONS", "/export/page_events"),  # server-to-server paths of a browser route
-        ("OPTIONS", "/webhooks/page_events"),
-        ("OPTIONS", "/web/nope"),  # no such route
-        ("OPTIONS", "/admin/"),
-        ("GET", "/healthz"),
-    ],
-)
-def test_no_cors_headers_off_the_browser_paths(client: FlaskClient, method: str, path: str) -> None:
-    """Routes without allowed_origins, exports, webhooks and every other path never answer CORS."""
-    response = client.open(
-        path,
-        method=method,
-        headers={"Origin": SHOP, "Access-Control-Request-Method": "POST", **sdk_headers()},
-        data=json.dumps({"records": [{"external_id": "u1", "name": "x"}]}),
-    )
-    assert cors_headers(response) == {}, (method, path, response.status_code)
+# --- the SDK's requests from an allowed page ----------------------------------------------------
 
 
 def test_sdk_post_from_an_allowed_origin_is_stored_and_readable(
@@ -199,24 +123,9 @@ def test_sdk_post_from_an_allowed_origin_is_stored_and_readable(
     assert cors["access-control-allow-origin"] == SHOP
     assert cors["access-control-allow-credentials"] == "true"
     assert cors["access-control-expose-headers"] == "X-Request-Id"
-    (stored,) = queued(redis_client, TRACK_LANE)
+    (stored,) = waiting(redis_client, TRACK_LANE)
     assert stored["route"] == "page_events"
     assert stored["rec"]["name"] == "signup" and stored["rec"]["properties"] == {"plan": "pro"}
-
-
-def test_error_answers_carry_cors_headers_for_an_allowed_origin(client: FlaskClient) -> None:
-    """A refused request from an allowed page is readable there: the page can show why (401, 422)."""
-    unauthenticated = client.post(
-        EVENTS,
-        data=b'{"events": [{"external_id": "u1", "name": "x"}]}',
-        headers={"Origin": SHOP, "Content-Type": SDK_TYPE},
-    )
-    assert unauthenticated.status_code == 401
-    assert cors_headers(unauthenticated)["access-control-allow-origin"] == SHOP
-    invalid = sdk_post(client, EVENTS, {"events": [{"external_id": "u1"}]})
-    assert invalid.status_code == 422
-    assert cors_headers(invalid)["access-control-allow-origin"] == SHOP
-    assert "name" in invalid.get_json()["errors"]["records"]["0"]
 
 
 # --- the SDK's envelope, types and query ---------------------------------------------------------
@@ -234,7 +143,7 @@ def test_events_envelope_in_each_sdk_type_is_stored(
     response = sdk_post(client, EVENTS, {"events": records}, content_type=content_type)
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["accepted"] == 2 and response.get_json()["rejected"] == []
-    assert [stored["rec"]["name"] for stored in queued(redis_client, TRACK_LANE)] == ["view", "click"]
+    assert [stored["rec"]["name"] for stored in waiting(redis_client, TRACK_LANE)] == ["view", "click"]
 
 
 def test_records_envelope_still_works_on_a_browser_route(
@@ -243,7 +152,7 @@ def test_records_envelope_still_works_on_a_browser_route(
     """The ingestion API's own {"records": [...]} is taken on the same path."""
     response = sdk_post(client, EVENTS, {"records": [{"external_id": "web-u3", "name": "view"}]})
     assert response.status_code == 200
-    assert len(queued(redis_client, TRACK_LANE)) == 1
+    assert len(waiting(redis_client, TRACK_LANE)) == 1
 
 
 def test_sdk_query_is_accepted_and_does_not_set_the_time(
@@ -259,7 +168,7 @@ def test_sdk_query_is_accepted_and_does_not_set_the_time(
         query_string={"modified": "1", "time": "1000000000"},
     )
     assert response.status_code == 200
-    first, second = queued(redis_client, TRACK_LANE)
+    first, second = waiting(redis_client, TRACK_LANE)
     assert first["t"] == T1 + 60
     assert second["t"] > 1_700_000_000  # receive time, not the query's 2001 date
     assert second["t"] == pytest.approx(second["at"], abs=1)
@@ -296,7 +205,7 @@ def test_bad_envelopes_are_400_and_store_nothing(
     response = sdk_post(client, EVENTS, body)
     assert response.status_code == 400
     assert said in response.get_json()["message"]
-    assert queued(redis_client, TRACK_LANE) == []
+    assert waiting(redis_client, TRACK_LANE) == []
 
 
 def test_more_than_500_events_is_413(client: FlaskClient, redis_client: redis.Redis) -> None:
@@ -304,7 +213,7 @@ def test_more_than_500_events_is_413(client: FlaskClient, redis_client: redis.Re
     events = [{"external_id": "u1", "name": "x"}] * 501
     response = sdk_post(client, EVENTS, {"events": events})
     assert response.status_code == 413
-    assert queued(redis_client, TRACK_LANE) == []
+    assert waiting(redis_client, TRACK_LANE) == []
 
 
 def test_consent_change_through_the_sdk_shape_is_queued_on_the_consent_lane(
@@ -318,7 +227,7 @@ def test_consent_change_through_the_sdk_shape_is_queued_on_the_consent_lane(
     }
     response = sdk_post(client, CONSENT, {"events": [record]})
     assert response.status_code == 200, response.get_json()
-    (stored,) = queued(redis_client, CONSENT_LANE)
+    (stored,) = waiting(redis_client, CONSENT_LANE)
     assert stored["kind"] == Kind.CONSENT and stored["route"] == "page_consent"
 
 

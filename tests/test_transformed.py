@@ -110,7 +110,7 @@ def post(client: FlaskClient, shape: str, route: str, inputs: list[dict[str, Any
     return client.post(f"/webhooks/{route}", json=inputs, headers=BEARER)
 
 
-def queued(client: redis.Redis) -> int:
+def waiting(client: redis.Redis) -> int:
     """Records waiting in any lane."""
     return sum(int(client.llen(Lane(raw.decode()).list_key)) for raw in client.smembers(KEYS.lanes))
 
@@ -192,7 +192,7 @@ def test_a_jq_error_on_one_input_refuses_the_batch_naming_route_input_and_messag
     (message,) = answer["errors"]["records"]["1"]["transform"]
     assert message.startswith("route 'strict', input 1: transform failed: ")
     assert "explode input must be a string" in message  # jq's own words (ascii_downcase explodes)
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
     assert list(deadletters.iter_entries(clean_redis, WORKSPACES)) == []
 
 
@@ -265,7 +265,7 @@ def test_an_invalid_record_is_named_by_its_input_and_its_place_among_that_inputs
     answer = post(client, "webhook", "orders", [good, bad]).get_json()
     assert answer["code"] == 422
     assert answer["errors"]["records"] == {"1": {"emitted": {"1": {"price": ["Not a valid number."]}}}}
-    assert queued(clean_redis) == 0
+    assert waiting(clean_redis) == 0
 
 
 def test_a_record_type_that_is_not_one_is_refused(client: FlaskClient) -> None:
@@ -304,7 +304,7 @@ def test_a_repeated_request_stores_its_records_once(client: FlaskClient, clean_r
     first = client.post("/webhooks/orders", json=ORDER, headers=headers)
     again = client.post("/webhooks/orders", json=ORDER, headers=headers)
     assert first.get_json() == again.get_json()
-    assert queued(clean_redis) == 3
+    assert waiting(clean_redis) == 3
 
 
 # --- the routes file ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import redis
 from marshmallow import ValidationError
 
 from receiver import state
-from relay import deadletters, metrics, pauses, store
+from relay import audit, deadletters, metrics, pauses, store
 from relay import unchanged as memory
 from relay.config import Settings
 from relay.modes import DeadReason
@@ -138,7 +138,7 @@ def replay(client: redis.Redis, items: Iterable[dict[str, Any]]) -> Replayed:
         except ValidationError as exc:
             done.still_invalid.append((item["id"], exc.messages))
             continue
-        if deadletters.requeue(client, item, delivery, record) is not None:
+        if deadletters.put_back(client, item, delivery, record) is not None:
             done.replayed += 1
     return done
 
@@ -202,6 +202,15 @@ def forget_route(client: redis.Redis, settings: Settings, route: str, now: float
     when = time.time() if now is None else now
     memory.forget_route(client, found.workspace, route, when)
     return when
+
+
+IDENTIFIER_KINDS = ("external_id", "email", "phone", "user_alias", "braze_id")
+
+
+def user_history(client: redis.Redis, workspace: str, identifier: dict[str, Any]) -> list[dict[str, Any]]:
+    """One user's audit trail, newest first: consent changes and deletes, and records not sent
+    because the user's delete came after them."""
+    return audit.history(client, workspace, identifier)
 
 
 def forget_user(client: redis.Redis, workspace: str, identifier: dict[str, Any]) -> bool:

@@ -1,4 +1,5 @@
-"""The operator's pages at /admin/: overview, dead letters (list, show, replay, purge), RQ dashboard.
+"""The operator's pages at /admin/: overview, dead letters (list, show, replay, purge), a user's audit
+trail, RQ dashboard.
 
 Plain server-rendered HTML behind HTTP Basic with an admin key (access.py). Replay and
 purge use the same store functions as `scripts/relay dead ...`; every POST carries the
@@ -63,7 +64,7 @@ def overview() -> str:
         for pause in operations.pauses_now(client)
     ]
     queues = []
-    for name in (store.QUEUE_CONSENT, store.QUEUE_BULK):
+    for name in store.RQ_QUEUES:
         queue = Queue(name, connection=client, serializer=JSONSerializer)
         queues.append(
             {
@@ -152,6 +153,44 @@ def dead_detail(dead_id: str) -> str | tuple[str, int]:
         record_json=json.dumps(item["envelope"].get("rec"), indent=2, ensure_ascii=False, sort_keys=True),
         entry_json=json.dumps(item, indent=2, ensure_ascii=False),
     )
+
+
+@bp.route("/history", methods=["GET", "POST"])
+def history() -> str | Response:
+    """One user's audit trail: consent changes and deletes (asked by POST: no identifier in a URL)."""
+    workspaces = sorted(settings().workspaces)
+    shown: dict[str, Any] = {"kind": "external_id", "value": "", "workspace": workspaces[0]}
+    events: list[dict[str, Any]] | None = None
+    if request.method == "POST":
+        refused = access.check_csrf()
+        if refused is not None:
+            return refused
+        shown = {name: request.form.get(name, "") for name in ("kind", "value", "workspace")}
+        identifier = _identifier(shown["kind"], shown["value"].strip())
+        if identifier is None or shown["workspace"] not in workspaces:
+            flash(
+                "give an identifier of one of the kinds listed (an alias as NAME:LABEL), and a workspace",
+                "error",
+            )
+        else:
+            events = operations.user_history(redis_client(), shown["workspace"], identifier)
+    return render_template(
+        "admin/history.html",
+        kinds=operations.IDENTIFIER_KINDS,
+        workspaces=workspaces,
+        shown=shown,
+        events=events,
+    )
+
+
+def _identifier(kind: str, value: str) -> dict[str, Any] | None:
+    """The identifier a history form names, as Braze writes it; None if it names none."""
+    if kind not in operations.IDENTIFIER_KINDS or not value:
+        return None
+    if kind != "user_alias":
+        return {kind: value}
+    name, sep, label = value.rpartition(":")
+    return {"user_alias": {"alias_name": name, "alias_label": label}} if sep and name and label else None
 
 
 def selected() -> Iterator[dict[str, Any]]:

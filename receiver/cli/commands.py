@@ -16,7 +16,7 @@ from receiver.admin import operations
 from receiver.cli import transform_try
 from receiver.cli.errors import Command, Group, Refusal
 from receiver.state import redis_client, settings
-from relay import audit, store
+from relay import store
 from relay.config import warn_at_start
 from relay.errors import ConfigError
 from relay.lanes import Lane
@@ -107,7 +107,9 @@ def user_identifiers(*, alias: str | None, **named: str | None) -> dict[str, Any
     return given
 
 
-consent = Group("consent", help="The consent audit trail: what was received and what Braze confirmed.")
+consent = Group(
+    "consent", help="The audit trail: each consent change and delete received, and what Braze confirmed."
+)
 
 
 @consent.command("history")
@@ -128,11 +130,12 @@ def history_command(
     workspace: str,
     as_json: bool,
 ) -> None:
-    """Show one user's consent changes, newest first: received, confirmed, superseded, dead-lettered."""
+    """Show one user's consent changes and deletes, newest first: received, confirmed, superseded
+    (also: records not sent because the user's delete came after them), dead-lettered."""
     given = user_identifiers(external_id=external_id, email=email, phone=phone, alias=alias)
     if len(given) != 1:
         raise click.UsageError("give exactly one of --external-id, --email, --phone, --alias")
-    events = audit.history(redis_client(), workspace, given)
+    events = operations.user_history(redis_client(), workspace, given)
     for event in events:
         if as_json:
             click.echo(json.dumps(event))
@@ -140,8 +143,10 @@ def history_command(
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event["at"]))
         changes = " ".join(f"{key}={value}" for key, value in event["changes"].items())
         extra = f"  reason={event['reason']}" if event.get("reason") else ""
+        kind = event.get("kind") or "consent"
         click.echo(
-            f"{when}Z  {event['event']:<13} {changes}  record_time={event['time']}  {event['record']}{extra}"
+            f"{when}Z  {kind:<10} {event['event']:<13} {changes}  record_time={event['time']}  "
+            f"{event['record']}{extra}"
         )
     click.echo(f"{len(events)} event(s)", err=True)
 

@@ -23,7 +23,7 @@ from receiver.errors import ApiError
 from receiver.records.fields import strict_json
 from receiver.records.loader import Made, RecordLoader
 from receiver.state import settings
-from relay.modes import ROUTE_MODES, TRACK_TYPES
+from relay.modes import ROUTE_MODES, TRACK_TYPE_MODES, TRACK_TYPES
 from relay.routes import Route
 from relay.transforms import PRESETS, TransformError, compile_transform
 
@@ -63,7 +63,7 @@ def preset_loader(
     mode = mode or preset.modes[0]
     if mode not in preset.modes:
         raise click.UsageError(f"preset {name!r} needs mode {' or '.join(preset.modes)}")
-    track_type = (track_type or preset.track_record_type) if mode == "user_track" else None
+    track_type = (track_type or preset.track_record_type) if mode in TRACK_TYPE_MODES else None
     variables = {"database": None, "table": table, "mode": mode, "track_record_type": track_type}
     try:
         compiled = compile_transform(source=None, preset=name, args=args, route={"name": "try", **variables})

@@ -45,11 +45,11 @@ from receiver.openapi.parts import (
     relay_fields,
 )
 from receiver.records.schemas import SCHEMAS, ExportSchema, IngestEventsSchema, IngestSchema
-from receiver.signatures import SHOPIFY_SIGNATURE
 from receiver.views import JSON_TYPES
 from relay.config import Limits, Settings
 from relay.modes import MODES, Kind
 from relay.routes import NAME, ROUTE_NAME, Route
+from relay.signing import SignatureScheme
 
 bp = Blueprint("openapi", __name__)
 
@@ -220,15 +220,16 @@ def signatures_by_route(settings: Settings) -> dict[str, dict[str, Any]]:
     """How each route's webhook senders sign (scheme and where; never a secret)."""
     found: dict[str, dict[str, Any]] = {}
     for name, route in sorted(settings.routes.items()):
-        how: dict[str, Any] = {"scheme": route.signature}
-        if route.signature == "shopify":
-            how["header"] = SHOPIFY_SIGNATURE
-        elif route.signature in ("hmac", "td_signed"):
+        signing = route.signing
+        how: dict[str, Any] = {"scheme": signing.scheme.value}
+        if signing.scheme is SignatureScheme.SHOPIFY:
+            how["header"] = signing.header
+        elif signing.scheme.configurable:
             how |= {
-                "header": route.signature_header,
-                "algorithm": route.signature_algorithm,
-                "encoding": route.signature_encoding,
-                "prefix": route.signature_prefix,
+                "header": signing.header,
+                "algorithm": signing.algorithm.value,
+                "encoding": signing.encoding.value,
+                "prefix": signing.prefix,
             }
         found[name] = how
     return found
@@ -293,7 +294,7 @@ def _service_paths() -> dict[str, dict[str, Any]]:
         "/readyz": _get(
             "readyz",
             "health",
-            "Readiness: configuration loaded and Redis answering.",
+            "Readiness: configuration loaded and Redis taking writes (200 may name a warning).",
             {"200": described_answer("Ready.", json_content(ref("Ready"))), "503": ref("503", "responses")},
         ),
         "/metrics": _get(

@@ -46,7 +46,7 @@ class Made:
 
 def schemas_for(route: Route, limits: Limits) -> dict[Kind, RecordSchema]:
     """The schemas a route's records may need, by kind (a transformed user_track route: all three)."""
-    if route.transform is None or route.mode != "user_track":
+    if route.transform is None or route.spec.track_record_type is None:
         return {route.kind: schema_for(route, limits)}
     variants = [replace(route, track_record_type=track_type) for track_type in TRACK_TYPES]
     return {variant.kind: schema_for(variant, limits) for variant in variants}
@@ -76,7 +76,7 @@ class RecordLoader:
         if self.route.transform is not None and isinstance(raw, dict) and "track_record_type" in raw:
             data = dict(raw)
             chosen = data.pop("track_record_type")
-            if self.route.mode != "user_track":
+            if self.route.spec.track_record_type is None:
                 message = f"Only a user_track route's records may carry it (route mode is {self.route.mode})."
                 return Loaded(raw, kind, errors={"track_record_type": [message]})
             if chosen not in TRACK_TYPES:

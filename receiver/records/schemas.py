@@ -323,8 +323,8 @@ class DeleteSchema(RecordSchema):
 
 
 @record_schema(Kind.CONSENT)
-class SubscriptionSchema(RecordSchema):
-    """user_subscription: a subscription group state and/or the global email/push states."""
+class ConsentSchema(RecordSchema):
+    """user_subscription: a consent change, a subscription group state and/or the global email/push states."""
 
     class Meta:
         unknown = EXCLUDE  # other columns mean nothing to a consent change

@@ -1,4 +1,5 @@
-"""The operator's command line: check, and the dead-letter list, show, replay and purge."""
+"""The operator's commands (receiver/cli/commands.py): check, send-test, and the dead-letter list, show,
+replay and purge."""
 
 from __future__ import annotations
 
@@ -150,8 +151,8 @@ def test_replaying_twice_sends_once(
     braze.config.api_key = BRAZE_KEY
     (item,) = deadletters.iter_entries(clean_redis, WORKSPACES)
     settings = state.of(app).settings
-    first = deadletters.requeue(clean_redis, item, settings.delivery)
-    second = deadletters.requeue(clean_redis, item, settings.delivery)
+    first = deadletters.put_back(clean_redis, item, settings.delivery)
+    second = deadletters.put_back(clean_redis, item, settings.delivery)
     assert (first, second) == ("default:track", None)
     drain()
     assert [event["name"] for event in braze.state.profile("twice")["events"]] == ["a"]
