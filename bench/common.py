@@ -759,9 +759,17 @@ def put_export(url: str, route: str, body: bytes, session: Any = requests) -> re
     )
 
 
-def variant_options(prog: str, doc: str | None, argv: list[str] | None) -> argparse.Namespace:
-    """The options of a bench that serves variants one after another (measure_variant); signals handled."""
+def variant_options(
+    prog: str,
+    doc: str | None,
+    argv: list[str] | None,
+    more: Callable[[argparse.ArgumentParser], object] | None = None,
+) -> argparse.Namespace:
+    """The options of a bench that serves variants one after another (measure_variant), and those
+    `more` adds; signals handled."""
     parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
+    if more is not None:
+        more(parser)
     parser.add_argument("--seconds", type=float, default=6.0, help="wrk duration (default: %(default)s)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="RQ workers (default: %(default)s)")

@@ -8,7 +8,7 @@ access log off, `--workers` processes of `python -m handlers.worker`, all on 127
 database of the bench's own (flushed first). wrk POSTs one-record postbacks (bench/postback.lua) for
 `--seconds`; then the bench waits until the simulator holds every record the relay accepted (or a
 timeout) and prints what it measured. The same run follows with batching off
-(BRAZE_TRACK_PER_ARRAY=1), then the ratios; then lone records on the idle batched relay.
+(BRAZE_TRACK_COMBINED_LIMIT=1), then the ratios; then lone records on the idle batched relay.
 `--with-anchors` also measures the anchors (bench/anchors.py) and prints the targets side by side.
 `--repeat N` does everything N times and prints medians.
 """
@@ -186,6 +186,7 @@ def relay_run(
             work.routes_file(),
             free_port(),
             BRAZE_TRACK_PER_ARRAY=str(per_array),
+            BRAZE_TRACK_COMBINED_LIMIT=str(per_array),
             WEB_CONCURRENCY=str(opts.web_workers),
         )
         web_url = start_gunicorn(procs, env)
@@ -597,9 +598,9 @@ def print_report(result: dict[str, Any], opts: argparse.Namespace) -> None:
     lines: list[str] = []
     if "bare" in result:
         lines.append(anchors.describe("anchor: bare Flask view", result["bare"]))
-    lines += report_run("relay, batching on (BRAZE_TRACK_PER_ARRAY=75)", result["batched"], opts)
+    lines += report_run("relay, batching on (75 per request)", result["batched"], opts)
     if "unbatched" in result:
-        lines += report_run("relay, batching off (BRAZE_TRACK_PER_ARRAY=1)", result["unbatched"], opts)
+        lines += report_run("relay, batching off (1 per request)", result["unbatched"], opts)
         lines.append("== batching on / batching off ==")
         lines += [row(key, f"{value:.3g}x") for key, value in result["ratios"].items()]
     if "inline" in result:
@@ -651,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--web-workers", type=int, default=2, help="gunicorn workers, WEB_CONCURRENCY (default: %(default)s)"
     )
-    parser.add_argument("--skip-unbatched", action="store_true", help="skip the BRAZE_TRACK_PER_ARRAY=1 run")
+    parser.add_argument("--skip-unbatched", action="store_true", help="skip the unbatched run")
     parser.add_argument("--with-anchors", action="store_true", help="also measure the anchors; print targets")
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds; medians are printed (default: %(default)s)"

@@ -33,6 +33,9 @@ python -m bench.profile_drain
 # A transform at the edge (a segment route against the same route bare), a TD export of 100,000
 # rows, and the worker class against slow clients and a long export.
 python -m bench.transform --repeat "$repeat"
+# Record-level deduplication: the edge with and without a dedup_key, bytes per remembered record,
+# workers killed mid-delivery with and without it.
+python -m bench.dedup --repeat "$repeat"
 python -m bench.export --repeat "$(( repeat < 2 ? 2 : repeat ))"
 python -m bench.edge_stall
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -40,7 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
     parser.add_argument("--per-array-limit", type=int, default=75, help="objects per /users/track array")
     parser.add_argument(
-        "--combined-50", action="store_true", help="allow 50 /users/track objects combined (MAU CY 24-25)"
+        "--combined-limit",
+        type=int,
+        default=75,
+        help="/users/track objects across its three arrays (default: %(default)s, Braze's default; "
+        "0: none, a legacy contract's 75 per array)",
+    )
+    parser.add_argument(
+        "--create-catalogs", action="store_true", help="make a catalog on its first item write (Braze: 404)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random fault draws")
     return parser
@@ -65,11 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     sim = Simulator(
         api_key=args.api_key,
         per_array_limit=args.per_array_limit,
-        combined_limit=50 if args.combined_50 else None,
+        combined_limit=args.combined_limit or None,
         limits={family: getattr(args, f"{family}_limit") for family in FAMILIES},
         seed=args.seed,
     )
     sim.faults.latency_ms = args.latency_ms
+    sim.catalogs.create_missing = args.create_catalogs
     sim.on_request = lambda entry: log.info(describe(entry), extra=fields(entry))
     sim.start(port=args.port, host=args.host)
     log.info("Braze simulator on %s (control API under /_sim/)", sim.url, extra={"url": sim.url})

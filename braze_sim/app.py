@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, request
 
 from braze_sim.control import control_blueprint
-from braze_sim.endpoints import ENDPOINTS, Endpoint, Invalid
+from braze_sim.endpoints import Endpoint, Invalid, endpoint_for
 from braze_sim.limits import Quota
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def create_sim_app(sim: Simulator) -> Flask:
 
 def _answer(sim: Simulator, path: str) -> Response:
     arrived = time.time()
-    endpoint = ENDPOINTS.get(path)
+    endpoint = endpoint_for(path, request.method)
     family = endpoint.family if endpoint else "default"
     data = request.get_data(cache=False)  # read it all, so the connection stays usable after an early answer
     too_big = len(data) > sim.config.max_body_bytes
@@ -64,7 +64,7 @@ def _answer(sim: Simulator, path: str) -> Response:
     answer: dict[str, Any]
     if endpoint is None:
         status, answer = 404, {"message": "Not Found"}
-    elif request.method != "POST":
+    elif request.method not in endpoint.methods:
         status, answer = 405, {"message": "Method Not Allowed"}
     elif too_big:
         status, answer = 413, {"message": "Request Entity Too Large"}
@@ -84,6 +84,8 @@ def _answer(sim: Simulator, path: str) -> Response:
     if slow:
         entry["fault"] = entry["fault"] or "slow"
     sim.record(entry)
+    if sim.faults.hold_answer is not None and entry["counted"] and isinstance(body, dict):
+        sim.faults.hold_answer(path, body)
     delay_ms = sim.faults.latency_ms + (sim.faults.slow_ms if slow else 0)
     if delay_ms > 0:
         time.sleep(delay_ms / 1000)

@@ -1,6 +1,7 @@
 """Simulator settings fixed at start (`SimConfig`) and faults that tests change while it runs (`Faults`).
 
-`SimConfig` fields: api_key, per_array_limit (75), combined_limit (None, or e.g. 50 for MAU contracts),
+`SimConfig` fields: api_key, per_array_limit (75), combined_limit (75, Braze's default; None for a
+legacy contract's 75 per array),
 max_body_bytes (4 MiB), limits ({family: (requests, window_s)}), seed. The endpoints read the config on
 every request, so assigning a field (or `config.limits["track"] = (5, 60.0)`) takes effect at once.
 
@@ -8,7 +9,9 @@ every request, so assigning a field (or `config.limits["track"] = (5, 60.0)`) ta
 latency_ms, error_rate, error_status, fail_next, rate_limit_next, rate_limit_reset_s, slow_rate, slow_ms,
 and the Python-only hooks reject_item(array_name, obj) -> error type or None, and
 reject_request(path, body) -> message or None (the whole request answered 400 with that message,
-as Braze does for a request it cannot take at all).
+as Braze does for a request it cannot take at all), and hold_answer(path, body), called once Braze has
+taken a request (its state changed, its log entry written) and before the answer leaves: it may block,
+to hold that answer back.
 """
 
 from __future__ import annotations
@@ -20,17 +23,22 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 DEFAULT_API_KEY = "sandbox-braze-key"
-FAMILIES = ("track", "users", "subscription", "default")
-# Braze's documented limits (api_limits.md): requests per window in seconds, per endpoint family.
+FAMILIES = ("track", "users", "subscription", "rename", "remove", "catalog", "default")
+# Braze's documented limits (https://www.braze.com/docs/api/api_limits/): requests per window in
+# seconds, per endpoint family.
 DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
     "track": (3000, 3.0),
     "users": (20000, 60.0),
     "subscription": (5000, 60.0),
+    "rename": (1000, 60.0),  # /users/external_ids/rename
+    "remove": (1000, 60.0),  # /users/external_ids/remove
+    "catalog": (16000, 60.0),  # the asynchronous catalog item endpoints, shared
     "default": (250000, 3600.0),
 }
 
 RejectItem = Callable[[str, dict[str, Any]], "str | None"]
 RejectRequest = Callable[[str, dict[str, Any]], "str | None"]
+HoldAnswer = Callable[[str, dict[str, Any]], None]
 
 
 def parse_limit(text: str) -> tuple[int, float]:
@@ -47,7 +55,10 @@ class SimConfig:
 
     api_key: str = field(default=DEFAULT_API_KEY, repr=False)
     per_array_limit: int = 75
-    combined_limit: int | None = None
+    # https://www.braze.com/docs/api/api_limits/: "Up to 75 total objects combined across attributes,
+    # events, and purchases per API request. Customers on legacy rate limits can include up to 75
+    # objects per array independently."
+    combined_limit: int | None = 75
     max_body_bytes: int = 4 * 1024 * 1024
     limits: dict[str, tuple[int, float]] = field(default_factory=dict)
     seed: int = 0
@@ -84,6 +95,7 @@ class Faults:
     slow_ms: float = 0.0
     reject_item: RejectItem | None = None
     reject_request: RejectRequest | None = None
+    hold_answer: HoldAnswer | None = None
     seed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _rng: random.Random = field(init=False, repr=False, compare=False)
@@ -138,4 +150,5 @@ class Faults:
         data: dict[str, Any] = {name: getattr(self, name) for name in _BOUNDS}
         data["reject_item"] = self.reject_item is not None
         data["reject_request"] = self.reject_request is not None
+        data["hold_answer"] = self.hold_answer is not None
         return data

@@ -4,6 +4,7 @@ GET  /_sim/                      this list, and the Braze endpoints the simulato
 GET  /_sim/state                 profiles, orphans, deleted identifiers, identified aliases
 GET  /_sim/users/<external_id>   one profile, or 404
 GET  /_sim/aliases/<label>/<name> the profile of the alias {alias_name: name, alias_label: label}, or 404
+GET  /_sim/catalogs/<name>/items  a catalog's items by id, or 404
 GET  /_sim/requests?since=<i>    {"requests": [log entries from index i], "next": next index}
 GET  /_sim/stats                 requests per path and status, 429s per family, track items
 GET  /_sim/faults                current fault settings
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from braze_sim.endpoints import ENDPOINTS
+from braze_sim.endpoints import CATALOG_METHODS, ENDPOINTS
 
 if TYPE_CHECKING:
     from braze_sim.server import Simulator
@@ -33,6 +34,10 @@ def offered() -> dict[str, Any]:
         "braze_endpoints": [
             {"method": "POST", "path": path, "rate_limit_family": endpoint.family}
             for path, endpoint in sorted(ENDPOINTS.items())
+        ]
+        + [
+            {"method": method, "path": "/catalogs/{catalog_name}/items", "rate_limit_family": "catalog"}
+            for method in CATALOG_METHODS
         ],
         "api_key_header": "Authorization: Bearer <the simulator's --api-key>",
     }
@@ -59,6 +64,11 @@ def control_blueprint(sim: Simulator) -> Blueprint:
     def alias(alias_label: str, alias_name: str) -> ResponseReturnValue:
         found = sim.state.find(user_alias={"alias_name": alias_name, "alias_label": alias_label})
         return jsonify(found) if found else (jsonify({"message": "Not Found"}), 404)
+
+    @control.get("/catalogs/<name>/items")
+    def catalog(name: str) -> ResponseReturnValue:
+        found = sim.catalogs.items(name)
+        return jsonify(found) if found is not None else (jsonify({"message": "Not Found"}), 404)
 
     @control.get("/requests")
     def requests() -> ResponseReturnValue:

@@ -6,6 +6,7 @@ request-level 400; item-level problems are reported in `errors` with `input_arra
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -32,6 +33,7 @@ NO_VALID_DATA = "Valid data must be provided in the 'attributes', 'events', or '
 TOO_MANY = "The max number of external_ids and aliases per request was exceeded"
 EMAIL_OR_PHONE = "Either an email address or a phone number should be provided, but not both."
 MAX_IDS = 50
+E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
 # Braze does not state a limit on groups per /v2/subscription/status/set request; 25 is what
 # rudder-transformer uses (SUBSCRIPTION_BRAZE_MAX_REQ_COUNT) and is unverified.
 MAX_V2_GROUPS = 25
@@ -54,10 +56,11 @@ class Invalid(Exception):
 
 
 class Endpoint(NamedTuple):
-    """A Braze path's rate-limit family and handler."""
+    """A Braze path's rate-limit family, handler and methods."""
 
     family: str
     handle: Callable[[Simulator, dict[str, Any]], Answer]
+    methods: tuple[str, ...] = ("POST",)
 
 
 def track(sim: Simulator, body: dict[str, Any]) -> Answer:
@@ -142,6 +145,65 @@ def merge(sim: Simulator, body: dict[str, Any]) -> Answer:
     return 202, dict(SUCCESS)
 
 
+def rename(sim: Simulator, body: dict[str, Any]) -> Answer:
+    """POST /users/external_ids/rename: each rename, or its error by index in `rename_errors`.
+
+    https://www.braze.com/docs/api/endpoints/user_data/external_id_migration/post_external_ids_rename/:
+    the message is `success` for any valid request; "Error messages in the rename_errors field will
+    reference the index of the object in the array of the original request" ([index, message] here).
+    The page gives no status code: 201, as the other user data endpoints answer.
+    """
+    renames = _capped(body, "external_id_renames")
+    done: list[str] = []
+    errors: list[list[Any]] = []
+    for index, entry in enumerate(renames):
+        current = entry.get("current_external_id") if isinstance(entry, dict) else None
+        new = entry.get("new_external_id") if isinstance(entry, dict) else None
+        if (
+            not isinstance(current, str)
+            or not isinstance(new, str)
+            or not current
+            or not new
+            or current == new
+        ):
+            errors.append(
+                [index, "'current_external_id' and 'new_external_id' must be two different strings"]
+            )
+        elif (problem := sim.state.rename_external_id(current, new)) is not None:
+            errors.append([index, problem])
+        else:
+            done.append(new)
+    return 201, {**SUCCESS, "external_ids": done, "rename_errors": errors}
+
+
+def remove(sim: Simulator, body: dict[str, Any]) -> Answer:
+    """POST /users/external_ids/remove: each removal, or its error by index in `removal_errors`
+    (https://www.braze.com/docs/api/endpoints/user_data/external_id_migration/post_external_ids_remove/:
+    only deprecated ids can be removed)."""
+    ids = _capped(body, "external_ids")
+    removed: list[str] = []
+    errors: list[list[Any]] = []
+    for index, external_id in enumerate(ids):
+        problem = "'external_ids' must hold strings" if not is_text(external_id) else None
+        problem = problem or sim.state.remove_external_id(external_id)
+        if problem:
+            errors.append([index, problem])
+        else:
+            removed.append(external_id)
+    return 201, {**SUCCESS, "removed_ids": removed, "removal_errors": errors}
+
+
+def alias_update(sim: Simulator, body: dict[str, Any]) -> Answer:
+    """POST /users/alias/update: rename aliases by label (https://www.braze.com/docs/api/endpoints/user_data/
+    post_users_alias_update/: all three fields required; an alias that does not exist is not updated).
+    The page documents no answer: 201 success, as /users/alias/new, naming a malformed object by index."""
+    updates = _capped(body, "alias_updates")
+    valid, errors = _sort(updates, "alias_updates", _alias_update)
+    for label, old, new in valid:
+        sim.state.update_alias(label, old, new)
+    return _processed(len(valid), errors, "aliases_processed")
+
+
 def subscription_v1(sim: Simulator, body: dict[str, Any]) -> Answer:
     """POST /subscription/status/set: one group, one state, up to 50 external_ids and emails or phones."""
     _set_group(sim, body, external_ids="external_id", emails="email", phones="phone")
@@ -181,10 +243,32 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/users/identify": Endpoint("users", identify),
     "/users/delete": Endpoint("users", delete),
     "/users/merge": Endpoint("users", merge),
+    "/users/alias/update": Endpoint("users", alias_update),
+    "/users/external_ids/rename": Endpoint("rename", rename),
+    "/users/external_ids/remove": Endpoint("remove", remove),
     "/subscription/status/set": Endpoint("subscription", subscription_v1),
     "/v2/subscription/status/set": Endpoint("subscription", subscription_v2),
     "/email/status": Endpoint("default", email_status),
 }
+
+
+CATALOG_ITEMS = re.compile(r"^/catalogs/([^/]+)/items$")
+CATALOG_METHODS = ("PUT", "DELETE")
+
+
+def endpoint_for(path: str, method: str) -> Endpoint | None:
+    """The endpoint answering a path (a catalog's items: PUT and DELETE, by the catalog in the path)."""
+    found = ENDPOINTS.get(path)
+    if found is not None:
+        return found
+    match = CATALOG_ITEMS.match(path)
+    if match is None:
+        return None
+
+    def items(sim: Simulator, body: dict[str, Any]) -> Answer:
+        return sim.catalogs.handle(match.group(1), method, body)
+
+    return Endpoint("catalog", items, CATALOG_METHODS)
 
 
 def _set_group(sim: Simulator, body: dict[str, Any], *, apply: bool = True, **keys: str) -> None:
@@ -200,6 +284,12 @@ def _set_group(sim: Simulator, body: dict[str, Any], *, apply: bool = True, **ke
         raise Invalid(f"'{keys['external_ids']}', '{keys['emails']}' or '{keys['phones']}' is required")
     if any(len(values) > MAX_IDS for values in users.values()):
         raise Invalid(TOO_MANY)
+    # https://www.braze.com/docs/api/endpoints/subscription_groups/post_update_user_subscription_group_status_v2/:
+    # phones "in E.164 format"; `use_double_opt_in_logic` an optional boolean.
+    if not all(E164.match(phone) for phone in users["phones"]):
+        raise Invalid(f"'{keys['phones']}' must be in E.164 format")
+    if not isinstance(body.get("use_double_opt_in_logic", False), bool):
+        raise Invalid("'use_double_opt_in_logic' must be a boolean")
     if apply:
         sim.state.set_subscription_group(group_id, state, **users)
 
@@ -272,6 +362,13 @@ def _new_alias(item: Any) -> tuple[tuple[str, str], str | None] | str:
     if external_id is not None and not is_text(external_id):
         return "'external_id' must be a string"
     return alias, external_id
+
+
+def _alias_update(item: Any) -> tuple[str, str, str] | str:
+    names = ("alias_label", "old_alias_name", "new_alias_name")
+    if not isinstance(item, dict) or not all(is_text(item.get(name)) for name in names):
+        return "'alias_label', 'old_alias_name' and 'new_alias_name' are required"
+    return item["alias_label"], item["old_alias_name"], item["new_alias_name"]
 
 
 def _identification(item: Any, kind: str) -> tuple[str, Identifier, list[str] | None] | str:

@@ -24,6 +24,7 @@ class Profile:
 
     braze_id: str
     external_id: str | None = None
+    deprecated_ids: list[str] = field(default_factory=list)  # left by /users/external_ids/rename
     aliases: list[tuple[str, str]] = field(default_factory=list)
     attributes: dict[str, Any] = field(default_factory=dict)
     email_subscribe: str | None = None
@@ -39,6 +40,7 @@ class Profile:
             {
                 "braze_id": self.braze_id,
                 "external_id": self.external_id,
+                "deprecated_external_ids": self.deprecated_ids,
                 "user_aliases": [alias_dict(alias) for alias in self.aliases],
                 "attributes": self.attributes,
                 "email_subscribe": self.email_subscribe,

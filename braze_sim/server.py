@@ -1,6 +1,6 @@
 """`Simulator`: the state, config, faults and request log of one simulated Braze, served on loopback.
 
-    with Simulator(api_key="k", combined_limit=50) as sim:    # start(port=0) picks a free port
+    with Simulator(api_key="k", combined_limit=None) as sim:    # start(port=0) picks a free port
         requests.post(sim.url + "/users/track", json=..., headers={"Authorization": "Bearer k"})
         sim.state.profile("u1"); sim.faults.fail_next = 2; sim.max_accepted_in_window("track", 3)
 
@@ -19,6 +19,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from braze_sim.app import create_sim_app
+from braze_sim.catalogs import Catalogs
 from braze_sim.config import Faults, SimConfig
 from braze_sim.limits import RateLimiter, RequestLog
 from braze_sim.state import BrazeState
@@ -37,6 +38,7 @@ class Simulator:
     def __init__(self, config: SimConfig | None = None, **overrides: Any) -> None:
         self.config = dataclasses.replace(config or SimConfig(), **overrides)
         self.state = BrazeState()
+        self.catalogs = Catalogs()
         self.faults = Faults(seed=self.config.seed)
         self.limiter = RateLimiter(self.config.limits)
         self.log = RequestLog()
@@ -77,8 +79,9 @@ class Simulator:
             self.on_request(entry)
 
     def reset(self) -> None:
-        """Clear state, request log, rate-limit windows and faults (config stays)."""
+        """Clear state, catalogs, request log, rate-limit windows and faults (config stays)."""
         self.state.reset()
+        self.catalogs.reset()
         self.log.clear()
         self.limiter.reset()
         self.faults.clear()

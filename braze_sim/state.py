@@ -11,7 +11,8 @@ and phone included), email_subscribe, push_subscribe, subscription_groups {id: s
 `find` takes one keyword: external_id, braze_id, user_alias={"alias_name","alias_label"}, email or phone.
 
 Writing (the endpoints call these; tests may call them to seed): seed_profile, apply_track, add_alias,
-identify, merge, delete, set_subscription_group, set_email_subscribe, reset.
+identify, merge, rename_external_id, remove_external_id, update_alias, delete, set_subscription_group,
+set_email_subscribe, reset.
 """
 
 from __future__ import annotations
@@ -162,6 +163,42 @@ class BrazeState:
             source, target = self._lookup(*to_merge), self._lookup(*to_keep)
             if source is not None and target is not None and source is not target:
                 self._merge(source, target)
+
+    def rename_external_id(self, current: str, new: str) -> str | None:
+        """/users/external_ids/rename: `new` becomes the user's primary id and `current` a deprecated one,
+        which still names the user; why not, by Braze's rules, or None."""
+        with self._lock:
+            found = self._by_external.get(current)
+            if found is None or found.external_id != current:
+                return "'current_external_id' must be the primary external_id of a user"
+            if new in self._by_external:
+                return "'new_external_id' is already in use as a primary or deprecated external_id"
+            found.external_id = new
+            found.deprecated_ids.append(current)
+            self._by_external[new] = found
+            self._touch(found)
+            return None
+
+    def remove_external_id(self, external_id: str) -> str | None:
+        """/users/external_ids/remove: forget a deprecated external_id; why not, or None."""
+        with self._lock:
+            found = self._by_external.get(external_id)
+            if found is None or external_id not in found.deprecated_ids:
+                return "only a deprecated external_id can be removed"
+            found.deprecated_ids.remove(external_id)
+            del self._by_external[external_id]
+            return None
+
+    def update_alias(self, label: str, old_name: str, new_name: str) -> None:
+        """/users/alias/update: the alias (old_name, label) is named new_name from now on, if it exists."""
+        with self._lock:
+            found = self._by_alias.get((old_name, label))
+            if found is None or (new_name, label) in self._by_alias:
+                return
+            found.aliases[found.aliases.index((old_name, label))] = (new_name, label)
+            del self._by_alias[(old_name, label)]
+            self._by_alias[(new_name, label)] = found
+            self._touch(found)
 
     def delete(self, ident: Identifier, prioritization: list[str] | None = None) -> None:
         """/users/delete: remember the identifier and remove the profile(s) it names, for good: a later
@@ -319,7 +356,8 @@ class BrazeState:
 
     def _remove(self, profile: Profile) -> None:
         del self._profiles[profile.braze_id]
-        if profile.external_id is not None:
-            self._by_external.pop(profile.external_id, None)
+        for external_id in (profile.external_id, *profile.deprecated_ids):
+            if external_id is not None:
+                self._by_external.pop(external_id, None)
         for alias in profile.aliases:
             self._by_alias.pop(alias, None)

@@ -73,7 +73,9 @@ def identifier_of(obj: dict[str, Any]) -> Identifier | str:
 
 
 def over_limit(arrays: dict[str, list[Any]], per_array: int, combined: int | None) -> list[dict[str, Any]]:
-    """Errors for arrays longer than Braze allows (75 each, or `combined` across all three)."""
+    """Errors for arrays longer than Braze allows: `combined` across the three (75 by default), and
+    `per_array` each (75), as https://www.braze.com/docs/api/api_limits/ gives them; the caller answers
+    400 "Max Input Length Exceeded" (https://www.braze.com/docs/api/errors/)."""
     errors = [
         {"type": f"'{name}' has {len(items)} objects; at most {per_array} are allowed", "input_array": name}
         for name, items in arrays.items()

@@ -101,16 +101,31 @@ def _message(answer: Answer) -> str:
     return str(body)[:300]
 
 
+# The external id calls name refused items in arrays of their own: "Error messages in the
+# rename_errors field will reference the index of the object in the array of the original request"
+# (https://www.braze.com/docs/api/endpoints/user_data/external_id_migration/post_external_ids_rename/;
+# removal_errors likewise, .../post_external_ids_remove/). Each is an array: the index, the message.
+INDEXED_ERRORS = {"rename_errors": "external_id_renames", "removal_errors": "external_ids"}
+
+
 def _errors(body: Any) -> list[tuple[str, int, str]]:
     """Braze's `errors` items as (input_array, index, type); items without an index name the request."""
+    if not isinstance(body, dict):
+        return []
     found = []
-    for error in body.get("errors") or [] if isinstance(body, dict) else []:
+    for error in body.get("errors") or []:
         if isinstance(error, dict):
             array, index = error.get("input_array"), error.get("index")
             reason = str(error.get("type") or error.get("message") or error)
             found.append((str(array) if array else "", index if isinstance(index, int) else -1, reason))
         else:
             found.append(("", -1, str(error)))
+    for key, array in INDEXED_ERRORS.items():
+        for error in body.get(key) or []:
+            parts = error if isinstance(error, list) else [error]
+            index = next((part for part in parts if isinstance(part, int) and not isinstance(part, bool)), -1)
+            reason = "; ".join(str(part) for part in parts if not isinstance(part, int)) or str(error)
+            found.append((array, index, reason[:300]))
     return found
 
 
@@ -188,7 +203,7 @@ class BrazeClient:
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         self.session.verify = bundle or True
         self.session.trust_env = False
-        self._templates: dict[str, requests.PreparedRequest] = {}
+        self._templates: dict[tuple[str, str], requests.PreparedRequest] = {}
         self.session.headers.update(
             {
                 "Authorization": f"Bearer {workspace.api_key.reveal()}",
@@ -197,18 +212,17 @@ class BrazeClient:
             }
         )
 
-    def post(self, endpoint: str, data: bytes) -> Answer:
-        """POST one JSON body; raises requests.RequestException when no answer came.
+    def send(self, method: str, path: str, data: bytes) -> Answer:
+        """Send one JSON body (POST; PUT or DELETE for catalog items); raises requests.RequestException
+        when no answer came.
 
-        Each endpoint's request is prepared once (URL, headers) and copied per call: preparing it
+        Each (method, path)'s request is prepared once (URL, headers) and copied per call: preparing it
         anew costs a fifth of a call. Braze's REST API does not redirect; a 3xx is an answer.
         """
-        template = self._templates.get(endpoint)
+        template = self._templates.get((method, path))
         if template is None:
-            template = self.session.prepare_request(
-                requests.Request("POST", self.workspace.endpoint + endpoint)
-            )
-            self._templates[endpoint] = template
+            template = self.session.prepare_request(requests.Request(method, self.workspace.endpoint + path))
+            self._templates[(method, path)] = template
         prepared = template.copy()
         prepared.prepare_body(data, None)
         response = self.session.send(prepared, timeout=self.timeout, allow_redirects=False)

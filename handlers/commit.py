@@ -32,7 +32,9 @@ from relay.modes import AuditEvent, Kind, Outcome, kind_of
 log = logging.getLogger(__name__)
 
 Chunk = list[tuple[bytes, Envelope, bool]]  # (raw as stored, envelope, taken from the retry set)
-FORGETTING = frozenset({Kind.DELETE, Kind.IDENTIFY})  # kinds after which skip_unchanged forgets the users
+FORGETTING = frozenset(
+    {Kind.DELETE, Kind.IDENTIFY, Kind.MERGE}
+)  # after these skip_unchanged forgets the users
 
 
 class Tally:
@@ -98,6 +100,7 @@ def commit(ctx: Context, lane: Lane, token: str, flight: Flight, lease_lock: thr
                 return False
             pipe.multi()
             lane.settle(pipe, flight.from_list, flight.retried)
+            ctx.marks.clear(pipe, [env for _, env, _ in flight.chunk])
             settle(pipe, ctx, lane, flight, endings, now=now)
             again = settle_order(pipe, ctx, lane, flight, endings)
             workspace = lane.workspace

@@ -13,6 +13,7 @@ from handlers.braze import Answer, BrazeClient, Verdict
 from handlers.outage import RedisWatch
 from handlers.packing import BrazeRequest
 from handlers.ratelimit import Limiter
+from handlers.sent import SendMarks
 from handlers.unchanged import Memory
 from handlers.watermarks import Watermarks
 from relay import store
@@ -62,6 +63,11 @@ class Context:
             skip_routes=[route.name for route in routes],
             remembering={route.workspace for route in routes},
         )
+
+    @cached_property
+    def marks(self) -> SendMarks:
+        """The send marks of deduplicated records (handlers/sent.py)."""
+        return SendMarks(self.redis)
 
     @cached_property
     def limiter(self) -> Limiter:

@@ -199,7 +199,10 @@ class Drainer:
         flight = Flight(chunk)
         going = self.ordering.check(flight)
         items: list[Item] = []
+        settled = self.ctx.marks.settle(going, flight.ledger)  # a killed sender's marks (handlers/sent.py)
         for env in going:
+            if env["id"] in settled:
+                continue
             try:
                 items.extend(to_items(env))
             except (KeyError, ValueError, TypeError) as exc:
@@ -299,8 +302,9 @@ class Drainer:
         client = self.ctx.braze(self.workspace)
         answer: Answer | None = None
         verdict: Verdict
+        self.ctx.marks.before(request)
         try:
-            answer = client.post(request.endpoint, request.data())
+            answer = client.send(request.method, request.path, request.data())
         except requests.RequestException as exc:
             verdict = classify_failure(exc)
             sent.tally.calls[(request.endpoint, type(exc).__name__)] += 1
@@ -309,6 +313,7 @@ class Drainer:
             sent.tally.calls[(request.endpoint, str(answer.status))] += 1
         self.ctx.observe(self.workspace, request, answer, verdict)
         judgement = judge(request, verdict, now=time.time(), delivery=self.delivery)
+        self.ctx.marks.after(judgement)
         if judgement.pause_until is not None:
             self.ctx.limiter.pause(self.workspace, family, judgement.pause_until)
             sent.tally.waits[(family, "braze")] += 1

@@ -23,7 +23,19 @@ from relay.modes import Endpoint
 V2_GROUPS_PER_REQUEST = 25  # Braze does not document it; RudderStack's figure, the safe side
 V2_IDS_PER_GROUP = 50
 # Endpoints whose body is plain arrays of objects: the body is built from each item's own bytes.
-PLAIN_ARRAYS = frozenset({Endpoint.TRACK, Endpoint.ALIAS, Endpoint.IDENTIFY, Endpoint.DELETE})
+PLAIN_ARRAYS = frozenset(
+    {
+        Endpoint.TRACK,
+        Endpoint.ALIAS,
+        Endpoint.IDENTIFY,
+        Endpoint.DELETE,
+        Endpoint.MERGE,
+        Endpoint.ALIAS_UPDATE,
+        Endpoint.RENAME,
+        Endpoint.REMOVE,
+        Endpoint.CATALOG_ITEMS,
+    }
+)
 
 Key = tuple[str, tuple[str, ...]]  # (endpoint, group): a request holds items of one key
 
@@ -48,6 +60,18 @@ class BrazeRequest:
     size: int = 2  # bytes of JSON so far, roughly
     items: list[Item] = field(default_factory=list)  # every item in this request, once, in order
     encoded: dict[str, list[bytes]] = field(default_factory=dict)  # array -> each object's JSON
+
+    @property
+    def method(self) -> str:
+        """The HTTP method: POST, but for catalog items PUT (upsert) or DELETE (the request's group)."""
+        return self.group[1] if self.endpoint is Endpoint.CATALOG_ITEMS else "POST"
+
+    @property
+    def path(self) -> str:
+        """The path to send to: the endpoint, with the catalog's name for catalog items."""
+        if self.endpoint is Endpoint.CATALOG_ITEMS:
+            return self.endpoint.replace("{catalog_name}", self.group[0])
+        return str(self.endpoint)
 
     def count(self) -> int:
         """Objects in the request (what Braze counts against its per-request limit)."""
@@ -75,15 +99,27 @@ class BrazeRequest:
         return b"{" + b",".join(arrays) + b"}"
 
     def items_at(self, array: str, index: int) -> list[Item]:
-        """The items Braze means by an error naming (input_array, index); [] if none."""
+        """The items Braze means by an error naming (input_array, index); [] if none.
+
+        An error naming an array of the request but no index (-1) is taken as naming every item of it:
+        a refusal the relay cannot place must not pass for a delivery.
+        """
         if self.endpoint == Endpoint.SUBSCRIPTION:
             return self.slots.get((array, index), [])
         members = self.members.get(array, [])
+        if index == -1:
+            return list(members)
         return [members[index]] if 0 <= index < len(members) else []
 
     def users(self) -> set[str]:
         """Every user the request changes."""
         return {user for item in self.items for user in item.users}
+
+
+def v2_group_of(item: Item) -> tuple[str, str, str, str]:
+    """(group id, state, kind of id, "double_opt_in" or "") of a v2 subscription item."""
+    gid, state, ids, double_opt_in = item.group
+    return gid, state, ids, double_opt_in
 
 
 def key_of(item: Item) -> Key:
@@ -100,25 +136,37 @@ class Packer:
 
     def fits(self, request: BrazeRequest, item: Item, size: int) -> bool:
         """True if the item may join the request within Braze's per-request limits."""
-        if request.size + size > self.delivery.max_body_bytes:
-            return False
-        if request.endpoint == Endpoint.TRACK:
-            limit = self.delivery.track_combined
-            if limit is not None:
-                return request.count() < limit
-            return len(request.arrays.get(item.array, [])) < self.delivery.track_per_array
         if request.endpoint == Endpoint.SUBSCRIPTION:
+            if request.size + size > self.delivery.max_body_bytes:
+                return False
             group = self._v2_group(request, item)
             if group is None:
                 return len(request.arrays.get("subscription_groups", [])) < V2_GROUPS_PER_REQUEST
             return True
-        return request.count() < self.delivery.batch_limit
+        return self.takes(request, {item.array: 1}, size)
+
+    def takes(self, request: BrazeRequest, counts: dict[str, int], size: int) -> bool:
+        """True if the request can take this many more objects per array, and bytes, within the limits."""
+        if request.size + size > self.delivery.max_body_bytes:
+            return False
+        if request.endpoint == Endpoint.TRACK:
+            # Braze's default counts the three arrays together (track_combined); legacy contracts count
+            # each array alone. Both are checked, so BRAZE_TRACK_PER_ARRAY still caps an array.
+            combined = self.delivery.track_combined
+            if combined is not None and request.count() + sum(counts.values()) > combined:
+                return False
+            per_array = self.delivery.track_per_array
+            return all(
+                len(request.arrays.get(name, [])) + count <= per_array for name, count in counts.items()
+            )
+        return request.count() + sum(counts.values()) <= self.delivery.batch_limit
 
     @staticmethod
     def _v2_group(request: BrazeRequest, item: Item) -> dict[str, Any] | None:
-        gid, state, ids = item.group
+        gid, state, ids, double_opt_in = v2_group_of(item)
         for group in request.arrays.get("subscription_groups", []):
             same = group["subscription_group_id"] == gid and group["subscription_state"] == state
+            same = same and group.get("use_double_opt_in_logic", False) == bool(double_opt_in)
             if same and group["_ids"] == ids and len(group[ids]) < V2_IDS_PER_GROUP:
                 return group
         return None
@@ -131,8 +179,12 @@ class Packer:
             groups = request.arrays.setdefault("subscription_groups", [])
             group = self._v2_group(request, item)
             if group is None:
-                gid, state, ids = item.group
+                gid, state, ids, double_opt_in = v2_group_of(item)
                 group = {"subscription_group_id": gid, "subscription_state": state, ids: [], "_ids": ids}
+                if double_opt_in:
+                    # https://www.braze.com/docs/api/endpoints/subscription_groups/
+                    # post_update_user_subscription_group_status_v2/: per group entry, optional.
+                    group["use_double_opt_in_logic"] = True
                 groups.append(group)
             group[item.group[2]].append(item.obj)
             request.slots.setdefault(("subscription_groups", groups.index(group)), []).append(item)
@@ -203,25 +255,11 @@ class Rounds(Packer):
             for item in group:
                 counts[item.array] = counts.get(item.array, 0) + 1
             size = sum(len(one) + 1 for one in encoded)
-            if self._takes(BrazeRequest(group[0].endpoint, key[1]), counts, size):
+            if self.takes(BrazeRequest(group[0].endpoint, key[1]), counts, size):
                 self._add_together(group, encoded, key, counts, size)
                 return
         for item, one in zip(group, encoded, strict=True):
             self.add(item, one)
-
-    def _takes(self, request: BrazeRequest, counts: dict[str, int], size: int) -> bool:
-        """True if the request can take this many more objects per array, and bytes, within the limits."""
-        if request.size + size > self.delivery.max_body_bytes:
-            return False
-        if request.endpoint == Endpoint.TRACK:
-            limit = self.delivery.track_combined
-            if limit is not None:
-                return request.count() + sum(counts.values()) <= limit
-            per_array = self.delivery.track_per_array
-            return all(
-                len(request.arrays.get(name, [])) + count <= per_array for name, count in counts.items()
-            )
-        return request.count() + sum(counts.values()) <= self.delivery.batch_limit
 
     def _add_together(
         self, group: list[Item], encoded: list[bytes], key: Key, counts: dict[str, int], size: int
@@ -232,7 +270,7 @@ class Rounds(Packer):
                 self.rounds.append([])
                 self._open.append({})
             current = self._open[index].get(key)
-            if current is None or not self._takes(current, counts, size):
+            if current is None or not self.takes(current, counts, size):
                 if len(self.rounds[index]) >= self.width:
                     index += 1
                     continue

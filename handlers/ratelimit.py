@@ -34,6 +34,9 @@ class Limiter:
             RateFamily.TRACK: parse(delivery.rate_track),
             RateFamily.USERS: parse(delivery.rate_users),
             RateFamily.CONSENT: parse(delivery.rate_consent),
+            RateFamily.RENAME: parse(delivery.rate_rename),
+            RateFamily.REMOVE: parse(delivery.rate_remove),
+            RateFamily.CATALOG: parse(delivery.rate_catalog),
             RateFamily.DEFAULT: parse(delivery.rate_default),
         }
 

@@ -138,20 +138,29 @@ def alias_items(env: Envelope) -> list[Item]:
     return [Item(env, Endpoint.ALIAS, "user_aliases", obj, user=alias, also=also)]
 
 
+IDENTIFY_ARRAY = {
+    "user_alias": "aliases_to_identify",
+    "email": "emails_to_identify",
+    "phone": "phone_numbers_to_identify",
+}
+
+
 @translator(Kind.IDENTIFY)
 def identify_items(env: Envelope) -> list[Item]:
-    """user_identifying: one alias to attach to an external_id."""
+    """user_identifying: an alias-, email- or phone-only user to attach to an external_id.
+
+    https://www.braze.com/docs/api/endpoints/user_data/post_user_identify/: an email or phone goes
+    with its `prioritization`, in `emails_to_identify` or `phone_numbers_to_identify`.
+    """
     rec = env["rec"]
-    obj = {"external_id": rec["external_id"], "user_alias": rec["user_alias"]}
-    alias = user_key({"user_alias": rec["user_alias"]})
+    name = next(key for key in IDENTIFY_ARRAY if key in rec)
+    obj = {"external_id": rec["external_id"], name: rec[name]}
+    if name != "user_alias":
+        obj["prioritization"] = rec["prioritization"]
+    user = user_key({"external_id": rec["external_id"]})
     return [
         Item(
-            env,
-            Endpoint.IDENTIFY,
-            "aliases_to_identify",
-            obj,
-            user=user_key({"external_id": rec["external_id"]}),
-            also=(alias,),
+            env, Endpoint.IDENTIFY, IDENTIFY_ARRAY[name], obj, user=user, also=(user_key({name: rec[name]}),)
         )
     ]
 
@@ -185,13 +194,15 @@ def consent_items(env: Envelope) -> list[Item]:
     if rec.get("subscription_group_id"):
         gid, state = rec["subscription_group_id"], rec["subscription_state"]
         ids = {"external_id": "external_ids", "email": "emails", "phone": "phones"}[id_name]
+        # A group entry of a v2 body is one (group, state, kind of id, double opt-in or not).
+        double_opt_in = "double_opt_in" if rec.get("double_opt_in") else ""
         items.append(
             Item(
                 env,
                 Endpoint.SUBSCRIPTION,
                 ids,
                 id_value,
-                group=(gid, state, ids),
+                group=(gid, state, ids, double_opt_in),
                 watermarks=[f"sub:{gid}"],
                 user=user,
             )
@@ -234,6 +245,8 @@ def alias_consent_items(env: Envelope, user: str) -> list[Item]:
     if rec.get("subscription_group_id"):
         gid, state = rec["subscription_group_id"], rec["subscription_state"]
         group = {"subscription_group_id": gid, "subscription_state": state}
+        if rec.get("double_opt_in"):
+            group["use_double_opt_in_logic"] = True
         obj = {**base, "subscription_groups": [group]}
         items.append(Item(env, Endpoint.TRACK, "attributes", obj, watermarks=[f"sub:{gid}"], user=user))
     attrs = {name: rec[name] for name in ("email_subscribe", "push_subscribe") if rec.get(name)}
@@ -242,6 +255,89 @@ def alias_consent_items(env: Envelope, user: str) -> list[Item]:
             Item(env, Endpoint.TRACK, "attributes", {**base, **attrs}, watermarks=list(attrs), user=user)
         )
     return items
+
+
+def _who(ident: dict[str, Any]) -> str:
+    """The user an identifier object names (its prioritization aside)."""
+    return user_key({key: value for key, value in ident.items() if key != "prioritization"})
+
+
+@translator(Kind.MERGE)
+def merge_items(env: Envelope) -> list[Item]:
+    """user_merge: one merge update (https://www.braze.com/docs/api/endpoints/user_data/post_users_merge/)."""
+    rec = env["rec"]
+    obj = {"identifier_to_merge": rec["merge"], "identifier_to_keep": rec["keep"]}
+    return [
+        Item(env, Endpoint.MERGE, "merge_updates", obj, user=_who(rec["keep"]), also=(_who(rec["merge"]),))
+    ]
+
+
+@translator(Kind.EXTERNAL_ID_RENAME)
+def rename_items(env: Envelope) -> list[Item]:
+    """external_id_rename: one rename object of /users/external_ids/rename."""
+    rec = env["rec"]
+    current, new = rec["current_external_id"], rec["new_external_id"]
+    obj = {"current_external_id": current, "new_external_id": new}
+    user = user_key({"external_id": current})
+    return [
+        Item(
+            env,
+            Endpoint.RENAME,
+            "external_id_renames",
+            obj,
+            user=user,
+            also=(user_key({"external_id": new}),),
+        )
+    ]
+
+
+@translator(Kind.EXTERNAL_ID_REMOVE)
+def remove_items(env: Envelope) -> list[Item]:
+    """external_id_remove: one deprecated external_id for /users/external_ids/remove."""
+    external_id = env["rec"]["external_id"]
+    return [
+        Item(env, Endpoint.REMOVE, "external_ids", external_id, user=user_key({"external_id": external_id}))
+    ]
+
+
+@translator(Kind.ALIAS_UPDATE)
+def alias_update_items(env: Envelope) -> list[Item]:
+    """alias_update: one update user alias object of /users/alias/update."""
+    rec = env["rec"]
+    obj = {name: rec[name] for name in ("alias_label", "old_alias_name", "new_alias_name")}
+    old, new = (
+        {"alias_name": rec[name], "alias_label": rec["alias_label"]}
+        for name in ("old_alias_name", "new_alias_name")
+    )
+    return [
+        Item(
+            env,
+            Endpoint.ALIAS_UPDATE,
+            "alias_updates",
+            obj,
+            user=user_key({"user_alias": old}),
+            also=(user_key({"user_alias": new}),),
+        )
+    ]
+
+
+@translator(Kind.CATALOG)
+def catalog_items(env: Envelope) -> list[Item]:
+    """catalog_items: one item for PUT /catalogs/{catalog}/items (upsert), or its id for DELETE.
+
+    The item's newest record wins (its watermark `item`), an upsert or a delete alike, and no two
+    requests in flight carry one item: its `user` is the item.
+    """
+    rec = env["rec"]
+    catalog = rec["catalog"]
+    method = "DELETE" if rec.get("delete") else "PUT"
+    obj = {"id": rec["id"]} if method == "DELETE" else {"id": rec["id"], **rec["fields"]}
+    user = f"catalog:{catalog}:{rec['id']}"
+    return [
+        Item(
+            env, Endpoint.CATALOG_ITEMS, "items", obj, group=(catalog, method), watermarks=["item"], user=user
+        )
+    ]
 
 
 TRANSLATORS.complete()

@@ -39,22 +39,36 @@ class Batch:
     received: float = field(default_factory=time.time)
     received_ns: int = field(default_factory=time.time_ns)
     payloads: dict[Lane, list[str]] = field(default_factory=dict)  # lane -> serialized records
+    # lane -> each record's dedup digest (relay/dedup.py), or None: kept only where one has a digest
+    digests: dict[Lane, list[str | None]] = field(default_factory=dict)
     audited: list[Envelope] = field(default_factory=list)  # consent changes and deletes: the audit trail
     gating: list[Envelope] = field(default_factory=list)  # records later ones wait for (relay/order.py)
     invalid: list[tuple[int, Any, dict[str, Any]]] = field(default_factory=list)
     filtered: int = 0  # inputs the route's transform turned into no record
+    probably_truncated: bool = False  # a TD export of exactly TD's row limit: counted in the metrics
 
     @property
     def accepted(self) -> int:
         """How many records this request stores for delivery."""
         return sum(map(len, self.payloads.values()))
 
-    def add(self, index: int, record: dict[str, Any], kind: Kind | None = None) -> None:
-        """Take one loaded record (of `kind`, when a transform chose another than the route's)."""
+    def add(
+        self, index: int, record: dict[str, Any], kind: Kind | None = None, digest: str | None = None
+    ) -> None:
+        """Take one loaded record (of `kind`, when a transform chose another than the route's), and the
+        digest its route's dedup_key gave it (then a repeat within the window is not stored)."""
         env = self.envelope(index, record, kind)
+        if digest is not None:
+            env["dd"] = 1  # a worker marks its sends, so that a retry never sends it twice (handlers/sent.py)
         kind = kind or self.route.kind
         lane = Lane.of(self.route.workspace, kind, record.get("_id"), self.shards)
-        self.payloads.setdefault(lane, []).append(dumps(env))
+        payloads = self.payloads.setdefault(lane, [])
+        digests = self.digests.get(lane)
+        if digest is not None and digests is None:
+            digests = self.digests[lane] = [None] * len(payloads)
+        if digests is not None:
+            digests.append(digest)
+        payloads.append(dumps(env))
         if kind in audit.AUDITED:
             self.audited.append(env)
         if BY_KIND[kind].gate:
@@ -118,7 +132,7 @@ def store_batch(
     round trip with those of the process's other threads (receiver/group_commit.py).
     """
     token = new_token()
-    kept = batch.invalid or batch.audited or batch.gating or batch.filtered
+    kept = batch.invalid or batch.audited or batch.gating or batch.filtered or batch.probably_truncated
     plain = claim is None and not kept and len(batch.payloads) == 1
     if plain and batch.accepted <= PUSH_CHUNK:
         armed = _store_plain(client, batch, settings, token, group)
@@ -145,6 +159,20 @@ def _store_plain(
 ) -> list[Lane]:
     """Records of one lane, fitting one push, nothing else to keep: one script call; lanes armed."""
     ((lane, payloads),) = batch.payloads.items()
+    digests = batch.digests.get(lane)
+    if digests is not None and batch.route.dedup is not None:
+        armed = lane.push_new(
+            client,
+            payloads,
+            digests,
+            counter=metrics.ACCEPTED.field(route=batch.route.name),
+            duplicates=metrics.DUPLICATES.field(route=batch.route.name),
+            window_s=batch.route.dedup.window_s,
+            token=token,
+            delivery=settings.delivery,
+            runner=group.run if group is not None else None,
+        )
+        return [lane] if armed else []
     armed = lane.push(
         client,
         payloads,
@@ -197,7 +225,14 @@ def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) ->
     for env in batch.audited:
         audit.note(pipe, env, AuditEvent.RECEIVED, settings.audit_ttl_s)
     for lane, payloads in batch.payloads.items():
-        lane.append(pipe, payloads)
+        digests = batch.digests.get(lane)
+        if digests is not None and batch.route.dedup is not None:
+            duplicates = metrics.DUPLICATES.field(route=batch.route.name)
+            lane.append_new(
+                pipe, payloads, digests, duplicates=duplicates, window_s=batch.route.dedup.window_s
+            )
+        else:
+            lane.append(pipe, payloads)
     for index, raw, errors in batch.invalid:
         env = batch.envelope(index, {"raw": raw})
         item = deadletters.entry(env, reason=DeadReason.INVALID, message=_flatten(errors))
@@ -206,6 +241,7 @@ def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) ->
     metrics.ACCEPTED.incr(pipe, workspace, batch.accepted, route=route)
     metrics.REJECTED.incr(pipe, workspace, len(batch.invalid), route=route, reason=metrics.Rejection.INVALID)
     metrics.FILTERED.incr(pipe, workspace, batch.filtered, route=route)
+    metrics.EXPORTS_TRUNCATED.incr(pipe, workspace, int(batch.probably_truncated), route=route)
     arming = list(batch.payloads)
     for lane in arming:
         lane.take_lease(pipe, token, settings.delivery)

@@ -25,6 +25,7 @@ from receiver.redis_check import Unfit
 from receiver.request_ids import request_id
 from receiver.state import redis_client, settings
 from relay import metrics, redis_health
+from relay.dedup import DedupError
 from relay.metrics import Rejection
 from relay.routes import Route
 
@@ -39,6 +40,7 @@ JSON_TYPES = (
 )
 UNFIT = "Storage refused: the relay's Redis may evict records (see the web log); nothing was stored."
 EXPORT_SHAPE = "The body must hold column_names and data (TD's export shape)."
+TD_EXPORT_ROWS = 100_000  # TD's web export sends at most this many rows and drops the rest
 INGEST_SHAPE = 'The body must be {"records": [ ... ]} or {"events": [ ... ]} with at least one record.'
 
 
@@ -213,14 +215,18 @@ def load_records(
         return made
     batch = Batch(route=route, request_id=request_id(), shards=shards)
     errors: dict[str, Any] = {}
+    dedup = route.dedup
     for index, raw in enumerate(raw_records):
         messages = misfits.get(index)
         if messages is None:
             (loaded,) = loader.load(raw).records  # an untransformed input is one record
-            if loaded.errors is None:
-                batch.add(index, loaded.record)
-                continue
             messages = loaded.errors
+            if messages is None:
+                try:
+                    batch.add(index, loaded.record, digest=dedup.name(raw) if dedup else None)
+                    continue
+                except DedupError as exc:
+                    messages = {"dedup_key": [str(exc)]}
         errors[str(index)] = messages
         batch.invalid.append((index, raw, messages))
     if errors and not route.skip_on_invalid_records:
@@ -342,6 +348,13 @@ def export(name: str) -> tuple[Response, int]:
     table = export_table(body, limits.export_rows, lenient=route.skip_on_invalid_records)
     # Rows become records one at a time: only the serialized records are kept, not 100,000 dicts.
     batch = load_records(route, table.inputs(), len(table.rows), table.misfits)
+    if len(table.rows) == TD_EXPORT_ROWS:
+        # TD's web export drops the rows past 100,000 without a word: the query had more, most likely.
+        batch.probably_truncated = True
+        log.warning(
+            "export of exactly 100,000 rows: TD drops rows past 100,000, so it is probably truncated",
+            extra={"request_id": batch.request_id, "route": route.name, "rows": len(table.rows)},
+        )
     answer = {"accepted": batch.accepted, **batch.counts(), "rejected": batch.rejected()}
     return accept(batch, authed, {**answer, "id": batch.request_id})
 

@@ -42,8 +42,10 @@ class Limits:
 class Delivery:
     """How workers batch, pace and retry deliveries to Braze."""
 
+    # Braze's default today: 75 objects per /users/track request across its three arrays. Legacy
+    # contracts take 75 per array instead: BRAZE_TRACK_COMBINED_LIMIT=0 (no combined limit).
     track_per_array: int = 75
-    track_combined: int | None = None  # 50 for Braze's newer "combined" contracts
+    track_combined: int | None = 75
     batch_limit: int = 50  # alias, identify, delete, subscription
     track_shards: int = 2  # track lanes split by user, drained in parallel
     inflight: int = 96  # Braze requests a drain job keeps in flight at once (docs/delivery.md)
@@ -63,6 +65,9 @@ class Delivery:
     rate_track: str = "3000/3 seconds"
     rate_users: str = "20000/minute"
     rate_consent: str = "5000/minute"
+    rate_rename: str = "1000/minute"
+    rate_remove: str = "1000/minute"
+    rate_catalog: str = "16000/minute"
     rate_default: str = "250000/hour"
     watermark_ttl_s: int = 72 * 3600  # newest-value watermarks, and the marks that order across lanes
     order_across_lanes: bool = True  # relay/order.py; off only to measure what it costs
@@ -136,7 +141,7 @@ def _delivery(env: Env) -> Delivery:
     """How the workers deliver: Braze's per-request limits, flight, lingers, leases, retries, rates."""
     return Delivery(
         track_per_array=env.int("BRAZE_TRACK_PER_ARRAY", Delivery.track_per_array),
-        track_combined=env.int("BRAZE_TRACK_COMBINED_LIMIT", 0) or None,
+        track_combined=env.int("BRAZE_TRACK_COMBINED_LIMIT", Delivery.track_combined or 0) or None,
         track_shards=max(1, env.int("RELAY_TRACK_SHARDS", Delivery.track_shards)),
         inflight=max(1, env.int("RELAY_INFLIGHT", Delivery.inflight)),
         linger_s=env.float("RELAY_LINGER_MS", Delivery.linger_s * 1000) / 1000,
@@ -152,6 +157,9 @@ def _delivery(env: Env) -> Delivery:
         rate_track=env.str("BRAZE_RATE_TRACK", Delivery.rate_track),
         rate_users=env.str("BRAZE_RATE_USERS", Delivery.rate_users),
         rate_consent=env.str("BRAZE_RATE_SUBSCRIPTION", Delivery.rate_consent),
+        rate_rename=env.str("BRAZE_RATE_RENAME", Delivery.rate_rename),
+        rate_remove=env.str("BRAZE_RATE_REMOVE", Delivery.rate_remove),
+        rate_catalog=env.str("BRAZE_RATE_CATALOG", Delivery.rate_catalog),
         rate_default=env.str("BRAZE_RATE_DEFAULT", Delivery.rate_default),
         unchanged_ttl_s=env.int("RELAY_UNCHANGED_TTL_S", Delivery.unchanged_ttl_s),
         order_across_lanes=env.bool("RELAY_ORDER_ACROSS_LANES", Delivery.order_across_lanes),

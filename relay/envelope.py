@@ -20,6 +20,7 @@ class Envelope(TypedDict, total=False):
     n: delivery attempts so far; first: first failure time; why: last failure reason
     w: when it first waited for an earlier call of its user in another lane (relay/order.py)
     again: a consent change sent once more, after its user's earlier records (handlers/commit.py)
+    dd: 1 when its route's dedup_key named it: its sends are marked (handlers/sent.py)
     """
 
     id: str
@@ -36,6 +37,7 @@ class Envelope(TypedDict, total=False):
     why: str
     w: float
     again: bool
+    dd: int
 
 
 def dumps(envelope: Envelope) -> str:

@@ -26,7 +26,7 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from relay import store
+from relay import dedup, store
 from relay.config import Delivery
 from relay.modes import BY_KIND, Kind, LaneFamily
 from relay.routes import Route, user_key
@@ -198,6 +198,45 @@ class Lane:
         args: list[Any] = [counter, len(records), token, delivery.lease_ms, self.name, *records]
         script = _script(client, PUSH)
         return bool(runner(script, keys, args) if runner is not None else script(keys=keys, args=args))
+
+    def push_new(
+        self,
+        client: redis.Redis,
+        records: Sequence[str],
+        digests: Sequence[str | None],
+        *,
+        counter: str,
+        duplicates: str,
+        window_s: int,
+        token: str,
+        delivery: Delivery,
+        runner: Runner | None = None,
+    ) -> bool:
+        """As `push`, leaving out each record whose dedup digest an earlier record set within `window_s`
+        (relay/dedup.py), counted in the `duplicates` field; True if it took the lease."""
+        names, extra = dedup.push_args(digests, records, window_s)
+        dedup_keys = [self.keys.dedup(name) for name in names]
+        keys = [self.list_key, self.keys.metrics, self.lease_key, self.keys.lanes, *dedup_keys]
+        args: list[Any] = [counter, len(records), token, delivery.lease_ms, self.name, duplicates, *extra]
+        script = _script(client, dedup.PUSH_NEW)
+        return bool(runner(script, keys, args) if runner is not None else script(keys=keys, args=args))
+
+    def append_new(
+        self,
+        pipe: Any,
+        records: Sequence[str],
+        digests: Sequence[str | None],
+        *,
+        duplicates: str,
+        window_s: int,
+    ) -> None:
+        """As `append`, leaving out the repeats (as `push_new`), on a transaction."""
+        script = pipe.register_script(dedup.APPEND_NEW)
+        for start in range(0, len(records), PUSH_CHUNK):
+            chunk = slice(start, start + PUSH_CHUNK)
+            names, extra = dedup.push_args(digests[chunk], records[chunk], window_s)
+            keys = [self.list_key, self.keys.metrics, self.keys.lanes, *(self.keys.dedup(n) for n in names)]
+            script(keys=keys, args=[self.name, duplicates, *extra], client=pipe)
 
     def append(self, pipe: Any, records: Sequence[str]) -> None:
         """Queue storing these records on a transaction (and the lane in its workspace's set)."""

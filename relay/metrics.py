@@ -63,7 +63,19 @@ class Rejection(StrEnum):
 
 
 RECEIVED = Count("relay_records_received", "Records received at the edge, accepted or not", ("route",))
-ACCEPTED = Count("relay_records_accepted", "Records stored for delivery", ("route",))
+ACCEPTED = Count(
+    "relay_records_accepted", "Records accepted at the edge: stored for delivery, or repeats", ("route",)
+)
+DUPLICATES = Count(
+    "relay_records_duplicate",
+    "Records accepted but not stored: a repeat of one its route remembers (dedup_key)",
+    ("route",),
+)
+EXPORTS_TRUNCATED = Count(
+    "relay_exports_probably_truncated",
+    "TD exports of exactly 100,000 rows: TD drops the rows past 100,000 without a word",
+    ("route",),
+)
 REJECTED = Count("relay_records_rejected", "Records refused at the edge", ("route", "reason"))
 DELIVERED = Count("relay_records_delivered", "Records Braze accepted", ("route",))
 SUPERSEDED = Count("relay_records_superseded", "Records not sent: a newer value was already sent", ("route",))
@@ -113,6 +125,8 @@ CONSENT_RESENT = Count(
 COUNTERS = (
     RECEIVED,
     ACCEPTED,
+    DUPLICATES,
+    EXPORTS_TRUNCATED,
     REJECTED,
     DELIVERED,
     SUPERSEDED,

@@ -29,6 +29,11 @@ class Kind(StrEnum):
     IDENTIFY = "identify"
     DELETE = "delete"
     CONSENT = "consent"
+    MERGE = "merge"
+    EXTERNAL_ID_RENAME = "external_id_rename"
+    EXTERNAL_ID_REMOVE = "external_id_remove"
+    ALIAS_UPDATE = "alias_update"
+    CATALOG = "catalog_items"
 
     @classmethod
     def _missing_(cls, value: object) -> Kind | None:
@@ -45,23 +50,34 @@ _KINDS = {kind.value: kind for kind in Kind}
 
 
 class LaneFamily(StrEnum):
-    """The family of Braze calls a lane carries: one list of records, one batch, one owner at a time."""
+    """The family of Braze calls a lane carries: one list of records, one batch, one owner at a time.
+
+    Calls whose relative order matters for one user share a lane, which keeps it: an alias's creation
+    and its update (`alias`), identifies and merges, which both join two identifiers (`identify`), an
+    external id's rename and the removal of the id it deprecated (`external_id`).
+    """
 
     TRACK = "track"
     ALIAS = "alias"
     IDENTIFY = "identify"
     DELETE = "delete"
     CONSENT = "consent"
+    EXTERNAL_ID = "external_id"
+    CATALOG = "catalog"
 
 
 class RateFamily(StrEnum):
     """Braze's rate-limit families: endpoints that share one request window per workspace."""
 
+    # https://www.braze.com/docs/api/api_limits/
     TRACK = "track"  # /users/track: 3,000 per 3 s
-    USERS = "users"  # alias/new, identify, delete (and merge): 20,000 per minute, shared
+    USERS = "users"  # alias/new, alias/update, identify, delete, merge: 20,000 per minute, shared
     # Consent calls to subscription/status/set, v1 and v2: 5,000 per minute. Its value is Braze's name
     # for the family: the metric label (family="subscription") and the rate-limit keys keep it.
     CONSENT = "subscription"
+    RENAME = "rename"  # /users/external_ids/rename: 1,000 per minute
+    REMOVE = "remove"  # /users/external_ids/remove: 1,000 per minute
+    CATALOG = "catalog"  # the asynchronous catalog item endpoints: 16,000 per minute, shared
     DEFAULT = "default"  # every other endpoint (/email/status): 250,000 per hour
 
 
@@ -74,6 +90,11 @@ class Endpoint(StrEnum):
     DELETE = "/users/delete"
     SUBSCRIPTION = "/v2/subscription/status/set"
     EMAIL_STATUS = "/email/status"
+    MERGE = "/users/merge"
+    ALIAS_UPDATE = "/users/alias/update"
+    RENAME = "/users/external_ids/rename"
+    REMOVE = "/users/external_ids/remove"
+    CATALOG_ITEMS = "/catalogs/{catalog_name}/items"  # the route's catalog goes in the path
 
     @property
     def rate_family(self) -> RateFamily:
@@ -88,6 +109,11 @@ _RATE_FAMILY = {
     Endpoint.DELETE: RateFamily.USERS,
     Endpoint.SUBSCRIPTION: RateFamily.CONSENT,
     Endpoint.EMAIL_STATUS: RateFamily.DEFAULT,
+    Endpoint.MERGE: RateFamily.USERS,
+    Endpoint.ALIAS_UPDATE: RateFamily.USERS,
+    Endpoint.RENAME: RateFamily.RENAME,
+    Endpoint.REMOVE: RateFamily.REMOVE,
+    Endpoint.CATALOG_ITEMS: RateFamily.CATALOG,
 }
 
 
@@ -214,6 +240,54 @@ MODES: tuple[Mode, ...] = (
         "SubscriptionRecord",
         {"external_id": TEST_USER, "push_subscribe": "subscribed"},
         from_pages=True,
+    ),
+    # A merge ties its two identifiers from then on (links). It does not erase: `erases` would drop
+    # the not-yet-sent records of both its identifiers, the kept user's too.
+    Mode(
+        Kind.MERGE,
+        "user_merge",
+        None,
+        LaneFamily.IDENTIFY,
+        "MergeRecord",
+        {"merge_external_id": f"{TEST_USER}-duplicate", "keep_external_id": TEST_USER},
+        gate=True,
+        links=True,
+    ),
+    Mode(
+        Kind.EXTERNAL_ID_RENAME,
+        "external_id_rename",
+        None,
+        LaneFamily.EXTERNAL_ID,
+        "ExternalIdRenameRecord",
+        {"current_external_id": f"{TEST_USER}-old-id", "new_external_id": f"{TEST_USER}-new-id"},
+        gate=True,
+    ),
+    Mode(
+        Kind.EXTERNAL_ID_REMOVE,
+        "external_id_remove",
+        None,
+        LaneFamily.EXTERNAL_ID,
+        "ExternalIdRemoveRecord",
+        {"external_id": f"{TEST_USER}-old-id"},
+        gate=True,
+    ),
+    Mode(
+        Kind.ALIAS_UPDATE,
+        "alias_update",
+        None,
+        LaneFamily.ALIAS,
+        "AliasUpdateRecord",
+        {"alias_label": "braze_relay_test", "old_alias_name": TEST_USER, "new_alias_name": f"{TEST_USER}-2"},
+        gate=True,
+    ),
+    # Catalog items are not users: nothing orders across lanes for them.
+    Mode(
+        Kind.CATALOG,
+        "catalog_items",
+        None,
+        LaneFamily.CATALOG,
+        "CatalogItemRecord",
+        {"id": "braze-relay-test"},
     ),
 )
 BY_KIND: dict[Kind, Mode] = {mode.kind: mode for mode in MODES}

@@ -162,12 +162,29 @@ def named_users(kind: Kind, record: Mapping[str, Any]) -> list[str]:
             named.append(user_key({"external_id": record["external_id"]}))
         return named
     if kind is Kind.IDENTIFY:
+        other = next(name for name in ("user_alias", "email", "phone") if name in record)
+        return [user_key({"external_id": record["external_id"]}), user_key({other: record[other]})]
+    if kind is Kind.MERGE:
+        return [_named(record["keep"]), _named(record["merge"])]
+    if kind is Kind.EXTERNAL_ID_RENAME:
         return [
-            user_key({"external_id": record["external_id"]}),
-            user_key({"user_alias": record["user_alias"]}),
+            user_key({"external_id": record[name]}) for name in ("current_external_id", "new_external_id")
+        ]
+    if kind is Kind.EXTERNAL_ID_REMOVE:
+        return [user_key({"external_id": record["external_id"]})]
+    if kind is Kind.ALIAS_UPDATE:
+        label = record["alias_label"]
+        return [
+            user_key({"user_alias": {"alias_name": record[name], "alias_label": label}})
+            for name in ("old_alias_name", "new_alias_name")
         ]
     ident = record.get("_id")
     return [user_key(ident)] if ident else []
+
+
+def _named(ident: Mapping[str, Any]) -> str:
+    """The user an identifier object names (its prioritization aside), as a user_key string."""
+    return user_key({key: value for key, value in ident.items() if key != "prioritization"})
 
 
 def users_of(env: Envelope) -> list[str]:

@@ -6,12 +6,13 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from relay.dedup import DEFAULT_WINDOW_S, Dedup, compile_dedup
 from relay.errors import ConfigError
 from relay.modes import ROUTE_MODES, TRACK_TYPE_MODES, TRACK_TYPES, Kind, Mode, mode_of
 from relay.secrets import Secret, split_secrets
@@ -42,6 +43,31 @@ ORIGIN = validate.Regexp(
 
 # /{database}/{table} would collide with these paths.
 RESERVED_DATABASES = frozenset({"webhooks", "export"})
+# A Braze catalog's name: "Catalog name can only include letters, numbers, hyphens, and underscores",
+# "Character limit for a catalog name is 250" (https://www.braze.com/docs/api/endpoints/catalogs/
+# catalog_management/synchronous/post_create_catalog/, Troubleshooting).
+CATALOG_NAME = validate.Regexp(
+    r"^[A-Za-z0-9_-]{1,250}$", error="a Braze catalog name: 1 to 250 letters, digits, '-' and '_'"
+)
+# How Braze picks one of several users sharing an email or phone (/users/identify, /users/merge):
+# https://www.braze.com/docs/api/endpoints/user_data/post_user_identify/ ("Identifying users by email
+# addresses and phone numbers"): an ordered array; only one of identified and unidentified.
+PRIORITIES = ("identified", "unidentified", "most_recently_updated", "least_recently_updated")
+DEFAULT_PRIORITIZATION = ("unidentified", "most_recently_updated")
+
+
+def prioritization_problem(values: Any) -> str | None:
+    """Why `values` is not a prioritization Braze takes, or None when it is one."""
+    if not isinstance(values, list) or not values or not all(isinstance(value, str) for value in values):
+        return f"a non-empty array of {', '.join(PRIORITIES)}"
+    unknown = [value for value in values if value not in PRIORITIES]
+    if unknown:
+        return f"{unknown[0][:40]!r} is not one of {', '.join(PRIORITIES)}"
+    if len(set(values)) != len(values):
+        return "a value appears twice"
+    if {"identified", "unidentified"} <= set(values):
+        return "only one of identified and unidentified"
+    return None
 
 
 def user_key(ident: dict[str, Any]) -> str:
@@ -88,6 +114,13 @@ class Route:
     # Attribute values equal to the last ones delivered for the user are not sent again
     # (handlers/unchanged.py); only user_track routes, whose records may set attributes.
     skip_unchanged: bool = False
+    # How Braze picks among users sharing an email or phone, where a record gives none
+    # (user_identifying, user_merge).
+    prioritization: tuple[str, ...] = DEFAULT_PRIORITIZATION
+    catalog: str | None = None  # catalog_items: the Braze catalog the items go to
+    double_opt_in: bool = False  # user_subscription: subscribing enters Braze's SMS double opt-in
+    # Record-level deduplication (relay/dedup.py): how an input names itself, and for how long.
+    dedup: Dedup | None = None
 
     @property
     def own_credentials(self) -> bool:
@@ -145,6 +178,42 @@ class RouteSchema(Schema):
     preset = fields.String(validate=validate.OneOf(sorted(PRESETS)), load_default=None)
     transform_args = fields.Dict(keys=fields.String(), load_default=None)
     skip_unchanged = fields.Boolean(load_default=False)
+    prioritization = fields.Raw(load_default=None)
+    catalog = fields.String(validate=CATALOG_NAME, load_default=None)
+    double_opt_in = fields.Boolean(load_default=False)
+    dedup_key = fields.String(validate=validate.Length(min=1, max=1000), load_default=None)
+    dedup_window_s = fields.Integer(validate=validate.Range(min=1, max=400 * 86400), load_default=None)
+
+    @validates_schema
+    def _mode_keys(self, data: dict[str, Any], **_: Any) -> None:
+        """Keys that belong to some modes only, and what those modes require."""
+        mode = data["mode"]
+        if mode == "catalog_items" and not data.get("catalog"):
+            raise ValidationError("required when mode is catalog_items: the Braze catalog", "catalog")
+        if mode != "catalog_items" and data.get("catalog") is not None:
+            raise ValidationError("only allowed when mode is catalog_items", "catalog")
+        if mode != "user_subscription" and data.get("double_opt_in"):
+            raise ValidationError("only allowed when mode is user_subscription", "double_opt_in")
+        if data.get("dedup_window_s") is not None and not data.get("dedup_key"):
+            raise ValidationError("only allowed with dedup_key", "dedup_window_s")
+        if data.get("dedup_key") and mode not in ("user_track", "catalog_items"):
+            # A repeat of the other calls changes nothing in Braze, and a repeated call that orders
+            # others (relay/order.py) or is audited must not leave marks for a record never stored.
+            raise ValidationError(
+                "only for user_track and catalog_items routes: Braze takes the other calls twice to the "
+                "same effect",
+                "dedup_key",
+            )
+        if data.get("prioritization") is not None:
+            if mode not in ("user_identifying", "user_merge"):
+                raise ValidationError(
+                    "only allowed when mode is user_identifying or user_merge", "prioritization"
+                )
+            problem = prioritization_problem(data["prioritization"])
+            if problem:
+                raise ValidationError(
+                    f"must be {problem}" if problem.startswith("a ") else problem, "prioritization"
+                )
 
     @validates_schema
     def _public_key(self, data: dict[str, Any], **_: Any) -> None:
@@ -246,7 +315,8 @@ def load_routes(
                     f"{where}: database/table {'/'.join(pair)} already used by {seen_tables[pair]!r}"
                 )
             seen_tables[pair] = name
-        routes[name] = _route(name, data, workspace, _transform(name, data, where), environ)
+        route = _route(name, data, workspace, _transform(name, data, where), environ)
+        routes[name] = replace(route, dedup=_dedup(data, route, where))
     return routes, workspaces
 
 
@@ -298,6 +368,24 @@ def _transform(name: str, data: dict[str, Any], where: str) -> Transform | None:
         raise ConfigError(f"{where}: key '{key}': {exc}") from None
 
 
+def _dedup(data: dict[str, Any], route: Route, where: str) -> Dedup | None:
+    """The route's record identity (its dedup_key, compiled once), or None without one."""
+    if not data["dedup_key"]:
+        return None
+    credentials = (
+        (route.write_keys_env or "", route.webhook_secrets_env or "") if route.own_credentials else ()
+    )
+    try:
+        return compile_dedup(
+            data["dedup_key"],
+            data["dedup_window_s"] or DEFAULT_WINDOW_S,
+            route={"name": route.name, "database": route.database, "table": route.table, "mode": route.mode},
+            credentials=credentials,
+        )
+    except TransformError as exc:
+        raise ConfigError(f"{where}: key 'dedup_key': not a field name, and as jq it {exc}") from None
+
+
 def _route(
     name: str, data: dict[str, Any], workspace: str, transform: Transform | None, environ: Mapping[str, str]
 ) -> Route:
@@ -329,4 +417,7 @@ def _route(
         allowed_origins=tuple(data["allowed_origins"]),
         transform=transform,
         skip_unchanged=data["skip_unchanged"],
+        prioritization=tuple(data["prioritization"] or DEFAULT_PRIORITIZATION),
+        catalog=data["catalog"],
+        double_opt_in=data["double_opt_in"],
     )

@@ -120,6 +120,14 @@ class Keys:
         """
         return f"{self.base}:idem-signed:{scope}:{part}:{key_digest}"
 
+    def dedup(self, digest: str) -> str:
+        """A record remembered by its route's dedup_key, for the route's window (relay/dedup.py)."""
+        return f"{self.base}:dd:{digest}"
+
+    def sent(self, record_id: str) -> str:
+        """A deduplicated record's send, marked until its outcome is committed (handlers/sent.py)."""
+        return f"{self.base}:sent:{record_id}"
+
     def audit(self, user_digest: str) -> str:
         """One identifier's audit trail (consent changes), under a hash of the identifier."""
         return f"{self.base}:audit:{user_digest}"

@@ -66,9 +66,9 @@ def simulator() -> Iterator[Simulator]:
 
 @pytest.fixture
 def braze(simulator: Simulator) -> Simulator:
-    """The simulator with empty state, no faults and Braze's default limits."""
+    """The simulator with empty state, no faults and Braze's default limits (75 objects combined)."""
     simulator.reset()
-    simulator.config.combined_limit = None
+    simulator.config.combined_limit = 75
     simulator.config.limits.update(
         {"track": (3000, 3.0), "users": (20000, 60.0), "subscription": (5000, 60.0)}
     )
@@ -85,15 +85,21 @@ def routes_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def relay_env(
-    routes_file: Path, braze: Simulator, clean_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    routes_file: Path,
+    braze: Simulator,
+    clean_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
-    """The relay's environment, set in this process."""
+    """The relay's environment, set in this process (and a test's `relay_env` marker's variables)."""
     env = relay_environment(REDIS_URL, braze.url, routes_file)
     for name in ("RELAY_INSECURE_NO_AUTH", "RELAY_SANDBOX_BRAZE_URL"):
         monkeypatch.delenv(name, raising=False)
     # One track lane in-process, so tests can look at it by name; the process tests (`stack`) run
     # with the default of two shards, and test_delivery tests the shards themselves.
     env["RELAY_TRACK_SHARDS"] = "1"
+    marker = request.node.get_closest_marker("relay_env")
+    env.update(marker.kwargs if marker else {})
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

@@ -85,6 +85,32 @@ mode = "user_delete"
 database = "db"
 table = "consent"
 mode = "user_subscription"
+
+[routes.merges]
+database = "db"
+table = "merges"
+mode = "user_merge"
+
+[routes.renames]
+database = "db"
+table = "renames"
+mode = "external_id_rename"
+
+[routes.removals]
+database = "db"
+table = "removals"
+mode = "external_id_remove"
+
+[routes.alias_updates]
+database = "db"
+table = "alias_updates"
+mode = "alias_update"
+
+[routes.restaurants]
+database = "db"
+table = "restaurants"
+mode = "catalog_items"
+catalog = "restaurants"
 """
 
 

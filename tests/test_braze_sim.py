@@ -117,8 +117,21 @@ def test_bad_key_is_401_and_changes_nothing(sim: Simulator, headers: dict[str, s
     assert sim.state.count() == 0
 
 
-def test_more_than_75_objects_in_an_array_is_400(sim: Simulator) -> None:
-    """76 attributes get 400 Max Input Length Exceeded; 75 of each array are accepted."""
+def test_more_than_75_objects_combined_is_400(sim: Simulator) -> None:
+    """Braze's default (https://www.braze.com/docs/api/api_limits/): 75 objects across the three arrays;
+    40 attributes plus 36 events get 400 Max Input Length Exceeded, 40 plus 35 pass."""
+    attributes = [{"external_id": f"u{i}", "n": i} for i in range(40)]
+    too_many = track(sim, attributes=attributes, events=[event("u1")] * 36)
+    assert too_many.status_code == 400
+    assert too_many.json()["message"] == "Max Input Length Exceeded"
+    assert sim.state.count() == 0
+    assert track(sim, attributes=attributes, events=[event("u1")] * 35).status_code == 201
+
+
+def test_legacy_contract_takes_75_per_array(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the combined limit (a legacy contract), 76 attributes get 400 Max Input Length Exceeded
+    naming the array, and 75 of each array are accepted."""
+    monkeypatch.setattr(sim.config, "combined_limit", None)
     too_many = track(sim, attributes=[{"external_id": f"u{i}", "n": i} for i in range(76)])
     assert too_many.status_code == 400
     assert too_many.json()["message"] == "Max Input Length Exceeded"
@@ -568,7 +581,8 @@ def test_cli_serves_and_logs_one_line_per_request_without_the_key(tmp_path: Path
         "0",
         "--api-key",
         "cli-secret-key",
-        "--combined-50",
+        "--combined-limit",
+        "0",
     ]
     with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as process:
         try:
@@ -596,6 +610,99 @@ def test_sim_index_lists_what_the_simulator_offers(braze: Simulator) -> None:
     }
     assert {("GET", "/_sim/state"), ("POST", "/_sim/faults"), ("GET", "/_sim/")} <= {
         (entry["method"], entry["path"]) for entry in index["control"]
+    }
+
+
+def test_rename_answers_by_index_and_keeps_the_old_id_deprecated(sim: Simulator) -> None:
+    """https://www.braze.com/docs/api/endpoints/user_data/external_id_migration/post_external_ids_rename/:
+    successful renames in `external_ids`, refused ones in `rename_errors` by index; the deprecated id
+    still names the user until /users/external_ids/remove, which takes deprecated ids only."""
+    sim.state.seed_profile(external_id="old")
+    renames = [
+        {"current_external_id": "old", "new_external_id": "new"},
+        {"current_external_id": "nobody", "new_external_id": "x"},
+    ]
+    answer = post(sim, "/users/external_ids/rename", {"external_id_renames": renames})
+    assert answer.status_code == 201
+    assert answer.json()["external_ids"] == ["new"]
+    assert [error[0] for error in answer.json()["rename_errors"]] == [1]
+    assert sim.state.profile("old") == sim.state.profile("new")
+    refused = post(sim, "/users/external_ids/remove", {"external_ids": ["new", "old"]}).json()
+    assert refused["removed_ids"] == ["old"] and [error[0] for error in refused["removal_errors"]] == [0]
+    assert sim.state.profile("old") is None and sim.state.profile("new") is not None
+
+
+def test_alias_update_renames_an_alias_under_its_label(sim: Simulator) -> None:
+    """https://www.braze.com/docs/api/endpoints/user_data/post_users_alias_update/: the alias named by
+    label and old name takes the new name; a missing one is left alone."""
+    sim.state.add_alias(("a", "crm"), None)
+    updates = [
+        {"alias_label": "crm", "old_alias_name": "a", "new_alias_name": "b"},
+        {"alias_label": "crm", "old_alias_name": "missing", "new_alias_name": "c"},
+    ]
+    assert post(sim, "/users/alias/update", {"alias_updates": updates}).status_code == 201
+    assert sim.state.find(user_alias={"alias_name": "b", "alias_label": "crm"}) is not None
+    assert sim.state.find(user_alias={"alias_name": "a", "alias_label": "crm"}) is None
+
+
+def test_catalog_items_are_upserted_and_deleted_by_put_and_delete(sim: Simulator) -> None:
+    """https://www.braze.com/docs/api/endpoints/catalogs/catalog_items/asynchronous/put_update_catalog_items/
+    and .../delete_catalog_items_bulk/: 202 success; POST is not what the relay uses and a catalog
+    Braze does not have is 404 catalog-not-found."""
+    path = sim.url + "/catalogs/shop/items"
+    missing = requests.put(path, json={"items": [{"id": "a"}]}, headers=AUTH, timeout=5)
+    assert missing.status_code == 404 and missing.json()["errors"][0]["id"] == "catalog-not-found"
+    sim.catalogs.create("shop", ["price"])
+    put = requests.put(path, json={"items": [{"id": "a", "price": 1}, {"id": "b"}]}, headers=AUTH, timeout=5)
+    assert put.status_code == 202 and put.json() == {"message": "success"}
+    gone = requests.delete(path, json={"items": [{"id": "b"}]}, headers=AUTH, timeout=5)
+    assert gone.status_code == 202
+    assert sim.catalogs.items("shop") == {"a": {"id": "a", "price": 1}}
+    assert requests.patch(path, json={"items": []}, headers=AUTH, timeout=5).status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("items", "error"),
+    [
+        ([{"id": f"i{n}"} for n in range(51)], "request-includes-too-many-items"),
+        ([{"price": 1}], "items-missing-ids"),
+        ([{"id": 7}], "ids-not-strings"),
+        ([{"id": "a b"}], "invalid-ids"),
+        ([{"id": "a"}, {"id": "a"}], "ids-not-unique"),
+        ([{"id": "a", "colour": "red"}], "invalid-fields"),
+        ([{"id": "a", "price": "x" * 5001}], "items-too-large"),
+    ],
+)
+def test_catalog_requests_braze_refuses_are_400_with_its_error_ids(
+    sim: Simulator, items: list[dict[str, Any]], error: str
+) -> None:
+    """The Troubleshooting table of https://www.braze.com/docs/api/endpoints/catalogs/catalog_items/
+    asynchronous/post_create_catalog_items_bulk/: the whole request refused, nothing written."""
+    sim.catalogs.create("shop", ["price"])
+    answer = requests.put(sim.url + "/catalogs/shop/items", json={"items": items}, headers=AUTH, timeout=5)
+    assert answer.status_code == 400
+    assert answer.json()["message"] == "Invalid Request"
+    assert answer.json()["errors"][0]["id"] == error
+    assert sim.catalogs.items("shop") == {}
+
+
+def test_new_families_have_brazes_limits(sim: Simulator) -> None:
+    """https://www.braze.com/docs/api/api_limits/: rename and remove 1,000 a minute each, the catalog
+    item endpoints 16,000 a minute, merge and alias update in the shared users family (20,000)."""
+    sim.catalogs.create("shop")
+    limits = {
+        "/users/external_ids/rename": post(sim, "/users/external_ids/rename", {"external_id_renames": [{}]}),
+        "/users/external_ids/remove": post(sim, "/users/external_ids/remove", {"external_ids": ["x"]}),
+        "/users/alias/update": post(sim, "/users/alias/update", {"alias_updates": [{}]}),
+        "/catalogs/shop/items": requests.put(
+            sim.url + "/catalogs/shop/items", json={"items": [{"id": "a"}]}, headers=AUTH, timeout=5
+        ),
+    }
+    assert {path: answer.headers["X-RateLimit-Limit"] for path, answer in limits.items()} == {
+        "/users/external_ids/rename": "1000",
+        "/users/external_ids/remove": "1000",
+        "/users/alias/update": "20000",
+        "/catalogs/shop/items": "16000",
     }
 
 

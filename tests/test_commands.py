@@ -46,7 +46,7 @@ def test_check_prints_routes_without_secrets(app: Flask) -> None:
     """`check` confirms the configuration and Redis, lists the routes and prints no key."""
     result = app.test_cli_runner().invoke(args=["check"])
     assert result.exit_code == 0, result.output
-    assert "configuration OK: 8 route(s)" in result.output
+    assert "configuration OK: 13 route(s)" in result.output
     assert "consent: user_subscription/consent" in result.output
     assert BRAZE_KEY not in result.output and WRITE_KEY not in result.output
 
@@ -169,6 +169,28 @@ def test_send_test_goes_through_the_delivery_path(
     drain()
     (event,) = braze.state.profile("braze-relay-test-user")["events"]
     assert (event["name"], event["properties"]) == ("braze_relay_test", {"plan": "gold"})
+
+
+@pytest.mark.parametrize(
+    ("route", "path"),
+    [
+        ("identify", "/users/identify"),
+        ("merges", "/users/merge"),
+        ("renames", "/users/external_ids/rename"),
+        ("removals", "/users/external_ids/remove"),
+        ("alias_updates", "/users/alias/update"),
+        ("restaurants", "/catalogs/restaurants/items"),
+    ],
+)
+def test_send_test_sample_of_each_mode_reaches_braze(
+    app: Flask, drain: Callable[..., None], braze: Simulator, route: str, path: str
+) -> None:
+    """Each mode's `send-test` sample is valid for its route and answered by Braze with a 2xx."""
+    braze.catalogs.create("restaurants")
+    result = app.test_cli_runner().invoke(args=["send-test", route])
+    assert result.exit_code == 0, result.output
+    drain()
+    assert [entry["status"] // 100 for entry in braze.requests if entry["path"] == path] == [2]
 
 
 def test_send_test_refuses_a_delete_route_without_yes(app: Flask) -> None:

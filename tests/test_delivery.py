@@ -62,6 +62,51 @@ def test_one_record_postbacks_are_batched(
     assert all(len(call["body"]["events"]) <= 75 for call in calls)
 
 
+def post_mixed(client: FlaskClient, users: int) -> None:
+    """An event, a purchase and an attribute update for each of `users` users, queued together."""
+    people = [f"mix-{n}" for n in range(users)]
+    ingest(client, "events", [{"external_id": user, "name": "tap"} for user in people])
+    purchases = [{"external_id": user, "product_id": "p", "currency": "USD", "price": 1} for user in people]
+    ingest(client, "purchases", purchases)
+    ingest(client, "profiles", [{"external_id": user, "tier": "gold"} for user in people])
+
+
+def objects(call: dict[str, Any]) -> dict[str, int]:
+    """How many objects each array of a logged /users/track request held."""
+    return {name: len(call["body"].get(name, [])) for name in ("attributes", "events", "purchases")}
+
+
+def test_mixed_requests_never_exceed_75_combined_by_default(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
+    """Braze's default (https://www.braze.com/docs/api/api_limits/: "Up to 75 total objects combined
+    across attributes, events, and purchases per API request"), which the simulator enforces: 300
+    mixed objects go in requests of at most 75 across the arrays, each taken (201), mixing arrays."""
+    post_mixed(client, 100)
+    drain()
+    calls = track_calls(braze)
+    assert {call["status"] for call in calls} == {201}
+    assert max(sum(objects(call).values()) for call in calls) == 75
+    assert any(sum(1 for count in objects(call).values() if count) > 1 for call in calls)
+    assert len(braze.state.profile("mix-99")["events"]) == 1
+    assert sum(sum(objects(call).values()) for call in calls) == 300
+
+
+@pytest.mark.relay_env(BRAZE_TRACK_PER_ARRAY="75", BRAZE_TRACK_COMBINED_LIMIT="0")
+def test_legacy_setting_packs_75_per_array(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
+    """A legacy contract (https://www.braze.com/docs/api/api_limits/: "up to 75 objects per array
+    independently"), with the simulator taking it too: 75 events, 75 purchases and 75 attribute
+    updates share one request."""
+    braze.config.combined_limit = None
+    post_mixed(client, 75)
+    drain()
+    calls = track_calls(braze)
+    assert {call["status"] for call in calls} == {201}
+    assert [objects(call) for call in calls] == [{"attributes": 75, "events": 75, "purchases": 75}]
+
+
 def test_5xx_is_retried_until_delivered(
     client: FlaskClient, drain: Callable[..., None], braze: Simulator, clean_redis: redis.Redis
 ) -> None:

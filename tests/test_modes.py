@@ -32,6 +32,11 @@ def test_every_kind_has_one_mode() -> None:
         "user_identifying",
         "user_delete",
         "user_subscription",
+        "user_merge",
+        "external_id_rename",
+        "external_id_remove",
+        "alias_update",
+        "catalog_items",
     )
     assert TRACK_TYPES == ("custom_events", "purchases", "user_profile_attributes")
     assert {"user_track"} == TRACK_TYPE_MODES
@@ -58,16 +63,22 @@ def test_each_modes_send_test_record_loads_by_its_schema(mode: Mode) -> None:
     assert loaded, "loads without a ValidationError, into a record"
 
 
-def test_track_kinds_share_the_track_lane_and_the_rest_have_their_own() -> None:
-    """Events, purchases and attributes go by /users/track, one lane family; every other kind alone."""
-    lanes = {kind: BY_KIND[kind].lane for kind in Kind}
-    assert {kind for kind, lane in lanes.items() if lane is LaneFamily.TRACK} == {
-        Kind.EVENTS,
-        Kind.PURCHASES,
-        Kind.ATTRIBUTES,
+def test_kinds_share_a_lane_where_their_order_matters() -> None:
+    """Events, purchases and attributes go by /users/track, one lane family; an alias's creation and
+    update, identifies and merges, an external id's rename and removal share theirs (each lane keeps
+    its order); delete, consent and catalog items go alone."""
+    lanes: dict[LaneFamily, set[Kind]] = {}
+    for kind in Kind:
+        lanes.setdefault(BY_KIND[kind].lane, set()).add(kind)
+    assert lanes == {
+        LaneFamily.TRACK: {Kind.EVENTS, Kind.PURCHASES, Kind.ATTRIBUTES},
+        LaneFamily.ALIAS: {Kind.ALIAS, Kind.ALIAS_UPDATE},
+        LaneFamily.IDENTIFY: {Kind.IDENTIFY, Kind.MERGE},
+        LaneFamily.EXTERNAL_ID: {Kind.EXTERNAL_ID_RENAME, Kind.EXTERNAL_ID_REMOVE},
+        LaneFamily.DELETE: {Kind.DELETE},
+        LaneFamily.CONSENT: {Kind.CONSENT},
+        LaneFamily.CATALOG: {Kind.CATALOG},
     }
-    others = [lane for lane in lanes.values() if lane is not LaneFamily.TRACK]
-    assert len(others) == len(set(others)) == len(LaneFamily) - 1
 
 
 def test_only_modes_that_cannot_harm_take_records_from_pages() -> None:
@@ -79,9 +90,17 @@ def test_only_modes_that_cannot_harm_take_records_from_pages() -> None:
         Kind.ATTRIBUTES,
         Kind.CONSENT,
     }
-    assert {mode.kind for mode in MODES if mode.gate} == {Kind.ALIAS, Kind.IDENTIFY, Kind.DELETE}
+    assert {mode.kind for mode in MODES if mode.gate} == {
+        Kind.ALIAS,
+        Kind.IDENTIFY,
+        Kind.DELETE,
+        Kind.MERGE,
+        Kind.EXTERNAL_ID_RENAME,
+        Kind.EXTERNAL_ID_REMOVE,
+        Kind.ALIAS_UPDATE,
+    }
     assert {mode.kind for mode in MODES if mode.erases} == {Kind.DELETE}
-    assert {mode.kind for mode in MODES if mode.links} == {Kind.IDENTIFY}
+    assert {mode.kind for mode in MODES if mode.links} == {Kind.IDENTIFY, Kind.MERGE}
 
 
 def test_a_kind_queued_under_its_old_name_still_reads() -> None:

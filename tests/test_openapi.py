@@ -51,6 +51,11 @@ VALID_RECORDS = {
         "subscription_group_id": "g",
         "subscription_state": "subscribed",
     },
+    "MergeRecord": {"merge": '{"email": "a@example.com"}', "keep_external_id": 7},
+    "ExternalIdRenameRecord": {"current_external_id": "u1", "new_external_id": "crm-1"},
+    "ExternalIdRemoveRecord": {"external_id": "u1", "td_record_time": T1},
+    "AliasUpdateRecord": {"alias_label": "l", "old_alias_name": "a", "new_alias_name": "b"},
+    "CatalogItemRecord": {"id": 42, "Name": "Shoe", "Price": 9.5, "_deleted": "false", "email": "x"},
 }
 
 

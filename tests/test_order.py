@@ -6,12 +6,15 @@ import itertools
 import time
 from typing import Any
 
+import pytest
 import redis
 
+from handlers.translate import to_items
 from relay import order
 from relay.envelope import Envelope
 from relay.lanes import Lane
-from tests.helpers import KEYS
+from relay.modes import MODES, Kind
+from tests.helpers import KEYS, envelopes
 
 WS = "default"
 TTL = 3600
@@ -170,3 +173,34 @@ def test_a_delete_waits_for_chunks_checked_before_it(clean_redis: redis.Redis) -
     clean_redis.delete(track.lease_key)
     assert order.fences_clear(clean_redis, WS, later + 1, deletes.name, lanes)
     assert clean_redis.zcard(KEYS.fences) == 2, "the dead owner's fences went; the delete lane's stay"
+
+
+IDENTITY_EXTRAS = [
+    ("user_identifying", {"external_id": "u", "email": "a@example.com"}),
+    ("user_identifying", {"external_id": "u", "phone": "+14155550100", "prioritization": ["identified"]}),
+    (
+        "user_merge",
+        {
+            "merge": {"email": "a@example.com"},
+            "keep": {"user_alias": {"alias_name": "a", "alias_label": "l"}},
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "record", "track_record_type"),
+    [
+        (mode.mode, dict(mode.sample), mode.track_record_type)
+        for mode in MODES
+        if mode.kind is not Kind.CATALOG
+    ]
+    + [(mode, record, None) for mode, record in IDENTITY_EXTRAS],
+)
+def test_the_users_a_record_names_are_those_its_translation_changes(
+    mode: str, record: dict[str, Any], track_record_type: str | None
+) -> None:
+    """relay/order.py reads a record's users without the translators (relay/ imports no handler): for
+    every mode (catalog items are no users) they are those of handlers/translate.py's items."""
+    (env,) = envelopes(mode, [record], track_record_type=track_record_type)
+    assert set(order.users_of(env)) == {user for item in to_items(env) for user in item.users}

@@ -33,30 +33,41 @@ def events(count: int, user: str = "u") -> list[Item]:
     )
 
 
-def test_track_arrays_hold_at_most_75() -> None:
-    """Rule "75 per array on /users/track": 200 events make requests of 75, 75 and 50, in order."""
+def test_track_requests_hold_at_most_75() -> None:
+    """Rule "75 objects per /users/track request": 200 events make requests of 75, 75 and 50, in order."""
     requests = pack(events(200), DELIVERY)
     assert [len(request.arrays["events"]) for request in requests] == [75, 75, 50]
     names = [obj["external_id"] for request in requests for obj in request.body()["events"]]
     assert names == [f"u{i}" for i in range(200)]
 
 
-def test_track_arrays_fill_side_by_side() -> None:
-    """75 of each array share one request: events, purchases and attributes together."""
-    mixed = (
-        events(75)
+def mixed(n: int) -> list[Item]:
+    """`n` events, then as many purchases, then as many attribute updates, each of its own user."""
+    return (
+        events(n)
         + items(
             "user_track",
-            [{"external_id": f"p{i}", "product_id": "x", "currency": "USD", "price": 1} for i in range(75)],
+            [{"external_id": f"p{i}", "product_id": "x", "currency": "USD", "price": 1} for i in range(n)],
             "purchases",
         )
         + items(
             "user_track",
-            [{"external_id": f"a{i}", "tier": "t"} for i in range(75)],
+            [{"external_id": f"a{i}", "tier": "t"} for i in range(n)],
             "user_profile_attributes",
         )
     )
-    (request,) = pack(mixed, DELIVERY)
+
+
+def test_track_arrays_count_together_by_default() -> None:
+    """Rule "75 across its three arrays": 75 events, purchases and attributes make three requests of 75."""
+    requests = pack(mixed(75), DELIVERY)
+    assert [request.count() for request in requests] == [75, 75, 75]
+    assert max(request.count() for request in plan(mixed(75), DELIVERY, 8)[0]) <= 75
+
+
+def test_legacy_setting_fills_the_arrays_side_by_side() -> None:
+    """BRAZE_TRACK_PER_ARRAY=75 with BRAZE_TRACK_COMBINED_LIMIT=0: 75 of each array share one request."""
+    (request,) = pack(mixed(75), replace(DELIVERY, track_combined=None))
     assert {name: len(values) for name, values in request.arrays.items()} == {
         "events": 75,
         "purchases": 75,
@@ -65,11 +76,11 @@ def test_track_arrays_fill_side_by_side() -> None:
 
 
 def test_combined_limit_counts_every_array() -> None:
-    """Rule "or 50 combined with BRAZE_TRACK_COMBINED_LIMIT=50"."""
-    mixed = events(40) + items(
+    """Rule "BRAZE_TRACK_COMBINED_LIMIT sets the combined limit": 50 with BRAZE_TRACK_COMBINED_LIMIT=50."""
+    both = events(40) + items(
         "user_track", [{"external_id": f"a{i}", "tier": "t"} for i in range(40)], "user_profile_attributes"
     )
-    requests = pack(mixed, replace(DELIVERY, track_combined=50))
+    requests = pack(both, replace(DELIVERY, track_combined=50))
     assert [request.count() for request in requests] == [50, 30]
 
 

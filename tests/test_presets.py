@@ -30,6 +30,23 @@ track_record_type = "custom_events"
 preset = "td_js_sdk"
 write_keys_env = "SDK_WRITE_KEYS"
 
+[routes.sdk_profiles]
+database = "web"
+table = "profiles"
+mode = "user_track"
+track_record_type = "user_profile_attributes"
+preset = "td_js_sdk"
+write_keys_env = "SDK_WRITE_KEYS"
+
+[routes.sdk_profiles_utm]
+database = "web"
+table = "profiles_utm"
+mode = "user_track"
+track_record_type = "user_profile_attributes"
+preset = "td_js_sdk"
+transform_args = { utm_attributes = true }
+write_keys_env = "SDK_WRITE_KEYS"
+
 [routes.sdk_consent]
 database = "web"
 table = "td_cm_consent"
@@ -141,6 +158,29 @@ def test_td_js_sdk_record_of_a_known_user_lands_on_the_external_id_set_in_global
     assert event["name"] == "wishlist_added"
     assert event["time"] == "2026-01-01T00:00:00.000Z"
     assert event["properties"] == {"site": "example-shop", "product_id": "sku-123"}
+
+
+UTM = ("utm_id", "utm_source", "utm_medium", "utm_source_platform", "utm_campaign", "utm_marketing_tactic")
+
+
+def test_td_js_sdk_keeps_utm_parameters_out_of_attributes_unless_asked(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
+    """td-js-sdk 4.4 puts the page's UTM parameters in $global, so in every record (its UTMTracking
+    plugin: utm_id, utm_medium, utm_source_platform, utm_source, utm_campaign, utm_marketing_tactic).
+    On an attribute route each would be a custom attribute: left out, unless the route's
+    `transform_args = { utm_attributes = true }` asks for them; an event keeps them as properties."""
+    record = sample("td_js_sdk", "add_record_with_utm")
+    sdk_post(client, "profiles", record)
+    drain()
+    assert braze.state.profile("customer-4711")["attributes"] == {"plan": "gold"}
+    sdk_post(client, "profiles_utm", {**record, "external_id": "customer-4712"})
+    sdk_post(client, "events", {**record, "external_id": "customer-4713", "name": "visit"})
+    drain()
+    kept = braze.state.profile("customer-4712")["attributes"]
+    assert {name: kept.get(name) for name in UTM} == {name: record[name] for name in UTM}
+    (event,) = braze.state.profile("customer-4713")["events"]
+    assert {name: event["properties"].get(name) for name in UTM} == {name: record[name] for name in UTM}
 
 
 def test_td_js_sdk_event_without_a_name_takes_the_tables(

@@ -461,9 +461,9 @@ def test_identify_takes_external_id_and_alias(alias: dict[str, Any]) -> None:
     [
         ({"external_id": "u5"}, "identifier"),
         (dict(ALIAS), "external_id"),
-        ({"external_id": "u5", "email": "ann@example.com"}, "identifier"),
+        ({"external_id": "u5", "email": "ann@example.com", **ALIAS}, "identifier"),
     ],
-    ids=["no alias", "no external_id", "email instead of alias"],
+    ids=["no alias", "no external_id", "email beside the alias"],
 )
 def test_identify_requires_external_id_and_alias(record: dict[str, Any], field: str) -> None:
     """user_identifying refuses a record without both external_id and an alias."""

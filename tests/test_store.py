@@ -30,6 +30,14 @@ mode = "user_track"
 track_record_type = "user_profile_attributes"
 skip_unchanged = true
 """
+DEDUP_ROUTE = """
+[routes.events_once]
+database = "db"
+table = "events_once"
+mode = "user_track"
+track_record_type = "custom_events"
+dedup_key = "messageId"
+"""
 # Keys outside every workspace: the layout marker (and its lock) and the set of workspaces.
 GLOBAL = {store.LAYOUT, "relay:layout:lock", store.WORKSPACES, store.PROBE}
 
@@ -44,9 +52,9 @@ LINE = re.compile(r"^\d+\.\d+ \[(?P<source>\d+ [^\]]+)\] (?P<command>.*)$", re.S
 
 @pytest.fixture
 def routes_file(tmp_path: Path) -> Path:
-    """The tests' routes, and one route with skip_unchanged (its memory has scripts of its own)."""
+    """The tests' routes, one route with skip_unchanged and one with dedup_key (scripts of their own)."""
     path = tmp_path / "relay.toml"
-    path.write_text(ROUTES + SKIP_ROUTE)
+    path.write_text(ROUTES + SKIP_ROUTE + DEDUP_ROUTE)
     return path
 
 
@@ -136,6 +144,13 @@ def workload(app: Flask, client: FlaskClient, clean_redis: redis.Redis, drain: C
     keyed = {**TD, "Idempotency-Key": "once"}
     records = {"records": [{"external_id": "u2", "name": "e"}, {"external_id": "u3", "name": "f"}]}
     assert client.post("/db/events", json=records, headers=keyed).status_code == 200
+    once = {"external_id": "u7", "name": "e", "messageId": "m1"}
+    for _ in range(2):  # a repeat: remembered by the first, left out by the second
+        assert client.post("/postback/v3/event/db/events_once", json=once, headers=TD).status_code == 200
+    many = {"records": [once, {**once, "messageId": "m2"}]}
+    assert (
+        client.post("/db/events_once", json=many, headers={**TD, "Idempotency-Key": "k"}).status_code == 200
+    )
     consent = {"external_id": "u1", "subscription_group_id": "g", "subscription_state": "unsubscribed"}
     assert client.post("/postback/v3/event/db/consent", json=consent, headers=TD).status_code == 200
     invalid = {"records": [{"external_id": "u4", "plan": "gold"}, {"plan": "no identifier"}]}

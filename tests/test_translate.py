@@ -139,14 +139,21 @@ def test_consent_goes_by_the_endpoint_that_fits(record: dict[str, object], expec
 
 
 def test_endpoints_count_against_their_rate_family() -> None:
-    """Rate families: track; alias, identify and delete share `users`; consent calls have their own."""
+    """Rate families (https://www.braze.com/docs/api/api_limits/): track; alias/new, alias/update,
+    identify, delete and merge share `users`; consent calls, each external id call and the catalog
+    item endpoints have their own."""
     assert {endpoint: endpoint.rate_family for endpoint in Endpoint} == {
         Endpoint.TRACK: RateFamily.TRACK,
         Endpoint.ALIAS: RateFamily.USERS,
         Endpoint.IDENTIFY: RateFamily.USERS,
         Endpoint.DELETE: RateFamily.USERS,
+        Endpoint.MERGE: RateFamily.USERS,
+        Endpoint.ALIAS_UPDATE: RateFamily.USERS,
         Endpoint.SUBSCRIPTION: RateFamily.CONSENT,
         Endpoint.EMAIL_STATUS: RateFamily.DEFAULT,
+        Endpoint.RENAME: RateFamily.RENAME,
+        Endpoint.REMOVE: RateFamily.REMOVE,
+        Endpoint.CATALOG_ITEMS: RateFamily.CATALOG,
     }
 
 

@@ -89,7 +89,7 @@ def test_subscription_states_of_one_group_keep_the_newest() -> None:
         ]
     )
     (kept,) = newest_in_batch(items)
-    assert kept.group == ("g", "unsubscribed", "external_ids")
+    assert kept.group == ("g", "unsubscribed", "external_ids", "")
 
 
 def test_watermark_drops_an_older_record_already_beaten(clean_redis: redis.Redis) -> None:

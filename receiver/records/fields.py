@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields
 
+from relay.routes import prioritization_problem
 from relay.text import SURROGATE
 
 MAX_STRING = 255  # Braze: string values and keys up to 255 characters
@@ -220,3 +221,55 @@ class UserAlias(fields.Field):
             if not isinstance(value[key], str) or not value[key] or len(value[key]) > MAX_STRING:
                 raise ValidationError(f"user_alias.{key} must be a string of 1 to {MAX_STRING} characters.")
         return {"alias_name": value["alias_name"], "alias_label": value["alias_label"]}
+
+
+def _json_or_value(value: Any, what: str) -> Any:
+    """A value that may come as its JSON text (a TD column holds arrays and objects as strings)."""
+    if isinstance(value, str):
+        try:
+            return strict_json(value)
+        except ValueError:
+            raise ValidationError(f"Not a valid {what}: not JSON.") from None
+    return value
+
+
+class Prioritization(fields.Field):
+    """Braze's `prioritization` for an email or phone: an ordered array, or its JSON string."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        values = _json_or_value(value, "prioritization")
+        problem = prioritization_problem(values)
+        if problem:
+            raise ValidationError(f"Must be {problem}." if problem.startswith("a ") else f"{problem}.")
+        return list(values)
+
+
+class UserIdentifier(fields.Field):
+    """One user as Braze's identifier objects name one (/users/merge): `external_id`, `user_alias`, or
+    `email` or `phone` with an optional `prioritization`; an object or its JSON string."""
+
+    KINDS = ("external_id", "user_alias", "email", "phone")
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
+        obj = _json_or_value(value, "identifier")
+        if not isinstance(obj, dict):
+            raise ValidationError(
+                "Must be an object naming one user: external_id, user_alias, email or phone."
+            )
+        named = [kind for kind in self.KINDS if obj.get(kind) is not None]
+        extra = set(obj) - {*self.KINDS, "prioritization"}
+        if len(named) != 1 or extra:
+            raise ValidationError(
+                "Must name exactly one of external_id, user_alias, email or phone"
+                + (f" (unknown key {sorted(extra)[0][:40]!r})." if extra else ".")
+            )
+        (kind,) = named
+        if kind == "user_alias":
+            ident: dict[str, Any] = {kind: UserAlias().deserialize(obj[kind])}
+        else:
+            ident = {kind: BrazeString().deserialize(obj[kind])}
+        if obj.get("prioritization") is not None:
+            if kind not in ("email", "phone"):
+                raise ValidationError("prioritization goes with an email or a phone only.")
+            ident["prioritization"] = Prioritization().deserialize(obj["prioritization"])
+        return ident

@@ -7,6 +7,7 @@ and the mode's own fields. Handlers translate it into a Braze object without loo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -27,6 +28,7 @@ from receiver.records.fields import (
     BrazeString,
     LooseFloat,
     LooseInteger,
+    Prioritization,
     Time,
     UserAlias,
     strict_json,
@@ -40,6 +42,11 @@ S = TypeVar("S", bound="RecordSchema")
 IDENTIFIERS = ("external_id", "braze_id", "user_alias", "email", "phone")
 RESERVED_PROPERTIES = frozenset({"time", "event_name"})
 SUBSCRIPTION_STATES = ("subscribed", "unsubscribed")
+# E.164 as Braze's subscription calls require it: "+" and the number, country code first, at most 15
+# digits (https://www.braze.com/docs/api/endpoints/subscription_groups/
+# post_update_user_subscription_group_status_v2/, `phones`); 8 at least, the shortest in use, and
+# no leading 0 (no country code starts with one).
+E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
 GLOBAL_STATES = ("opted_in", "subscribed", "unsubscribed")
 IDENTIFIER_HELP = (
     "One identifier is required: external_id, braze_id, user_alias "
@@ -281,18 +288,26 @@ class AliasSchema(RecordSchema):
 
 @record_schema(Kind.IDENTIFY)
 class IdentifySchema(RecordSchema):
-    """user_identifying: attach an alias-only user to an external_id."""
+    """user_identifying: attach an alias-, email- or phone-only user to an external_id."""
 
     class Meta:
         unknown = EXCLUDE  # other columns mean nothing to /users/identify
 
     external_id = BrazeString(required=True)
-    identifier_fields = ("user_alias",)
+    # https://www.braze.com/docs/api/endpoints/user_data/post_user_identify/: an email or a phone
+    # goes with a prioritization (which of the users sharing it); the route's when the record has none.
+    prioritization = Prioritization()
+    identifier_fields = ("user_alias", "email", "phone")
 
     @post_load
     def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        alias = self.identifier(data)
-        return {"time": data.get("time"), "external_id": data["external_id"], **alias}
+        ident = self.identifier(data)
+        shaped = {"time": data.get("time"), "external_id": data["external_id"], **ident}
+        if "user_alias" in ident:
+            if data.get("prioritization") is not None:
+                raise ValidationError({"prioritization": ["Only with an email or a phone."]})
+            return shaped
+        return {**shaped, "prioritization": data.get("prioritization") or list(self.route.prioritization)}
 
 
 @record_schema(Kind.DELETE)
@@ -322,6 +337,18 @@ class ConsentSchema(RecordSchema):
     push_subscribe = fields.String(validate=validate.OneOf(GLOBAL_STATES))
 
     @validates_schema
+    def _phone_is_e164(self, data: dict[str, Any], **_: Any) -> None:
+        # Braze refuses a phone that is not E.164; rewriting one ("0xx", spaces) would guess a country.
+        phone = data.get("phone")
+        if phone is not None and not E164.match(phone):
+            raise ValidationError(
+                "Must be E.164: '+' and 8 to 15 digits, country code first (e.g. +14155550100), no "
+                "leading 0; "
+                "the relay does not rewrite phone numbers.",
+                "phone",
+            )
+
+    @validates_schema
     def _something_to_set(self, data: dict[str, Any], **_: Any) -> None:
         if bool(data.get("subscription_group_id")) != bool(data.get("subscription_state")):
             missing = "subscription_state" if data.get("subscription_group_id") else "subscription_group_id"
@@ -335,10 +362,11 @@ class ConsentSchema(RecordSchema):
 
     @post_load
     def _shape(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        return {"_id": self.identifier(data), **data}
-
-
-SCHEMAS.complete()
+        shaped = {"_id": self.identifier(data), **data}
+        if self.route.double_opt_in and data.get("subscription_state") == "subscribed":
+            # Braze applies use_double_opt_in_logic to a subscribe only.
+            shaped["double_opt_in"] = True
+        return shaped
 
 
 def schema_for(route: Route, limits: Limits | None = None) -> RecordSchema:

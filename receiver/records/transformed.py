@@ -20,6 +20,7 @@ from typing import Any
 from receiver.enqueue import Batch
 from receiver.errors import ApiError
 from receiver.records.loader import STAGE, RecordLoader
+from relay.dedup import DedupError
 from relay.envelope import Envelope
 from relay.modes import Kind
 from relay.routes import Route
@@ -69,11 +70,19 @@ def load_inputs(
     """
     errors: dict[str, Any] = {}
     emitted = 0
+    dedup = loader.route.dedup  # the key is the input's, as its sender posted it, before the transform
     for index, document in enumerate(inputs):
         if index in misfits:
             errors[str(index)] = misfits[index]
             batch.invalid.append((batch.number(), document, misfits[index]))
             batch.rejections.append({"index": index, "errors": misfits[index]})
+            continue
+        try:
+            key = dedup.key_of(document) if dedup else None
+        except DedupError as exc:
+            errors[str(index)] = {"dedup_key": [str(exc)]}
+            batch.invalid.append((batch.number(), document, errors[str(index)]))
+            batch.rejections.append({"index": index, "errors": errors[str(index)]})
             continue
         made = loader.load(document, f"input {index}")
         if made.error is not None:
@@ -93,7 +102,8 @@ def load_inputs(
         for position, record in enumerate(made.records):
             number = batch.number()
             if record.errors is None:
-                batch.add(number, record.record, record.kind)
+                digest = dedup.digest(key, position) if dedup and key is not None else None
+                batch.add(number, record.record, record.kind, digest)
                 continue
             errors.setdefault(str(index), {"emitted": {}})["emitted"][str(position)] = record.errors
             batch.kinds[number] = record.kind

@@ -7,7 +7,9 @@
 # record's `name` or `event`, else the route's table; every other field is a property, td_* fields
 # dropped but for td_url, td_title and td_referrer, kept as page_url, page_title and page_referrer.
 # purchases: product_id, price, currency, quantity as the record has them; the rest are properties.
-# user_profile_attributes: every field but td_* fields is an attribute.
+# user_profile_attributes: every field but td_* fields is an attribute; utm_* fields (td-js-sdk 4.4
+# puts the page's UTM parameters in $global, so in every record) only with $args.utm_attributes =
+# true: each would be a billable custom attribute of its own.
 # Braze takes an alias's events and purchases only once its profile exists (update-only for an
 # alias), so an alias's event or purchase comes after an attribute update that creates it:
 # {web_client_id: td_client_id} ($args.alias_attribute names it; $args.create_alias_profile = false: none).
@@ -37,7 +39,10 @@
        + (if $record.time != null then {time: $record.time} else {} end)
    else empty end),
   (if $type == "user_profile_attributes" then
-    $user + $fields + {track_record_type: $type}
+    $user
+    + (if $args.utm_attributes == true then $fields
+       else $fields | with_entries(select(.key | startswith("utm_") | not)) end)
+    + {track_record_type: $type}
   elif $type == "purchases" then
     ($fields | del(.email, .phone)) as $rest
     | $user + ($rest | {product_id, price, currency, quantity, time} | with_entries(select(.value != null)))
