@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from environs import Env, EnvError
 
 from relay.errors import ConfigError
-from relay.modes import Kind
+from relay.modes import SENSITIVE
 from relay.routes import Route, Workspace, load_routes
 from relay.secrets import Secret, split_secrets
 from relay.signing import SignatureScheme
@@ -260,13 +260,14 @@ def dead_letter_limit(settings: Settings, route: str) -> int:
 
 
 def global_only_sensitive_routes(settings: Settings) -> list[str]:
-    """Routes that delete users or change consent with only the global credentials (shared by every route)."""
+    """Routes that delete, merge or rename users or change consent with only the global credentials
+    (shared by every route)."""
     if settings.insecure_no_auth:
         return []
     return sorted(
         route.name
         for route in settings.routes.values()
-        if route.kind in (Kind.DELETE, Kind.CONSENT) and not route.own_credentials
+        if route.kind in SENSITIVE and not route.own_credentials
     )
 
 
@@ -281,8 +282,8 @@ def warn_at_start(settings: Settings, process: str) -> None:
         return
     configure_logging()
     logging.getLogger("relay.config").warning(
-        "routes that delete users or change consent take the global credentials, which every other "
-        "route shares (a postback key in a URL would also delete users): give them write_keys_env "
-        "and/or webhook_secrets_env of their own",
+        "routes that delete, merge or rename users or change consent take the global credentials, "
+        "which every other route shares (a postback key in a URL would also delete users): give them "
+        "write_keys_env and/or webhook_secrets_env of their own",
         extra={"role": process, "routes": names},
     )

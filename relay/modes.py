@@ -291,6 +291,10 @@ MODES: tuple[Mode, ...] = (
     ),
 )
 BY_KIND: dict[Kind, Mode] = {mode.kind: mode for mode in MODES}
+# Kinds that destroy or join profiles, or change consent: their routes should not share credentials.
+SENSITIVE = frozenset(
+    {Kind.DELETE, Kind.CONSENT, Kind.MERGE, Kind.EXTERNAL_ID_RENAME, Kind.EXTERNAL_ID_REMOVE}
+)
 ROUTE_MODES = tuple(dict.fromkeys(mode.mode for mode in MODES))  # the routes file's `mode` values
 TRACK_TYPES = tuple(mode.track_record_type for mode in MODES if mode.track_record_type)
 TRACK_TYPE_MODES = frozenset(mode.mode for mode in MODES if mode.track_record_type)  # user_track

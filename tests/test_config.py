@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.config import SANDBOX_BRAZE_URL, load_settings
+from relay.config import SANDBOX_BRAZE_URL, global_only_sensitive_routes, load_settings
 from relay.errors import ConfigError
 from tests.helpers import EU_BRAZE_KEY, GOOD_ROUTE, WEBHOOK_SECRET, WRITE_KEY
 from tests.processes import refused_start
@@ -232,3 +232,17 @@ def test_worker_with_bad_configuration_exits_2_with_one_line(
     line = refused_start([sys.executable, "-m", "handlers.worker"], environ)
     for name in named:
         assert name in line
+
+
+def test_routes_that_merge_rename_or_remove_users_on_global_credentials_are_named(
+    config_env: pytest.MonkeyPatch, routes_path: Path
+) -> None:
+    """Merging, renaming or removing external ids is as grave as deleting: such routes on the shared
+    global credentials are named at start, as delete and consent routes are."""
+    routes_path.write_text(
+        '[routes.merges]\nmode = "user_merge"\n'
+        '[routes.renames]\nmode = "external_id_rename"\n'
+        '[routes.removals]\nmode = "external_id_remove"\n'
+        '[routes.events]\nmode = "user_track"\ntrack_record_type = "custom_events"\n'
+    )
+    assert global_only_sensitive_routes(load_settings()) == ["merges", "removals", "renames"]
