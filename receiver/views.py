@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,11 +14,11 @@ from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from receiver import auth, idempotency, signatures, state
+from receiver.body import parse_json, read_body, read_json
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, as_dict, error_response
 from receiver.headers import Lowered, lowered
 from receiver.records import transformed
-from receiver.records.fields import strict_json
 from receiver.records.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.redis_check import Unfit
 from receiver.request_ids import request_id
@@ -31,53 +30,9 @@ from relay.routes import Route
 bp = Blueprint("ingest", __name__)
 log = logging.getLogger(__name__)
 
-# TD's own types: the ingestion API's, and the one td-js-sdk sends in signed mode with a global id.
-JSON_TYPES = (
-    "application/json",
-    "application/vnd.treasuredata.v1+json",
-    "application/vnd.treasuredata.v1.js+json",
-)
 UNFIT = "Storage refused: the relay's Redis may evict records (see the web log); nothing was stored."
 EXPORT_SHAPE = "The body must hold column_names and data (TD's export shape)."
 INGEST_SHAPE = 'The body must be {"records": [ ... ]} or {"events": [ ... ]} with at least one record.'
-
-
-def read_body(limit: int, *, lenient_type: bool = False) -> bytes:
-    """The raw body within the byte limit; 415 for a non-JSON type, 413 over the limit."""
-    mimetype = request.mimetype
-    is_json = mimetype in JSON_TYPES or (mimetype.startswith("application/") and mimetype.endswith("+json"))
-    # TD's web export does not document its Content-Type; take an untyped or text body there.
-    if not is_json and not (lenient_type and mimetype in ("", "text/plain", "application/octet-stream")):
-        raise ApiError(415, f"Content-Type must be application/json (got {mimetype or 'none'}).")
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, f"Request body over the limit of {limit} bytes.", {"limit": limit})
-    # A chunked body has no Content-Length: read one byte past the limit to tell "over" from "at".
-    request.max_content_length = limit + 1
-    body = request.get_data(cache=True)
-    if len(body) > limit:
-        raise ApiError(413, f"Request body over the limit of {limit} bytes.", {"limit": limit})
-    if not body:
-        raise ApiError(400, "Empty body: expected JSON.")
-    return body
-
-
-def parse_json(body: bytes) -> Any:
-    """The body as JSON; 400 with the reason for anything that is not strict JSON."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError(400, "Body is not valid UTF-8.") from None
-    try:
-        return strict_json(text)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, f"Malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.") from None
-    except ValueError as exc:  # NaN/Infinity, numbers out of range, integers too long, too deep
-        raise ApiError(400, f"Malformed JSON: {exc}.") from None
-
-
-def read_json(limit: int, *, lenient_type: bool = False) -> Any:
-    """Read and parse the body."""
-    return parse_json(read_body(limit, lenient_type=lenient_type))
 
 
 def load_envelope(schema: Schema, body: Any, message: str) -> dict[str, Any]:
@@ -156,12 +111,18 @@ def route_by_table(database: str, table: str) -> Route:
 
 
 def authenticate(
-    route: Route, *, td_style: bool, allow_query: bool = False, allow_basic: bool = False
+    route: Route,
+    *,
+    td_style: bool,
+    allow_query: bool = False,
+    allow_basic: bool = False,
+    signed_body: Callable[[], bytes] | None = None,
 ) -> auth.Authenticated:
     """Check the caller's credential for this route; raise 401 (fail closed).
 
     A route that names a credential of its own takes only its own, of every kind; a route that
-    names none takes the global keys and secrets.
+    names none takes the global keys and secrets. A key is checked before any of the body is read;
+    `signed_body` reads it (within its limit) only when a webhook's signature has to be checked.
     """
     conf = settings()
     if conf.insecure_no_auth:
@@ -181,7 +142,9 @@ def authenticate(
         if token is not None:
             auth.verify_write_key(token, keys=keys)
             return auth.Authenticated(auth.By.KEY)
-        body = request.get_data(cache=True)
+        if signed_body is None:
+            raise auth.AuthError("Missing credential.")
+        body = signed_body()
         try:
             verified = signatures.verify(
                 body, signing=route.signing, headers=headers(), secrets=secrets_, now=datetime.now(UTC)
@@ -351,8 +314,8 @@ def webhook(name: str) -> tuple[Response, int]:
     """Any caller: one JSON object or an array of them, signed or with a Bearer write key."""
     route = route_by_name(name)
     limits = settings().limits
-    raw = read_body(limits.webhook_bytes)  # the signature covers the raw bytes: read them first
-    authed = authenticate(route, td_style=False)
+    authed = authenticate(route, td_style=False, signed_body=lambda: read_body(limits.webhook_bytes))
+    raw = read_body(limits.webhook_bytes)  # read once: a signature check has read it already
     body = parse_json(raw)
     if not isinstance(body, (dict, list)):
         raise ApiError(400, "The body must be a JSON object or an array of objects.")

@@ -18,6 +18,7 @@ from flask import Blueprint, Flask, Response
 from marshmallow import Schema
 
 from receiver import state
+from receiver.body import JSON_TYPES
 from receiver.openapi.parts import (
     CORS,
     DESCRIPTION,
@@ -45,7 +46,6 @@ from receiver.openapi.parts import (
     relay_fields,
 )
 from receiver.records.schemas import SCHEMAS, ExportSchema, IngestEventsSchema, IngestSchema
-from receiver.views import JSON_TYPES
 from relay.config import Limits, Settings
 from relay.modes import MODES, Kind
 from relay.routes import NAME, ROUTE_NAME, Route
