@@ -99,6 +99,7 @@ class Settings:
     dedup_window_s: int = 72 * 3600
     dead_letters_max: int = 10_000  # per route (a route's dead_letters_max overrides it)
     admin_keys: tuple[Secret, ...] = ()  # HTTP Basic passwords of the /admin/ pages; none: pages answer 404
+    metrics_keys: tuple[Secret, ...] = ()  # Bearer keys of /metrics and /openapi.json; none: open to all
     allow_eviction: bool = False  # accept a Redis whose maxmemory-policy may evict queued records
 
 
@@ -188,6 +189,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
     write_keys = split_secrets(env.str("RELAY_WRITE_KEYS", ""))
     secrets = split_secrets(env.str("RELAY_WEBHOOK_SECRETS", ""))
     admin_keys = split_secrets(env.str("RELAY_ADMIN_KEYS", ""))
+    metrics_keys = split_secrets(env.str("RELAY_METRICS_KEYS", ""))
     insecure = env.bool("RELAY_INSECURE_NO_AUTH", False)
     allow_eviction = env.bool("RELAY_ALLOW_EVICTION", False)
     limits, delivery = _limits(env), _delivery(env)
@@ -233,6 +235,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         dedup_window_s=dedup_window,
         dead_letters_max=dead_letters_max,
         admin_keys=admin_keys,
+        metrics_keys=metrics_keys,
         allow_eviction=allow_eviction,
     )
 

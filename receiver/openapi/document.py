@@ -285,6 +285,12 @@ def _ingest_paths(settings: Settings | None) -> dict[str, dict[str, Any]]:
     }
 
 
+KEYED = (
+    "With RELAY_METRICS_KEYS set: `Authorization: Bearer <a key of it>`, or an admin key by HTTP Basic"
+    " (401 otherwise)."
+)
+
+
 def _service_paths() -> dict[str, dict[str, Any]]:
     """Health, readiness, metrics and this document."""
     return {
@@ -300,7 +306,7 @@ def _service_paths() -> dict[str, dict[str, Any]]:
         "/metrics": _get(
             "metrics",
             "health",
-            "Prometheus metrics (counted in Redis, for all processes).",
+            f"Prometheus metrics (counted in Redis, for all processes). {KEYED}",
             {
                 "200": described_answer(
                     "Prometheus text format.", {"text/plain": {"schema": {"type": "string"}}}
@@ -310,7 +316,7 @@ def _service_paths() -> dict[str, dict[str, Any]]:
         "/openapi.json": _get(
             "openapi",
             "docs",
-            "This document.",
+            f"This document. {KEYED}",
             {"200": described_answer("OpenAPI 3.1.", json_content({"type": "object"}))},
         ),
     }
@@ -362,5 +368,5 @@ def register(app: Flask) -> None:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    """The OpenAPI document (no credential: it holds no secret, only names of routes and schemes)."""
+    """The OpenAPI document: no secret, only names of routes and schemes (receiver/metrics_access.py)."""
     return Response(document(), mimetype="application/json")
