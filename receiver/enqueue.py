@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from receiver.group_commit import GroupCommit
-from relay import audit, deadletters, metrics, order
+from relay import audit, budgets, deadletters, metrics, order
 from relay.config import Settings, dead_letter_limit
 from relay.envelope import Envelope, dumps
 from relay.lanes import PUSH_CHUNK, Lane, new_token
@@ -36,6 +36,7 @@ class Batch:
     received: float = field(default_factory=time.time)
     received_ns: int = field(default_factory=time.time_ns)
     payloads: dict[Lane, list[str]] = field(default_factory=dict)  # lane -> serialized records
+    size: int = 0  # bytes of every serialized record (what the route's queued bytes count)
     audited: list[Envelope] = field(default_factory=list)  # consent changes and deletes: the audit trail
     gating: list[Envelope] = field(default_factory=list)  # records later ones wait for (relay/order.py)
     invalid: list[tuple[int, Any, dict[str, Any]]] = field(default_factory=list)
@@ -51,11 +52,20 @@ class Batch:
         env = self.envelope(index, record, kind)
         kind = kind or self.route.kind
         lane = Lane.of(self.route.workspace, kind, record.get("_id"), self.shards)
-        self.payloads.setdefault(lane, []).append(dumps(env))
+        payload = dumps(env)
+        self.payloads.setdefault(lane, []).append(payload)
+        self.size += budgets.size_of(payload)
         if kind in audit.AUDITED:
             self.audited.append(env)
         if BY_KIND[kind].gate:
             self.gating.append(env)
+
+    def hold(self) -> budgets.Hold:
+        """What storing the batch adds to its route's queued counts, and the budgets it must fit in."""
+        route = self.route
+        return budgets.Hold(
+            route.workspace, route.name, route.budgets, self.accepted, self.size, self.received
+        )
 
     def rejected(self) -> list[dict[str, Any]]:
         """The records the route skipped as invalid, named by index with their errors (the answer's)."""
@@ -113,14 +123,21 @@ def store_batch(
     concurrent repeats only one stores anything; the other (and any later repeat) gets back the
     first request's stored answer instead of None. With `group`, the one-script write shares its
     round trip with those of the process's other threads (receiver/group_commit.py).
+
+    The route's budgets are checked first (relay/budgets.py): OverBudget, with nothing stored, when
+    its records leave no room; in the one script at no extra round trip, else read just before the
+    transaction (two requests read at once may both pass: the route overshoots by one request).
     """
     token = new_token()
+    hold = batch.hold()
+    if batch.accepted:
+        hold.alone()
     kept = batch.invalid or batch.audited or batch.gating or batch.filtered
     plain = claim is None and not kept and len(batch.payloads) == 1
     if plain and batch.accepted <= PUSH_CHUNK:
-        armed = _store_plain(client, batch, settings, token, group)
+        armed = _store_plain(client, batch, settings, token, group, hold=hold)
     else:
-        first, armed = _store_together(client, batch, settings, token, claim)
+        first, armed = _store_together(client, batch, settings, token, claim, hold=hold)
         if first is not None:
             return first
     for lane in armed:
@@ -131,7 +148,13 @@ def store_batch(
 
 
 def _store_plain(
-    client: redis.Redis, batch: Batch, settings: Settings, token: str, group: GroupCommit | None
+    client: redis.Redis,
+    batch: Batch,
+    settings: Settings,
+    token: str,
+    group: GroupCommit | None,
+    *,
+    hold: budgets.Hold,
 ) -> list[Lane]:
     """Records of one lane, fitting one push, nothing else to keep: one script call; lanes armed."""
     ((lane, payloads),) = batch.payloads.items()
@@ -139,6 +162,7 @@ def _store_plain(
         client,
         payloads,
         counter=metrics.ACCEPTED.field(route=batch.route.name),
+        hold=hold,
         token=token,
         delivery=settings.delivery,
         runner=group.run if group is not None else None,
@@ -147,7 +171,13 @@ def _store_plain(
 
 
 def _store_together(
-    client: redis.Redis, batch: Batch, settings: Settings, token: str, claim: Claim | None
+    client: redis.Redis,
+    batch: Batch,
+    settings: Settings,
+    token: str,
+    claim: Claim | None,
+    *,
+    hold: budgets.Hold,
 ) -> tuple[dict[str, Any] | None, list[Lane]]:
     """Everything else in one MULTI/EXEC: (the first answer if this repeats a claim, lanes armed).
 
@@ -166,6 +196,8 @@ def _store_together(
                     if first is not None:
                         pipe.unwatch()
                         return json.loads(first), []
+                if batch.accepted:
+                    hold.check(client)  # after the claim: a repeat gets its first answer, whatever the counts
                 ws = batch.route.workspace
                 marks = order.plan_acceptance(client, ws, gating, delivery.watermark_ttl_s, watch=pipe)
                 pipe.multi()
@@ -174,6 +206,7 @@ def _store_together(
                         pipe.set(name, json.dumps(claim.answer), ex=claim.window_s)
                 if marks is not None:
                     order.accept(pipe, client, marks)
+                hold.add(pipe)
                 arming = _queue_writes(pipe, batch, settings=settings, token=token)
                 results = pipe.execute()
                 taken = results[len(results) - len(arming) :] if arming else []

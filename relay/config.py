@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from environs import Env, EnvError
 
+from relay.budgets import Budgets
 from relay.errors import ConfigError
 from relay.modes import Kind
 from relay.routes import Route, Workspace, load_routes
@@ -132,6 +133,15 @@ def _limits(env: Env) -> Limits:
     )
 
 
+def _budgets(env: Env) -> Budgets:
+    """Every route's default budgets (a route's own keys override them: relay/budgets.py)."""
+    return Budgets(
+        queued_records=env.int("RELAY_MAX_QUEUED_RECORDS", Budgets.queued_records),
+        queued_bytes=env.int("RELAY_MAX_QUEUED_BYTES", Budgets.queued_bytes),
+        records_per_minute=env.int("RELAY_RECORDS_PER_MINUTE", Budgets.records_per_minute),
+    )
+
+
 def _delivery(env: Env) -> Delivery:
     """How the workers deliver: Braze's per-request limits, flight, lingers, leases, retries, rates."""
     return Delivery(
@@ -192,7 +202,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
     metrics_keys = split_secrets(env.str("RELAY_METRICS_KEYS", ""))
     insecure = env.bool("RELAY_INSECURE_NO_AUTH", False)
     allow_eviction = env.bool("RELAY_ALLOW_EVICTION", False)
-    limits, delivery = _limits(env), _delivery(env)
+    limits, delivery, budgets = _limits(env), _delivery(env), _budgets(env)
     audit_ttl = env.int("RELAY_AUDIT_TTL_S", 30 * 86400)
     dedup_window = env.int("RELAY_DEDUP_WINDOW_S", 72 * 3600)
     dead_letters_max = env.int("RELAY_DEAD_LETTERS_MAX", Settings.dead_letters_max)
@@ -211,7 +221,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         endpoint = sandbox_url
         api_key = SANDBOX_BRAZE_KEY
     default = Workspace(DEFAULT_WORKSPACE, endpoint.rstrip("/"), Secret(api_key))
-    routes, workspaces = load_routes(config_path, default, source)
+    routes, workspaces = load_routes(config_path, default, source, budgets)
     if dedup_window < SIGNATURE_SPAN_S:
         raise ConfigError(
             f"RELAY_DEDUP_WINDOW_S={dedup_window} is shorter than the {SIGNATURE_SPAN_S} s for which a "

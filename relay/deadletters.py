@@ -20,6 +20,7 @@ from typing import Any, cast
 import redis
 
 from relay import metrics, store
+from relay.budgets import queued_fields, size_of
 from relay.envelope import Envelope
 from relay.lanes import APPEND_LUA, Lane
 from relay.modes import BY_KIND, DeadReason, Kind
@@ -104,8 +105,9 @@ return removed
 )
 
 # Move a dead letter back to its lane only if it is still there: two operators replaying the same
-# dead letter at once must not send it twice. The lane's list and set of lanes follow the route's
-# keys; ARGV: the id, the record, the lane's name, the metrics field of replays.
+# dead letter at once must not send it twice. The lane's list, its set of lanes and the held hash
+# follow the route's keys; ARGV: the id, the record, the lane's name, the metrics field of replays,
+# the route's queued records and bytes fields in the held hash and what the record adds to them.
 PUT_BACK = (
     DROP
     + APPEND_LUA
@@ -113,6 +115,8 @@ PUT_BACK = (
 if drop(ARGV[first]) == 0 then return 0 end
 append_to_lane(KEYS[6 + 2 * n], KEYS[7 + 2 * n], ARGV[first + 2], ARGV[first + 1])
 redis.call('HINCRBY', KEYS[4], ARGV[first + 3], 1)
+redis.call('HINCRBY', KEYS[8 + 2 * n], ARGV[first + 4], ARGV[first + 6])
+redis.call('HINCRBY', KEYS[8 + 2 * n], ARGV[first + 5], ARGV[first + 7])
 return 1
 """
 )
@@ -360,8 +364,11 @@ def put_back(
     lane = Lane.of(envelope["ws"], Kind(envelope["kind"]), envelope["rec"].get("_id"), delivery.track_shards)
     payload = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
     route = item["route"]
-    keys = [*_route_keys(lane.workspace, route), lane.list_key, lane.keys.lanes]
-    args = [item["id"], payload, lane.name, metrics.REPLAYED.field(route=envelope["route"])]
+    keys = [*_route_keys(lane.workspace, route), lane.list_key, lane.keys.lanes, lane.keys.held]
+    # Its route holds it again until it ends (a copy the relay sent on its own was never the route's).
+    held = (0, 0) if envelope.get("again") else (1, size_of(payload))
+    fields = queued_fields(envelope["route"])
+    args = [item["id"], payload, lane.name, metrics.REPLAYED.field(route=envelope["route"]), *fields, *held]
     if not client.eval(PUT_BACK, len(keys), *keys, *_head(route), *args):
         return None
     lane.wake(client, delivery)

@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from rq import Queue, Worker
 
-from relay import lanes, store
+from relay import budgets, lanes, store
 
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 Series = tuple[str, tuple[tuple[str, str], ...]]  # (metric, sorted labels)
@@ -110,6 +110,11 @@ CONSENT_RESENT = Count(
     "Consent changes sent once more after their user's earlier records (not counted as delivered again)",
     ("route",),
 )
+BUDGET_REFUSALS = Count(
+    "relay_budget_refusals",
+    "Requests a route's budget refused (429 or 413; 403 for an export on a route whose key is public)",
+    ("route", "budget"),
+)
 COUNTERS = (
     RECEIVED,
     ACCEPTED,
@@ -129,6 +134,7 @@ COUNTERS = (
     ORDER_WAITS,
     ORDER_GAVE_UP,
     CONSENT_RESENT,
+    BUDGET_REFUSALS,
 )
 
 
@@ -266,6 +272,14 @@ def with_received(values: dict[Series, float]) -> dict[Series, float]:
     return out
 
 
+# The `held` hash's counts as gauges: (what, metric, help).
+HELD = (
+    ("records", "relay_route_queued_records", "Records of a route accepted and not yet ended"),
+    ("bytes", "relay_route_queued_bytes", "Bytes of those records, as stored"),
+    ("dead_bytes", "relay_route_dead_letter_bytes", "Bytes of a route's dead letters"),
+)
+
+
 class RelayCollector(Collector):
     """Renders the Redis-held metrics of every workspace, plus live gauges, for prometheus-client."""
 
@@ -324,7 +338,18 @@ class RelayCollector(Collector):
                 pipe.zcard(store.keys(workspace).dead_index)
             total = sum(pipe.execute())
         yield GaugeMetricFamily("relay_dead_letters", "Dead letters in the store", value=total)
+        yield from self._held(names)
         yield self._workers()
+
+    def _held(self, names: list[str]) -> Iterator[Metric]:
+        """What each route holds against its budgets (relay/budgets.py)."""
+        counts = budgets.held(self.client, names)
+        for what, name, doc in HELD:
+            family = GaugeMetricFamily(name, doc, labels=["route"])
+            for (route, found), value in sorted(counts.items()):
+                if found == what:
+                    family.add_metric([route], max(value, 0))  # below 0 only until a workspace is idle
+            yield family
 
     def _workers(self) -> Metric:
         """RQ's registry of live workers per queue: 0 for a queue means its drain jobs wait for nobody."""

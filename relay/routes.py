@@ -6,12 +6,13 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from relay.budgets import DEFAULTS, Budgets, resolve
 from relay.errors import ConfigError
 from relay.modes import ROUTE_MODES, TRACK_TYPE_MODES, TRACK_TYPES, Kind, Mode, mode_of
 from relay.secrets import Secret, split_secrets
@@ -88,6 +89,8 @@ class Route:
     # Attribute values equal to the last ones delivered for the user are not sent again
     # (handlers/unchanged.py); only user_track routes, whose records may set attributes.
     skip_unchanged: bool = False
+    # What any holder of its key may make the relay hold or do (relay/budgets.py).
+    budgets: Budgets = DEFAULTS
 
     @property
     def own_credentials(self) -> bool:
@@ -145,6 +148,9 @@ class RouteSchema(Schema):
     preset = fields.String(validate=validate.OneOf(sorted(PRESETS)), load_default=None)
     transform_args = fields.Dict(keys=fields.String(), load_default=None)
     skip_unchanged = fields.Boolean(load_default=False)
+    max_queued_records = fields.Integer(validate=validate.Range(min=1), load_default=None)
+    max_queued_bytes = fields.Integer(validate=validate.Range(min=1), load_default=None)
+    records_per_minute = fields.Integer(validate=validate.Range(min=0), load_default=None)
 
     @validates_schema
     def _public_key(self, data: dict[str, Any], **_: Any) -> None:
@@ -218,8 +224,12 @@ def load_routes(
     path: str,
     default: Workspace,
     environ: Mapping[str, str],
+    budgets: Budgets = DEFAULTS,
 ) -> tuple[dict[str, Route], dict[str, Workspace]]:
-    """Parse and validate the routes file; raise ConfigError that names the route and the key."""
+    """Parse and validate the routes file; raise ConfigError that names the route and the key.
+
+    `budgets` are the defaults of every route's budgets (RELAY_* variables).
+    """
     routes: dict[str, Route] = {}
     workspaces = {default.id: default}
     seen_tables: dict[tuple[str, str], str] = {}
@@ -246,7 +256,8 @@ def load_routes(
                     f"{where}: database/table {'/'.join(pair)} already used by {seen_tables[pair]!r}"
                 )
             seen_tables[pair] = name
-        routes[name] = _route(name, data, workspace, _transform(name, data, where), environ)
+        route = _route(name, data, workspace, _transform(name, data, where), environ)
+        routes[name] = replace(route, budgets=resolve(data, budgets, page=bool(route.allowed_origins)))
     return routes, workspaces
 
 
