@@ -14,8 +14,11 @@ from typing import Any
 from flask import request
 from gunicorn.http.errors import NoMoreData, ParseException
 
+from receiver import refusals
 from receiver.errors import ApiError
 from receiver.records.fields import strict_json
+from relay.budgets import Budget
+from relay.routes import Route
 
 # TD's own types: the ingestion API's, and the one td-js-sdk sends in signed mode with a global id.
 JSON_TYPES = (
@@ -24,6 +27,10 @@ JSON_TYPES = (
     "application/vnd.treasuredata.v1.js+json",
 )
 MALFORMED = "Malformed request body: it could not be read as its headers announce it."
+# A body this large is parsed only if it opens as its endpoint's shape does; a smaller one is parsed
+# at once, so that its error names the exact fault (parsing it costs little).
+SHAPE_CHECK_BYTES = 1_000_000
+JSON_SPACE = b" \t\r\n"
 
 
 def over_limit(limit: int) -> ApiError:
@@ -71,6 +78,28 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, f"Malformed JSON: {exc}.") from None
 
 
-def read_json(limit: int, *, lenient_type: bool = False) -> Any:
-    """Read and parse the body."""
-    return parse_json(read_body(limit, lenient_type=lenient_type))
+def route_body(route: Route, path_limit: int, *, lenient_type: bool = False) -> bytes:
+    """The body within the route's limit on this path (its own `max_body_bytes`, if smaller); a 413
+    counts against the route's body_bytes budget."""
+    try:
+        return read_body(route.budgets.body_limit(path_limit), lenient_type=lenient_type)
+    except ApiError as exc:
+        if exc.code == 413:
+            refusals.count(route.workspace, route.name, Budget.BODY_BYTES)
+        raise
+
+
+def opening(body: bytes) -> bytes:
+    """How a JSON body opens: its first character and, for an object, its first key ('{"data"')."""
+    head = body[:512].lstrip(JSON_SPACE)
+    if not head.startswith(b"{"):
+        return head[:1]
+    rest = head[1:].lstrip(JSON_SPACE)
+    end = rest.find(b'"', 1)
+    return b"{" + rest[: end + 1] if rest.startswith(b'"') and end > 0 else b"{"
+
+
+def check_opening(body: bytes, openings: tuple[bytes, ...], message: str) -> None:
+    """400 with `message` for a large body that does not open as one of `openings`, before parsing it."""
+    if len(body) > SHAPE_CHECK_BYTES and opening(body) not in openings:
+        raise ApiError(400, message)

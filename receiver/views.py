@@ -14,7 +14,7 @@ from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from receiver import auth, idempotency, signatures, state
-from receiver.body import parse_json, read_body, read_json
+from receiver.body import check_opening, parse_json, route_body
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, as_dict, error_response
 from receiver.headers import Lowered, lowered
@@ -24,6 +24,7 @@ from receiver.redis_check import Unfit
 from receiver.request_ids import request_id
 from receiver.state import redis_client, settings
 from relay import metrics
+from relay.budgets import Budget, OverBudget
 from relay.metrics import Rejection
 from relay.routes import Route
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 UNFIT = "Storage refused: the relay's Redis may evict records (see the web log); nothing was stored."
 EXPORT_SHAPE = "The body must hold column_names and data (TD's export shape)."
+EXPORT_OPENINGS = (b'{"column_names"', b'{"column_types"', b'{"data"')  # TD writes column_names first
 INGEST_SHAPE = 'The body must be {"records": [ ... ]} or {"events": [ ... ]} with at least one record.'
 
 
@@ -268,7 +270,7 @@ def postback(database: str, table: str) -> tuple[Response, int]:
     """TD Postback API: one JSON object is one record; answers `{}` as TD does."""
     route = route_by_table(database, table)
     authed = authenticate(route, td_style=True, allow_query=True)
-    body = read_json(settings().limits.postback_bytes)
+    body = parse_json(route_body(route, settings().limits.postback_bytes))
     if not isinstance(body, dict):
         raise ApiError(400, "A postback body must be one JSON object (one record).")
     batch = load_records(route, [body], 1)
@@ -285,7 +287,7 @@ def ingest(database: str, table: str) -> tuple[Response, int]:
     route = route_by_table(database, table)
     authed = authenticate(route, td_style=True)
     limits = settings().limits
-    records = ingest_records(read_json(limits.ingest_bytes))
+    records = ingest_records(parse_json(route_body(route, limits.ingest_bytes)))
     if len(records) > limits.ingest_records:
         raise ApiError(
             413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records}
@@ -299,10 +301,14 @@ def ingest(database: str, table: str) -> tuple[Response, int]:
 def export(name: str) -> tuple[Response, int]:
     """TD query-result export to a web server: column_names, column_types, data rows."""
     route = route_by_name(name)
+    if not route.budgets.exports:
+        message = f"Route {name!r} takes no exports: its key is public (allowed_origins)."
+        raise OverBudget(name, Budget.EXPORTS, message)
     authed = authenticate(route, td_style=True, allow_basic=True)
     limits = settings().limits
-    body = read_json(limits.export_bytes, lenient_type=True)
-    table = export_table(body, limits.export_rows, lenient=route.skip_on_invalid_records)
+    raw = route_body(route, limits.export_bytes, lenient_type=True)
+    check_opening(raw, EXPORT_OPENINGS, EXPORT_SHAPE)  # a large body of another shape is not parsed
+    table = export_table(parse_json(raw), limits.export_rows, lenient=route.skip_on_invalid_records)
     # Rows become records one at a time: only the serialized records are kept, not 100,000 dicts.
     batch = load_records(route, table.inputs(), len(table.rows), table.misfits)
     answer = {"accepted": batch.accepted, **batch.counts(), "rejected": batch.rejected()}
@@ -314,8 +320,8 @@ def webhook(name: str) -> tuple[Response, int]:
     """Any caller: one JSON object or an array of them, signed or with a Bearer write key."""
     route = route_by_name(name)
     limits = settings().limits
-    authed = authenticate(route, td_style=False, signed_body=lambda: read_body(limits.webhook_bytes))
-    raw = read_body(limits.webhook_bytes)  # read once: a signature check has read it already
+    authed = authenticate(route, td_style=False, signed_body=lambda: route_body(route, limits.webhook_bytes))
+    raw = route_body(route, limits.webhook_bytes)  # read once: a signature check has read it already
     body = parse_json(raw)
     if not isinstance(body, (dict, list)):
         raise ApiError(400, "The body must be a JSON object or an array of objects.")

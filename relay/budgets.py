@@ -76,6 +76,7 @@ ROUTE_KEYS = {
     "max_queued_records": "queued_records",
     "max_queued_bytes": "queued_bytes",
     "records_per_minute": "records_per_minute",
+    "max_body_bytes": "body_bytes",
 }
 
 
