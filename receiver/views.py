@@ -159,19 +159,25 @@ def authenticate(
 
 
 def load_records(
-    route: Route, raw_records: Iterable[Any], total: int, misfits: Mapping[int, dict[str, Any]] | None = None
+    route: Route,
+    raw_records: Iterable[Any],
+    total: int,
+    misfits: Mapping[int, dict[str, Any]] | None = None,
+    *,
+    body_bytes: int,
 ) -> Batch:
     """Validate every record; 422 naming index and field unless the route skips invalid records.
 
     `misfits` are records refused by their envelope (an export row that does not fit the columns), by
-    index with their errors: rejected as invalid without being loaded.
+    index with their errors: rejected as invalid without being loaded. `body_bytes`, the size of the
+    request's body, bounds the records a transform may make of it (relay/budgets.py).
     """
     misfits = misfits or {}
     loader = state.current().loaders[route.name]
     shards = settings().delivery.track_shards
     if route.transform is not None:  # each input through the route's jq program first
         made = transformed.TransformedBatch(route=route, request_id=request_id(), shards=shards)
-        problems = transformed.load_inputs(loader, raw_records, made, misfits)
+        problems = transformed.load_inputs(loader, raw_records, made, misfits, body_bytes)
         if problems and not route.skip_on_invalid_records:
             count_refused(route, made.numbered, len(made.invalid))
             raise ApiError(422, transformed.refusal(route, problems, total), {"records": problems})
@@ -270,10 +276,11 @@ def postback(database: str, table: str) -> tuple[Response, int]:
     """TD Postback API: one JSON object is one record; answers `{}` as TD does."""
     route = route_by_table(database, table)
     authed = authenticate(route, td_style=True, allow_query=True)
-    body = parse_json(route_body(route, settings().limits.postback_bytes))
+    raw = route_body(route, settings().limits.postback_bytes)
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(400, "A postback body must be one JSON object (one record).")
-    batch = load_records(route, [body], 1)
+    batch = load_records(route, [body], 1, body_bytes=len(raw))
     answer = {"rejected": batch.rejected()} if batch.invalid else {}
     return accept(batch, authed, {**answer, "filtered": batch.filtered} if batch.filtered else answer)
 
@@ -287,12 +294,13 @@ def ingest(database: str, table: str) -> tuple[Response, int]:
     route = route_by_table(database, table)
     authed = authenticate(route, td_style=True)
     limits = settings().limits
-    records = ingest_records(parse_json(route_body(route, limits.ingest_bytes)))
+    raw = route_body(route, limits.ingest_bytes)
+    records = ingest_records(parse_json(raw))
     if len(records) > limits.ingest_records:
         raise ApiError(
             413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records}
         )
-    batch = load_records(route, records, len(records))
+    batch = load_records(route, records, len(records), body_bytes=len(raw))
     answer = {"accepted": batch.accepted, **batch.counts(), "rejected": batch.rejected()}
     return accept(batch, authed, {**answer, "id": batch.request_id})
 
@@ -310,7 +318,7 @@ def export(name: str) -> tuple[Response, int]:
     check_opening(raw, EXPORT_OPENINGS, EXPORT_SHAPE)  # a large body of another shape is not parsed
     table = export_table(parse_json(raw), limits.export_rows, lenient=route.skip_on_invalid_records)
     # Rows become records one at a time: only the serialized records are kept, not 100,000 dicts.
-    batch = load_records(route, table.inputs(), len(table.rows), table.misfits)
+    batch = load_records(route, table.inputs(), len(table.rows), table.misfits, body_bytes=len(raw))
     answer = {"accepted": batch.accepted, **batch.counts(), "rejected": batch.rejected()}
     return accept(batch, authed, {**answer, "id": batch.request_id})
 
@@ -330,7 +338,7 @@ def webhook(name: str) -> tuple[Response, int]:
         raise ApiError(400, "The body holds no record.")
     if len(records) > limits.webhook_records:
         raise ApiError(413, f"At most {limits.webhook_records} records per request.")
-    batch = load_records(route, records, len(records))
+    batch = load_records(route, records, len(records), body_bytes=len(raw))
     answer = {"id": batch.request_id, "accepted": batch.accepted, **batch.counts()}
     return accept(batch, authed, {**answer, "rejected": batch.rejected()}, 202)
 

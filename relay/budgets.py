@@ -77,6 +77,7 @@ ROUTE_KEYS = {
     "max_queued_bytes": "queued_bytes",
     "records_per_minute": "records_per_minute",
     "max_body_bytes": "body_bytes",
+    "transform_records_per_kb": "transform_records_per_kb",
 }
 
 

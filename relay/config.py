@@ -139,6 +139,7 @@ def _budgets(env: Env) -> Budgets:
         queued_records=env.int("RELAY_MAX_QUEUED_RECORDS", Budgets.queued_records),
         queued_bytes=env.int("RELAY_MAX_QUEUED_BYTES", Budgets.queued_bytes),
         records_per_minute=env.int("RELAY_RECORDS_PER_MINUTE", Budgets.records_per_minute),
+        transform_records_per_kb=env.int("RELAY_TRANSFORM_RECORDS_PER_KB", Budgets.transform_records_per_kb),
     )
 
 

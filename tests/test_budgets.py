@@ -21,7 +21,7 @@ from relay import budgets, deadletters, envelope
 from relay.config import Settings
 from relay.lanes import Lane
 from tests.helpers import KEYS, ROUTES, WORKSPACES, WRITE_KEY
-from tests.processes import RedisServer, running_stack
+from tests.processes import Processes, RedisServer, running_stack
 
 TD = {"X-TD-Write-Key": WRITE_KEY, "Content-Type": "application/json"}
 BUDGET_ROUTES = """
@@ -46,6 +46,11 @@ table = "small"
 mode = "user_track"
 track_record_type = "custom_events"
 max_queued_bytes = 2000
+
+[routes.segment]
+mode = "user_track"
+track_record_type = "custom_events"
+preset = "segment"
 
 [routes.per_minute]
 database = "db"
@@ -260,3 +265,30 @@ def test_a_public_key_cannot_fill_redis_for_every_route(
         consent = {"external_id": "u-1", "subscription_group_id": "g1", "subscription_state": "unsubscribed"}
         stored = requests.post(f"{base}/db/consent", json={"records": [consent]}, headers=TD, timeout=30)
         assert stored.status_code == 200, stored.text
+
+
+@pytest.mark.e2e
+def test_a_segment_body_cannot_make_a_hundred_times_its_size_in_records(
+    stack: tuple[Processes, str], clean_redis: redis.Redis
+) -> None:
+    """20 Order Completed calls of 1,000 empty products (62 KB) are refused 413 naming the route,
+    where they made 20,000 purchases; nothing is stored, and /healthz answers throughout."""
+    _, base = stack
+    order = {
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "u1",
+        "properties": {"products": [{}] * 1000},
+    }
+    body = json.dumps([order] * 20).encode()
+    answer = requests.post(
+        f"{base}/webhooks/segment",
+        data=body,
+        headers={"Authorization": f"Bearer {WRITE_KEY}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert answer.status_code == 413, answer.text[:300]
+    assert answer.json()["errors"]["budget"] == "transform_records"
+    assert "'segment'" in answer.json()["message"]
+    assert list(clean_redis.scan_iter(KEYS.lane_list("*"))) == []
+    assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
