@@ -24,7 +24,7 @@ from handlers.outcomes import Dead, Ending, Later, Ledger, ending
 from handlers.translate import to_items
 from handlers.unchanged import Memo
 from relay import audit, budgets, deadletters, metrics, order
-from relay.config import dead_letter_limit
+from relay.config import dead_letter_bytes, dead_letter_limit
 from relay.envelope import Envelope, dumps
 from relay.lanes import Lane
 from relay.modes import AuditEvent, Kind, Outcome, kind_of
@@ -267,7 +267,13 @@ def follow_up(pipe: Any, env: Envelope, shards: int) -> Lane:
 def dead_letter(pipe: Any, ctx: Context, env: Envelope, dead: Dead) -> None:
     """Queue one dead letter (and its audit event) on the transaction, and log it."""
     item = deadletters.entry(env, reason=dead.reason, status=dead.status, message=dead.message)
-    deadletters.add(pipe, item, limit=dead_letter_limit(ctx.settings, env["route"]))
+    deadletters.add(
+        pipe,
+        item,
+        limit=dead_letter_limit(ctx.settings, env["route"]),
+        max_bytes=dead_letter_bytes(ctx.settings, env["route"]),
+        record_bytes=ctx.settings.dead_letter_record_bytes,
+    )
     if kind_of(env["kind"]) in audit.AUDITED:
         audit.note(
             pipe,

@@ -224,7 +224,13 @@ def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) ->
     for index, raw, errors in batch.invalid:
         env = batch.envelope(index, {"raw": raw})
         item = deadletters.entry(env, reason=DeadReason.INVALID, message=_flatten(errors))
-        deadletters.add(pipe, item, limit=dead_letter_limit(settings, batch.route.name))
+        deadletters.add(
+            pipe,
+            item,
+            limit=dead_letter_limit(settings, batch.route.name),
+            max_bytes=batch.route.budgets.dead_letter_bytes,
+            record_bytes=settings.dead_letter_record_bytes,
+        )
     route, workspace = batch.route.name, batch.route.workspace  # received = accepted + rejected
     metrics.ACCEPTED.incr(pipe, workspace, batch.accepted, route=route)
     metrics.REJECTED.incr(pipe, workspace, len(batch.invalid), route=route, reason=metrics.Rejection.INVALID)

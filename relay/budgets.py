@@ -78,6 +78,7 @@ ROUTE_KEYS = {
     "records_per_minute": "records_per_minute",
     "max_body_bytes": "body_bytes",
     "transform_records_per_kb": "transform_records_per_kb",
+    "dead_letters_max_bytes": "dead_letter_bytes",
 }
 
 

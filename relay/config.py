@@ -99,6 +99,8 @@ class Settings:
     audit_ttl_s: int = 30 * 86400
     dedup_window_s: int = 72 * 3600
     dead_letters_max: int = 10_000  # per route (a route's dead_letters_max overrides it)
+    dead_letter_record_bytes: int = 65_536  # a dead letter over this keeps only the start of its record
+    budgets: Budgets = field(default_factory=Budgets)  # every route's defaults (a route's keys override them)
     admin_keys: tuple[Secret, ...] = ()  # HTTP Basic passwords of the /admin/ pages; none: pages answer 404
     metrics_keys: tuple[Secret, ...] = ()  # Bearer keys of /metrics and /openapi.json; none: open to all
     allow_eviction: bool = False  # accept a Redis whose maxmemory-policy may evict queued records
@@ -140,6 +142,7 @@ def _budgets(env: Env) -> Budgets:
         queued_bytes=env.int("RELAY_MAX_QUEUED_BYTES", Budgets.queued_bytes),
         records_per_minute=env.int("RELAY_RECORDS_PER_MINUTE", Budgets.records_per_minute),
         transform_records_per_kb=env.int("RELAY_TRANSFORM_RECORDS_PER_KB", Budgets.transform_records_per_kb),
+        dead_letter_bytes=env.int("RELAY_DEAD_LETTERS_MAX_BYTES", Budgets.dead_letter_bytes),
     )
 
 
@@ -207,6 +210,9 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
     audit_ttl = env.int("RELAY_AUDIT_TTL_S", 30 * 86400)
     dedup_window = env.int("RELAY_DEDUP_WINDOW_S", 72 * 3600)
     dead_letters_max = env.int("RELAY_DEAD_LETTERS_MAX", Settings.dead_letters_max)
+    dead_letter_record_bytes = env.int(
+        "RELAY_DEAD_LETTER_RECORD_MAX_BYTES", Settings.dead_letter_record_bytes
+    )
     embedded = env.str("RELAY_EMBEDDED_REDIS", "var/relay.db")
     sandbox_url = env.str("RELAY_SANDBOX_BRAZE_URL", SANDBOX_BRAZE_URL)
     try:
@@ -245,6 +251,8 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         audit_ttl_s=audit_ttl,
         dedup_window_s=dedup_window,
         dead_letters_max=dead_letters_max,
+        dead_letter_record_bytes=dead_letter_record_bytes,
+        budgets=budgets,
         admin_keys=admin_keys,
         metrics_keys=metrics_keys,
         allow_eviction=allow_eviction,
@@ -255,6 +263,12 @@ def dead_letter_limit(settings: Settings, route: str) -> int:
     """How many dead letters a route keeps: its own dead_letters_max, else RELAY_DEAD_LETTERS_MAX."""
     found = settings.routes.get(route)
     return (found.dead_letters_max if found else None) or settings.dead_letters_max
+
+
+def dead_letter_bytes(settings: Settings, route: str) -> int:
+    """How many bytes of dead letters a route keeps: its budget (relay/budgets.py), else the default's."""
+    found = settings.routes.get(route)
+    return (found.budgets if found else settings.budgets).dead_letter_bytes
 
 
 def global_only_sensitive_routes(settings: Settings) -> list[str]:

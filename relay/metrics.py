@@ -84,6 +84,11 @@ REPLAYED = Count("relay_records_replayed", "Dead letters put back for delivery",
 DEAD_DROPPED = Count(
     "relay_dead_letters_dropped", "Oldest dead letters dropped: the route held its maximum", ("route",)
 )
+DEAD_TRUNCATED = Count(
+    "relay_dead_letters_truncated",
+    "Dead letters over RELAY_DEAD_LETTER_RECORD_MAX_BYTES: only the start of the record kept, not replayable",
+    ("route",),
+)
 FILTERED = Count("relay_inputs_filtered", "Inputs a route's transform turned into no record", ("route",))
 RETRIES = Count("relay_retries", "Records scheduled for another attempt", ("route", "reason"))
 BRAZE_REQUESTS = Count("relay_braze_requests", "Requests sent to Braze", ("endpoint", "status"))
@@ -126,6 +131,7 @@ COUNTERS = (
     DEAD_LETTERED,
     REPLAYED,
     DEAD_DROPPED,
+    DEAD_TRUNCATED,
     FILTERED,
     RETRIES,
     BRAZE_REQUESTS,

@@ -153,6 +153,7 @@ class RouteSchema(Schema):
     records_per_minute = fields.Integer(validate=validate.Range(min=0), load_default=None)
     max_body_bytes = fields.Integer(validate=validate.Range(min=1), load_default=None)
     transform_records_per_kb = fields.Integer(validate=validate.Range(min=1), load_default=None)
+    dead_letters_max_bytes = fields.Integer(validate=validate.Range(min=1), load_default=None)
 
     @validates_schema
     def _public_key(self, data: dict[str, Any], **_: Any) -> None:
