@@ -234,6 +234,8 @@ def accept(
     """Store the batch in Redis and answer; only after the store may the caller hear success.
 
     A request with an idempotency key that was seen before stores nothing and gets the first answer.
+    A request that accepted no record leaves no identity behind (its repeat is handled again, and
+    accepts nothing again): what a key holder makes the relay remember is bounded by what it stores.
     """
     edge = state.current()
     client, conf = edge.redis, edge.settings
@@ -247,6 +249,8 @@ def accept(
         answer=answer,
         status=status,
     )
+    if not batch.accepted:
+        claim = None
     try:
         edge.redis_check.ensure()
         first = store_batch(client, batch, conf, claim, group=edge.group)

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from relay.lanes import Lane
-from tests.helpers import WRITE_KEY, signed_headers
+from tests.helpers import KEYS, WRITE_KEY, signed_headers
 
 TRACK_LANE = Lane("default:track").list_key
 TD = {"Authorization": f"TD1 {WRITE_KEY}", "Content-Type": "application/json"}
@@ -81,3 +81,19 @@ def test_overlong_key_is_400(client: FlaskClient) -> None:
     )
     assert response.status_code == 400
     assert "Idempotency key" in response.get_json()["message"]
+
+
+def test_a_request_that_accepted_nothing_leaves_no_identity(
+    client: FlaskClient, clean_redis: redis.Redis
+) -> None:
+    """Invalid records on a lenient route, with a key: dead-lettered and answered, but no identity is
+    kept for the key (it cost 360 bytes for 72 h); a request that accepts records keeps its own."""
+    nothing = json.dumps({"records": [{"plan": "no user"}]})
+    answer = client.post("/db/profiles_skip", data=nothing, headers={**TD, "Idempotency-Key": "empty-1"})
+    assert answer.status_code == 200 and answer.get_json()["accepted"] == 0
+    assert list(clean_redis.scan_iter(KEYS.idempotency("*", "*"))) == []
+    stored = client.post(
+        "/db/events", data=json.dumps({"records": [EVENT]}), headers={**TD, "Idempotency-Key": "k"}
+    )
+    assert stored.status_code == 200
+    assert len(list(clean_redis.scan_iter(KEYS.idempotency("*", "*")))) == 1
