@@ -63,7 +63,12 @@ class Budgets:
 
 
 DEFAULTS = Budgets()
-# A route whose key is in a web page (allowed_origins): anyone may use it, from anywhere.
+# A route whose key is in a web page (allowed_origins): anyone may use it, from anywhere. What its
+# records make the relay remember once delivered bounds its records a minute (docs/operations.md,
+# "What each request leaves in Redis"): a consent change keeps about 1.1 KB for 30 days (its audit
+# trail), an attribute update about 0.6 KB for 72 h, so a page's route of either takes 600 a minute
+# (under 1 GB a day); events and purchases leave nothing once delivered: 6,000.
+PAGE_REMEMBERING_PER_MINUTE = 600
 PAGE = Budgets(
     queued_records=100_000,
     queued_bytes=50_000_000,
@@ -82,15 +87,17 @@ ROUTE_KEYS = {
 }
 
 
-def resolve(table: Mapping[str, Any], defaults: Budgets, *, page: bool) -> Budgets:
+def resolve(table: Mapping[str, Any], defaults: Budgets, *, page: bool, remembers: bool = False) -> Budgets:
     """A route's budgets: its own keys, else the defaults (for a page route, the tighter of those and
-    PAGE's; a page route takes no exports)."""
+    PAGE's, or PAGE_REMEMBERING_PER_MINUTE records a minute when its records leave the relay
+    remembering each user; a page route takes no exports)."""
     chosen = defaults
     if page:
+        per_minute = PAGE_REMEMBERING_PER_MINUTE if remembers else PAGE.records_per_minute
         chosen = Budgets(
             queued_records=min(defaults.queued_records, PAGE.queued_records),
             queued_bytes=min(defaults.queued_bytes, PAGE.queued_bytes),
-            records_per_minute=_tighter(defaults.records_per_minute, PAGE.records_per_minute) or 0,
+            records_per_minute=_tighter(defaults.records_per_minute, per_minute) or 0,
             body_bytes=_tighter(defaults.body_bytes, PAGE.body_bytes),
             transform_records_per_kb=defaults.transform_records_per_kb,
             dead_letter_bytes=defaults.dead_letter_bytes,

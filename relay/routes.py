@@ -260,7 +260,8 @@ def load_routes(
                 )
             seen_tables[pair] = name
         route = _route(name, data, workspace, _transform(name, data, where), environ)
-        routes[name] = replace(route, budgets=resolve(data, budgets, page=bool(route.allowed_origins)))
+        page, remembers = bool(route.allowed_origins), route.kind in (Kind.ATTRIBUTES, Kind.CONSENT)
+        routes[name] = replace(route, budgets=resolve(data, budgets, page=page, remembers=remembers))
     return routes, workspaces
 
 

@@ -292,3 +292,34 @@ def test_a_segment_body_cannot_make_a_hundred_times_its_size_in_records(
     assert "'segment'" in answer.json()["message"]
     assert list(clean_redis.scan_iter(KEYS.lane_list("*"))) == []
     assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
+
+
+def test_a_page_routes_defaults_are_tighter_and_its_own_keys_win() -> None:
+    """allowed_origins: the tighter of the defaults and the page's (600 records a minute where they are
+    remembered per user, attributes and consent; 6,000 others), no exports, 256 KB bodies; a route's
+    own keys override either."""
+    defaults = budgets.Budgets(queued_records=50_000)
+    page = budgets.resolve({}, defaults, page=True)
+    assert (page.queued_records, page.queued_bytes, page.records_per_minute) == (50_000, 50_000_000, 6_000)
+    assert (page.body_bytes, page.exports) == (256 * 1024, False)
+    assert budgets.resolve({}, defaults, page=True, remembers=True).records_per_minute == 600
+    own = budgets.resolve({"records_per_minute": 20_000, "max_body_bytes": 10}, defaults, page=True)
+    assert (own.records_per_minute, own.body_bytes) == (20_000, 10)
+    private = budgets.resolve({}, defaults, page=False)
+    assert (private.records_per_minute, private.body_bytes, private.exports) == (0, None, True)
+
+
+def test_the_example_page_routes_get_the_page_defaults() -> None:
+    """relay.example.toml's browser routes: events 6,000 a minute, consent 600, no exports."""
+    from relay.routes import Workspace, load_routes
+    from relay.secrets import Secret
+    from tests.processes import ROOT
+
+    environ = {"SDK_WRITE_KEYS": "k", "PRIVACY_WRITE_KEYS": "p"}
+    routes, _ = load_routes(
+        str(ROOT / "relay.example.toml"), Workspace("default", "http://b", Secret("x")), environ
+    )
+    assert routes["sdk_events"].budgets.records_per_minute == 6_000
+    assert routes["sdk_consent"].budgets.records_per_minute == 600
+    assert not routes["sdk_events"].budgets.exports
+    assert routes["segment"].budgets == budgets.DEFAULTS
