@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from receiver import admin, cli, cors, errors, metrics_access, openapi, refusals, request_ids, state, views
+from receiver import admin, cli, cors, errors, openapi, refusals, request_ids, state, views
 from relay.config import Settings
 from relay.logs import configure_logging
 
@@ -21,7 +21,6 @@ def create_app(config: Settings | None = None) -> Flask:
     state.install(app, state.build(settings))
     views.register(app)  # the ingest endpoints, /metrics, /healthz, /readyz
     openapi.register(app)  # /openapi.json
-    metrics_access.register(app)  # /metrics and /openapi.json need a key when RELAY_METRICS_KEYS is set
     cors.register(app)  # routes with allowed_origins: web pages may post
     admin.register(app)  # /admin/ pages and rq-dashboard; 404 unless RELAY_ADMIN_KEYS is set
     errors.register(app)  # every failure in the one JSON shape

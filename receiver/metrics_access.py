@@ -8,14 +8,19 @@ time; anything else is 401. Unset, they are open, as a scrape behind a private n
 
 from __future__ import annotations
 
-from flask import Flask, request
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from flask import request
 
 from receiver.auth import bearer_token, key_matches
 from receiver.errors import ApiError
 from receiver.headers import lowered
 from receiver.state import settings
 
-GUARDED = frozenset({"ingest.metrics_view", "openapi.openapi_json"})  # the endpoints it guards
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def allowed() -> bool:
@@ -32,12 +37,13 @@ def allowed() -> bool:
     return key_matches(credentials.password or "", conf.admin_keys)
 
 
-def guard() -> None:
-    """Before each request: 401 on a guarded endpoint without a key that opens it."""
-    if request.endpoint in GUARDED and not allowed():
-        raise ApiError(401, "A metrics key (Authorization: Bearer) or an admin key is needed here.")
+def guarded(view: Callable[P, R]) -> Callable[P, R]:
+    """A view that answers 401 unless `allowed` (on these views only: other requests pay nothing)."""
 
+    @functools.wraps(view)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not allowed():
+            raise ApiError(401, "A metrics key (Authorization: Bearer) or an admin key is needed here.")
+        return view(*args, **kwargs)
 
-def register(app: Flask) -> None:
-    """Guard /metrics and /openapi.json."""
-    app.before_request(guard)
+    return checked

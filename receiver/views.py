@@ -18,6 +18,7 @@ from receiver.body import check_opening, parse_json, route_body
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, as_dict, error_response
 from receiver.headers import Lowered, lowered
+from receiver.metrics_access import guarded
 from receiver.records import transformed
 from receiver.records.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.redis_check import Unfit
@@ -353,6 +354,7 @@ def register(app: Flask) -> None:
 
 
 @bp.get("/metrics")
+@guarded
 def metrics_view() -> Response:
     """Prometheus text: counters and histograms from Redis (all processes), live lane depths."""
     registry = state.current().metrics

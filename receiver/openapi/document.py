@@ -19,6 +19,7 @@ from marshmallow import Schema
 
 from receiver import state
 from receiver.body import JSON_TYPES
+from receiver.metrics_access import guarded
 from receiver.openapi.parts import (
     CORS,
     DESCRIPTION,
@@ -367,6 +368,7 @@ def register(app: Flask) -> None:
 
 
 @bp.get("/openapi.json")
+@guarded
 def openapi_json() -> Response:
     """The OpenAPI document: no secret, only names of routes and schemes (receiver/metrics_access.py)."""
     return Response(document(), mimetype="application/json")
