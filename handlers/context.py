@@ -10,6 +10,7 @@ from functools import cached_property
 import redis
 
 from handlers.braze import Answer, BrazeClient, Verdict
+from handlers.outage import RedisWatch
 from handlers.packing import BrazeRequest
 from handlers.ratelimit import Limiter
 from handlers.unchanged import Memory
@@ -33,6 +34,11 @@ class Context:
         if isinstance(getattr(pool, "max_connections", None), int) and pool.max_connections < needed:
             pool.max_connections = needed
         self._local = threading.local()  # each sender thread's own Braze clients
+
+    @cached_property
+    def watch(self) -> RedisWatch:
+        """The process's one view of whether Redis is there (jobs, the ticker and RQ's loop report to it)."""
+        return RedisWatch(self.redis)
 
     @cached_property
     def senders(self) -> ThreadPoolExecutor:

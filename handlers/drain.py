@@ -42,7 +42,7 @@ from handlers.outcomes import Dead, Judgement, judge, window_full
 from handlers.packing import BrazeRequest, pack, plan
 from handlers.translate import Item, to_items
 from handlers.window import Window
-from relay import store
+from relay import redis_health, store
 from relay.envelope import loads
 from relay.lanes import Lane
 from relay.modes import DeadReason, LaneFamily
@@ -248,6 +248,11 @@ class Drainer:
             if sent.lease_lost:
                 self.lost = True
 
+    def abandon(self) -> None:
+        """After an error: let the requests in flight come back (uncommitted): no sender outlives the job."""
+        wait(self.flying)
+        self.flying.clear()
+
     def commit_done(self) -> int:
         """Commit every chunk at the front whose requests are all answered, oldest first; how many."""
         count = 0
@@ -314,5 +319,17 @@ class Drainer:
 
 
 def drain_lane(lane: str, token: str) -> dict[str, Any]:
-    """RQ job: deliver a lane's records for a time slice or more (only the lease holder does anything)."""
-    return Drainer(context.current(), Lane(lane), token).run()
+    """RQ job: deliver a lane's records for a time slice or more (only the lease holder does anything).
+
+    A Redis error (from the job's thread, a sender's, or the commit) stops the job: what is not
+    committed stays in the lane and comes back when the lease expires. It is reported to the
+    process's watch, which rides out an outage (handlers/outage.py), rather than raised into RQ.
+    """
+    ctx = context.current()
+    drainer = Drainer(ctx, Lane(lane), token)
+    try:
+        return drainer.run()
+    except redis.RedisError as exc:
+        drainer.abandon()
+        ctx.watch.refused(exc, "drain", lane=lane)
+        return {"lane": lane, "stopped": redis_health.code(exc)}

@@ -4,9 +4,10 @@ Run it as `python -m handlers.worker` (the Procfile's `worker`). It takes consen
 before bulk ones, keeps its Redis and Braze connections across jobs, and every second looks for
 lanes that hold records or due retries but have no owner (after a crash, or when a retry falls
 due) and enqueues their drain job. It checks its Redis at start (an evicting policy stops it), and
-rides out a Redis outage: RQ's work loop ends when Redis goes away mid-job, so `serve` waits for
-Redis with backoff and starts a fresh RQ worker; the records of the interrupted job come back when
-its lane's lease expires.
+rides out a Redis outage, Redis gone or refusing for now (full, read-only, loading, busy: see
+handlers/outage.py): RQ's work loop ends when one meets a job or RQ's own bookkeeping, so `serve`
+waits with backoff until Redis takes writes and starts a fresh RQ worker; the records of the
+interrupted job come back when its lane's lease expires. No Redis error ends the process.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker.base import StopRequested
 
 from handlers import context
-from handlers.outage import GONE, QuietRQ, RedisWatch
-from relay import budgets, lanes, store
+from handlers.outage import QuietRQ, RedisWatch
+from relay import budgets, lanes, redis_health, store
 from relay.config import Delivery, Settings, load_settings, warn_at_start
 from relay.errors import ConfigError
 from relay.lanes import Lane
@@ -48,6 +51,24 @@ class RelayWorker(SimpleWorker):
         """Warm shutdown, remembered so that `serve` does not start a fresh worker."""
         self.stopping = True
         super().request_stop(signum, frame)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """RQ's report of a failed job, but a Redis outage met by its bookkeeping goes to the watch."""
+        error = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(error, redis.RedisError) and redis_health.passing(error):
+            context.current().watch.lost(error, "rq")
+            return
+        super().handle_exception(job, *exc_info)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run one job; if Redis went away or began refusing meanwhile, end RQ's loop so `serve` waits.
+
+        RQ's loop would go on taking jobs whose bookkeeping Redis refuses (a full Redis still pops
+        them from the queue), losing each: the wait has backoff, and the ticker re-arms the lanes.
+        """
+        super().execute_job(job, queue)
+        if context.current().watch.down:
+            raise StopRequested  # RQ's loop ends quietly on it; `serve` tells it from a real stop
 
 
 def tick(client: redis.Redis, delivery: Delivery, configured: Iterable[Lane] = ()) -> int:
@@ -87,32 +108,36 @@ class Ticker(threading.Thread):
 
     def run(self) -> None:
         """Loop until `stopping` is set."""
+        said = ""  # an error that waiting does not cure is said once, until a good tick
         while not self.stopping.wait(TICK_S):
             try:
+                if self.watch.down:
+                    self.watch.check()  # a tick of reads passes on a full Redis: ask with a write
                 tick(self.client, self.delivery, self.configured)
-            except GONE as exc:
-                self.watch.lost(exc, "ticker")
+            except redis.RedisError as exc:
+                lasting = "" if redis_health.passing(exc) else redis_health.code(exc)
+                if not lasting or lasting != said:
+                    self.watch.refused(exc, "ticker")
+                said = lasting
                 continue
-            except redis.RedisError as exc:  # Redis answered with an error: say so, try again next tick
-                log.warning("ticker: redis refused a command", extra={"error": type(exc).__name__})
-                continue
-            self.watch.back()
+            said = ""
 
 
 def serve(queues: list[str], client: redis.Redis, watch: RedisWatch) -> None:
     """Run RQ workers on `queues` until a stop is asked for, riding out Redis outages."""
     while True:
         worker = RelayWorker(queues, connection=client, serializer=JSONSerializer)
+        reports = watch.reports
         try:
             worker.work(logging_level="INFO")
-        except GONE as exc:  # RQ's own bookkeeping at start or end (register_birth, register_death)
-            watch.lost(exc, "worker")
+        except redis.RedisError as exc:  # RQ's bookkeeping at start or end (register_birth, register_death)
+            watch.refused(exc, "worker")
         except StopRequested:  # a stop asked for before RQ's loop began
             return
         if worker.stopping:
             return
         try:
-            if not watch.down:
+            if watch.reports == reports:  # no Redis trouble, not even one the ticker saw end meanwhile
                 log.error("rq worker stopped unexpectedly; starting a fresh one", extra={"queues": queues})
                 time.sleep(RESTART_PAUSE_S)
             if not watch.wait(functools.partial(_asked_to_stop, worker)):
@@ -137,7 +162,9 @@ def checked_redis(client: redis.Redis, settings: Settings, watch: RedisWatch) ->
             notes = store.check_server(client, allow_eviction=settings.allow_eviction)
             migrate(client, settings.routes)
             store.register_workspaces(client, settings.workspaces)
-        except GONE as exc:
+        except redis.RedisError as exc:
+            if not redis_health.passing(exc):  # no outage: this Redis cannot be checked at all
+                raise ConfigError(f"Redis refused the start-up check ({redis_health.code(exc)})") from None
             watch.lost(exc, "start")
             continue
         for note in notes:
@@ -167,14 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     warn_at_start(settings, "worker")
     client = store.connect(settings)
-    watch = RedisWatch(client)
+    ctx = context.Context(settings, client)
+    watch = ctx.watch
     logging.getLogger("rq.worker").addFilter(QuietRQ(watch))
     try:
         checked_redis(client, settings, watch)
     except ConfigError as exc:
         log.critical("braze-relay worker: %s", exc)
         return 2
-    context.install(context.Context(settings, client))
+    context.install(ctx)
     ticker = Ticker(client, settings, watch)
     ticker.start()
     queues = [store.QUEUE_CONSENT] if args.consent_only else list(store.RQ_QUEUES)

@@ -7,6 +7,7 @@ Redis refuses (down, out of memory) nothing of the request is stored and the cal
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,12 +15,14 @@ from typing import Any
 import redis
 
 from receiver.group_commit import GroupCommit
-from relay import audit, budgets, deadletters, metrics, order
+from relay import audit, budgets, deadletters, metrics, order, redis_health
 from relay.config import Settings, dead_letter_limit
 from relay.envelope import Envelope, dumps
 from relay.lanes import PUSH_CHUNK, Lane, new_token
 from relay.modes import BY_KIND, AuditEvent, DeadReason, Kind
 from relay.routes import Route
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -142,8 +145,15 @@ def store_batch(
             return first
     for lane in armed:
         # The lane had no owner: this request woke it (and the store remembered the lane). If this
-        # process dies right here, the lease expires and a worker's ticker re-arms the lane.
-        lane.enqueue_drain(client, token, settings.delivery)
+        # process dies right here, or Redis refuses the job (full since the store), the lease
+        # expires and a worker's ticker re-arms the lane: the records are stored, the answer says so.
+        try:
+            lane.enqueue_drain(client, token, settings.delivery)
+        except redis.RedisError as exc:
+            log.warning(
+                "records stored, drain job not enqueued: the ticker wakes the lane when its lease expires",
+                extra={"lane": lane.name, "error": redis_health.code(exc)},
+            )
     return None
 
 

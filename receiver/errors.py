@@ -11,6 +11,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from receiver.request_ids import request_id
+from relay import redis_health
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,14 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(redis.RedisError)
     def _redis(exc: redis.RedisError) -> Response:
-        # The message of a Redis error can hold the server address; log the class, not the text.
-        log.error("redis unavailable", extra={"error": type(exc).__name__, "request_id": request_id()})
-        return error_response(503, "Storage unavailable: nothing was stored. Retry later.")
+        # A Redis error's text can hold the server address or a command's values: log its code only.
+        reason = redis_health.describe(exc)  # unreachable, out of memory, read-only ...
+        log.error(
+            "redis refused the request: nothing stored",
+            extra={"error": redis_health.code(exc), "reason": reason, "request_id": request_id()},
+        )
+        message = f"Storage unavailable: Redis is {reason}; nothing was stored. Retry later."
+        return error_response(503, message, {"redis": reason})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

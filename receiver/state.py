@@ -39,7 +39,7 @@ def build(settings: Settings) -> EdgeState:
     # Short timeouts: when Redis is away the caller hears 503 quickly instead of hanging.
     client = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RelayCollector(client, settings.workspaces))
+    registry.register(RelayCollector(client, settings.workspaces, memory_warn=settings.redis_memory_warn))
     return EdgeState(
         settings=settings,
         redis=client,

@@ -24,7 +24,7 @@ from receiver.records.schemas import ExportSchema, IngestEventsSchema, IngestSch
 from receiver.redis_check import Unfit
 from receiver.request_ids import request_id
 from receiver.state import redis_client, settings
-from relay import metrics
+from relay import metrics, redis_health
 from relay.budgets import Budget, OverBudget
 from relay.metrics import Rejection
 from relay.routes import Route
@@ -371,14 +371,25 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Readiness: configuration loaded and Redis answering."""
+    """Readiness: configuration loaded and Redis taking writes; 200 names a warning (Redis filling up).
+
+    Asked with a write: PING answers on a full or read-only Redis, which refuses every record.
+    """
     edge = state.current()
     try:
-        edge.redis.ping()
         edge.redis_check.ensure()
+        redis_health.take_write(edge.redis)
+        memory = redis_health.memory(edge.redis)
     except Unfit:
         return error_response(503, f"Not ready: {UNFIT}", {"redis": "may evict records"}), 503
-    except redis.RedisError:
-        edge.redis_check.lost()
-        return error_response(503, "Not ready: Redis is unreachable.", {"redis": "unreachable"}), 503
-    return jsonify({"status": "ready", "routes": len(settings().routes), "sandbox": settings().sandbox}), 200
+    except redis.RedisError as exc:
+        if isinstance(exc, redis_health.AWAY):
+            edge.redis_check.lost()
+        reason = redis_health.describe(exc)
+        return error_response(503, f"Not ready: Redis is {reason}.", {"redis": reason}), 503
+    conf = edge.settings
+    body: dict[str, Any] = {"status": "ready", "routes": len(conf.routes), "sandbox": conf.sandbox}
+    warning = memory.warning(conf.redis_memory_warn) if memory is not None else None
+    if warning is not None:
+        body["warnings"] = {"redis_memory": warning}
+    return jsonify(body), 200

@@ -104,6 +104,7 @@ class Settings:
     admin_keys: tuple[Secret, ...] = ()  # HTTP Basic passwords of the /admin/ pages; none: pages answer 404
     metrics_keys: tuple[Secret, ...] = ()  # Bearer keys of /metrics and /openapi.json; none: open to all
     allow_eviction: bool = False  # accept a Redis whose maxmemory-policy may evict queued records
+    redis_memory_warn: float = 0.8  # share of Redis's maxmemory from which /readyz and /metrics warn
 
 
 def valid_webhook_secret(value: str) -> bool:
@@ -206,6 +207,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
     metrics_keys = split_secrets(env.str("RELAY_METRICS_KEYS", ""))
     insecure = env.bool("RELAY_INSECURE_NO_AUTH", False)
     allow_eviction = env.bool("RELAY_ALLOW_EVICTION", False)
+    memory_warn = env.float("RELAY_REDIS_MEMORY_WARN", Settings.redis_memory_warn)
     limits, delivery, budgets = _limits(env), _delivery(env), _budgets(env)
     audit_ttl = env.int("RELAY_AUDIT_TTL_S", 30 * 86400)
     dedup_window = env.int("RELAY_DEDUP_WINDOW_S", 72 * 3600)
@@ -235,6 +237,11 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
             "signed webhook's timestamp is accepted (±5 minutes): a replay could outlive its identity; "
             f"set it to at least {SIGNATURE_SPAN_S}"
         )
+    if not 0 < memory_warn <= 1:
+        raise ConfigError(
+            f"RELAY_REDIS_MEMORY_WARN={memory_warn} is not a share of maxmemory: give a number above 0, "
+            "at most 1 (0.8: warn once Redis holds 80% of its maxmemory)"
+        )
     _check_credentials(routes, write_keys, secrets, insecure)
     return Settings(
         redis_url=redis_url,
@@ -256,6 +263,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         admin_keys=admin_keys,
         metrics_keys=metrics_keys,
         allow_eviction=allow_eviction,
+        redis_memory_warn=memory_warn,
     )
 
 

@@ -3,8 +3,8 @@
 Writers add to their workspace's Redis hash inside the transactions they already run (no extra
 round trip), through the typed counters below, which check their labels; `/metrics` reads every
 workspace's hash at scrape time, adds them up and renders them with prometheus-client, adding
-gauges read live (lane counts, retry sets, dead letters, RQ workers per queue). Field names are
-JSON `[metric, {label: value}]`.
+gauges read live (lane counts, retry sets, dead letters, RQ workers per queue, Redis's memory).
+Field names are JSON `[metric, {label: value}]`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from rq import Queue, Worker
 
-from relay import budgets, lanes, store
+from relay import budgets, lanes, redis_health, store
 
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 Series = tuple[str, tuple[tuple[str, str], ...]]  # (metric, sorted labels)
@@ -289,9 +289,12 @@ HELD = (
 class RelayCollector(Collector):
     """Renders the Redis-held metrics of every workspace, plus live gauges, for prometheus-client."""
 
-    def __init__(self, client: redis.Redis, configured: Iterable[str] = ()) -> None:
+    def __init__(
+        self, client: redis.Redis, configured: Iterable[str] = (), *, memory_warn: float = 0.8
+    ) -> None:
         self.client = client
         self.configured = tuple(configured)  # the configured workspaces (and those Redis remembers)
+        self.memory_warn = memory_warn  # RELAY_REDIS_MEMORY_WARN
 
     def collect(self) -> Iterator[Metric]:
         """Read Redis once per scrape."""
@@ -346,6 +349,23 @@ class RelayCollector(Collector):
         yield GaugeMetricFamily("relay_dead_letters", "Dead letters in the store", value=total)
         yield from self._held(names)
         yield self._workers()
+        yield from self._memory()
+
+    def _memory(self) -> Iterator[Metric]:
+        """Redis's memory against its maxmemory: a full Redis refuses every write (none without INFO)."""
+        memory = redis_health.memory(self.client)
+        if memory is None:
+            return
+        yield GaugeMetricFamily(
+            "relay_redis_memory_used_ratio",
+            "Memory Redis uses over its maxmemory (0: no maxmemory)",
+            value=memory.ratio or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "relay_redis_memory_warning",
+            "1 once Redis uses RELAY_REDIS_MEMORY_WARN of its maxmemory (full, it refuses every write)",
+            value=float(memory.warning(self.memory_warn) is not None),
+        )
 
     def _held(self, names: list[str]) -> Iterator[Metric]:
         """What each route holds against its budgets (relay/budgets.py)."""

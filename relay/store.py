@@ -29,6 +29,7 @@ WORKSPACES = f"{PREFIX}:workspaces"  # set: every workspace a process of this Re
 QUEUE_CONSENT = "relay-consent"  # RQ queue for consent lanes: workers take it first
 QUEUE_BULK = "relay-bulk"  # RQ queue for every other lane
 RQ_QUEUES = (QUEUE_CONSENT, QUEUE_BULK)  # every RQ queue of the relay, in the order workers take them
+PROBE = f"{PREFIX}:probe"  # a small key written to learn whether Redis takes writes (it expires)
 RATE_PREFIX = f"{PREFIX}:rate"  # the `limits` library's moving windows live under this prefix
 
 

@@ -7,6 +7,8 @@ constants and plain functions the fixtures use live in tests/helpers.py.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +25,19 @@ from handlers.worker import RelayWorker, tick
 from relay import store
 from relay.config import Settings, load_settings
 from relay.lanes import Lane
-from tests.helpers import BRAZE_KEY, REDIS_URL, ROUTES, create_app_for, lanes_busy, relay_environment
+from tests.helpers import (
+    ADMIN_KEY,
+    BRAZE_KEY,
+    EU_BRAZE_KEY,
+    GOOD_ROUTE,
+    REDIS_URL,
+    ROTATED_ADMIN_KEY,
+    ROUTES,
+    WRITE_KEY,
+    create_app_for,
+    lanes_busy,
+    relay_environment,
+)
 
 pytest_plugins = ["tests.processes"]  # the `stack` fixture: gunicorn and workers as processes
 
@@ -104,6 +118,31 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
+def admin_app(relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Flask:
+    """The relay's app with two admin keys configured (a rotation in progress)."""
+    monkeypatch.setenv("RELAY_ADMIN_KEYS", f"{ADMIN_KEY},{ROTATED_ADMIN_KEY}")
+    return create_app_for(load_settings())
+
+
+@pytest.fixture
+def admin(admin_app: Flask) -> FlaskClient:
+    """A browser-like client of that app (it keeps the session cookie)."""
+    return admin_app.test_client()
+
+
+@pytest.fixture
+def build_client(relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., FlaskClient]:
+    """A client for an app built from the relay's environment plus the variables given."""
+
+    def build(**env: str) -> FlaskClient:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return create_app_for(load_settings()).test_client()
+
+    return build
+
+
+@pytest.fixture
 def drain(settings: Settings, clean_redis: redis.Redis) -> Callable[..., None]:
     """Run the real RQ worker in this process until every lane is empty (or fail after `timeout`)."""
     context.install(context.Context(settings, clean_redis))
@@ -128,3 +167,46 @@ def drain(settings: Settings, clean_redis: redis.Redis) -> Callable[..., None]:
             time.sleep(0.05)
 
     return run
+
+
+@pytest.fixture
+def watched(clean_redis: redis.Redis) -> Iterator[list[str]]:
+    """Every command Redis runs while the test body runs (MONITOR), as text, from the first on."""
+    seen: list[str] = []
+    started, stop = threading.Event(), threading.Event()
+    monitor_client = redis.Redis.from_url(REDIS_URL)
+
+    def watch() -> None:
+        with monitor_client.monitor() as monitor:  # entered once Redis said OK to MONITOR
+            started.set()
+            for command in monitor.listen():
+                if stop.is_set():
+                    return
+                seen.append(command["command"])
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    assert started.wait(10), "MONITOR did not start"
+    yield seen
+    stop.set()
+    monitor_client.ping()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def routes_path(tmp_path: Path) -> Path:
+    """Where the routes file of a test lives."""
+    return tmp_path / "relay.toml"
+
+
+@pytest.fixture
+def config_env(monkeypatch: pytest.MonkeyPatch, routes_path: Path) -> pytest.MonkeyPatch:
+    """An operator's environment: one good route and one write key; nothing else the relay reads."""
+    for name in list(os.environ):
+        if name.startswith(("RELAY_", "BRAZE_", "PARTNER_", "EU_BRAZE")) or name == "REDIS_URL":
+            monkeypatch.delenv(name)
+    routes_path.write_text(GOOD_ROUTE)
+    monkeypatch.setenv("RELAY_CONFIG", str(routes_path))
+    monkeypatch.setenv("RELAY_WRITE_KEYS", WRITE_KEY)
+    monkeypatch.setenv("EU_BRAZE_KEY", EU_BRAZE_KEY)
+    return monkeypatch

@@ -27,7 +27,17 @@ BRAZE_KEY = "test-braze-key-5f1c"
 WRITE_KEY = "test-write-key-81aa"
 OTHER_WRITE_KEY = "test-write-key-rotated-22bb"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+ADMIN_KEY = "test-admin-key-3c9e0b"  # the operator's pages (RELAY_ADMIN_KEYS) ...
+ROTATED_ADMIN_KEY = "test-admin-key-next-71d0"  # ... and the key rotated in beside it
+EU_BRAZE_KEY = "eu-braze-api-key-77e2"  # a second workspace's Braze key (braze_api_key_env = "EU_BRAZE_KEY")
 SAMPLES = Path(__file__).parent / "samples"
+GOOD_ROUTE = """
+[routes.app_events]
+database = "marketing"
+table = "app_events"
+mode = "user_track"
+track_record_type = "custom_events"
+"""  # an operator's first routes file: the `config_env` fixture's
 
 ROUTES = """
 [routes.events]
@@ -104,10 +114,31 @@ def create_app_for(settings: Settings) -> Flask:
     return create_app(settings)
 
 
+def caught_up(client: redis.Redis, watched: list[str], mark: str) -> None:
+    """Wait until MONITOR (the `watched` fixture) has shown every command sent before this one, an ECHO."""
+    client.echo(f"relay-test-{mark}")
+    deadline = time.monotonic() + 10
+    while not any(f"relay-test-{mark}" in line for line in watched):
+        assert time.monotonic() < deadline, "MONITOR fell behind"
+        time.sleep(0.01)
+
+
+def clock_past(moment: float) -> None:
+    """Return once the clock reads later than `moment`: whatever happens next is stamped after it."""
+    while time.time() <= moment:
+        time.sleep(0.001)
+
+
 def lanes_busy(client: redis.Redis) -> bool:
     """True while any lane holds records or retries."""
     known = Lane.in_workspaces(client, store.workspaces(client, ["default"]))
     return any(row.waiting or row.retrying for row in lanes.states(client, known))
+
+
+def lanes_idle(client: redis.Redis) -> bool:
+    """True once no lane holds records or retries and no drain job owns one: nothing more can be sent."""
+    known = Lane.in_workspaces(client, store.workspaces(client, ["default"]))
+    return not any(row.waiting or row.retrying or row.owned for row in lanes.states(client, known))
 
 
 SHAPES = ("postback", "ingest", "export", "webhook")

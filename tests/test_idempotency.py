@@ -11,6 +11,8 @@ from flask.testing import FlaskClient
 
 from relay.lanes import Lane
 from tests.helpers import KEYS, WRITE_KEY, signed_headers
+from tests.test_views import EVENT as SIGNUP
+from tests.test_views import INGEST, TD_KEY, WEBHOOK, error_of, event, ingest_body
 
 TRACK_LANE = Lane("default:track").list_key
 TD = {"Authorization": f"TD1 {WRITE_KEY}", "Content-Type": "application/json"}
@@ -81,6 +83,47 @@ def test_overlong_key_is_400(client: FlaskClient) -> None:
     )
     assert response.status_code == 400
     assert "Idempotency key" in response.get_json()["message"]
+
+
+def test_repeated_webhook_id_gets_same_answer_and_stores_nothing_new(
+    client: FlaskClient, clean_redis: redis.Redis
+) -> None:
+    """A webhook repeating a webhook-id seen within the window gets the same answer and enqueues nothing."""
+    body = json.dumps(SIGNUP).encode()
+    headers = signed_headers(body, msg_id="msg_repeat_1")
+    first = client.post(WEBHOOK, data=body, headers=headers)
+    second = client.post(WEBHOOK, data=body, headers=headers)
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert second.get_json() == first.get_json()
+    assert clean_redis.llen(TRACK_LANE) == 1
+
+
+def test_idempotency_key_reused_with_another_body_is_409(
+    client: FlaskClient, clean_redis: redis.Redis
+) -> None:
+    """An Idempotency-Key reused with a different body is 409 and the second body is not stored."""
+    headers = {**TD_KEY, "Idempotency-Key": "key-409"}
+    assert client.post(INGEST, data=ingest_body([SIGNUP]), headers=headers).status_code == 200
+    error_of(client.post(INGEST, data=ingest_body([event(external_id="u2")]), headers=headers), 409)
+    assert clean_redis.llen(TRACK_LANE) == 1
+
+
+def test_stored_idempotent_answer_is_small_and_repeats_exactly(
+    client: FlaskClient, clean_redis: redis.Redis
+) -> None:
+    """499 rejected records leave a stored answer of a few hundred bytes; the repeat is the same."""
+    records = [{"external_id": "", "plan": "p" * 200} for _ in range(499)] + [
+        {"external_id": "ok", "plan": "x"}
+    ]
+    body = json.dumps({"records": records})
+    headers = {**TD, "Idempotency-Key": "big-1"}
+    first = client.post("/db/profiles_skip", data=body, headers=headers)
+    again = client.post("/db/profiles_skip", data=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.get_json() == again.get_json()
+    assert len(first.get_json()["rejected"]) == 499
+    sizes = [len(clean_redis.get(key) or b"") for key in clean_redis.scan_iter(KEYS.idempotency("*", "*"))]
+    assert len(sizes) == 1 and sizes[0] < 400, sizes
 
 
 def test_a_request_that_accepted_nothing_leaves_no_identity(

@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from receiver.admin import operations
 from relay import deadletters
 from relay.config import load_settings
-from tests.helpers import KEYS, WORKSPACES, WRITE_KEY, create_app_for
-from tests.test_admin import ADMIN_KEY, AUTH
+from tests.helpers import KEYS, WORKSPACES, WRITE_KEY, clock_past, create_app_for
+from tests.test_pages import ADMIN_KEY, AUTH
 
 NOW = 1_800_000_000.0
 
@@ -78,7 +78,7 @@ def test_matching_takes_the_whole_reason_and_the_moment(
     """A filter matches whole reasons, and `as_of` leaves out what failed after the page was shown."""
     plant(client, 2)
     as_of = time.time()
-    time.sleep(0.01)
+    clock_past(as_of)
     plant(client, 1)
     with app.app_context():
         assert len(list(operations.matching(clean_redis, reason="invalid"))) == 3

@@ -48,7 +48,7 @@ def first(copy: Path, shell: dict[str, str], tmp_path: Path) -> Iterator[subproc
             if sandbox.poll() is None:
                 os.killpg(sandbox.pid, signal.SIGINT)
                 try:
-                    sandbox.wait(timeout=30)
+                    sandbox.wait(timeout=120)  # a stop waits for drain jobs and gunicorn: slow under load
                 except subprocess.TimeoutExpired:
                     os.killpg(sandbox.pid, signal.SIGKILL)
 

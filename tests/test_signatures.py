@@ -1,4 +1,5 @@
-"""Signature schemes as pure functions, each fed requests signed the way its sender signs them.
+"""Signature schemes as pure functions (receiver/signatures.py), each fed requests signed the way its sender
+signs them.
 
 Shopify: the recipe of Shopify's documentation ("Verify the webhook",
 https://shopify.dev/docs/apps/build/webhooks/subscribe/https): base64 of the HMAC-SHA256 of the raw
@@ -12,12 +13,14 @@ import base64
 import hashlib
 import hmac
 import json
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
+from werkzeug.datastructures import Headers
 
 from receiver import signatures
 from receiver.signatures import SignatureError
@@ -29,7 +32,11 @@ SHOP_SECRET = "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"
 SHOP_ROTATED = "shpss_rotated_8e7d6c5b4a39281706f5e4d3"
 ORDER = json.dumps({"id": 820982911946154508, "email": "jon@example.com", "total_price": "199.65"}).encode()
 WEBHOOK_ID = "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"
-NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)  # far from the clock: the window is judged against `now`
+SECOND_SECRET = "whsec_" + base64.b64encode(b"the-rotated-webhook-secret-0042!").decode()
+UNKNOWN_SECRET = "whsec_" + base64.b64encode(b"a-secret-the-relay-does-not-know").decode()
+BODY = b'{"external_id": "u1", "name": "signup"}'
+MSG_ID = "msg_2b1f9c"
 
 
 def shopify_hmac(body: bytes, secret: str = SHOP_SECRET) -> str:
@@ -197,3 +204,153 @@ def test_standard_signature_covers_its_id() -> None:
         body, signing=STANDARD, headers=headers, secrets=secrets(WEBHOOK_SECRET), now=NOW
     )
     assert (verified.delivery_id, verified.id_signed) == ("msg_1", True)
+
+
+def signature(
+    secret: str = WEBHOOK_SECRET, *, when: datetime | None = None, msg_id: str = MSG_ID, body: bytes = BODY
+) -> str:
+    """`v1,<base64>`: the Standard Webhooks signature of a body, made with the spec's own library."""
+    return Webhook(secret).sign(msg_id, when or NOW, body.decode())
+
+
+def webhook_headers(sig: str, *, when: datetime | None = None, msg_id: str = MSG_ID) -> dict[str, str]:
+    """The three Standard Webhooks headers."""
+    moment = when or NOW
+    return {"webhook-id": msg_id, "webhook-timestamp": str(int(moment.timestamp())), "webhook-signature": sig}
+
+
+def verify(
+    headers: Mapping[str, str], *, body: bytes = BODY, secrets: tuple[str, ...] = (WEBHOOK_SECRET,)
+) -> None:
+    """Check a Standard Webhooks signature (receiver/signatures.py) with these headers and secrets, at NOW."""
+    configured = tuple(Secret(value) for value in secrets)
+    signatures.verify_standard(body, signing=STANDARD, headers=headers, secrets=configured, now=NOW)
+
+
+def test_valid_signature_passes() -> None:
+    """A body signed with the configured secret at the time of the check passes."""
+    verify(webhook_headers(signature()))
+
+
+def test_signature_headers_match_case_insensitively() -> None:
+    """Header names are matched as HTTP does, whatever their case (a request's Headers object)."""
+    headers = Headers({name.title(): value for name, value in webhook_headers(signature()).items()})
+    verify(headers)
+
+
+def test_signature_within_window_passes() -> None:
+    """A timestamp four minutes old is inside the ±5 minute window."""
+    when = NOW - timedelta(minutes=4)
+    verify(webhook_headers(signature(when=when), when=when))
+
+
+@pytest.mark.parametrize("order", ["second valid", "first valid"])
+def test_any_of_several_signatures_passes(order: str) -> None:
+    """Several space-separated signatures (sender's rotation) pass when any one matches."""
+    good, other = signature(), signature(UNKNOWN_SECRET)
+    sig = f"{other} {good}" if order == "second valid" else f"{good} {other}"
+    verify(webhook_headers(sig))
+
+
+def test_second_configured_secret_passes() -> None:
+    """With two secrets configured (relay's rotation), a signature made with the second passes."""
+    verify(webhook_headers(signature(SECOND_SECRET)), secrets=(WEBHOOK_SECRET, SECOND_SECRET))
+
+
+def test_malformed_signature_beside_a_valid_one_passes() -> None:
+    """A malformed entry in the list does not hide a valid signature after it."""
+    verify(webhook_headers(f"v1 v1,a,b {signature()}"))
+
+
+@pytest.mark.parametrize("minutes", [-6, 6], ids=["stale", "future"])
+def test_timestamp_outside_window_fails(minutes: int) -> None:
+    """A signature made more than 5 minutes before or after now fails, saying the timestamp is the cause."""
+    when = NOW + timedelta(minutes=minutes)
+    with pytest.raises(signatures.SignatureError, match="timestamp"):
+        verify(webhook_headers(signature(when=when), when=when))
+
+
+def test_tampered_body_fails() -> None:
+    """A body changed after signing fails."""
+    with pytest.raises(signatures.SignatureError):
+        verify(webhook_headers(signature()), body=BODY.replace(b"signup", b"signuq"))
+
+
+def test_other_message_id_fails() -> None:
+    """A signature made for another webhook-id fails (the id is signed)."""
+    with pytest.raises(signatures.SignatureError):
+        verify(webhook_headers(signature(msg_id="msg_other")))
+
+
+def test_unknown_secret_fails() -> None:
+    """A signature made with a secret the relay does not hold fails."""
+    with pytest.raises(signatures.SignatureError):
+        verify(webhook_headers(signature(UNKNOWN_SECRET)))
+
+
+def test_no_configured_secret_fails_closed() -> None:
+    """With no secret configured, every signature fails."""
+    with pytest.raises(signatures.SignatureError):
+        verify(webhook_headers(signature()), secrets=())
+
+
+def test_body_not_utf8_fails() -> None:
+    """A body that is not UTF-8 cannot be a signed Standard Webhooks payload: it fails."""
+    with pytest.raises(signatures.SignatureError):
+        verify(webhook_headers(signature()), body=b"\xff\xfe")
+
+
+@pytest.mark.parametrize("missing", ["webhook-id", "webhook-timestamp", "webhook-signature"])
+def test_missing_header_fails(missing: str) -> None:
+    """Each of the three headers is required (fail closed)."""
+    headers = webhook_headers(signature())
+    del headers[missing]
+    with pytest.raises(signatures.SignatureError, match="Missing"):
+        verify(headers)
+
+
+MALFORMED_SIGNATURES = {
+    "v1 without comma": "v1",
+    "v1 with empty value": "v1,",
+    "garbage base64": "v1,!!!not*base64!!!",
+    "bad padding": "v1,abc",
+    "too many commas": "v1,abc,def",
+    "non-ASCII": "v1,\u00e9\u00e9",
+    "unknown version": "v9,dGVzdA==",
+    "blank": "   ",
+    "valid value under another version": "v2," + "x" * 44,
+}
+
+
+@pytest.mark.parametrize("value", MALFORMED_SIGNATURES.values(), ids=MALFORMED_SIGNATURES.keys())
+def test_malformed_signature_fails(value: str) -> None:
+    """A malformed webhook-signature value raises AuthError, never another exception."""
+    with pytest.raises(signatures.SignatureError):
+        verify(webhook_headers(value))
+
+
+@pytest.mark.parametrize("value", MALFORMED_SIGNATURES.values(), ids=MALFORMED_SIGNATURES.keys())
+def test_malformed_signature_does_not_hide_a_valid_one(value: str) -> None:
+    """A malformed entry before a valid signature is left out: the valid one still passes."""
+    verify(webhook_headers(f"{value} {signature()}"))
+
+
+def test_valid_signature_under_another_version_fails() -> None:
+    """The right HMAC labelled with a version other than v1 fails."""
+    with pytest.raises(signatures.SignatureError):
+        verify(webhook_headers(signature().replace("v1,", "v2,", 1)))
+
+
+@pytest.mark.parametrize(
+    "value", ["yesterday", "1e400", "nan", "-1", ""], ids=["word", "inf", "nan", "neg", "empty"]
+)
+def test_malformed_timestamp_fails(value: str) -> None:
+    """A webhook-timestamp that is not a time now raises AuthError, never another exception."""
+    headers = {**webhook_headers(signature()), "webhook-timestamp": value}
+    with pytest.raises(signatures.SignatureError):
+        verify(headers)
+
+
+def test_secret_with_no_key_bytes_does_not_hide_a_good_one() -> None:
+    """A configured secret that decodes to nothing is skipped; the next secret still verifies."""
+    verify(webhook_headers(signature(SECOND_SECRET)), secrets=("whsec_", SECOND_SECRET))

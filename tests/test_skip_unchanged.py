@@ -18,7 +18,7 @@ from handlers import context
 from relay import metrics
 from relay.config import Settings, load_settings
 from tests.helpers import WRITE_KEY, create_app_for
-from tests.test_admin import basic
+from tests.test_pages import basic
 
 HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
 ADMIN_KEY = "test-admin-key-3f0c2b8e91d4a7c6"

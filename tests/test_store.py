@@ -31,7 +31,7 @@ track_record_type = "user_profile_attributes"
 skip_unchanged = true
 """
 # Keys outside every workspace: the layout marker (and its lock) and the set of workspaces.
-GLOBAL = {store.LAYOUT, "relay:layout:lock", store.WORKSPACES}
+GLOBAL = {store.LAYOUT, "relay:layout:lock", store.WORKSPACES, store.PROBE}
 
 
 def relay_key(key: str) -> bool:

@@ -6,12 +6,17 @@ script on the real Redis (its own keys, no worker, no HTTP).
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
+from flask.testing import FlaskClient
 
 from handlers.translate import Item, to_items
 from handlers.watermarks import Watermarks, newest_in_batch
 from relay.envelope import Envelope
-from tests.helpers import KEYS, envelopes
+from tests.helpers import KEYS, WRITE_KEY, envelopes
+
+TD = {"Content-Type": "application/json", "X-TD-Write-Key": WRITE_KEY}
 
 
 def attribute_items(records: list[dict[str, object]]) -> list[Item]:
@@ -116,3 +121,19 @@ def test_watermarks_expire_with_their_ttl(clean_redis: redis.Redis) -> None:
     marks.keep_newest([item])
     ttl = clean_redis.ttl(KEYS.watermark(item.user))
     assert 3590 <= ttl <= 3600
+
+
+def test_watermark_keys_name_no_email_or_phone(
+    client: FlaskClient, clean_redis: redis.Redis, drain: Any
+) -> None:
+    """Delivering attributes by email and phone leaves no raw address or number in a key name."""
+    records = [
+        {"email": "private.person@example.com", "plan": "gold", "time": 1_764_000_000},
+        {"phone": "+14155550123", "plan": "silver", "time": 1_764_000_000},
+    ]
+    assert client.post("/db/profiles", json={"records": records}, headers=TD).status_code == 200
+    drain()
+    keys = [key.decode() for key in clean_redis.scan_iter("relay:*")]
+    assert any(key.startswith(KEYS.watermark("x").rsplit(":", 1)[0]) for key in keys), keys
+    for key in keys:
+        assert "private.person" not in key and "example.com" not in key and "4155550123" not in key, key

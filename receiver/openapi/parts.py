@@ -10,7 +10,15 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from receiver.records.fields import MAX_STRING, BrazeString, LooseFloat, LooseInteger, Time, UserAlias
+from receiver.records.fields import (
+    MAX_NUMBER_TEXT,
+    MAX_STRING,
+    BrazeString,
+    LooseFloat,
+    LooseInteger,
+    Time,
+    UserAlias,
+)
 from relay.signing import SHOPIFY_SIGNATURE
 
 VERSION = "0.1.0"
@@ -106,11 +114,16 @@ class HealthSchema(Schema):
 
 
 class ReadySchema(Schema):
-    """Configuration loaded and Redis answering."""
+    """Configuration loaded and Redis taking writes."""
 
     status = fields.String(required=True, validate=validate.OneOf(["ready"]))
     routes = fields.Integer(required=True, metadata={"description": "How many routes are configured."})
     sandbox = fields.Boolean(required=True, metadata={"description": "Deliveries go to the simulator."})
+    warnings = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={"description": "What an operator should act on before it stops the relay (redis_memory)."},
+    )
 
 
 def relay_fields(self: Any, field: Any, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -122,12 +135,15 @@ def relay_fields(self: Any, field: Any, ret: dict[str, Any], **_: Any) -> dict[s
     if isinstance(field, BrazeString):
         types, extra = ["string", "number"], {"minLength": 1, "maxLength": MAX_STRING}
     elif isinstance(field, LooseInteger):
-        types = ["integer", "string"]
+        types, extra = ["integer", "string"], {"maxLength": MAX_NUMBER_TEXT}
     elif isinstance(field, LooseFloat):
-        types = ["number", "string"]
+        types, extra = ["number", "string"], {"maxLength": MAX_NUMBER_TEXT}
     elif isinstance(field, Time):
         types = ["string", "number"]
-        extra = {"description": "ISO-8601, or UNIX seconds (a number or numeric string); not milliseconds."}
+        extra = {
+            "description": "ISO-8601, or UNIX seconds (a number or numeric string); not milliseconds.",
+            "maxLength": MAX_NUMBER_TEXT,
+        }
     else:
         return {}
     return {"type": [*types, "null"] if field.allow_none else types, **extra}

@@ -16,12 +16,16 @@ from relay.text import SURROGATE
 MAX_STRING = 255  # Braze: string values and keys up to 255 characters
 MS_THRESHOLD = 1e11  # a UNIX time in seconds stays below this until the year 5138
 MAX_AHEAD_S = 86400
+# A time or a number written as text: the longest a sender writes is about 35 characters
+# ("2026-11-30T10:00:00.123456+05:30"); a longer string is refused before any pattern or parser
+# sees it, so none costs more than this.
+MAX_NUMBER_TEXT = 64
 NUMBER = re.compile(r"^[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?$")
 # JSON may spell a UTF-16 surrogate as an escape; a lone one is no character and cannot be stored
 # as UTF-8. Text without such an escape cannot hold one (the body was decoded as strict UTF-8).
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # relay/text.py's ESCAPED, for text
 # A zone written as a name ("2026-11-30 10:00:00.123 UTC", as Presto prints a timestamp with zone).
-ZONE_NAME = re.compile(r"\s*(?:Z|UTC|GMT)$", re.IGNORECASE)
+ZONE_NAMES = ("UTC", "GMT", "Z")
 # Braze's own event-time form: yyyy-MM-dd'T'HH:mm:ss:SSSZ, a colon before the milliseconds.
 BRAZE_MILLIS = re.compile(r"(T\d{2}:\d{2}:\d{2}):(\d{3})")
 
@@ -107,6 +111,8 @@ def _seconds(value: Any) -> float:
         except OverflowError:
             raise ValidationError("Not a valid time: use ISO-8601 or UNIX seconds.") from None
     elif isinstance(value, str):
+        if len(value) > MAX_NUMBER_TEXT:
+            raise ValidationError(f"Not a valid time: longer than {MAX_NUMBER_TEXT} characters.")
         text = value.strip()
         try:
             if not NUMBER.match(text):
@@ -114,7 +120,7 @@ def _seconds(value: Any) -> float:
             seconds = float(text)
         except ValueError:
             try:
-                parsed = datetime.fromisoformat(BRAZE_MILLIS.sub(r"\1.\2", ZONE_NAME.sub("+00:00", text)))
+                parsed = datetime.fromisoformat(BRAZE_MILLIS.sub(r"\1.\2", _zone_as_offset(text)))
             except ValueError:
                 raise ValidationError("Not a valid time: use ISO-8601 or UNIX seconds.") from None
             if parsed.tzinfo is None:
@@ -129,6 +135,18 @@ def _seconds(value: Any) -> float:
     if seconds >= MS_THRESHOLD:
         raise ValidationError("Looks like milliseconds: send UNIX seconds.")
     return seconds
+
+
+def _zone_as_offset(text: str) -> str:
+    """A trailing zone name (Z, UTC or GMT, any case, spaces before it allowed) written as +00:00.
+
+    String methods, not a pattern: `\\s*(?:Z|UTC|GMT)$` searched a run of spaces again from each of
+    its characters, which made a long run of spaces cost its length squared.
+    """
+    for name in ZONE_NAMES:
+        if text[-len(name) :].upper() == name:
+            return text[: -len(name)].rstrip() + "+00:00"
+    return text
 
 
 class Time(fields.Field):
@@ -152,6 +170,12 @@ class BrazeString(fields.String):
         return text
 
 
+def _refuse_long_number(value: Any) -> None:
+    """ValidationError for a number written as a string longer than any sender writes one."""
+    if isinstance(value, str) and len(value) > MAX_NUMBER_TEXT:
+        raise ValidationError(f"Not a valid number: longer than {MAX_NUMBER_TEXT} characters.")
+
+
 class LooseFloat(fields.Float):
     """A number that may arrive as a string, as TD postbacks send every value."""
 
@@ -161,6 +185,7 @@ class LooseFloat(fields.Float):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         if isinstance(value, bool):
             raise self.make_error("invalid")
+        _refuse_long_number(value)
         return float(super()._deserialize(value, attr, data, **kwargs))
 
 
@@ -170,6 +195,7 @@ class LooseInteger(fields.Integer):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool):
             raise self.make_error("invalid")
+        _refuse_long_number(value)
         if isinstance(value, float):
             if not value.is_integer():
                 raise self.make_error("invalid")

@@ -1,4 +1,5 @@
-"""Every process checks the Redis it is given at start (docs/operations.md, "Redis"), on real redis-servers.
+"""Every process checks the Redis it is given at start (receiver/redis_check.py for the web, relay/store.py
+`check_server` for all; docs/operations.md, "Redis"), on real redis-servers.
 
 An evicting `maxmemory-policy` stops web, worker and `check` with one line naming the setting,
 unless RELAY_ALLOW_EVICTION=1; a Redis that persists nothing is one warning line; a Redis that

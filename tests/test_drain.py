@@ -1,4 +1,5 @@
-"""Several Braze requests in flight per worker, with the Procfile's processes and the simulator over HTTP.
+"""The drain job (handlers/drain.py): several Braze requests in flight per worker, with the Procfile's
+processes and the simulator over HTTP.
 
 docs/delivery.md, rule "Several requests in flight": requests overlap;
 no user is in two at once; the shared rate limit and 429 pauses hold for every sender; a worker
@@ -10,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import signal
-import time
+import subprocess
 from collections.abc import Iterable
 from typing import Any
 
@@ -138,6 +139,14 @@ def test_429_stops_every_sender_until_the_reset(stack: tuple[Processes, str], br
     assert any(entry["time"] >= reset for entry in calls), "nothing was left for after the reset"
 
 
+LEASE_LOST = "lease lost; the next owner delivers the uncommitted records"  # a drain job's last word
+
+
+def messages(procs: Processes, proc: subprocess.Popen[bytes]) -> list[str]:
+    """What one process logged so far."""
+    return [str(line.get("msg")) for line in procs.logged(proc)]
+
+
 def attribute_versions(users: list[str], versions: range) -> list[dict[str, Any]]:
     """Each user's tier at several times, oldest first."""
     return [
@@ -162,12 +171,13 @@ def test_a_worker_killed_or_frozen_mid_flight_loses_nothing_and_sends_nothing_st
     users = [f"{how.lower()}-{n}" for n in range(500)]
     ingest(base, "profiles", attribute_versions(users, range(1, 4)))
     # The victim stops with a request in flight and another waiting for the rate limit, in a sender
-    # thread that the lease check before each send must hold back once it is thawed.
+    # thread that the lease check before each send must hold back once it is thawed. The simulator
+    # logs a request as it arrives and answers 300 ms later; at one request a second, the second
+    # arrives when the first's answer has long freed a sender for the next, which waits its turn.
     victim_env = {"RELAY_INFLIGHT": "2", "BRAZE_RATE_TRACK": "1/second"}
     procs.env.update(victim_env)
     victim = procs.start("worker")
-    wait_for(lambda: len(track(braze)) >= 1, 20, "a request in flight")
-    time.sleep(0.1)
+    wait_for(lambda: len(track(braze)) >= 2, 20, "a second request in flight, a third held back")
     victim.send_signal(getattr(signal, how))
     for name in victim_env:
         del procs.env[name]
@@ -179,7 +189,9 @@ def test_a_worker_killed_or_frozen_mid_flight_loses_nothing_and_sends_nothing_st
         if how == "SIGSTOP":
             mark = len(braze.requests)
             victim.send_signal(signal.SIGCONT)
-            time.sleep(3.0)  # its answers come in; its lease is gone: no commit, no send
+            # Its answers come in, its lease is gone: its drain job ends, saying so, once every
+            # request it had in flight is back. Whatever it was to send, it would have sent by then.
+            wait_for(lambda: LEASE_LOST in messages(procs, victim), 30, "the thawed job to end")
             assert track(braze, mark) == [], "the thawed worker sent again"
             assert victim.poll() is None
         assert set(tiers(braze, users).values()) == {"v4"}

@@ -1,4 +1,5 @@
-"""The operator's command line: check, and the dead-letter list, show, replay and purge."""
+"""The operator's commands (receiver/cli/commands.py): check, send-test, and the dead-letter list, show,
+replay and purge."""
 
 from __future__ import annotations
 

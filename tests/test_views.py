@@ -1,4 +1,5 @@
-"""The HTTP edge on the real app and a real Redis: every answer of docs/design.md, its status and body."""
+"""The ingest views (receiver/views.py) on the real app and a real Redis: every answer of docs/design.md,
+its status and body."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import base64
 import io
 import json
 import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -17,8 +17,6 @@ import redis
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from receiver import create_app
-from relay.config import load_settings
 from relay.lanes import Lane
 from tests.helpers import KEYS, OTHER_WRITE_KEY, WRITE_KEY, signed_headers
 
@@ -123,18 +121,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def build_client(relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., FlaskClient]:
-    """A client for an app built from the relay's environment plus the variables given."""
-
-    def build(**env: str) -> FlaskClient:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        return create_app(load_settings()).test_client()
-
-    return build
 
 
 # --- 400: malformed JSON and wrong body shapes -------------------------------------------------
@@ -804,32 +790,6 @@ def test_metrics_answers_prometheus_text(client: FlaskClient) -> None:
     assert response.mimetype == "text/plain"
 
 
-# --- idempotency (409) -------------------------------------------------------------------------
-
-
-def test_repeated_webhook_id_gets_same_answer_and_stores_nothing_new(
-    client: FlaskClient, clean_redis: redis.Redis
-) -> None:
-    """A webhook repeating a webhook-id seen within the window gets the same answer and enqueues nothing."""
-    body = json.dumps(EVENT).encode()
-    headers = signed_headers(body, msg_id="msg_repeat_1")
-    first = client.post(WEBHOOK, data=body, headers=headers)
-    second = client.post(WEBHOOK, data=body, headers=headers)
-    assert (first.status_code, second.status_code) == (202, 202)
-    assert second.get_json() == first.get_json()
-    assert clean_redis.llen(TRACK_LANE) == 1
-
-
-def test_idempotency_key_reused_with_another_body_is_409(
-    client: FlaskClient, clean_redis: redis.Redis
-) -> None:
-    """An Idempotency-Key reused with a different body is 409 and the second body is not stored."""
-    headers = {**TD_KEY, "Idempotency-Key": "key-409"}
-    assert client.post(INGEST, data=ingest_body([EVENT]), headers=headers).status_code == 200
-    error_of(client.post(INGEST, data=ingest_body([event(external_id="u2")]), headers=headers), 409)
-    assert clean_redis.llen(TRACK_LANE) == 1
-
-
 # --- 503 ---------------------------------------------------------------------------------------
 
 
@@ -852,91 +812,6 @@ def test_readyz_is_503_without_redis(no_redis_client: FlaskClient) -> None:
     assert response.status_code == 503
     assert "Traceback" not in response.get_data(as_text=True)
     assert no_redis_client.get("/healthz").status_code == 200
-
-
-FILLER_CHUNK = 16 * 1024
-# What the small Redis has left: room for a small export and the connections' own buffers (Redis 7
-# counts more per client than 6.2), not for 500 records of about 1.5 KB each.
-HEADROOM = 384 * 1024
-
-
-@pytest.fixture
-def small_redis() -> Iterator[redis.Redis]:
-    """A throwaway redis-server capped at 2 MB (noeviction), stopped at the end."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxmemory",
-            "2mb",
-            "--maxmemory-policy",
-            "noeviction",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield client
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
-def full_redis_client(small_redis: redis.Redis, build_client: Callable[..., FlaskClient]) -> FlaskClient:
-    """The app on the small Redis, filled with filler keys until only HEADROOM bytes are left."""
-    limit = int(small_redis.config_get("maxmemory")["maxmemory"])
-    index = 0
-    while int(small_redis.info("memory")["used_memory"]) < limit - HEADROOM:
-        small_redis.set(f"filler:{index}", b"x" * FILLER_CHUNK)
-        index += 1
-    port = small_redis.connection_pool.connection_kwargs["port"]
-    return build_client(REDIS_URL=f"redis://127.0.0.1:{port}/0")
-
-
-def relay_keys(client: redis.Redis) -> list[bytes]:
-    """Every key but the filler."""
-    return [key for key in client.keys("*") if not key.startswith(b"filler:")]
-
-
-def test_full_redis_is_503_and_nothing_half_stored(
-    full_redis_client: FlaskClient, small_redis: redis.Redis
-) -> None:
-    """When Redis refuses the write (out of memory), the batch is 503 and none of its records is stored."""
-    notes = {f"note{n}": "n" * 250 for n in range(6)}
-    records = [{**EVENT, "external_id": f"u{i}", **notes} for i in range(500)]
-    answer = error_of(full_redis_client.post(INGEST, data=ingest_body(records), headers=TD_KEY), 503)
-    assert "nothing was stored" in answer["message"]
-    assert small_redis.llen(TRACK_LANE) == 0
-    assert relay_keys(small_redis) == []
-
-
-def test_full_redis_still_takes_an_export_that_fits(
-    full_redis_client: FlaskClient, small_redis: redis.Redis
-) -> None:
-    """A small export that fits in what Redis has left is accepted (200) and stored."""
-    response = full_redis_client.put(EXPORT, data=export_body([EVENT]), headers=TD_KEY)
-    assert response.status_code == 200, response.get_json()
-    assert small_redis.llen(TRACK_LANE) == 1
 
 
 # --- hostile shapes -----------------------------------------------------------------------------

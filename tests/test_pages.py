@@ -1,4 +1,5 @@
-"""The operator's pages: admin authentication, dead-letter pages, replay, purge, CSRF, escaping, rq."""
+"""The operator's pages (receiver/admin/pages.py): dead-letter pages, replay, purge, escaping, rq-dashboard's
+Redis. Who may use them (admin keys, CSRF, cookies, headers) is test_access.py."""
 
 from __future__ import annotations
 
@@ -10,19 +11,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import pytest
 import redis
-from flask import Flask
 from flask.testing import FlaskClient
 
 from braze_sim.server import Simulator
 from receiver.admin.pages import dashboard_redis_url
 from relay import deadletters
-from relay.config import Settings, load_settings
-from tests.helpers import BRAZE_KEY, WORKSPACES, WRITE_KEY, create_app_for
+from relay.config import Settings
+from tests.helpers import ADMIN_KEY, BRAZE_KEY, ROTATED_ADMIN_KEY, WORKSPACES, WRITE_KEY, clock_past
 
-ADMIN_KEY = "test-admin-key-3c9e0b"
-ROTATED_ADMIN_KEY = "test-admin-key-next-71d0"
 TD_HEADERS = {"Authorization": f"TD1 {WRITE_KEY}"}
 PAGES = ("/admin", "/admin/", "/admin/dead", "/admin/rq/")
 
@@ -33,19 +30,6 @@ def basic(password: str, user: str = "ops") -> dict[str, str]:
 
 
 AUTH = basic(ADMIN_KEY)
-
-
-@pytest.fixture
-def admin_app(relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Flask:
-    """The relay's app with two admin keys configured (a rotation in progress)."""
-    monkeypatch.setenv("RELAY_ADMIN_KEYS", f"{ADMIN_KEY},{ROTATED_ADMIN_KEY}")
-    return create_app_for(load_settings())
-
-
-@pytest.fixture
-def admin(admin_app: Flask) -> FlaskClient:
-    """A browser-like client of that app (it keeps the session cookie)."""
-    return admin_app.test_client()
 
 
 def plant_dead_letters(
@@ -86,45 +70,6 @@ def flashes(client: FlaskClient) -> list[str]:
         html.unescape(text)
         for text in re.findall(r'class="flash [^"]*"[^>]*>([^<]*)<', page(client, "/admin/dead"))
     ]
-
-
-def test_pages_answer_404_without_admin_keys(client: FlaskClient) -> None:
-    """With RELAY_ADMIN_KEYS unset every admin page and action is 404, whatever the credentials."""
-    for path in PAGES:
-        assert client.get(path, headers=AUTH).status_code == 404
-    assert client.post("/admin/dead/replay", data={"scope": "filter"}, headers=AUTH).status_code == 404
-
-
-def test_insecure_flag_does_not_open_the_pages(
-    relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """RELAY_INSECURE_NO_AUTH opens the ingest endpoints only: the admin pages stay 404."""
-    monkeypatch.setenv("RELAY_INSECURE_NO_AUTH", "1")
-    client = create_app_for(load_settings()).test_client()
-    assert client.get("/admin/dead").status_code == 404
-
-
-def test_pages_ask_for_an_admin_key(admin: FlaskClient) -> None:
-    """No credential, a wrong key, a write key or another scheme get 401 with a Basic challenge."""
-    for headers in (
-        {},
-        basic("wrong"),
-        basic(WRITE_KEY),
-        {"Authorization": f"Bearer {ADMIN_KEY}"},
-        basic(""),
-    ):
-        for path in PAGES:
-            response = admin.get(path, headers=headers)
-            assert response.status_code == 401, (path, headers)
-            assert response.headers["WWW-Authenticate"].startswith('Basic realm="braze-relay admin"')
-            assert ADMIN_KEY not in response.get_data(as_text=True)
-
-
-def test_any_user_name_with_either_admin_key_gets_in(admin: FlaskClient) -> None:
-    """The user name is ignored; every configured key (old and new, during rotation) opens the pages."""
-    for headers in (basic(ADMIN_KEY, "alice"), basic(ROTATED_ADMIN_KEY, ""), basic(ADMIN_KEY, "Zoë Ops")):
-        for path in PAGES:
-            assert admin.get(path, headers=headers).status_code == 200, (path, headers)
 
 
 def test_pages_show_a_planted_dead_letter(
@@ -208,7 +153,7 @@ def test_purge_asks_for_confirmation_then_deletes_what_the_page_showed(
     """Purge without confirmation only shows what would go; confirmed, it deletes those, not newer ones."""
     admin.post("/db/profiles_skip", json={"records": [{"a": 1}, {"b": 2}]}, headers=TD_HEADERS)
     as_of = str(time.time())
-    time.sleep(0.01)
+    clock_past(float(as_of))
     admin.post("/db/profiles_skip", json={"records": [{"c": 3}]}, headers=TD_HEADERS)
     newest = dead_ids(clean_redis)[0]
     form = {
@@ -230,22 +175,6 @@ def test_purge_asks_for_confirmation_then_deletes_what_the_page_showed(
     assert dead_ids(clean_redis) == []
 
 
-def test_actions_need_this_sessions_csrf_token(admin_app: Flask, clean_redis: redis.Redis) -> None:
-    """A POST without the token, or with another session's, is refused with 400 and changes nothing."""
-    victim, other = admin_app.test_client(), admin_app.test_client()
-    victim.post("/db/profiles_skip", json={"records": [{"a": 1}]}, headers=TD_HEADERS)
-    (dead_id,) = dead_ids(clean_redis)
-    page(victim, "/admin/dead")  # the victim has a session with a token
-    for data in ({"id": dead_id, "confirm": "yes"}, {"id": dead_id, "confirm": "yes", "csrf": csrf(other)}):
-        for action in ("/admin/dead/replay", "/admin/dead/purge"):
-            response = victim.post(action, data=data, headers=AUTH)
-            assert response.status_code == 400, action
-            assert "security token" in response.get_data(as_text=True)
-    assert dead_ids(clean_redis) == [dead_id]
-    cookie = victim.get_cookie("relay_admin", path="/admin")
-    assert cookie is not None and cookie.http_only and cookie.same_site == "Lax"
-
-
 def test_records_are_html_escaped(admin: FlaskClient, clean_redis: redis.Redis) -> None:
     """A record holding markup is shown as text on every page, under a CSP that runs no script."""
     hostile = "<script>alert('pwned')</script>"
@@ -264,17 +193,6 @@ def test_records_are_html_escaped(admin: FlaskClient, clean_redis: redis.Redis) 
     assert "&lt;script&gt;alert(" in page(admin, f"/admin/dead/{dead_id}")
 
 
-def test_rq_dashboard_refuses_cross_site_writes(admin: FlaskClient) -> None:
-    """rq-dashboard's POSTs work from its own page only, and its GET 'requeue all' is refused."""
-    path = "/admin/rq/job/no-such-job/delete"
-    assert admin.post(path, headers=AUTH).status_code == 403
-    assert admin.post(path, headers={**AUTH, "Origin": "https://evil.example"}).status_code == 403
-    assert admin.post(path, headers={**AUTH, "Origin": "http://localhost"}).status_code == 200
-    assert admin.post(path, headers={**AUTH, "Sec-Fetch-Site": "same-origin"}).status_code == 200
-    assert admin.get("/admin/rq/requeue/relay-bulk", headers=AUTH).status_code == 405
-    assert admin.get("/admin/rq/0/data/queues.json", headers=AUTH).status_code == 200
-
-
 def test_rq_dashboard_gets_the_apps_redis_without_its_password(settings: Settings) -> None:
     """The URL rq-dashboard shows names the app's Redis but not its password, which travels apart."""
     url = "redis://ops:s3cret-pw@10.0.0.5:6380/3?ssl_cert_reqs=none"
@@ -284,55 +202,6 @@ def test_rq_dashboard_gets_the_apps_redis_without_its_password(settings: Setting
     socket = redis.Redis(unix_socket_path="/tmp/relay-test.sock", db=0)
     shown, password = dashboard_redis_url(replace(settings, redis_url=None), socket)
     assert shown.startswith("unix:///tmp/relay-test.sock?db=0&") and password is None
-
-
-def test_head_does_not_reach_rq_dashboard_actions(admin: FlaskClient, clean_redis: redis.Redis) -> None:
-    """HEAD (and GET) to rq-dashboard's 'requeue all' is 405 and requeues nothing."""
-    from rq import Queue
-    from rq.serializers import JSONSerializer
-
-    queue = Queue("relay-bulk", connection=clean_redis, serializer=JSONSerializer)
-    job = queue.enqueue("builtins.print", "failed once")
-    queue.remove(job)
-    queue.failed_job_registry.add(job, ttl=600, exc_string="boom")
-    assert queue.failed_job_registry.count == 1
-    for method in ("HEAD", "GET", "OPTIONS"):
-        response = admin.open("/admin/rq/requeue/relay-bulk", method=method, headers=AUTH)
-        assert response.status_code == 405, method
-    assert queue.failed_job_registry.count == 1
-    assert queue.count == 0
-
-
-def test_session_cookie_is_secure_behind_https(admin: FlaskClient) -> None:
-    """Behind a proxy saying X-Forwarded-Proto: https, the session cookie is Secure."""
-    admin.post("/db/profiles_skip", json={"records": [{"a": 1}]}, headers=TD_HEADERS)  # a form to show
-    admin.get("/admin/dead", headers={**AUTH, "X-Forwarded-Proto": "https"})
-    cookie = admin.get_cookie("relay_admin", path="/admin")
-    assert cookie is not None and cookie.secure and cookie.http_only
-
-
-def test_session_cookie_over_plain_http_stays_usable(admin: FlaskClient) -> None:
-    """Over plain HTTP (local use) the cookie is not Secure, so the browser still sends it back."""
-    admin.post("/db/profiles_skip", json={"records": [{"a": 1}]}, headers=TD_HEADERS)
-    admin.get("/admin/dead", headers=AUTH)
-    cookie = admin.get_cookie("relay_admin", path="/admin")
-    assert cookie is not None and not cookie.secure
-
-
-def test_admin_headers_on_the_admin_pages_only(admin: FlaskClient, clean_redis: redis.Redis) -> None:
-    """The guard and its headers are the admin blueprints' own: rq-dashboard's pages get them too,
-    ingest answers do not."""
-    for path in ("/admin/", "/admin/rq/"):
-        response = admin.get(path, headers=AUTH)
-        assert response.status_code == 200, path
-        assert response.headers["Cache-Control"] == "no-store", path
-        assert response.headers["X-Frame-Options"] == "DENY", path
-    assert admin.get("/admin/rq/", headers={}).status_code == 401
-    answer = admin.post(
-        "/postback/v3/event/db/events", json={"external_id": "u1", "name": "e"}, headers=TD_HEADERS
-    )
-    assert answer.status_code == 200, answer.get_data(as_text=True)
-    assert "X-Frame-Options" not in answer.headers and "Cache-Control" not in answer.headers
 
 
 def test_a_users_history_shows_their_deletes_beside_their_consent(

@@ -1,16 +1,23 @@
-"""The Procfile's own commands as separate processes: gunicorn and RQ workers, real HTTP all the way."""
+"""The worker process (handlers/worker.py) as the Procfile starts it, beside gunicorn, real HTTP all the
+way: it delivers, a SIGKILL loses nothing, a SIGTERM lets it finish its batch, two keep the newest value."""
 
 from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
+import redis
 import requests
+from rq import Queue
+from rq.serializers import JSONSerializer
 
 from braze_sim.server import Simulator
-from tests.helpers import WRITE_KEY
+from handlers.worker import tick
+from relay import store
+from relay.config import Delivery
+from relay.lanes import Lane
+from tests.helpers import WRITE_KEY, lanes_idle
 from tests.processes import Processes, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -61,16 +68,22 @@ def test_procfile_processes_deliver_postbacks(stack: tuple[Processes, str], braz
     assert WRITE_KEY not in procs.logs()
 
 
-def test_worker_killed_mid_delivery_loses_nothing(stack: tuple[Processes, str], braze: Simulator) -> None:
-    """A worker SIGKILLed while Braze is answering: another worker delivers every record within seconds."""
+def test_worker_killed_mid_delivery_loses_nothing(
+    stack: tuple[Processes, str], braze: Simulator, clean_redis: redis.Redis
+) -> None:
+    """A worker SIGKILLed while Braze is answering, before it committed anything: another worker
+    delivers every record within seconds."""
     procs, base = stack
-    braze.faults.latency_ms = 300  # slow answers, so the kill lands while a request is in flight
+    # Slow answers: the simulator logs a request when it arrives and answers 300 ms later, and the
+    # user's four requests go one after another, so the chunk commits a second after that first log.
+    braze.faults.latency_ms = 300
     post_events(base, "crash-user", 300)
     victim = procs.start("worker")
     wait_for(lambda: any(r["path"] == "/users/track" for r in braze.requests), 20, "the first Braze call")
-    time.sleep(0.15)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=5)
+    lane = Lane.track_of("default", {"external_id": "crash-user"}, Delivery().track_shards)
+    assert clean_redis.llen(lane.list_key) == 300, "the kill came after a commit: nothing left to lose"
     procs.start("worker")
     # The test environment's lease is 3 s, so recovery takes seconds, not RQ's ten-minute cleanup;
     # the wait's own bound is the test's limit (speed itself is measured in bench/).
@@ -81,7 +94,9 @@ def test_worker_killed_mid_delivery_loses_nothing(stack: tuple[Processes, str], 
     )
 
 
-def test_sigterm_lets_a_worker_finish_its_batch(stack: tuple[Processes, str], braze: Simulator) -> None:
+def test_sigterm_lets_a_worker_finish_its_batch(
+    stack: tuple[Processes, str], braze: Simulator, clean_redis: redis.Redis
+) -> None:
     """SIGTERM mid-delivery: the worker commits what it sent and exits; the next goes on, no duplicates."""
     procs, base = stack
     braze.faults.latency_ms = 300
@@ -92,12 +107,13 @@ def test_sigterm_lets_a_worker_finish_its_batch(stack: tuple[Processes, str], br
     assert first.wait(timeout=15) == 0
     procs.start("worker")
     wait_for(lambda: len(delivered_seqs(braze, "term-user")) >= 300, 30, "all 300 events")
-    time.sleep(0.5)
+    # Nothing is left to send and no job holds the lane: a duplicate would have come before this.
+    wait_for(lambda: lanes_idle(clean_redis), 30, "every lane empty and unowned")
     assert sorted(delivered_seqs(braze, "term-user")) == list(range(300))
 
 
 def test_parallel_workers_and_retries_keep_the_newest_value(
-    stack: tuple[Processes, str], braze: Simulator
+    stack: tuple[Processes, str], braze: Simulator, clean_redis: redis.Redis
 ) -> None:
     """Two workers, 30% 5xx answers, shuffled times: each user's attribute ends as its newest record's."""
     import random
@@ -135,5 +151,29 @@ def test_parallel_workers_and_retries_keep_the_newest_value(
         )
 
     wait_for(settled, 40, "every user's newest tier in Braze")
-    time.sleep(1.0)  # late retries must not overwrite it either
+    # Late retries must not overwrite it either: once no record waits or retries and no job holds a
+    # lane, every send has happened.
+    wait_for(lambda: lanes_idle(clean_redis), 60, "every lane empty and unowned")
     assert settled()
+
+
+def test_the_ticker_wakes_only_lanes_with_work_and_no_owner(clean_redis: redis.Redis) -> None:
+    """A lane (known from Redis or configured) holding records or a due retry, with no owner, gets one
+    drain job; an owned lane, an empty one and one whose retries are not due yet get none, however often
+    the ticker looks."""
+    delivery = Delivery(lease_s=3.0)
+    waiting, retrying, owned, later, empty = (
+        Lane(f"default:{name}") for name in ("track.0", "track.1", "alias", "identify", "delete")
+    )
+    for lane in (waiting, owned):
+        lane.push(clean_redis, ['{"n":1}'], counter="c", token="edge", delivery=delivery)
+    clean_redis.delete(waiting.lease_key)  # the edge that took it died before enqueuing its job
+    clean_redis.zadd(retrying.retry_key, {'{"n":2}': 1.0})
+    clean_redis.zadd(later.retry_key, {'{"n":3}': 4_000_000_000.0})
+    store.register_workspaces(clean_redis, ["default"])
+    configured = [empty, later, retrying]  # the routes' lanes; the others are known from Redis
+    assert tick(clean_redis, delivery, configured) == 2
+    assert tick(clean_redis, delivery, configured) == 0
+    jobs = Queue(store.QUEUE_BULK, connection=clean_redis, serializer=JSONSerializer).jobs
+    assert sorted(job.args[0] for job in jobs) == [waiting.name, retrying.name]
+    assert clean_redis.get(owned.lease_key) == b"edge"
