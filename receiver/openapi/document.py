@@ -184,16 +184,24 @@ def _add_bodies(spec: APISpec, settings: Settings | None, names: dict[Kind, str]
 
 
 def _ingest(
-    op_id: str, summary: str, *, security: list[Any], body: str, answer: str, code: int = 200
+    op_id: str,
+    summary: str,
+    *,
+    security: list[Any],
+    body: str,
+    answer: str,
+    code: int = 200,
+    also: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """An operation that takes records: its credentials, body, success answer and every error it may give."""
+    """An operation that takes records: its credentials, body, success answer and every error it may give
+    (INGEST_ERRORS, and `also` those of this operation alone)."""
     types = (*JSON_TYPES, "text/plain", "application/octet-stream") if body == "ExportBody" else JSON_TYPES
     success = {
         "description": "Stored: every accepted record is in Redis.",
         "headers": {"X-Request-Id": {"schema": {"type": "string"}, "description": "This request's id."}},
         "content": json_content(ref(answer)),
     }
-    errors = {str(err): ref(str(err), "responses") for err in INGEST_ERRORS}
+    errors = {str(err): ref(str(err), "responses") for err in sorted((*INGEST_ERRORS, *also))}
     return {
         "tags": ["ingest"],
         "operationId": op_id,
@@ -269,6 +277,7 @@ def _ingest_paths(settings: Settings | None) -> dict[str, dict[str, Any]]:
                 security=[*td_auth, {"ExportBasic": []}],
                 body="ExportBody",
                 answer="Counts",
+                also=(403,),
             )
             for method in ("put", "post")
         },
