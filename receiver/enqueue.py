@@ -133,11 +133,11 @@ def store_batch(
     """
     token = new_token()
     hold = batch.hold()
-    if batch.accepted:
+    if hold.records:
         hold.alone()
     kept = batch.invalid or batch.audited or batch.gating or batch.filtered
     plain = claim is None and not kept and len(batch.payloads) == 1
-    if plain and batch.accepted <= PUSH_CHUNK:
+    if plain and hold.records <= PUSH_CHUNK:
         armed = _store_plain(client, batch, settings, token, group, hold=hold)
     else:
         first, armed = _store_together(client, batch, settings, token, claim, hold=hold)
@@ -206,7 +206,7 @@ def _store_together(
                     if first is not None:
                         pipe.unwatch()
                         return json.loads(first), []
-                if batch.accepted:
+                if hold.records:
                     hold.check(client)  # after the claim: a repeat gets its first answer, whatever the counts
                 ws = batch.route.workspace
                 marks = order.plan_acceptance(client, ws, gating, delivery.watermark_ttl_s, watch=pipe)
