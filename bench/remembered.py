@@ -161,7 +161,7 @@ KINDS: dict[str, tuple[str, Callable[[int], list[dict[str, Any]]], Callable[[int
         "lenient",
         lambda n: [{"name": "no user"}],
         lambda n: {"Idempotency-Key": f"bench-none-{n}"},
-        "RELAY_DEDUP_WINDOW_S, 72 h; its dead letter until purged",
+        "its invalid record's dead letter until purged (a duplicate identity, where kept: 72 h)",
     ),
 }
 
