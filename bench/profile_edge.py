@@ -37,7 +37,7 @@ STEPS = [
     ("view: postback (whole)", "receiver/views.py", "postback"),
     ("route_by_table", "receiver/views.py", "route_by_table"),
     ("authenticate", "receiver/views.py", "authenticate"),
-    ("read_json", "receiver/views.py", "read_json"),
+    ("route_body (read)", "receiver/body.py", "route_body"),
     ("load_records (marshmallow)", "receiver/views.py", "load_records"),
     ("  Schema.load", "marshmallow/schema.py", "load"),
     ("  request_id", "receiver/views.py", "request_id"),
@@ -128,8 +128,8 @@ def step_costs(relay: Any, client: Any, count: int) -> list[tuple[str, float, fl
         steps.append((label, lambda: func(*args, **kwargs)))
 
     replay("receiver.views.authenticate", views, "authenticate")
-    replay("receiver.views.read_json (read + parse)", views, "read_json")
-    replay("receiver.views.parse_json of one body", views, "parse_json")
+    replay("receiver.body.route_body (read)", views, "route_body")
+    replay("receiver.body.parse_json of one body", views, "parse_json")
     steps.append(("json.loads of the same body", lambda: json.loads(payload)))
     replay("receiver.views.load_records (marshmallow)", views, "load_records")
     replay("receiver.views.store_batch (one MULTI/EXEC)", views, "store_batch")

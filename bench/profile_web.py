@@ -49,7 +49,7 @@ STEPS = [
     ("  WSGI app (Flask wsgi_app)", "flask/app.py:wsgi_app"),
     ("    view: relay postback", "receiver/views.py:postback"),
     ("      authenticate", "receiver/views.py:authenticate"),
-    ("      read_json", "receiver/views.py:read_json"),
+    ("      route_body (read)", "receiver/body.py:route_body"),
     ("      load_records (marshmallow)", "receiver/views.py:load_records"),
     ("      store_batch (Redis MULTI/EXEC)", "receiver/enqueue.py:store_batch"),
     ("        of which waiting on Redis' socket", "redis/_parsers/socket.py:_read_from_socket"),

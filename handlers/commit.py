@@ -23,8 +23,8 @@ from handlers.context import Context
 from handlers.outcomes import Dead, Ending, Later, Ledger, ending
 from handlers.translate import to_items
 from handlers.unchanged import Memo
-from relay import audit, deadletters, metrics, order
-from relay.config import dead_letter_limit
+from relay import audit, budgets, deadletters, metrics, order
+from relay.config import dead_letter_bytes, dead_letter_limit
 from relay.envelope import Envelope, dumps
 from relay.lanes import Lane
 from relay.modes import AuditEvent, Kind, Outcome, kind_of
@@ -123,8 +123,8 @@ def commit(ctx: Context, lane: Lane, token: str, flight: Flight, lease_lock: thr
 def settle(pipe: Any, ctx: Context, lane: Lane, flight: Flight, endings: list[Ending], *, now: float) -> None:
     """Queue each record's ending (and its metrics, audit events and memory) on the transaction."""
     settlement = Settlement(pipe, ctx, lane, flight, now)
-    for (_, env, _), end in zip(flight.chunk, endings, strict=True):
-        settlement.end(env, end)
+    for (raw, env, _), end in zip(flight.chunk, endings, strict=True):
+        settlement.end(env, end, len(raw))
     settlement.count()
 
 
@@ -141,17 +141,24 @@ class Settlement:
     lags: list[float] = field(default_factory=list)
     learnt: list[Memo] = field(default_factory=list)
     forget: list[str] = field(default_factory=list)
+    released: dict[str, tuple[int, int]] = field(
+        default_factory=dict
+    )  # route -> (records, bytes) it no longer holds
 
-    def end(self, env: Envelope, end: Ending) -> None:
-        """Queue one record's ending."""
+    def end(self, env: Envelope, end: Ending, size: int) -> None:
+        """Queue one record's ending; `size` is its bytes as stored, which its route no longer holds
+        once it ended (a retry holds it again, as rewritten)."""
         pipe, ttl, route = self.pipe, self.ctx.settings.audit_ttl_s, env["route"]
         audited = kind_of(env["kind"]) in audit.AUDITED
+        if end.outcome is Outcome.RETRY:
+            assert end.later is not None
+            kept = self.retry(env, end.envelope, end.later, audited)
+            self.release(env, 0, size - kept)
+            return
+        self.release(env, 1, size)
         if end.outcome is Outcome.DEAD_LETTERED:
             assert end.dead is not None
             dead_letter(pipe, self.ctx, end.envelope, end.dead)
-        elif end.outcome is Outcome.RETRY:
-            assert end.later is not None
-            self.retry(env, end.envelope, end.later, audited)
         elif end.outcome is Outcome.DELIVERED:
             self.delivered(env, audited)
         elif end.outcome is Outcome.UNCHANGED:
@@ -164,20 +171,31 @@ class Settlement:
             elif audited:
                 audit.note(pipe, env, AuditEvent.SUPERSEDED, ttl)
 
-    def retry(self, env: Envelope, stored: Envelope, later: Later, audited: bool) -> None:
-        """Back to the retry set: a failure to try again, or a wait for an earlier call of its user."""
+    def release(self, env: Envelope, records: int, size: int) -> None:
+        """Take a record (or bytes of it) off its route's queued counts; a copy the relay sends on
+        its own (a consent change once more) was never counted."""
+        if env.get("again") or not (records or size):
+            return
+        held = self.released.get(env["route"], (0, 0))
+        self.released[env["route"]] = (held[0] + records, held[1] + size)
+
+    def retry(self, env: Envelope, stored: Envelope, later: Later, audited: bool) -> int:
+        """Back to the retry set: a failure to try again, or a wait for an earlier call of its user.
+        Returns its bytes as stored there."""
         lane = self.lane
-        lane.schedule(self.pipe, dumps(stored), later.due)
+        payload = dumps(stored)
+        lane.schedule(self.pipe, payload, later.due)
         if later.wait:
             if "w" not in env:  # it starts waiting now
                 metrics.ORDER_WAITS.incr(self.pipe, lane.workspace, lane=lane.name)
-            return
+            return budgets.size_of(payload)
         metrics.RETRIES.incr(
             self.pipe, lane.workspace, route=env["route"], reason=later.why.split(":")[0][:40]
         )
         if audited:
             ttl = self.ctx.settings.audit_ttl_s
             audit.note(self.pipe, stored, AuditEvent.RETRYING, ttl, reason=later.why, due=later.due)
+        return budgets.size_of(payload)
 
     def delivered(self, env: Envelope, audited: bool) -> None:
         """Braze took it: count it, its lag, what skip_unchanged learns or forgets, its audit event."""
@@ -204,6 +222,7 @@ class Settlement:
             metrics.ATTRIBUTES_UNCHANGED.incr(pipe, workspace, n, route=route)
         metrics.DELIVERY_LAG.observe(pipe, workspace, self.lags, lane=self.lane.name)
         metrics.note_minute(pipe, workspace, self.lags, self.now)
+        budgets.release(pipe, workspace, self.released)
         self.ctx.unchanged.remember(pipe, self.learnt, self.now)
         self.ctx.unchanged.forget(pipe, workspace, self.forget)
 
@@ -251,7 +270,13 @@ def follow_up(pipe: Any, env: Envelope, shards: int) -> Lane:
 def dead_letter(pipe: Any, ctx: Context, env: Envelope, dead: Dead) -> None:
     """Queue one dead letter (and its audit event) on the transaction, and log it."""
     item = deadletters.entry(env, reason=dead.reason, status=dead.status, message=dead.message)
-    deadletters.add(pipe, item, limit=dead_letter_limit(ctx.settings, env["route"]))
+    deadletters.add(
+        pipe,
+        item,
+        limit=dead_letter_limit(ctx.settings, env["route"]),
+        max_bytes=dead_letter_bytes(ctx.settings, env["route"]),
+        record_bytes=ctx.settings.dead_letter_record_bytes,
+    )
     if kind_of(env["kind"]) in audit.AUDITED:
         audit.note(
             pipe,

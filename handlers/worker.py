@@ -29,7 +29,7 @@ from rq.worker.base import StopRequested
 
 from handlers import context
 from handlers.outage import QuietRQ, RedisWatch
-from relay import lanes, redis_health, store
+from relay import budgets, lanes, redis_health, store
 from relay.config import Delivery, Settings, load_settings, warn_at_start
 from relay.errors import ConfigError
 from relay.lanes import Lane
@@ -74,14 +74,27 @@ class RelayWorker(SimpleWorker):
 def tick(client: redis.Redis, delivery: Delivery, configured: Iterable[Lane] = ()) -> int:
     """Wake every lane with work and no owner (known in Redis or from the routes); return how many."""
     woken = 0
-    for state in lanes.states(client, Lane.known(client, configured)):
+    found = lanes.states(client, Lane.known(client, configured))
+    for state in found:
         if (state.waiting or state.due) and not state.owned and state.lane.wake(client, delivery):
             log.info(
                 "lane woken by ticker",
                 extra={"lane": state.lane.name, "waiting": state.waiting, "due_retries": state.due},
             )
             woken += 1
+    reset_idle_counts(client, found)
     return woken
+
+
+def reset_idle_counts(client: redis.Redis, found: list[lanes.LaneState]) -> None:
+    """Reset the routes' queued counts of each workspace whose lanes all looked empty (the script looks
+    again, atomically): counts that drifted heal whenever a workspace is idle."""
+    by_workspace: dict[str, list[lanes.LaneState]] = {}
+    for state in found:
+        by_workspace.setdefault(state.lane.workspace, []).append(state)
+    for workspace, states in by_workspace.items():
+        if not any(state.waiting or state.retrying for state in states):
+            budgets.reset_when_empty(client, workspace, [(s.lane.list_key, s.lane.retry_key) for s in states])
 
 
 class Ticker(threading.Thread):

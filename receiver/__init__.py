@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from receiver import admin, cli, cors, errors, openapi, request_ids, state, views
+from receiver import admin, cli, cors, errors, openapi, refusals, request_ids, state, views
 from relay.config import Settings
 from relay.logs import configure_logging
 
@@ -24,6 +24,7 @@ def create_app(config: Settings | None = None) -> Flask:
     cors.register(app)  # routes with allowed_origins: web pages may post
     admin.register(app)  # /admin/ pages and rq-dashboard; 404 unless RELAY_ADMIN_KEYS is set
     errors.register(app)  # every failure in the one JSON shape
+    refusals.register(app)  # a route's budgets: 429 with Retry-After, 413, counted
     request_ids.register(app)  # X-Request-Id on every answer
     cli.register(app)  # the operator commands under `flask --app receiver`
     register_proxy(app)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
 
 from receiver.group_commit import GroupCommit
-from relay import audit, deadletters, metrics, order, redis_health
+from relay import audit, budgets, deadletters, dedup, metrics, order, redis_health, store
 from relay.config import Settings, dead_letter_limit
 from relay.envelope import Envelope, dumps
 from relay.lanes import PUSH_CHUNK, Lane, new_token
@@ -41,6 +41,7 @@ class Batch:
     payloads: dict[Lane, list[str]] = field(default_factory=dict)  # lane -> serialized records
     # lane -> each record's dedup digest (relay/dedup.py), or None: kept only where one has a digest
     digests: dict[Lane, list[str | None]] = field(default_factory=dict)
+    size: int = 0  # bytes of every serialized record (what the route's queued bytes count)
     audited: list[Envelope] = field(default_factory=list)  # consent changes and deletes: the audit trail
     gating: list[Envelope] = field(default_factory=list)  # records later ones wait for (relay/order.py)
     invalid: list[tuple[int, Any, dict[str, Any]]] = field(default_factory=list)
@@ -68,11 +69,39 @@ class Batch:
             digests = self.digests[lane] = [None] * len(payloads)
         if digests is not None:
             digests.append(digest)
-        payloads.append(dumps(env))
+        payload = dumps(env)
+        payloads.append(payload)
+        self.size += budgets.size_of(payload)
         if kind in audit.AUDITED:
             self.audited.append(env)
         if BY_KIND[kind].gate:
             self.gating.append(env)
+
+    def hold(self, *, deduplicated: bool = True) -> budgets.Hold:
+        """What storing the batch adds to its route's queued counts, and the budgets it must fit in.
+
+        Without `deduplicated`, the records of lanes whose repeats are left out in Redis (`dedup`
+        routes) are not in it: their script counts the records it keeps.
+        """
+        route = self.route
+        records, size = self.accepted, self.size
+        if not deduplicated and route.dedup is not None:
+            for lane in self.digests:
+                payloads = self.payloads[lane]
+                records -= len(payloads)
+                size -= sum(map(budgets.size_of, payloads))
+        return budgets.Hold(route.workspace, route.name, route.budgets, records, size, self.received)
+
+    def without_repeats(self, client: redis.Redis, hold: budgets.Hold) -> budgets.Hold:
+        """The hold less the records Redis remembers as repeats now (a transaction's budget check: a
+        repeat changes nothing, so a route at its budget still answers it)."""
+        if self.route.dedup is None:
+            return hold
+        keys = store.keys(self.route.workspace)
+        for lane, digests in self.digests.items():
+            records, size = dedup.known(client, keys, digests, self.payloads[lane])
+            hold = replace(hold, records=hold.records - records, size=hold.size - size)
+        return hold
 
     def rejected(self) -> list[dict[str, Any]]:
         """The records the route skipped as invalid, named by index with their errors (the answer's)."""
@@ -130,14 +159,21 @@ def store_batch(
     concurrent repeats only one stores anything; the other (and any later repeat) gets back the
     first request's stored answer instead of None. With `group`, the one-script write shares its
     round trip with those of the process's other threads (receiver/group_commit.py).
+
+    The route's budgets are checked first (relay/budgets.py): OverBudget, with nothing stored, when
+    its records leave no room; in the one script at no extra round trip, else read just before the
+    transaction (two requests read at once may both pass: the route overshoots by one request).
     """
     token = new_token()
+    hold = batch.hold()
+    if hold.records:
+        hold.alone()
     kept = batch.invalid or batch.audited or batch.gating or batch.filtered or batch.probably_truncated
     plain = claim is None and not kept and len(batch.payloads) == 1
-    if plain and batch.accepted <= PUSH_CHUNK:
-        armed = _store_plain(client, batch, settings, token, group)
+    if plain and hold.records <= PUSH_CHUNK:
+        armed = _store_plain(client, batch, settings, token, group, hold=hold)
     else:
-        first, armed = _store_together(client, batch, settings, token, claim)
+        first, armed = _store_together(client, batch, settings, token, claim, hold=hold)
         if first is not None:
             return first
     for lane in armed:
@@ -155,7 +191,13 @@ def store_batch(
 
 
 def _store_plain(
-    client: redis.Redis, batch: Batch, settings: Settings, token: str, group: GroupCommit | None
+    client: redis.Redis,
+    batch: Batch,
+    settings: Settings,
+    token: str,
+    group: GroupCommit | None,
+    *,
+    hold: budgets.Hold,
 ) -> list[Lane]:
     """Records of one lane, fitting one push, nothing else to keep: one script call; lanes armed."""
     ((lane, payloads),) = batch.payloads.items()
@@ -168,6 +210,7 @@ def _store_plain(
             counter=metrics.ACCEPTED.field(route=batch.route.name),
             duplicates=metrics.DUPLICATES.field(route=batch.route.name),
             window_s=batch.route.dedup.window_s,
+            hold=hold,
             token=token,
             delivery=settings.delivery,
             runner=group.run if group is not None else None,
@@ -177,6 +220,7 @@ def _store_plain(
         client,
         payloads,
         counter=metrics.ACCEPTED.field(route=batch.route.name),
+        hold=hold,
         token=token,
         delivery=settings.delivery,
         runner=group.run if group is not None else None,
@@ -185,7 +229,13 @@ def _store_plain(
 
 
 def _store_together(
-    client: redis.Redis, batch: Batch, settings: Settings, token: str, claim: Claim | None
+    client: redis.Redis,
+    batch: Batch,
+    settings: Settings,
+    token: str,
+    claim: Claim | None,
+    *,
+    hold: budgets.Hold,
 ) -> tuple[dict[str, Any] | None, list[Lane]]:
     """Everything else in one MULTI/EXEC: (the first answer if this repeats a claim, lanes armed).
 
@@ -204,6 +254,9 @@ def _store_together(
                     if first is not None:
                         pipe.unwatch()
                         return json.loads(first), []
+                if hold.records:
+                    # After the claim: a repeat gets its first answer, whatever the counts.
+                    batch.without_repeats(client, hold).check(client)
                 ws = batch.route.workspace
                 marks = order.plan_acceptance(client, ws, gating, delivery.watermark_ttl_s, watch=pipe)
                 pipe.multi()
@@ -212,7 +265,8 @@ def _store_together(
                         pipe.set(name, json.dumps(claim.answer), ex=claim.window_s)
                 if marks is not None:
                     order.accept(pipe, client, marks)
-                arming = _queue_writes(pipe, batch, settings=settings, token=token)
+                batch.hold(deduplicated=False).add(pipe)  # a dedup lane's script counts what it keeps
+                arming = _queue_writes(pipe, batch, settings=settings, token=token, hold=hold)
                 results = pipe.execute()
                 taken = results[len(results) - len(arming) :] if arming else []
                 return None, [lane for lane, took in zip(arming, taken, strict=True) if took]
@@ -220,7 +274,9 @@ def _store_together(
                 continue  # a concurrent repeat stored first: read its answer
 
 
-def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) -> list[Lane]:
+def _queue_writes(
+    pipe: Any, batch: Batch, *, settings: Settings, token: str, hold: budgets.Hold
+) -> list[Lane]:
     """Queue the batch's writes on the pipeline; the last commands try to arm these lanes, in order."""
     for env in batch.audited:
         audit.note(pipe, env, AuditEvent.RECEIVED, settings.audit_ttl_s)
@@ -228,15 +284,20 @@ def _queue_writes(pipe: Any, batch: Batch, *, settings: Settings, token: str) ->
         digests = batch.digests.get(lane)
         if digests is not None and batch.route.dedup is not None:
             duplicates = metrics.DUPLICATES.field(route=batch.route.name)
-            lane.append_new(
-                pipe, payloads, digests, duplicates=duplicates, window_s=batch.route.dedup.window_s
-            )
+            window_s = batch.route.dedup.window_s
+            lane.append_new(pipe, payloads, digests, duplicates=duplicates, window_s=window_s, hold=hold)
         else:
             lane.append(pipe, payloads)
     for index, raw, errors in batch.invalid:
         env = batch.envelope(index, {"raw": raw})
         item = deadletters.entry(env, reason=DeadReason.INVALID, message=_flatten(errors))
-        deadletters.add(pipe, item, limit=dead_letter_limit(settings, batch.route.name))
+        deadletters.add(
+            pipe,
+            item,
+            limit=dead_letter_limit(settings, batch.route.name),
+            max_bytes=batch.route.budgets.dead_letter_bytes,
+            record_bytes=settings.dead_letter_record_bytes,
+        )
     route, workspace = batch.route.name, batch.route.workspace  # received = accepted + rejected
     metrics.ACCEPTED.incr(pipe, workspace, batch.accepted, route=route)
     metrics.REJECTED.incr(pipe, workspace, len(batch.invalid), route=route, reason=metrics.Rejection.INVALID)

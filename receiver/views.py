@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,16 +14,18 @@ from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from receiver import auth, idempotency, signatures, state
+from receiver.body import check_opening, parse_json, route_body
 from receiver.enqueue import Batch, store_batch
 from receiver.errors import ApiError, as_dict, error_response
 from receiver.headers import Lowered, lowered
+from receiver.metrics_access import guarded
 from receiver.records import transformed
-from receiver.records.fields import strict_json
 from receiver.records.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.redis_check import Unfit
 from receiver.request_ids import request_id
 from receiver.state import redis_client, settings
 from relay import metrics, redis_health
+from relay.budgets import Budget, OverBudget
 from relay.dedup import DedupError
 from relay.metrics import Rejection
 from relay.routes import Route
@@ -32,54 +33,11 @@ from relay.routes import Route
 bp = Blueprint("ingest", __name__)
 log = logging.getLogger(__name__)
 
-# TD's own types: the ingestion API's, and the one td-js-sdk sends in signed mode with a global id.
-JSON_TYPES = (
-    "application/json",
-    "application/vnd.treasuredata.v1+json",
-    "application/vnd.treasuredata.v1.js+json",
-)
 UNFIT = "Storage refused: the relay's Redis may evict records (see the web log); nothing was stored."
 EXPORT_SHAPE = "The body must hold column_names and data (TD's export shape)."
 TD_EXPORT_ROWS = 100_000  # TD's web export sends at most this many rows and drops the rest
+EXPORT_OPENINGS = (b'{"column_names"', b'{"column_types"', b'{"data"')  # TD writes column_names first
 INGEST_SHAPE = 'The body must be {"records": [ ... ]} or {"events": [ ... ]} with at least one record.'
-
-
-def read_body(limit: int, *, lenient_type: bool = False) -> bytes:
-    """The raw body within the byte limit; 415 for a non-JSON type, 413 over the limit."""
-    mimetype = request.mimetype
-    is_json = mimetype in JSON_TYPES or (mimetype.startswith("application/") and mimetype.endswith("+json"))
-    # TD's web export does not document its Content-Type; take an untyped or text body there.
-    if not is_json and not (lenient_type and mimetype in ("", "text/plain", "application/octet-stream")):
-        raise ApiError(415, f"Content-Type must be application/json (got {mimetype or 'none'}).")
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, f"Request body over the limit of {limit} bytes.", {"limit": limit})
-    # A chunked body has no Content-Length: read one byte past the limit to tell "over" from "at".
-    request.max_content_length = limit + 1
-    body = request.get_data(cache=True)
-    if len(body) > limit:
-        raise ApiError(413, f"Request body over the limit of {limit} bytes.", {"limit": limit})
-    if not body:
-        raise ApiError(400, "Empty body: expected JSON.")
-    return body
-
-
-def parse_json(body: bytes) -> Any:
-    """The body as JSON; 400 with the reason for anything that is not strict JSON."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError(400, "Body is not valid UTF-8.") from None
-    try:
-        return strict_json(text)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, f"Malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.") from None
-    except ValueError as exc:  # NaN/Infinity, numbers out of range, integers too long, too deep
-        raise ApiError(400, f"Malformed JSON: {exc}.") from None
-
-
-def read_json(limit: int, *, lenient_type: bool = False) -> Any:
-    """Read and parse the body."""
-    return parse_json(read_body(limit, lenient_type=lenient_type))
 
 
 def load_envelope(schema: Schema, body: Any, message: str) -> dict[str, Any]:
@@ -158,12 +116,18 @@ def route_by_table(database: str, table: str) -> Route:
 
 
 def authenticate(
-    route: Route, *, td_style: bool, allow_query: bool = False, allow_basic: bool = False
+    route: Route,
+    *,
+    td_style: bool,
+    allow_query: bool = False,
+    allow_basic: bool = False,
+    signed_body: Callable[[], bytes] | None = None,
 ) -> auth.Authenticated:
     """Check the caller's credential for this route; raise 401 (fail closed).
 
     A route that names a credential of its own takes only its own, of every kind; a route that
-    names none takes the global keys and secrets.
+    names none takes the global keys and secrets. A key is checked before any of the body is read;
+    `signed_body` reads it (within its limit) only when a webhook's signature has to be checked.
     """
     conf = settings()
     if conf.insecure_no_auth:
@@ -183,7 +147,9 @@ def authenticate(
         if token is not None:
             auth.verify_write_key(token, keys=keys)
             return auth.Authenticated(auth.By.KEY)
-        body = request.get_data(cache=True)
+        if signed_body is None:
+            raise auth.AuthError("Missing credential.")
+        body = signed_body()
         try:
             verified = signatures.verify(
                 body, signing=route.signing, headers=headers(), secrets=secrets_, now=datetime.now(UTC)
@@ -196,19 +162,25 @@ def authenticate(
 
 
 def load_records(
-    route: Route, raw_records: Iterable[Any], total: int, misfits: Mapping[int, dict[str, Any]] | None = None
+    route: Route,
+    raw_records: Iterable[Any],
+    total: int,
+    misfits: Mapping[int, dict[str, Any]] | None = None,
+    *,
+    body_bytes: int,
 ) -> Batch:
     """Validate every record; 422 naming index and field unless the route skips invalid records.
 
     `misfits` are records refused by their envelope (an export row that does not fit the columns), by
-    index with their errors: rejected as invalid without being loaded.
+    index with their errors: rejected as invalid without being loaded. `body_bytes`, the size of the
+    request's body, bounds the records a transform may make of it (relay/budgets.py).
     """
     misfits = misfits or {}
     loader = state.current().loaders[route.name]
     shards = settings().delivery.track_shards
     if route.transform is not None:  # each input through the route's jq program first
         made = transformed.TransformedBatch(route=route, request_id=request_id(), shards=shards)
-        problems = transformed.load_inputs(loader, raw_records, made, misfits)
+        problems = transformed.load_inputs(loader, raw_records, made, misfits, body_bytes)
         if problems and not route.skip_on_invalid_records:
             count_refused(route, made.numbered, len(made.invalid))
             raise ApiError(422, transformed.refusal(route, problems, total), {"records": problems})
@@ -269,6 +241,8 @@ def accept(
     """Store the batch in Redis and answer; only after the store may the caller hear success.
 
     A request with an idempotency key that was seen before stores nothing and gets the first answer.
+    A request that accepted no record leaves no identity behind (its repeat is handled again, and
+    accepts nothing again): what a key holder makes the relay remember is bounded by what it stores.
     """
     edge = state.current()
     client, conf = edge.redis, edge.settings
@@ -282,6 +256,8 @@ def accept(
         answer=answer,
         status=status,
     )
+    if not batch.accepted:
+        claim = None
     try:
         edge.redis_check.ensure()
         first = store_batch(client, batch, conf, claim, group=edge.group)
@@ -311,10 +287,11 @@ def postback(database: str, table: str) -> tuple[Response, int]:
     """TD Postback API: one JSON object is one record; answers `{}` as TD does."""
     route = route_by_table(database, table)
     authed = authenticate(route, td_style=True, allow_query=True)
-    body = read_json(settings().limits.postback_bytes)
+    raw = route_body(route, settings().limits.postback_bytes)
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(400, "A postback body must be one JSON object (one record).")
-    batch = load_records(route, [body], 1)
+    batch = load_records(route, [body], 1, body_bytes=len(raw))
     answer = {"rejected": batch.rejected()} if batch.invalid else {}
     return accept(batch, authed, {**answer, "filtered": batch.filtered} if batch.filtered else answer)
 
@@ -328,12 +305,13 @@ def ingest(database: str, table: str) -> tuple[Response, int]:
     route = route_by_table(database, table)
     authed = authenticate(route, td_style=True)
     limits = settings().limits
-    records = ingest_records(read_json(limits.ingest_bytes))
+    raw = route_body(route, limits.ingest_bytes)
+    records = ingest_records(parse_json(raw))
     if len(records) > limits.ingest_records:
         raise ApiError(
             413, f"At most {limits.ingest_records} records per request.", {"limit": limits.ingest_records}
         )
-    batch = load_records(route, records, len(records))
+    batch = load_records(route, records, len(records), body_bytes=len(raw))
     answer = {"accepted": batch.accepted, **batch.counts(), "rejected": batch.rejected()}
     return accept(batch, authed, {**answer, "id": batch.request_id})
 
@@ -342,12 +320,16 @@ def ingest(database: str, table: str) -> tuple[Response, int]:
 def export(name: str) -> tuple[Response, int]:
     """TD query-result export to a web server: column_names, column_types, data rows."""
     route = route_by_name(name)
+    if not route.budgets.exports:
+        message = f"Route {name!r} takes no exports: its key is public (allowed_origins)."
+        raise OverBudget(name, Budget.EXPORTS, message)
     authed = authenticate(route, td_style=True, allow_basic=True)
     limits = settings().limits
-    body = read_json(limits.export_bytes, lenient_type=True)
-    table = export_table(body, limits.export_rows, lenient=route.skip_on_invalid_records)
+    raw = route_body(route, limits.export_bytes, lenient_type=True)
+    check_opening(raw, EXPORT_OPENINGS, EXPORT_SHAPE)  # a large body of another shape is not parsed
+    table = export_table(parse_json(raw), limits.export_rows, lenient=route.skip_on_invalid_records)
     # Rows become records one at a time: only the serialized records are kept, not 100,000 dicts.
-    batch = load_records(route, table.inputs(), len(table.rows), table.misfits)
+    batch = load_records(route, table.inputs(), len(table.rows), table.misfits, body_bytes=len(raw))
     if len(table.rows) == TD_EXPORT_ROWS:
         # TD's web export drops the rows past 100,000 without a word: the query had more, most likely.
         batch.probably_truncated = True
@@ -364,8 +346,8 @@ def webhook(name: str) -> tuple[Response, int]:
     """Any caller: one JSON object or an array of them, signed or with a Bearer write key."""
     route = route_by_name(name)
     limits = settings().limits
-    raw = read_body(limits.webhook_bytes)  # the signature covers the raw bytes: read them first
-    authed = authenticate(route, td_style=False)
+    authed = authenticate(route, td_style=False, signed_body=lambda: route_body(route, limits.webhook_bytes))
+    raw = route_body(route, limits.webhook_bytes)  # read once: a signature check has read it already
     body = parse_json(raw)
     if not isinstance(body, (dict, list)):
         raise ApiError(400, "The body must be a JSON object or an array of objects.")
@@ -374,7 +356,7 @@ def webhook(name: str) -> tuple[Response, int]:
         raise ApiError(400, "The body holds no record.")
     if len(records) > limits.webhook_records:
         raise ApiError(413, f"At most {limits.webhook_records} records per request.")
-    batch = load_records(route, records, len(records))
+    batch = load_records(route, records, len(records), body_bytes=len(raw))
     answer = {"id": batch.request_id, "accepted": batch.accepted, **batch.counts()}
     return accept(batch, authed, {**answer, "rejected": batch.rejected()}, 202)
 
@@ -385,6 +367,7 @@ def register(app: Flask) -> None:
 
 
 @bp.get("/metrics")
+@guarded
 def metrics_view() -> Response:
     """Prometheus text: counters and histograms from Redis (all processes), live lane depths."""
     registry = state.current().metrics

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from environs import Env, EnvError
 
+from relay.budgets import Budgets
 from relay.errors import ConfigError
 from relay.modes import SENSITIVE
 from relay.routes import Route, Workspace, load_routes
@@ -103,7 +104,10 @@ class Settings:
     audit_ttl_s: int = 30 * 86400
     dedup_window_s: int = 72 * 3600
     dead_letters_max: int = 10_000  # per route (a route's dead_letters_max overrides it)
+    dead_letter_record_bytes: int = 65_536  # a dead letter over this keeps only the start of its record
+    budgets: Budgets = field(default_factory=Budgets)  # every route's defaults (a route's keys override them)
     admin_keys: tuple[Secret, ...] = ()  # HTTP Basic passwords of the /admin/ pages; none: pages answer 404
+    metrics_keys: tuple[Secret, ...] = ()  # Bearer keys of /metrics and /openapi.json; none: open to all
     allow_eviction: bool = False  # accept a Redis whose maxmemory-policy may evict queued records
     redis_memory_warn: float = 0.8  # share of Redis's maxmemory from which /readyz and /metrics warn
 
@@ -134,6 +138,17 @@ def _limits(env: Env) -> Limits:
         export_rows=env.int("RELAY_EXPORT_MAX_ROWS", Limits.export_rows),
         record_fields=env.int("RELAY_RECORD_MAX_FIELDS", Limits.record_fields),
         record_depth=env.int("RELAY_RECORD_MAX_DEPTH", Limits.record_depth),
+    )
+
+
+def _budgets(env: Env) -> Budgets:
+    """Every route's default budgets (a route's own keys override them: relay/budgets.py)."""
+    return Budgets(
+        queued_records=env.int("RELAY_MAX_QUEUED_RECORDS", Budgets.queued_records),
+        queued_bytes=env.int("RELAY_MAX_QUEUED_BYTES", Budgets.queued_bytes),
+        records_per_minute=env.int("RELAY_RECORDS_PER_MINUTE", Budgets.records_per_minute),
+        transform_records_per_kb=env.int("RELAY_TRANSFORM_RECORDS_PER_KB", Budgets.transform_records_per_kb),
+        dead_letter_bytes=env.int("RELAY_DEAD_LETTERS_MAX_BYTES", Budgets.dead_letter_bytes),
     )
 
 
@@ -197,13 +212,17 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
     write_keys = split_secrets(env.str("RELAY_WRITE_KEYS", ""))
     secrets = split_secrets(env.str("RELAY_WEBHOOK_SECRETS", ""))
     admin_keys = split_secrets(env.str("RELAY_ADMIN_KEYS", ""))
+    metrics_keys = split_secrets(env.str("RELAY_METRICS_KEYS", ""))
     insecure = env.bool("RELAY_INSECURE_NO_AUTH", False)
     allow_eviction = env.bool("RELAY_ALLOW_EVICTION", False)
     memory_warn = env.float("RELAY_REDIS_MEMORY_WARN", Settings.redis_memory_warn)
-    limits, delivery = _limits(env), _delivery(env)
+    limits, delivery, budgets = _limits(env), _delivery(env), _budgets(env)
     audit_ttl = env.int("RELAY_AUDIT_TTL_S", 30 * 86400)
     dedup_window = env.int("RELAY_DEDUP_WINDOW_S", 72 * 3600)
     dead_letters_max = env.int("RELAY_DEAD_LETTERS_MAX", Settings.dead_letters_max)
+    dead_letter_record_bytes = env.int(
+        "RELAY_DEAD_LETTER_RECORD_MAX_BYTES", Settings.dead_letter_record_bytes
+    )
     embedded = env.str("RELAY_EMBEDDED_REDIS", "var/relay.db")
     sandbox_url = env.str("RELAY_SANDBOX_BRAZE_URL", SANDBOX_BRAZE_URL)
     try:
@@ -219,7 +238,7 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         endpoint = sandbox_url
         api_key = SANDBOX_BRAZE_KEY
     default = Workspace(DEFAULT_WORKSPACE, endpoint.rstrip("/"), Secret(api_key))
-    routes, workspaces = load_routes(config_path, default, source)
+    routes, workspaces = load_routes(config_path, default, source, budgets)
     if dedup_window < SIGNATURE_SPAN_S:
         raise ConfigError(
             f"RELAY_DEDUP_WINDOW_S={dedup_window} is shorter than the {SIGNATURE_SPAN_S} s for which a "
@@ -247,7 +266,10 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
         audit_ttl_s=audit_ttl,
         dedup_window_s=dedup_window,
         dead_letters_max=dead_letters_max,
+        dead_letter_record_bytes=dead_letter_record_bytes,
+        budgets=budgets,
         admin_keys=admin_keys,
+        metrics_keys=metrics_keys,
         allow_eviction=allow_eviction,
         redis_memory_warn=memory_warn,
     )
@@ -257,6 +279,12 @@ def dead_letter_limit(settings: Settings, route: str) -> int:
     """How many dead letters a route keeps: its own dead_letters_max, else RELAY_DEAD_LETTERS_MAX."""
     found = settings.routes.get(route)
     return (found.dead_letters_max if found else None) or settings.dead_letters_max
+
+
+def dead_letter_bytes(settings: Settings, route: str) -> int:
+    """How many bytes of dead letters a route keeps: its budget (relay/budgets.py), else the default's."""
+    found = settings.routes.get(route)
+    return (found.budgets if found else settings.budgets).dead_letter_bytes
 
 
 def global_only_sensitive_routes(settings: Settings) -> list[str]:

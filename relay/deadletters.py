@@ -20,6 +20,7 @@ from typing import Any, cast
 import redis
 
 from relay import metrics, store
+from relay.budgets import dead_field, queued_fields, size_of
 from relay.envelope import Envelope
 from relay.lanes import APPEND_LUA, Lane
 from relay.modes import BY_KIND, DeadReason, Kind
@@ -32,14 +33,17 @@ REASONS = tuple(reason.value for reason in DeadReason)
 # Every script below works on the dead letters of one route of one workspace, whose keys it is
 # given, all of them: KEYS[1] the hash, [2] the all-index, [3] the set of routes, [4] the metrics
 # hash, [5] the route's index, then one index per reason and one per (route, reason), in REASONS'
-# order; ARGV[1] how many reasons, [2] the route, then the reasons' names; the script's own
-# arguments follow. drop(id) removes one dead letter of that route from the hash and every index.
+# order, then the held hash (relay/budgets.py: the route's dead-letter bytes); ARGV[1] how many
+# reasons, [2] the route, [3] its field of dead-letter bytes, then the reasons' names; the script's
+# own arguments follow. drop(id) removes one dead letter of that route from the hash, every index
+# and the route's bytes.
 DROP = """
 local n = tonumber(ARGV[1])
-local route = ARGV[2]
+local route, bytes_field = ARGV[2], ARGV[3]
+local held = KEYS[6 + 2 * n]
 local slot = {}
-for i = 1, n do slot[ARGV[2 + i]] = i end
-local first = 3 + n  -- the script's own arguments start here
+for i = 1, n do slot[ARGV[3 + i]] = i end
+local first = 4 + n  -- the script's own arguments start here
 local function drop(id)
   local raw = redis.call('HGET', KEYS[1], id)
   if not raw then
@@ -55,6 +59,7 @@ local function drop(id)
   end
   if its_route ~= route then return 0 end  -- another route's: its caller names its keys
   redis.call('HDEL', KEYS[1], id)
+  redis.call('HINCRBY', held, bytes_field, -#raw)
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZREM', KEYS[5], id)
   local i = slot[reason]
@@ -66,27 +71,32 @@ local function drop(id)
 end
 """
 
-# add: the id, its score, the entry's JSON, its reason, the route's limit, the metrics field of drops.
+# add: the id, its score, the entry's JSON, its reason, the route's limit, the metrics field of
+# drops, the route's most bytes. Past either limit the route's oldest go, the new one last.
 ADD = (
     DROP
     + """
 local id, score, entry, reason = ARGV[first], ARGV[first + 1], ARGV[first + 2], ARGV[first + 3]
-local limit = tonumber(ARGV[first + 4])
+local limit, most_bytes = tonumber(ARGV[first + 4]), tonumber(ARGV[first + 6])
 if redis.call('HEXISTS', KEYS[1], id) == 1 then drop(id) end
 local i = slot[reason]
 redis.call('HSET', KEYS[1], id, entry)
+redis.call('HINCRBY', held, bytes_field, #entry)
 redis.call('ZADD', KEYS[2], score, id)
 redis.call('ZADD', KEYS[5], score, id)
 redis.call('ZADD', KEYS[5 + i], score, id)
 redis.call('ZADD', KEYS[5 + n + i], score, id)
 redis.call('SADD', KEYS[3], route)
+local function over()
+  local count = redis.call('ZCARD', KEYS[5])
+  local size = tonumber(redis.call('HGET', held, bytes_field)) or 0
+  return count > 0 and (count > limit or size > most_bytes)
+end
 local dropped = 0
-local over = redis.call('ZCARD', KEYS[5]) - limit
-while over > 0 do
+while over() do
   local oldest = redis.call('ZRANGE', KEYS[5], 0, 0)[1]
   redis.call('ZREM', KEYS[5], oldest)
   dropped = dropped + drop(oldest)
-  over = over - 1
 end
 if dropped > 0 then redis.call('HINCRBY', KEYS[4], ARGV[first + 5], dropped) end
 return dropped
@@ -104,15 +114,18 @@ return removed
 )
 
 # Move a dead letter back to its lane only if it is still there: two operators replaying the same
-# dead letter at once must not send it twice. The lane's list and set of lanes follow the route's
-# keys; ARGV: the id, the record, the lane's name, the metrics field of replays.
+# dead letter at once must not send it twice. The lane's list and its set of lanes follow the
+# route's keys; ARGV: the id, the record, the lane's name, the metrics field of replays, the route's
+# queued records and bytes fields in the held hash and what the record adds to them.
 PUT_BACK = (
     DROP
     + APPEND_LUA
     + """
 if drop(ARGV[first]) == 0 then return 0 end
-append_to_lane(KEYS[6 + 2 * n], KEYS[7 + 2 * n], ARGV[first + 2], ARGV[first + 1])
+append_to_lane(KEYS[7 + 2 * n], KEYS[8 + 2 * n], ARGV[first + 2], ARGV[first + 1])
 redis.call('HINCRBY', KEYS[4], ARGV[first + 3], 1)
+redis.call('HINCRBY', held, ARGV[first + 4], ARGV[first + 6])
+redis.call('HINCRBY', held, ARGV[first + 5], ARGV[first + 7])
 return 1
 """
 )
@@ -129,12 +142,13 @@ def _route_keys(workspace: str, route: str) -> list[str]:
         keys.dead_route(route),
         *(keys.dead_reason(reason) for reason in REASONS),
         *(keys.dead_pair(route, reason) for reason in REASONS),
+        keys.held,
     ]
 
 
 def _head(route: str) -> list[str | int]:
     """The arguments every script starts with."""
-    return [len(REASONS), route, *REASONS]
+    return [len(REASONS), route, dead_field(route), *REASONS]
 
 
 def entry(envelope: Envelope, *, reason: str, status: int | None = None, message: str = "") -> dict[str, Any]:
@@ -155,21 +169,31 @@ def entry(envelope: Envelope, *, reason: str, status: int | None = None, message
 
 
 DEFAULT_LIMIT = 10_000  # per route, when the caller names none (RELAY_DEAD_LETTERS_MAX)
+DEFAULT_BYTES = 100_000_000  # per route, likewise (RELAY_DEAD_LETTERS_MAX_BYTES)
+TRUNCATED_HEAD = 2000  # characters of a record's JSON a truncated dead letter keeps, to tell what it was
 
 
-def add(pipe: redis.client.Pipeline, item: dict[str, Any], *, limit: int | None = None) -> None:
+def add(
+    pipe: redis.client.Pipeline,
+    item: dict[str, Any],
+    *,
+    limit: int | None = None,
+    max_bytes: int | None = None,
+    record_bytes: int | None = None,
+) -> None:
     """Queue the writes of one dead letter on a pipeline (the caller runs it in its transaction).
 
-    A route keeps at most `limit` dead letters: a key holder sending invalid records to a lenient
-    route cannot grow Redis without bound. Past the limit the route's oldest are dropped and
-    counted in `relay_dead_letters_dropped{route}`, never silently.
+    A route keeps at most `limit` dead letters and `max_bytes` of them: a key holder sending invalid
+    records to a lenient route cannot grow Redis without bound. Past either the route's oldest are
+    dropped and counted in `relay_dead_letters_dropped{route}`, never silently. An entry over
+    `record_bytes` keeps only the start of its record, with a note (`truncated`), and is counted in
+    `relay_dead_letters_truncated{route}`: it cannot be replayed.
     """
-    try:
-        text = safe_dumps(item)  # any string a record or Braze's answer held, as valid text
-    except RecursionError:  # a refused record nested deeper than JSON encoding can follow
-        kept = {**item, "envelope": {**item["envelope"], "rec": {"raw": "(not kept: nested too deeply)"}}}
-        text = safe_dumps(kept)
     workspace, route = item["envelope"]["ws"], item["route"]
+    text = _text(item)
+    if record_bytes and size_of(text) > record_bytes:
+        text = _text(truncated(item, size_of(text)))
+        metrics.DEAD_TRUNCATED.incr(pipe, workspace, route=route)
     metrics.DEAD_LETTERED.incr(pipe, workspace, route=route, reason=item["reason"])
     keys = _route_keys(workspace, route)
     args = [
@@ -179,8 +203,31 @@ def add(pipe: redis.client.Pipeline, item: dict[str, Any], *, limit: int | None 
         str(item["reason"]),
         limit or DEFAULT_LIMIT,
         metrics.DEAD_DROPPED.field(route=route),
+        max_bytes or DEFAULT_BYTES,
     ]
     pipe.eval(ADD, len(keys), *keys, *_head(route), *args)
+
+
+def _text(item: dict[str, Any]) -> str:
+    """A dead letter as stored: JSON of valid text (any string a record or Braze's answer held)."""
+    try:
+        return safe_dumps(item)
+    except RecursionError:  # a refused record nested deeper than JSON encoding can follow
+        return safe_dumps(
+            {**item, "envelope": {**item["envelope"], "rec": {"raw": "(not kept: nested too deeply)"}}}
+        )
+
+
+def truncated(item: dict[str, Any], size: int) -> dict[str, Any]:
+    """A dead letter too large to keep whole: the start of its record's JSON, and a note of its size."""
+    try:
+        head = safe_dumps(item["envelope"]["rec"])[:TRUNCATED_HEAD]
+    except RecursionError:
+        head = "(nested too deeply)"
+    note = (
+        f"kept truncated: {size} bytes; only the start of the record is kept: its sender must send it again"
+    )
+    return {**item, "truncated": note, "envelope": {**item["envelope"], "rec": {"start": head}}}
 
 
 def get(client: redis.Redis, dead_id: str, workspaces: Iterable[str]) -> dict[str, Any] | None:
@@ -361,7 +408,10 @@ def put_back(
     payload = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
     route = item["route"]
     keys = [*_route_keys(lane.workspace, route), lane.list_key, lane.keys.lanes]
-    args = [item["id"], payload, lane.name, metrics.REPLAYED.field(route=envelope["route"])]
+    # Its route holds it again until it ends (a copy the relay sent on its own was never the route's).
+    held = (0, 0) if envelope.get("again") else (1, size_of(payload))
+    fields = queued_fields(envelope["route"])
+    args = [item["id"], payload, lane.name, metrics.REPLAYED.field(route=envelope["route"]), *fields, *held]
     if not client.eval(PUT_BACK, len(keys), *keys, *_head(route), *args):
         return None
     lane.wake(client, delivery)

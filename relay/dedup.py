@@ -28,50 +28,97 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from relay.budgets import MINUTE_KEPT_S
 from relay.transforms import Transform, TransformError, compile_transform
 
 FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a dedup_key that is a plain field name
 DEFAULT_WINDOW_S = 86400
 # Keeps the records whose key no earlier record set; KEYS from `first_key` on are the dedup keys,
-# ARGV from `first_arg` on the records as (key index or 0, record) pairs.
+# ARGV from `first_arg` on the records as (key index or 0, record) pairs. Answers the records kept,
+# how many were repeats, and the bytes of those kept (what their route holds).
 KEEP_NEW_LUA = """
 local function keep_new(first_key, window, n, first_arg)
-  local kept, dup = {}, 0
+  local kept, dup, size = {}, 0, 0
   for i = 0, n - 1 do
     local at = tonumber(ARGV[first_arg + 2 * i])
+    local record = ARGV[first_arg + 2 * i + 1]
     if at == 0 or redis.call('SET', KEYS[first_key + at - 1], '1', 'NX', 'EX', window) then
-      kept[#kept + 1] = ARGV[first_arg + 2 * i + 1]
+      kept[#kept + 1] = record
+      size = size + #record
     else
       dup = dup + 1
     end
   end
-  return kept, dup
+  return kept, dup, size
+end
+"""
+# The route's queued counts, as relay/lanes.py's PUSH keeps them (relay/budgets.py).
+HOLD_LUA = f"""
+local function hold_refusal(held, minute, records_field, bytes_field, n, size, most, most_bytes, per_minute)
+  local counts = redis.call('HMGET', held, records_field, bytes_field)
+  if (tonumber(counts[1]) or 0) + n > most then return -1 end
+  if (tonumber(counts[2]) or 0) + size > most_bytes then return -2 end
+  if per_minute > 0 and (tonumber(redis.call('GET', minute)) or 0) + n > per_minute then return -3 end
+  return 0
+end
+local function hold_add(held, minute, records_field, bytes_field, n, size, per_minute)
+  redis.call('HINCRBY', held, records_field, n)
+  redis.call('HINCRBY', held, bytes_field, size)
+  if per_minute > 0 then
+    redis.call('INCRBY', minute, n)
+    redis.call('EXPIRE', minute, {MINUTE_KEPT_S})
+  end
 end
 """
 # The edge's common case (relay/lanes.py PUSH, with the repeats left out). KEYS: list, metrics hash,
-# lease, lanes set, dedup keys...; ARGV: accepted field, accepted count, token, lease ms, lane name,
-# duplicates field, window s, n, then n (key index, record) pairs.
+# lease, lanes set, held hash, the route's minute, dedup keys...; ARGV: accepted field, accepted
+# count, token, lease ms, lane name, duplicates field, the route's records and bytes fields, its most
+# records and bytes, records per minute (0: none), window s, n, then n (key index, record) pairs.
+# The budgets are checked against the records not known as repeats (a repeat changes nothing, so a
+# route at its budget still answers it); only those kept are held. Answers as PUSH: 1 (took the
+# lease), 0, or a refusal (nothing written).
 PUSH_NEW = (
     KEEP_NEW_LUA
+    + HOLD_LUA
     + """
-local kept, dup = keep_new(5, ARGV[7], tonumber(ARGV[8]), 9)
+local n = tonumber(ARGV[13])
+local fresh, fresh_size = 0, 0  -- the records not known as repeats: what the route would hold
+for i = 0, n - 1 do
+  local at = tonumber(ARGV[14 + 2 * i])
+  if at == 0 or redis.call('EXISTS', KEYS[7 + at - 1]) == 0 then
+    fresh = fresh + 1
+    fresh_size = fresh_size + #ARGV[15 + 2 * i]
+  end
+end
+local per_minute = tonumber(ARGV[11])
+local refusal = hold_refusal(KEYS[5], KEYS[6], ARGV[7], ARGV[8], fresh, fresh_size, tonumber(ARGV[9]),
+  tonumber(ARGV[10]), per_minute)
+if refusal < 0 then return refusal end
+local kept, dup, kept_size = keep_new(7, ARGV[12], n, 14)
 redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2])
 if dup > 0 then redis.call('HINCRBY', KEYS[2], ARGV[6], dup) end
-if #kept == 0 then return false end
+if #kept == 0 then return 0 end
+hold_add(KEYS[5], KEYS[6], ARGV[7], ARGV[8], #kept, kept_size, per_minute)
 redis.call('RPUSH', KEYS[1], unpack(kept))
-local armed = redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4])
-if armed then redis.call('SADD', KEYS[4], ARGV[5]) end
-return armed
+if redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  redis.call('SADD', KEYS[4], ARGV[5])
+  return 1
+end
+return 0
 """
 )
-# Inside the edge's MULTI/EXEC (relay/lanes.py Lane.append, with the repeats left out). KEYS: list,
-# metrics hash, lanes set, dedup keys...; ARGV: lane name, duplicates field, window s, n, pairs.
+# Inside the edge's MULTI/EXEC (relay/lanes.py Lane.append, with the repeats left out; the budgets
+# were checked before the transaction). KEYS: list, metrics hash, lanes set, held hash, the route's
+# minute, dedup keys...; ARGV: lane name, duplicates field, the route's records and bytes fields,
+# records per minute, window s, n, pairs.
 APPEND_NEW = (
     KEEP_NEW_LUA
+    + HOLD_LUA
     + """
-local kept, dup = keep_new(4, ARGV[3], tonumber(ARGV[4]), 5)
+local kept, dup, kept_size = keep_new(6, ARGV[6], tonumber(ARGV[7]), 8)
 if dup > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2], dup) end
 if #kept > 0 then
+  hold_add(KEYS[4], KEYS[5], ARGV[3], ARGV[4], #kept, kept_size, tonumber(ARGV[5]))
   redis.call('RPUSH', KEYS[1], unpack(kept))
   redis.call('SADD', KEYS[3], ARGV[1])
 end
@@ -139,6 +186,22 @@ def _pairs(digests: Sequence[str | None], records: Sequence[str]) -> tuple[list[
         index = 0 if digest is None else at.setdefault(digest, len(at) + 1)
         pairs += [index, record]
     return list(at), pairs
+
+
+def known(
+    client: Any, workspace_keys: Any, digests: Sequence[str | None], records: Sequence[str]
+) -> tuple[int, int]:
+    """How many of these records (and their bytes) are repeats Redis remembers now: read, not held,
+    for a transaction's budget check (relay/budgets.py `Hold.check`)."""
+    named = [(digest, record) for digest, record in zip(digests, records, strict=True) if digest]
+    if not named:
+        return 0, 0
+    with client.pipeline(transaction=False) as pipe:
+        for digest, _ in named:
+            pipe.exists(workspace_keys.dedup(digest))
+        found = pipe.execute()
+    repeats = [record for (_, record), there in zip(named, found, strict=True) if there]
+    return len(repeats), sum(len(record.encode()) for record in repeats)
 
 
 def push_args(

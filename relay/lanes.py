@@ -27,6 +27,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from relay import dedup, store
+from relay.budgets import MINUTE_KEPT_S, SCRIPT_REFUSALS, Hold
 from relay.config import Delivery
 from relay.modes import BY_KIND, Kind, LaneFamily
 from relay.routes import Route, user_key
@@ -43,16 +44,36 @@ RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# The edge's common case in one round trip: the records, their counter, the lane's lease and, when
-# this call took the lease, the lane in its workspace's set of lanes. KEYS: list, metrics hash,
-# lease, lanes set; ARGV: counter field, count, token, lease ms, lane name, records... A script
-# stops at its first error, so if Redis refuses the RPUSH (out of memory) nothing else is written.
-PUSH = """
-redis.call('RPUSH', KEYS[1], unpack(ARGV, 6))
-redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2])
-local armed = redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4])
-if armed then redis.call('SADD', KEYS[4], ARGV[5]) end
-return armed
+# The edge's common case in one round trip: the route's budgets checked, the records, their counters
+# (metrics, the route's queued records and bytes, its minute), the lane's lease and, when this call
+# took the lease, the lane in its workspace's set of lanes. KEYS: list, metrics hash, lease, lanes
+# set, held hash, the route's minute; ARGV: counter field, count, token, lease ms, lane name, the
+# route's records field and bytes field, its most records and bytes, records per minute (0: none),
+# records... Answers 1 when it took the lease, 0 when not, and relay/budgets.py's SCRIPT_REFUSALS
+# (nothing written) when a budget leaves no room. A script stops at its first error, so if Redis
+# refuses the RPUSH (out of memory) nothing else is written.
+PUSH = f"""
+local n = tonumber(ARGV[2])
+local size = 0
+for i = 11, #ARGV do size = size + #ARGV[i] end
+local held = redis.call('HMGET', KEYS[5], ARGV[6], ARGV[7])
+if (tonumber(held[1]) or 0) + n > tonumber(ARGV[8]) then return -1 end
+if (tonumber(held[2]) or 0) + size > tonumber(ARGV[9]) then return -2 end
+local per_minute = tonumber(ARGV[10])
+if per_minute > 0 and (tonumber(redis.call('GET', KEYS[6])) or 0) + n > per_minute then return -3 end
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 11))
+redis.call('HINCRBY', KEYS[2], ARGV[1], n)
+redis.call('HINCRBY', KEYS[5], ARGV[6], n)
+redis.call('HINCRBY', KEYS[5], ARGV[7], size)
+if per_minute > 0 then
+  redis.call('INCRBY', KEYS[6], n)
+  redis.call('EXPIRE', KEYS[6], {MINUTE_KEPT_S})
+end
+if redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  redis.call('SADD', KEYS[4], ARGV[5])
+  return 1
+end
+return 0
 """
 # Appending one record inside another owner's script (relay/deadletters.py's replay): the lane's
 # part. The including script names the list and the lanes set in KEYS and the lane in ARGV.
@@ -185,19 +206,43 @@ class Lane:
         records: Sequence[str],
         *,
         counter: str,
+        hold: Hold,
         token: str,
         delivery: Delivery,
         runner: Runner | None = None,
     ) -> bool:
         """Store records (at most PUSH_CHUNK) and count them in one script; True if it took the lease.
 
-        `counter` is the metrics field the records add to; `runner` runs the script call (the edge's
-        group commit shares a round trip between threads), else it runs at once.
+        `counter` is the metrics field the records add to; `hold` their route's budgets and counts
+        (OverBudget, with nothing stored, when they leave no room); `runner` runs the script call (the
+        edge's group commit shares a round trip between threads), else it runs at once.
         """
-        keys = [self.list_key, self.keys.metrics, self.lease_key, self.keys.lanes]
-        args: list[Any] = [counter, len(records), token, delivery.lease_ms, self.name, *records]
+        keys = [
+            self.list_key,
+            self.keys.metrics,
+            self.lease_key,
+            self.keys.lanes,
+            self.keys.held,
+            hold.minute_key,
+        ]
+        budgets = hold.budgets
+        args: list[Any] = [
+            counter,
+            len(records),
+            token,
+            delivery.lease_ms,
+            self.name,
+            *hold.fields,
+            budgets.queued_records,
+            budgets.queued_bytes,
+            budgets.records_per_minute,
+            *records,
+        ]
         script = _script(client, PUSH)
-        return bool(runner(script, keys, args) if runner is not None else script(keys=keys, args=args))
+        answer = int(runner(script, keys, args) if runner is not None else script(keys=keys, args=args))
+        if answer < 0:
+            raise hold.refused(SCRIPT_REFUSALS[answer])
+        return answer == 1
 
     def push_new(
         self,
@@ -208,18 +253,44 @@ class Lane:
         counter: str,
         duplicates: str,
         window_s: int,
+        hold: Hold,
         token: str,
         delivery: Delivery,
         runner: Runner | None = None,
     ) -> bool:
         """As `push`, leaving out each record whose dedup digest an earlier record set within `window_s`
-        (relay/dedup.py), counted in the `duplicates` field; True if it took the lease."""
+        (relay/dedup.py), counted in the `duplicates` field; the route holds only the records kept.
+        True if it took the lease; OverBudget, with nothing stored, when the records leave no room."""
         names, extra = dedup.push_args(digests, records, window_s)
         dedup_keys = [self.keys.dedup(name) for name in names]
-        keys = [self.list_key, self.keys.metrics, self.lease_key, self.keys.lanes, *dedup_keys]
-        args: list[Any] = [counter, len(records), token, delivery.lease_ms, self.name, duplicates, *extra]
+        keys = [
+            self.list_key,
+            self.keys.metrics,
+            self.lease_key,
+            self.keys.lanes,
+            self.keys.held,
+            hold.minute_key,
+            *dedup_keys,
+        ]
+        budgets = hold.budgets
+        args: list[Any] = [
+            counter,
+            len(records),
+            token,
+            delivery.lease_ms,
+            self.name,
+            duplicates,
+            *hold.fields,
+            budgets.queued_records,
+            budgets.queued_bytes,
+            budgets.records_per_minute,
+            *extra,
+        ]
         script = _script(client, dedup.PUSH_NEW)
-        return bool(runner(script, keys, args) if runner is not None else script(keys=keys, args=args))
+        answer = int(runner(script, keys, args) if runner is not None else script(keys=keys, args=args))
+        if answer < 0:
+            raise hold.refused(SCRIPT_REFUSALS[answer])
+        return answer == 1
 
     def append_new(
         self,
@@ -229,14 +300,25 @@ class Lane:
         *,
         duplicates: str,
         window_s: int,
+        hold: Hold,
     ) -> None:
-        """As `append`, leaving out the repeats (as `push_new`), on a transaction."""
+        """As `append`, leaving out the repeats (as `push_new`), on a transaction; the route holds the
+        records kept (its budgets were checked before the transaction)."""
         script = pipe.register_script(dedup.APPEND_NEW)
+        per_minute = hold.budgets.records_per_minute
         for start in range(0, len(records), PUSH_CHUNK):
             chunk = slice(start, start + PUSH_CHUNK)
             names, extra = dedup.push_args(digests[chunk], records[chunk], window_s)
-            keys = [self.list_key, self.keys.metrics, self.keys.lanes, *(self.keys.dedup(n) for n in names)]
-            script(keys=keys, args=[self.name, duplicates, *extra], client=pipe)
+            keys = [
+                self.list_key,
+                self.keys.metrics,
+                self.keys.lanes,
+                self.keys.held,
+                hold.minute_key,
+                *(self.keys.dedup(n) for n in names),
+            ]
+            args = [self.name, duplicates, *hold.fields, per_minute, *extra]
+            script(keys=keys, args=args, client=pipe)
 
     def append(self, pipe: Any, records: Sequence[str]) -> None:
         """Queue storing these records on a transaction (and the lane in its workspace's set)."""

@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from rq import Queue, Worker
 
-from relay import lanes, redis_health, store
+from relay import budgets, lanes, redis_health, store
 
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 Series = tuple[str, tuple[tuple[str, str], ...]]  # (metric, sorted labels)
@@ -96,6 +96,11 @@ REPLAYED = Count("relay_records_replayed", "Dead letters put back for delivery",
 DEAD_DROPPED = Count(
     "relay_dead_letters_dropped", "Oldest dead letters dropped: the route held its maximum", ("route",)
 )
+DEAD_TRUNCATED = Count(
+    "relay_dead_letters_truncated",
+    "Dead letters over RELAY_DEAD_LETTER_RECORD_MAX_BYTES: only the start of the record kept, not replayable",
+    ("route",),
+)
 FILTERED = Count("relay_inputs_filtered", "Inputs a route's transform turned into no record", ("route",))
 RETRIES = Count("relay_retries", "Records scheduled for another attempt", ("route", "reason"))
 BRAZE_REQUESTS = Count("relay_braze_requests", "Requests sent to Braze", ("endpoint", "status"))
@@ -122,6 +127,11 @@ CONSENT_RESENT = Count(
     "Consent changes sent once more after their user's earlier records (not counted as delivered again)",
     ("route",),
 )
+BUDGET_REFUSALS = Count(
+    "relay_budget_refusals",
+    "Requests a route's budget refused (429 or 413; 403 for an export on a route whose key is public)",
+    ("route", "budget"),
+)
 COUNTERS = (
     RECEIVED,
     ACCEPTED,
@@ -135,6 +145,7 @@ COUNTERS = (
     DEAD_LETTERED,
     REPLAYED,
     DEAD_DROPPED,
+    DEAD_TRUNCATED,
     FILTERED,
     RETRIES,
     BRAZE_REQUESTS,
@@ -143,6 +154,7 @@ COUNTERS = (
     ORDER_WAITS,
     ORDER_GAVE_UP,
     CONSENT_RESENT,
+    BUDGET_REFUSALS,
 )
 
 
@@ -280,6 +292,14 @@ def with_received(values: dict[Series, float]) -> dict[Series, float]:
     return out
 
 
+# The `held` hash's counts as gauges: (what, metric, help).
+HELD = (
+    ("records", "relay_route_queued_records", "Records of a route accepted and not yet ended"),
+    ("bytes", "relay_route_queued_bytes", "Bytes of those records, as stored"),
+    ("dead_bytes", "relay_route_dead_letter_bytes", "Bytes of a route's dead letters"),
+)
+
+
 class RelayCollector(Collector):
     """Renders the Redis-held metrics of every workspace, plus live gauges, for prometheus-client."""
 
@@ -341,6 +361,7 @@ class RelayCollector(Collector):
                 pipe.zcard(store.keys(workspace).dead_index)
             total = sum(pipe.execute())
         yield GaugeMetricFamily("relay_dead_letters", "Dead letters in the store", value=total)
+        yield from self._held(names)
         yield self._workers()
         yield from self._memory()
 
@@ -359,6 +380,16 @@ class RelayCollector(Collector):
             "1 once Redis uses RELAY_REDIS_MEMORY_WARN of its maxmemory (full, it refuses every write)",
             value=float(memory.warning(self.memory_warn) is not None),
         )
+
+    def _held(self, names: list[str]) -> Iterator[Metric]:
+        """What each route holds against its budgets (relay/budgets.py)."""
+        counts = budgets.held(self.client, names)
+        for what, name, doc in HELD:
+            family = GaugeMetricFamily(name, doc, labels=["route"])
+            for (route, found), value in sorted(counts.items()):
+                if found == what:
+                    family.add_metric([route], max(value, 0))  # below 0 only until a workspace is idle
+            yield family
 
     def _workers(self) -> Metric:
         """RQ's registry of live workers per queue: 0 for a queue means its drain jobs wait for nobody."""

@@ -116,7 +116,7 @@ def _move_dead_letters(client: redis.Redis) -> int:
         item = json.loads(raw)
         item.setdefault("envelope", {}).setdefault("ws", DEFAULT_WORKSPACE)
         with client.pipeline(transaction=True) as pipe:
-            deadletters.add(pipe, item, limit=2**62)
+            deadletters.add(pipe, item, limit=2**62, max_bytes=2**62)
             pipe.hdel("relay:dead", dead_id)
             pipe.execute()
         count += 1

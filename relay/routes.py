@@ -12,6 +12,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from relay.budgets import DEFAULTS, Budgets, resolve
 from relay.dedup import DEFAULT_WINDOW_S, Dedup, compile_dedup
 from relay.errors import ConfigError
 from relay.modes import ROUTE_MODES, TRACK_TYPE_MODES, TRACK_TYPES, Kind, Mode, mode_of
@@ -121,6 +122,8 @@ class Route:
     double_opt_in: bool = False  # user_subscription: subscribing enters Braze's SMS double opt-in
     # Record-level deduplication (relay/dedup.py): how an input names itself, and for how long.
     dedup: Dedup | None = None
+    # What any holder of its key may make the relay hold or do (relay/budgets.py).
+    budgets: Budgets = DEFAULTS
 
     @property
     def own_credentials(self) -> bool:
@@ -183,6 +186,12 @@ class RouteSchema(Schema):
     double_opt_in = fields.Boolean(load_default=False)
     dedup_key = fields.String(validate=validate.Length(min=1, max=1000), load_default=None)
     dedup_window_s = fields.Integer(validate=validate.Range(min=1, max=400 * 86400), load_default=None)
+    max_queued_records = fields.Integer(validate=validate.Range(min=1), load_default=None)
+    max_queued_bytes = fields.Integer(validate=validate.Range(min=1), load_default=None)
+    records_per_minute = fields.Integer(validate=validate.Range(min=0), load_default=None)
+    max_body_bytes = fields.Integer(validate=validate.Range(min=1), load_default=None)
+    transform_records_per_kb = fields.Integer(validate=validate.Range(min=1), load_default=None)
+    dead_letters_max_bytes = fields.Integer(validate=validate.Range(min=1), load_default=None)
 
     @validates_schema
     def _mode_keys(self, data: dict[str, Any], **_: Any) -> None:
@@ -287,8 +296,12 @@ def load_routes(
     path: str,
     default: Workspace,
     environ: Mapping[str, str],
+    budgets: Budgets = DEFAULTS,
 ) -> tuple[dict[str, Route], dict[str, Workspace]]:
-    """Parse and validate the routes file; raise ConfigError that names the route and the key."""
+    """Parse and validate the routes file; raise ConfigError that names the route and the key.
+
+    `budgets` are the defaults of every route's budgets (RELAY_* variables).
+    """
     routes: dict[str, Route] = {}
     workspaces = {default.id: default}
     seen_tables: dict[tuple[str, str], str] = {}
@@ -316,7 +329,9 @@ def load_routes(
                 )
             seen_tables[pair] = name
         route = _route(name, data, workspace, _transform(name, data, where), environ)
-        routes[name] = replace(route, dedup=_dedup(data, route, where))
+        page, remembers = bool(route.allowed_origins), route.kind in (Kind.ATTRIBUTES, Kind.CONSENT)
+        budgeted = resolve(data, budgets, page=page, remembers=remembers)
+        routes[name] = replace(route, dedup=_dedup(data, route, where), budgets=budgeted)
     return routes, workspaces
 
 

@@ -13,12 +13,14 @@ import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
-from relay.config import Settings
 from relay.errors import ConfigError
+
+if TYPE_CHECKING:  # the routes and their budgets (relay/config.py's imports) name keys of this module
+    from relay.config import Settings
 
 PREFIX = "relay"
 LAYOUT = f"{PREFIX}:layout"  # which key layout this Redis holds (relay/migrate.py moves older ones)
@@ -106,6 +108,16 @@ class Keys:
     def fences(self) -> str:
         """Chunks taken and not yet committed, scored by when they were checked (a sorted set)."""
         return f"{self.base}:fences"
+
+    # --- what routes hold (relay/budgets.py) ------------------------------------------------------
+    @property
+    def held(self) -> str:
+        """Hash: per route, the records and bytes queued and the bytes of its dead letters."""
+        return f"{self.base}:held"
+
+    def per_minute(self, route: str, minute: int) -> str:
+        """How many records a route took in one minute (UNIX time // 60)."""
+        return f"{self.base}:rpm:{route}:{minute}"
 
     # --- what the edge keeps -----------------------------------------------------------------------
     def idempotency(self, route: str, key_digest: str) -> str:

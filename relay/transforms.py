@@ -44,6 +44,10 @@ class TransformError(Exception):
     """The program did not compile, failed on one document, or emitted too much; the message says which."""
 
 
+class OverOutputs(Exception):
+    """The program emitted more than the caller allowed it (its request's budget): it was stopped there."""
+
+
 def one_line(message: str) -> str:
     """jq's message on one line: its `jq: error` lines (the source excerpt and caret are dropped)."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -65,11 +69,17 @@ class Transform:
         """How `check` and the OpenAPI document name it: 'preset segment' or 'jq transform'."""
         return f"preset {self.preset}" if self.preset else "jq transform"
 
-    def run(self, document: Any) -> list[Any]:
-        """The values the program emits for one document; TransformError with jq's message if it fails."""
+    def run(self, document: Any, most: int | None = None) -> list[Any]:
+        """The values the program emits for one document; TransformError with jq's message if it fails.
+
+        `most`: the program is stopped at its next value after that many (OverOutputs), so a
+        request's budget of records is kept without making them all first.
+        """
         outputs: list[Any] = []
         try:
             for value in self.program.input_value(document):
+                if most is not None and len(outputs) >= most:
+                    raise OverOutputs(f"emitted more than the {most} records left to its request")
                 if len(outputs) == MAX_OUTPUTS:
                     raise TransformError(f"emitted more than {MAX_OUTPUTS} records from one input")
                 outputs.append(value)

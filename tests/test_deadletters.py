@@ -173,3 +173,66 @@ def test_dead_letters_per_route_are_capped_and_drops_counted(
     assert "relay_dead_letters 30.0" in text
     newest = [item["id"] for item in deadletters.iter_entries(clean_redis, WORKSPACES)]
     assert all(dead_id.endswith(tuple(f".{n}" for n in range(5, 25))) for dead_id in newest[:20])
+
+
+def dead_bytes(client: redis.Redis, route: str) -> int:
+    """The route's dead-letter bytes, as the held hash counts them."""
+    return int(client.hget(KEYS.held, f"{route}|dead_bytes") or 0)
+
+
+def stored_bytes(client: redis.Redis, route: str) -> int:
+    """The bytes of the route's dead letters, as Redis holds them."""
+    ids = client.zrange(KEYS.dead_route(route), 0, -1)
+    return sum(int(client.hstrlen(KEYS.dead, dead_id)) for dead_id in ids)
+
+
+def test_a_route_keeps_at_most_its_bytes_of_dead_letters(clean_redis: redis.Redis) -> None:
+    """Past its bytes the route's oldest are dropped (and counted), whatever their number; the count of
+    bytes is exactly what Redis holds, through drops, a rewrite of one id and a purge."""
+    items = []
+    for index in range(30):
+        envelope: Envelope = {"id": f"b{index:03d}.0", "route": "events", "kind": "events", "ws": "default"}
+        item = deadletters.entry({**envelope, "rec": {"pad": "x" * 1000}, "at": 0.0}, reason="invalid")
+        item["last_failed_at"] = 1000.0 + index
+        items.append(item)
+        with clean_redis.pipeline(transaction=True) as pipe:
+            deadletters.add(pipe, item, max_bytes=10_000)
+            pipe.execute()
+    kept = clean_redis.zrange(KEYS.dead_route("events"), 0, -1)
+    assert 0 < len(kept) < 10
+    assert [dead_id.decode() for dead_id in kept] == [item["id"] for item in items[-len(kept) :]]
+    assert dead_bytes(clean_redis, "events") == stored_bytes(clean_redis, "events") <= 10_000
+    dropped = clean_redis.hget(KEYS.metrics, '["relay_dead_letters_dropped",{"route":"events"}]')
+    assert int(dropped) == 30 - len(kept)
+    with clean_redis.pipeline(transaction=True) as pipe:
+        deadletters.add(pipe, items[-1], max_bytes=10_000)  # the same id again: one entry, counted once
+        pipe.execute()
+    assert dead_bytes(clean_redis, "events") == stored_bytes(clean_redis, "events")
+    deadletters.remove(clean_redis, [dead_id.decode() for dead_id in kept], WORKSPACES)
+    assert dead_bytes(clean_redis, "events") == 0
+
+
+def test_exports_of_huge_strings_keep_only_the_start_of_each_record(
+    clean_redis: redis.Redis, app: Flask
+) -> None:
+    """Five one-row exports with a 1 MB string each, to a lenient route: each dead letter keeps the
+    start of its record and a note of its size (64 KB at most, where they kept 5 MB), counted; a
+    replay says why it cannot send them."""
+    client = app.test_client()
+    export = {"column_names": ["external_id", "name", "note"], "data": [["u1", "e", "y" * 1_000_000]]}
+    headers = {"Authorization": f"TD1 {WRITE_KEY}", "Content-Type": "application/json"}
+    for _ in range(5):
+        answer = client.put("/export/profiles_skip", json=export, headers=headers)
+        assert answer.status_code == 200, answer.get_json()
+    assert int(clean_redis.hlen(KEYS.dead)) == 5
+    assert stored_bytes(clean_redis, "profiles_skip") == dead_bytes(clean_redis, "profiles_skip") < 5 * 4000
+    items = list(deadletters.iter_entries(clean_redis, WORKSPACES))
+    for item in items:
+        assert item["truncated"].startswith("kept truncated: 1000")
+        assert item["envelope"]["rec"]["start"].startswith('{"raw":{"external_id":"u1"')
+    truncated = clean_redis.hget(KEYS.metrics, '["relay_dead_letters_truncated",{"route":"profiles_skip"}]')
+    assert int(truncated) == 5
+    with app.app_context():
+        done = operations.replay(clean_redis, items[:1])
+    assert done.replayed == 0
+    assert "kept truncated" in str(done.still_invalid[0][1])

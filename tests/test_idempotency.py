@@ -124,3 +124,19 @@ def test_stored_idempotent_answer_is_small_and_repeats_exactly(
     assert len(first.get_json()["rejected"]) == 499
     sizes = [len(clean_redis.get(key) or b"") for key in clean_redis.scan_iter(KEYS.idempotency("*", "*"))]
     assert len(sizes) == 1 and sizes[0] < 400, sizes
+
+
+def test_a_request_that_accepted_nothing_leaves_no_identity(
+    client: FlaskClient, clean_redis: redis.Redis
+) -> None:
+    """Invalid records on a lenient route, with a key: dead-lettered and answered, but no identity is
+    kept for the key (it cost 360 bytes for 72 h); a request that accepts records keeps its own."""
+    nothing = json.dumps({"records": [{"plan": "no user"}]})
+    answer = client.post("/db/profiles_skip", data=nothing, headers={**TD, "Idempotency-Key": "empty-1"})
+    assert answer.status_code == 200 and answer.get_json()["accepted"] == 0
+    assert list(clean_redis.scan_iter(KEYS.idempotency("*", "*"))) == []
+    stored = client.post(
+        "/db/events", data=json.dumps({"records": [EVENT]}), headers={**TD, "Idempotency-Key": "k"}
+    )
+    assert stored.status_code == 200
+    assert len(list(clean_redis.scan_iter(KEYS.idempotency("*", "*")))) == 1

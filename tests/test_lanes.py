@@ -13,7 +13,7 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from relay import lanes, store
+from relay import budgets, lanes, store
 from relay.config import Delivery
 from relay.lanes import DRAIN_JOB, PUSH_CHUNK, Lane
 from relay.modes import Kind, LaneFamily
@@ -23,6 +23,8 @@ DELIVERY = Delivery(lease_s=3.0)
 TRACK = Lane("default:track.0")
 CONSENT = Lane("default:consent")
 OWNER, OTHER = "owner-token", "other-token"
+# A route's claim on its budgets, which every push carries (relay/budgets.py has its own tests).
+HOLD = budgets.Hold("default", "r", budgets.DEFAULTS, 1, 1, 0.0)
 ANN = {"external_id": "ann"}
 
 
@@ -111,12 +113,15 @@ def test_consent_drain_jobs_go_on_their_own_queue() -> None:
 
 
 def test_push_stores_counts_and_takes_the_free_lease(clean_redis: redis.Redis) -> None:
-    """The first push stores its records in order, counts them and takes the free lease; the next push
-    only adds records: the lease stays its first owner's."""
-    assert TRACK.push(clean_redis, records(3), counter="accepted", token=OWNER, delivery=DELIVERY)
-    assert not TRACK.push(clean_redis, records(2, 3), counter="accepted", token=OTHER, delivery=DELIVERY)
+    """The first push stores its records in order, counts them (and their route's queued records) and
+    takes the free lease; the next push only adds records: the lease stays its first owner's."""
+    assert TRACK.push(clean_redis, records(3), counter="accepted", hold=HOLD, token=OWNER, delivery=DELIVERY)
+    assert not TRACK.push(
+        clean_redis, records(2, 3), counter="accepted", hold=HOLD, token=OTHER, delivery=DELIVERY
+    )
     assert in_list(clean_redis, TRACK) == records(5)
     assert clean_redis.hget(TRACK.keys.metrics, "accepted") == b"5"
+    assert clean_redis.hget(TRACK.keys.held, "r|records") == b"5"
     assert clean_redis.get(TRACK.lease_key) == OWNER.encode()
     assert 0 < clean_redis.pttl(TRACK.lease_key) <= DELIVERY.lease_ms
     assert clean_redis.smembers(TRACK.keys.lanes) == {TRACK.name.encode()}
@@ -130,8 +135,11 @@ def test_push_runs_through_the_runner_it_is_given(clean_redis: redis.Redis) -> N
         calls.append((list(keys), len(args)))
         return script(keys=keys, args=args)  # type: ignore[operator]
 
-    assert TRACK.push(clean_redis, records(2), counter="c", token=OWNER, delivery=DELIVERY, runner=runner)
-    assert calls == [([TRACK.list_key, TRACK.keys.metrics, TRACK.lease_key, TRACK.keys.lanes], 5 + 2)]
+    assert TRACK.push(
+        clean_redis, records(2), counter="c", hold=HOLD, token=OWNER, delivery=DELIVERY, runner=runner
+    )
+    declared = [TRACK.list_key, TRACK.keys.metrics, TRACK.lease_key, TRACK.keys.lanes, TRACK.keys.held]
+    assert calls == [([*declared, HOLD.minute_key], 10 + 2)]
     assert in_list(clean_redis, TRACK) == records(2)
 
 
@@ -150,8 +158,8 @@ def test_append_queues_any_number_of_records_without_the_lease(clean_redis: redi
 
 def test_known_lanes_are_the_remembered_and_the_configured(clean_redis: redis.Redis) -> None:
     """Lanes that ever held records are known from Redis, per workspace, beside the configured ones."""
-    Lane("eu:alias").push(clean_redis, records(1), counter="c", token=OWNER, delivery=DELIVERY)
-    TRACK.push(clean_redis, records(1), counter="c", token=OWNER, delivery=DELIVERY)
+    Lane("eu:alias").push(clean_redis, records(1), counter="c", hold=HOLD, token=OWNER, delivery=DELIVERY)
+    TRACK.push(clean_redis, records(1), counter="c", hold=HOLD, token=OWNER, delivery=DELIVERY)
     store.register_workspaces(clean_redis, ["default", "eu"])
     assert Lane.in_workspaces(clean_redis, ["default"]) == [TRACK]
     assert Lane.in_workspaces(clean_redis, ["default", "eu"]) == [TRACK, Lane("eu:alias")]
@@ -165,7 +173,7 @@ def test_known_lanes_are_the_remembered_and_the_configured(clean_redis: redis.Re
 def test_look_sees_due_retries_the_length_and_one_record(clean_redis: redis.Redis) -> None:
     """One look: up to `due` retries due by `now` (oldest due first), the list's length, its record at
     `offset` (None past the end)."""
-    TRACK.push(clean_redis, records(4), counter="c", token=OWNER, delivery=DELIVERY)
+    TRACK.push(clean_redis, records(4), counter="c", hold=HOLD, token=OWNER, delivery=DELIVERY)
     clean_redis.zadd(TRACK.retry_key, {"late": 300.0, "first": 100.0, "second": 200.0})
     assert TRACK.look(clean_redis, 1, 5, 250.0) == ([b"first", b"second"], 4, records(4)[1].encode())
     assert TRACK.look(clean_redis, 4, 1, 1000.0) == ([b"first"], 4, None)
@@ -173,7 +181,7 @@ def test_look_sees_due_retries_the_length_and_one_record(clean_redis: redis.Redi
 
 def test_read_leaves_the_records_in_the_list(clean_redis: redis.Redis) -> None:
     """Reading takes `count` records from `offset`; they stay until a commit trims them."""
-    TRACK.push(clean_redis, records(5), counter="c", token=OWNER, delivery=DELIVERY)
+    TRACK.push(clean_redis, records(5), counter="c", hold=HOLD, token=OWNER, delivery=DELIVERY)
     assert [raw.decode() for raw in TRACK.read(clean_redis, 1, 3)] == records(4)[1:4]
     assert [raw.decode() for raw in TRACK.read(clean_redis, 4, 10)] == records(5)[4:]
     assert in_list(clean_redis, TRACK) == records(5)
@@ -182,7 +190,7 @@ def test_read_leaves_the_records_in_the_list(clean_redis: redis.Redis) -> None:
 def test_the_holder_settles_and_schedules_in_one_transaction(clean_redis: redis.Redis) -> None:
     """Watching as the holder, a transaction trims the committed head, removes the retries it took and
     schedules another attempt."""
-    TRACK.push(clean_redis, records(5), counter="c", token=OWNER, delivery=DELIVERY)
+    TRACK.push(clean_redis, records(5), counter="c", hold=HOLD, token=OWNER, delivery=DELIVERY)
     clean_redis.zadd(TRACK.retry_key, {"taken": 1.0, "other": 2.0})
     with clean_redis.pipeline(transaction=True) as pipe:
         assert TRACK.watch(pipe, OWNER)
@@ -220,7 +228,7 @@ def test_watch_says_whether_the_token_holds_the_lease(clean_redis: redis.Redis) 
 
 def test_a_lease_taken_after_watch_aborts_the_transaction(clean_redis: redis.Redis) -> None:
     """If another owner takes the lease between WATCH and EXEC, the transaction writes nothing."""
-    TRACK.push(clean_redis, records(3), counter="c", token=OWNER, delivery=DELIVERY)
+    TRACK.push(clean_redis, records(3), counter="c", hold=HOLD, token=OWNER, delivery=DELIVERY)
     with clean_redis.pipeline(transaction=True) as pipe:
         assert TRACK.watch(pipe, OWNER)
         clean_redis.set(TRACK.lease_key, OTHER)  # the lease ran out and a new owner took the lane
@@ -278,7 +286,7 @@ def test_release_of_an_empty_lane_frees_it(clean_redis: redis.Redis) -> None:
 
 def test_release_with_records_waiting_keeps_the_lane(clean_redis: redis.Redis) -> None:
     """Records that came in before the release: the owner keeps the lane (False) and drains on."""
-    TRACK.push(clean_redis, records(1), counter="c", token=OWNER, delivery=DELIVERY)
+    TRACK.push(clean_redis, records(1), counter="c", hold=HOLD, token=OWNER, delivery=DELIVERY)
     assert not TRACK.release(clean_redis, OWNER, DELIVERY)
     assert clean_redis.get(TRACK.lease_key) == OWNER.encode()
 
@@ -287,7 +295,7 @@ def test_release_never_frees_another_owners_lease(clean_redis: redis.Redis) -> N
     """A former owner's release leaves the new owner's lease, with or without records waiting."""
     TRACK.take_lease(clean_redis, OTHER, DELIVERY)
     assert TRACK.release(clean_redis, OWNER, DELIVERY)
-    TRACK.push(clean_redis, records(1), counter="c", token=OTHER, delivery=DELIVERY)
+    TRACK.push(clean_redis, records(1), counter="c", hold=HOLD, token=OTHER, delivery=DELIVERY)
     assert TRACK.release(clean_redis, OWNER, DELIVERY)  # someone else holds it: not ours to keep
     assert clean_redis.get(TRACK.lease_key) == OTHER.encode()
 
@@ -300,7 +308,7 @@ def test_work_is_records_waiting_or_retries_due(clean_redis: redis.Redis) -> Non
     clean_redis.zadd(TRACK.retry_key, {"due": 1.0})
     assert TRACK.has_work(clean_redis)
     clean_redis.delete(TRACK.retry_key)
-    TRACK.push(clean_redis, records(1), counter="c", token=OWNER, delivery=DELIVERY)
+    TRACK.push(clean_redis, records(1), counter="c", hold=HOLD, token=OWNER, delivery=DELIVERY)
     assert TRACK.has_work(clean_redis)
 
 
@@ -336,7 +344,7 @@ def test_a_drain_job_runs_long_enough_for_its_slice_and_keeps_no_result(clean_re
 
 def test_states_count_each_lane_in_one_look(clean_redis: redis.Redis) -> None:
     """Waiting, retrying, of those due, and owned: per lane, as Redis holds them."""
-    TRACK.push(clean_redis, records(3), counter="c", token=OWNER, delivery=DELIVERY)
+    TRACK.push(clean_redis, records(3), counter="c", hold=HOLD, token=OWNER, delivery=DELIVERY)
     clean_redis.zadd(TRACK.retry_key, {"due": 1.0, "later": 4_000_000_000.0})
     clean_redis.zadd(CONSENT.retry_key, {"due": 1.0})
     track, consent = lanes.states(clean_redis, [TRACK, CONSENT])

@@ -247,7 +247,8 @@ def test_page_key_opens_only_its_own_routes(client: FlaskClient) -> None:
 
 
 def test_page_key_opens_every_path_of_its_route_as_the_readme_says(client: FlaskClient) -> None:
-    """Anyone holding the page's key can write to its route by postback (query key), export and webhook.
+    """Anyone holding the page's key can write to its route by postback (query key) and webhook; an
+    export is 403 (a page route takes none).
 
     This is what docs/browser-sdk.md tells operators a public key allows; a change here changes that text.
     """
@@ -266,7 +267,7 @@ def test_page_key_opens_every_path_of_its_route_as_the_readme_says(client: Flask
         ),
         client.post("/webhooks/page_events", json=record, headers={"Authorization": f"Bearer {PAGE_KEY}"}),
     ]
-    assert [answer.status_code for answer in answers] == [200, 200, 202]
+    assert [answer.status_code for answer in answers] == [200, 403, 202]
 
 
 # --- the routes file: rules for routes whose key is public ----------------------------------------

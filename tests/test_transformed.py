@@ -68,10 +68,16 @@ mode = "user_track"
 track_record_type = "user_profile_attributes"
 transform = 'range(3) as $i | {{external_id: .user, step: $i}}'
 
+[routes.tight_transform]
+mode = "user_track"
+track_record_type = "custom_events"
+transform = 'range(.n) | {{external_id: "t", name: "tick"}}'
+
 [routes.runaway]
 mode = "user_track"
 track_record_type = "custom_events"
 transform = 'range(.n) | {{external_id: "r", name: "tick"}}'
+transform_records_per_kb = 1000000  # its budget per KB out of the way: the bounds below are what is tested
 
 [routes.sees]
 mode = "user_track"
@@ -427,8 +433,45 @@ def test_a_request_may_make_at_most_200000_records(client: FlaskClient, clean_re
     """201 inputs of 1,000 records each: 413 naming the route and the bound, and nothing is stored."""
     answer = client.post("/webhooks/runaway", json=[{"n": 1000}] * 201, headers=BEARER)
     assert answer.status_code == 413, answer.get_json()
-    assert answer.get_json()["message"] == "Route 'runaway': the transform made more than 200000 records."
+    assert answer.get_json()["message"].startswith(
+        "Route 'runaway': its transform made more than 200000 records"
+    )
     stored = [
         key for pattern in ("q:*", "dead*") for key in clean_redis.scan_iter(f"{store.PREFIX}:{pattern}")
     ]
     assert stored == []
+
+
+def test_a_program_is_stopped_at_the_records_left_to_its_request() -> None:
+    """Transform.run with `most`: the program is stopped at its first value past it (not at the 1,000 of
+    an input, and without making the rest)."""
+    from relay.transforms import OverOutputs, compile_transform
+
+    endless = compile_transform(source="range(.n)", preset=None, args={}, route={})
+    assert endless.run({"n": 5}, most=5) == [0, 1, 2, 3, 4]
+    with pytest.raises(OverOutputs):
+        endless.run({"n": 10**9}, most=5)
+
+
+def test_records_a_transform_makes_are_held_to_its_budget_per_kb(
+    client: FlaskClient, clean_redis: redis.Redis
+) -> None:
+    """A small body may make 100 records plus 32 per KB: one more is 413 naming the route, and the
+    inputs after the one that passed the budget are not transformed (the failing input at the end
+    would be a 422 if they were); nothing is stored."""
+    inputs: list[dict[str, Any]] = [{"n": 60}, {"n": 60}, {"n": 60}, {"no": "n"}]
+    body = json.dumps(inputs).encode()
+    allowed = 100 + len(body) * 32 // 1024  # 101: the second input passes it
+    answer = client.post(
+        "/webhooks/tight_transform", data=body, headers={**BEARER, "Content-Type": "application/json"}
+    )
+    assert answer.status_code == 413, answer.get_json()
+    refused = answer.get_json()
+    assert refused["errors"] == {"route": "tight_transform", "budget": "transform_records", "limit": allowed}
+    assert refused["message"].startswith(
+        f"Route 'tight_transform': its transform made more than {allowed} records"
+    )
+    assert list(clean_redis.scan_iter(KEYS.lane_list("*"))) == []
+    assert not clean_redis.exists(KEYS.dead)
+    fits = client.post("/webhooks/tight_transform", json=inputs[:1], headers=BEARER)
+    assert fits.status_code == 202 and fits.get_json()["accepted"] == 60

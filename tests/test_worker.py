@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from braze_sim.server import Simulator
 from handlers.worker import tick
-from relay import store
+from relay import budgets, store
 from relay.config import Delivery
 from relay.lanes import Lane
 from tests.helpers import WRITE_KEY, lanes_idle
@@ -166,7 +166,8 @@ def test_the_ticker_wakes_only_lanes_with_work_and_no_owner(clean_redis: redis.R
         Lane(f"default:{name}") for name in ("track.0", "track.1", "alias", "identify", "delete")
     )
     for lane in (waiting, owned):
-        lane.push(clean_redis, ['{"n":1}'], counter="c", token="edge", delivery=delivery)
+        hold = budgets.Hold("default", "r", budgets.DEFAULTS, 1, 7, 0.0)
+        lane.push(clean_redis, ['{"n":1}'], counter="c", hold=hold, token="edge", delivery=delivery)
     clean_redis.delete(waiting.lease_key)  # the edge that took it died before enqueuing its job
     clean_redis.zadd(retrying.retry_key, {'{"n":2}': 1.0})
     clean_redis.zadd(later.retry_key, {'{"n":3}': 4_000_000_000.0})

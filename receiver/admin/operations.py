@@ -107,8 +107,10 @@ def revalidate(item: dict[str, Any]) -> dict[str, Any] | None:
     """For a record refused at the edge, load it again with its route's current schema.
 
     Returns the loaded record (None for records Braze refused, which are replayed as stored);
-    raises ValidationError when it is still invalid or its route is gone.
+    raises ValidationError when it is still invalid, its route is gone, or only its start was kept.
     """
+    if item.get("truncated"):
+        raise ValidationError({"_record": [item["truncated"]]})
     if item["reason"] != DeadReason.INVALID:
         return None
     loader = state.current().loaders.get(item["route"])

@@ -18,6 +18,8 @@ from flask import Blueprint, Flask, Response
 from marshmallow import Schema
 
 from receiver import state
+from receiver.body import JSON_TYPES
+from receiver.metrics_access import guarded
 from receiver.openapi.parts import (
     CORS,
     DESCRIPTION,
@@ -45,7 +47,6 @@ from receiver.openapi.parts import (
     relay_fields,
 )
 from receiver.records.schemas import SCHEMAS, ExportSchema, IngestEventsSchema, IngestSchema
-from receiver.views import JSON_TYPES
 from relay.config import Limits, Settings
 from relay.modes import MODES, Kind
 from relay.routes import NAME, ROUTE_NAME, Route
@@ -183,16 +184,24 @@ def _add_bodies(spec: APISpec, settings: Settings | None, names: dict[Kind, str]
 
 
 def _ingest(
-    op_id: str, summary: str, *, security: list[Any], body: str, answer: str, code: int = 200
+    op_id: str,
+    summary: str,
+    *,
+    security: list[Any],
+    body: str,
+    answer: str,
+    code: int = 200,
+    also: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """An operation that takes records: its credentials, body, success answer and every error it may give."""
+    """An operation that takes records: its credentials, body, success answer and every error it may give
+    (INGEST_ERRORS, and `also` those of this operation alone)."""
     types = (*JSON_TYPES, "text/plain", "application/octet-stream") if body == "ExportBody" else JSON_TYPES
     success = {
         "description": "Stored: every accepted record is in Redis.",
         "headers": {"X-Request-Id": {"schema": {"type": "string"}, "description": "This request's id."}},
         "content": json_content(ref(answer)),
     }
-    errors = {str(err): ref(str(err), "responses") for err in INGEST_ERRORS}
+    errors = {str(err): ref(str(err), "responses") for err in sorted((*INGEST_ERRORS, *also))}
     return {
         "tags": ["ingest"],
         "operationId": op_id,
@@ -268,6 +277,7 @@ def _ingest_paths(settings: Settings | None) -> dict[str, dict[str, Any]]:
                 security=[*td_auth, {"ExportBasic": []}],
                 body="ExportBody",
                 answer="Counts",
+                also=(403,),
             )
             for method in ("put", "post")
         },
@@ -285,6 +295,12 @@ def _ingest_paths(settings: Settings | None) -> dict[str, dict[str, Any]]:
     }
 
 
+KEYED = (
+    "With RELAY_METRICS_KEYS set: `Authorization: Bearer <a key of it>`, or an admin key by HTTP Basic"
+    " (401 otherwise)."
+)
+
+
 def _service_paths() -> dict[str, dict[str, Any]]:
     """Health, readiness, metrics and this document."""
     return {
@@ -300,7 +316,7 @@ def _service_paths() -> dict[str, dict[str, Any]]:
         "/metrics": _get(
             "metrics",
             "health",
-            "Prometheus metrics (counted in Redis, for all processes).",
+            f"Prometheus metrics (counted in Redis, for all processes). {KEYED}",
             {
                 "200": described_answer(
                     "Prometheus text format.", {"text/plain": {"schema": {"type": "string"}}}
@@ -310,7 +326,7 @@ def _service_paths() -> dict[str, dict[str, Any]]:
         "/openapi.json": _get(
             "openapi",
             "docs",
-            "This document.",
+            f"This document. {KEYED}",
             {"200": described_answer("OpenAPI 3.1.", json_content({"type": "object"}))},
         ),
     }
@@ -361,6 +377,7 @@ def register(app: Flask) -> None:
 
 
 @bp.get("/openapi.json")
+@guarded
 def openapi_json() -> Response:
-    """The OpenAPI document (no credential: it holds no secret, only names of routes and schemes)."""
+    """The OpenAPI document: no secret, only names of routes and schemes (receiver/metrics_access.py)."""
     return Response(document(), mimetype="application/json")

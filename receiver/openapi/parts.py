@@ -34,16 +34,26 @@ ERRORS = {
     404: "No route by that name, or for that database and table.",
     405: "Wrong method for this path; `Allow` names the right ones.",
     409: "Idempotency key (`webhook-id` or `Idempotency-Key`) already used with a different body.",
-    413: "Body, record count or row count over the limit.",
+    403: "An export to a route whose key is public (`allowed_origins`): such a route takes none.",
+    413: (
+        "Body, record count or row count over the limit, or one request alone over a budget of its route"
+        " (`errors.route`, `errors.budget`, `errors.limit`): the records its transform makes, its queued"
+        " records or bytes, its records a minute."
+    ),
     415: "Content-Type is not JSON.",
     422: (
         "Records failed validation; `errors.records` is keyed by record index, then field. Nothing stored."
         " On a route with a transform it is keyed by input index: `transform` holds jq's message, or"
         " `emitted` the errors of the input's records by their index among them."
     ),
+    429: (
+        "The route holds its most records or bytes waiting for delivery, or took its records of this"
+        " minute (`errors.route`, `errors.budget`, `errors.limit`): nothing stored; retry after"
+        " `Retry-After` seconds."
+    ),
     503: "Redis unavailable: nothing of the request was stored. Retry later.",
 }
-INGEST_ERRORS = (400, 401, 404, 405, 409, 413, 415, 422, 503)
+INGEST_ERRORS = (400, 401, 404, 405, 409, 413, 415, 422, 429, 503)
 DESCRIPTION = (
     "Receives Treasure Data postbacks, ingestion batches, query-result exports and webhooks, validates "
     "every record against its route's mode, and stores it in Redis for workers that deliver it to Braze. "

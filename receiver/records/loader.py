@@ -59,13 +59,17 @@ class RecordLoader:
         self.route = route
         self.schemas = schemas_for(route, limits)
 
-    def load(self, raw: Any, where: str = "input") -> Made:
+    def load(self, raw: Any, where: str = "input", most: int | None = None) -> Made:
         """One input: through the route's transform, if any (`where` names it in a failure), then
-        each record it makes by the schema of its kind; an untransformed input is one record."""
+        each record it makes by the schema of its kind; an untransformed input is one record.
+
+        `most`: the records the transform may still make for its request; past them it is stopped
+        and OverOutputs raised (relay/transforms.py).
+        """
         if self.route.transform is None:
             return Made([self.record(raw)])
         try:
-            outputs = self.route.transform.run(raw)
+            outputs = self.route.transform.run(raw, most)
         except TransformError as exc:
             return Made([], f"route {self.route.name!r}, {where}: transform failed: {exc}")
         return Made([self.record(output) for output in outputs])

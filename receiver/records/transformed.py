@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from receiver.enqueue import Batch
-from receiver.errors import ApiError
 from receiver.records.loader import STAGE, RecordLoader
+from relay.budgets import TRANSFORM_FLOOR, Budget, OverBudget
 from relay.dedup import DedupError
 from relay.envelope import Envelope
 from relay.modes import Kind
 from relay.routes import Route
+from relay.transforms import OverOutputs
 
 # Records one request may become: a 100,000-row export may emit two per row, no more.
 MAX_RECORDS = 200_000
@@ -63,14 +64,18 @@ def load_inputs(
     inputs: Iterable[Any],
     batch: TransformedBatch,
     misfits: Mapping[int, dict[str, Any]],
+    body_bytes: int,
 ) -> dict[str, Any]:
     """Transform and load every input into the batch; the errors, keyed by input index ({} if none).
 
     A misfit (an input its envelope refused, with its errors) is rejected as it came, not transformed.
+    The records the transform makes are held to the route's budget for a body of `body_bytes`
+    (relay/budgets.py): past it, OverBudget (413), the transform stopped at the first record over.
     """
     errors: dict[str, Any] = {}
     emitted = 0
     dedup = loader.route.dedup  # the key is the input's, as its sender posted it, before the transform
+    allowed = min(MAX_RECORDS, loader.route.budgets.transform_records(body_bytes))
     for index, document in enumerate(inputs):
         if index in misfits:
             errors[str(index)] = misfits[index]
@@ -84,7 +89,10 @@ def load_inputs(
             batch.invalid.append((batch.number(), document, errors[str(index)]))
             batch.rejections.append({"index": index, "errors": errors[str(index)]})
             continue
-        made = loader.load(document, f"input {index}")
+        try:
+            made = loader.load(document, f"input {index}", most=allowed - emitted)
+        except OverOutputs:
+            raise over_budget(loader.route, allowed, body_bytes) from None
         if made.error is not None:
             errors[str(index)] = {"transform": [made.error]}
             number = batch.number()
@@ -96,9 +104,6 @@ def load_inputs(
             batch.filtered += 1
             continue
         emitted += len(made.records)
-        if emitted > MAX_RECORDS:
-            name = loader.route.name
-            raise ApiError(413, f"Route {name!r}: the transform made more than {MAX_RECORDS} records.")
         for position, record in enumerate(made.records):
             number = batch.number()
             if record.errors is None:
@@ -110,6 +115,16 @@ def load_inputs(
             batch.invalid.append((number, record.raw, record.errors))
             batch.rejections.append({"index": index, "emitted": position, "errors": record.errors})
     return errors
+
+
+def over_budget(route: Route, allowed: int, body_bytes: int) -> OverBudget:
+    """413 naming the route: its transform made more records than its budget for a body of this size."""
+    per_kb = route.budgets.transform_records_per_kb
+    message = (
+        f"Route {route.name!r}: its transform made more than {allowed} records of a {body_bytes}-byte "
+        f"body (at most {TRANSFORM_FLOOR} plus {per_kb} per KB, {MAX_RECORDS} in all); nothing was stored."
+    )
+    return OverBudget(route.name, Budget.TRANSFORM_RECORDS, message, limit=allowed)
 
 
 def refusal(route: Route, errors: dict[str, Any], total: int) -> str:
