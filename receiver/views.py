@@ -405,16 +405,14 @@ def readyz() -> tuple[Response, int]:
     body: dict[str, Any] = {"status": "ready", "routes": len(conf.routes), "sandbox": conf.sandbox}
     if down:
         body["status"], body["redis_down"] = "degraded", down
-    warnings = [
-        (name, memory.warning(conf.redis_memory_warn))
+    warned = {
+        name: warning
         for name, (_, memory) in probed.items()
-        if memory is not None and memory.warning(conf.redis_memory_warn) is not None
-    ]
-    if warnings:
+        if memory is not None and (warning := memory.warning(conf.redis_memory_warn)) is not None
+    }
+    if warned:
         alone = len(probed) == 1
-        body["warnings"] = {
-            "redis_memory": "; ".join(said if alone else f"{name}: {said}" for name, said in warnings)
-        }
+        body["warnings"] = {"redis_memory": "; ".join(w if alone else f"{n}: {w}" for n, w in warned.items())}
     return jsonify(body), 200
 
 
