@@ -50,11 +50,11 @@ def on_starting(server: object) -> None:
         log.critical("braze-relay web: configuration error: %s", exc)
         os._exit(2)
     warn_at_start(settings, "web")
-    for server in redises.servers(settings):
+    for placed in redises.servers(settings):
         if (
-            server.url or settings.redis_url
+            placed.url or settings.redis_url
         ):  # the embedded Redis (sandbox): the workers, which run it, check it
-            _check(settings, server, log)
+            _check(settings, placed, log)
 
 
 def _check(settings: Settings, server: redises.Server, log: logging.Logger) -> None:
