@@ -51,9 +51,8 @@ def on_starting(server: object) -> None:
         os._exit(2)
     warn_at_start(settings, "web")
     for placed in redises.servers(settings):
-        if (
-            placed.url or settings.redis_url
-        ):  # the embedded Redis (sandbox): the workers, which run it, check it
+        # Not the embedded Redis (sandbox): the workers, which keep it running, check it.
+        if placed.url or settings.redis_url:
             _check(settings, placed, log)
 
 
