@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = parse_args(argv)
     configure_process_logging()  # every line JSON: RQ's own loggers propagate to it (see relay/logs.py)
-    chosen = os.environ.get(redises.WORKER_REDIS, "")
+    chosen = os.environ.get("RELAY_WORKER_REDIS", "")  # redises.WORKER_REDIS
     try:
         settings = load_settings()
         servers = [redises.named(settings, chosen)] if chosen else redises.servers(settings)
