@@ -264,8 +264,9 @@ def supervise(servers: list[redises.Server], argv: list[str]) -> int:
         for name, child in children.items():
             code = child.poll()
             if code == 2:
-                log.critical(
-                    "braze-relay worker: the worker of a Redis refused to start", extra={"redis": name}
+                # Its own critical line said why; this one says that every worker stops for it.
+                log.error(
+                    "the worker of a Redis refused to start: stopping every worker", extra={"redis": name}
                 )
                 status = 2
                 stop.set()

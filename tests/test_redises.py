@@ -9,6 +9,7 @@ as the Procfile starts them) keep delivering the others, and the stopped one's r
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from relay import redises, store
 from relay.config import load_settings
 from relay.errors import ConfigError
 from tests.helpers import BRAZE_KEY, WRITE_KEY, create_app_for
-from tests.processes import RedisServer, running_stack, wait_for
+from tests.processes import RedisServer, free_port, refused_start, running_stack, wait_for
 from tests.test_config import config_error
+from tests.test_redis_check import EVICTING, environ_for, web_command
 
 AOF = ("--appendonly", "yes", "--appendfsync", "always")  # a stopped Redis comes back with every record
 
@@ -267,3 +269,30 @@ def test_two_workspaces_on_two_redis_one_stopped(
         assert all(proc.poll() is None for proc in procs.running), "a relay process exited"
         started = [line["redis"] for line in procs.logged(worker) if line["msg"] == "worker started"]
         assert sorted(started) == ["BRAND_B_REDIS_URL", "REDIS_URL"], "one worker process per Redis"
+
+
+@pytest.mark.e2e
+def test_a_workspaces_evicting_redis_stops_worker_web_and_check(
+    own_redis: Callable[..., RedisServer],
+    braze: Simulator,
+    routes_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Brand B's Redis would evict records: the worker command (and the worker of REDIS_URL it started),
+    the web and `check` refuse to start, each with one line naming BRAND_B_REDIS_URL."""
+    default, brand_b = own_redis(), own_redis(*EVICTING)
+    routes_file.write_text(two_workspaces(braze.url))
+    env = environ_for(default, braze, routes_file, BRAND_B_REDIS_URL=brand_b.url, BRAND_B_BRAZE_KEY=BRAZE_KEY)
+    worker = refused_start([sys.executable, "-m", "handlers.worker"], env)
+    assert worker.startswith("braze-relay worker: BRAND_B_REDIS_URL: Redis maxmemory-policy is 'allkeys-lru'")
+    web = refused_start(web_command(free_port()), env, "maxmemory-policy")
+    assert web.startswith("braze-relay web: BRAND_B_REDIS_URL: Redis maxmemory-policy is 'allkeys-lru'")
+    for name in ("REDIS_URL", "BRAZE_REST_ENDPOINT", "BRAZE_API_KEY", "RELAY_CONFIG", "RELAY_WRITE_KEYS"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.setenv("BRAND_B_REDIS_URL", brand_b.url)
+    monkeypatch.setenv("BRAND_B_BRAZE_KEY", BRAZE_KEY)
+    monkeypatch.delenv("RELAY_ALLOW_EVICTION", raising=False)
+    result = create_app_for(load_settings()).test_cli_runner().invoke(args=["check"])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("braze-relay: BRAND_B_REDIS_URL: Redis maxmemory-policy is 'allkeys-lru'")
