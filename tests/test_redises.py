@@ -9,6 +9,8 @@ as the Procfile starts them) keep delivering the others, and the stopped one's r
 
 from __future__ import annotations
 
+import base64
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,7 @@ from braze_sim.server import Simulator
 from relay import redises, store
 from relay.config import load_settings
 from relay.errors import ConfigError
-from tests.helpers import BRAZE_KEY, WRITE_KEY, create_app_for
+from tests.helpers import ADMIN_KEY, BRAZE_KEY, WRITE_KEY, create_app_for
 from tests.processes import RedisServer, free_port, refused_start, running_stack, wait_for
 from tests.test_config import config_error
 from tests.test_redis_check import EVICTING, environ_for, web_command
@@ -37,9 +39,9 @@ def two_workspaces(endpoint: str, a_env: str | None = None, b_env: str | None = 
     brand_b = f'braze_endpoint = "{endpoint}"\nbraze_api_key_env = "BRAND_B_BRAZE_KEY"\n'
     return (
         '[routes.a]\ndatabase = "a"\ntable = "events"\nmode = "user_track"\n'
-        f'track_record_type = "custom_events"\n{a_redis}\n'
+        f'track_record_type = "custom_events"\nskip_on_invalid_records = true\n{a_redis}\n'
         '[routes.b]\ndatabase = "b"\ntable = "events"\nmode = "user_track"\n'
-        f'track_record_type = "custom_events"\n{brand_b}{b_redis}\n'
+        f'track_record_type = "custom_events"\nskip_on_invalid_records = true\n{brand_b}{b_redis}\n'
         f'[routes.b_consent]\nmode = "user_subscription"\n{brand_b}{b_redis}'
     )
 
@@ -139,6 +141,7 @@ def two_redis(
     placed_env.setenv("REDIS_URL", default.url)
     placed_env.setenv("BRAND_B_REDIS_URL", brand_b.url)
     routes_path.write_text(two_workspaces("https://rest.fra-01.braze.eu"))
+    placed_env.setenv("RELAY_ADMIN_KEYS", ADMIN_KEY)
     return default, brand_b, create_app_for(load_settings()).test_client()
 
 
@@ -187,6 +190,34 @@ def test_the_edge_stores_each_route_on_its_workspaces_redis(
 
     default.stop()
     assert web.get("/readyz").status_code == 503
+
+
+def test_the_admin_pages_the_cli_and_metrics_show_every_redis(
+    two_redis: tuple[RedisServer, RedisServer, FlaskClient],
+) -> None:
+    """Dead letters of both workspaces (each on its Redis) are counted, listed, replayed and purged
+    together; the overview shows each Redis's RQ queues."""
+    _, _, web = two_redis
+    for database in ("a", "b"):
+        answer = web.post(
+            f"/postback/v3/event/{database}/events",
+            json={"name": "nobody"},
+            headers={"X-TD-Write-Key": WRITE_KEY},
+        )
+        assert answer.status_code == 200 and answer.json["rejected"]
+    assert "relay_dead_letters 2.0" in web.get("/metrics").get_data(as_text=True)
+    auth = {"Authorization": "Basic " + base64.b64encode(f"ops:{ADMIN_KEY}".encode()).decode()}
+    overview = web.get("/admin/", headers=auth).get_data(as_text=True)
+    assert "relay-bulk (REDIS_URL)" in overview and "relay-bulk (BRAND_B_REDIS_URL)" in overview
+    listed = web.get("/admin/dead", headers=auth).get_data(as_text=True)
+    assert len(re.findall(r'<a href="/admin/dead/[^"?]+">', listed)) == 2, "one row per dead letter"
+    runner = web.application.test_cli_runner()
+    shown = runner.invoke(args=["dead", "list"])
+    assert shown.exit_code == 0 and "2 shown, 2 dead letter(s) in the store" in shown.output
+    assert {line.split()[1] for line in shown.output.splitlines() if "invalid" in line} == {"a", "b"}
+    assert "replayed 0 record(s); 2 still invalid" in runner.invoke(args=["dead", "replay", "--all"]).output
+    assert "purged 2 dead letter(s)" in runner.invoke(args=["dead", "purge", "--all", "--yes"]).output
+    assert "relay_dead_letters 0.0" in web.get("/metrics").get_data(as_text=True)
 
 
 def delivered(braze: Simulator, database: str, count: int) -> set[int]:
