@@ -10,7 +10,10 @@ as the Procfile starts them) keep delivering the others, and the stopped one's r
 from __future__ import annotations
 
 import base64
+import os
 import re
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +28,7 @@ from relay import redises, store
 from relay.config import load_settings
 from relay.errors import ConfigError
 from tests.helpers import ADMIN_KEY, BRAZE_KEY, WRITE_KEY, create_app_for
-from tests.processes import RedisServer, free_port, refused_start, running_stack, wait_for
+from tests.processes import Processes, RedisServer, free_port, refused_start, running_stack, wait_for
 from tests.test_config import config_error
 from tests.test_redis_check import EVICTING, environ_for, web_command
 
@@ -261,7 +264,8 @@ def test_two_workspaces_on_two_redis_one_stopped(
 ) -> None:
     """Gunicorn and the Procfile's worker on two redis-servers: records of both workspaces are delivered;
     brand B's Redis stopped, the default's routes keep answering 2xx and delivering while brand B's answer
-    503; restarted, brand B's records flow again, and every record acknowledged reaches Braze."""
+    503; restarted, brand B's records flow again, and every record acknowledged reaches Braze. Brand B's
+    worker process killed, the worker command starts it again."""
     default, brand_b = own_redis(*AOF), own_redis(*AOF)
     routes_file.write_text(two_workspaces(braze.url))
     extra = {"BRAND_B_REDIS_URL": brand_b.url, "BRAND_B_BRAZE_KEY": BRAZE_KEY}
@@ -298,8 +302,23 @@ def test_two_workspaces_on_two_redis_one_stopped(
         )
         assert len(poster.acknowledged["a"]) == poster.sent
         assert all(proc.poll() is None for proc in procs.running), "a relay process exited"
-        started = [line["redis"] for line in procs.logged(worker) if line["msg"] == "worker started"]
+        started = {
+            line["redis"]: line["pid"] for line in procs.logged(worker) if line["msg"] == "worker started"
+        }
         assert sorted(started) == ["BRAND_B_REDIS_URL", "REDIS_URL"], "one worker process per Redis"
+
+        os.kill(started["BRAND_B_REDIS_URL"], signal.SIGKILL)  # the worker command starts it again
+        wait_for(lambda: len(workers_started(procs, worker)) == 3, 30, "brand B's worker started again")
+        assert workers_started(procs, worker)[-1] == "BRAND_B_REDIS_URL"
+        assert poster.round(10) == {"a": [200] * 10, "b": [200] * 10}
+        wait_for(
+            lambda: delivered(braze, "b", poster.sent) == poster.acknowledged["b"], 60, "brand B's records"
+        )
+
+
+def workers_started(procs: Processes, worker: subprocess.Popen[bytes]) -> list[str]:
+    """The Redis of each `worker started` line the worker command's processes printed, in order."""
+    return [line["redis"] for line in procs.logged(worker) if line["msg"] == "worker started"]
 
 
 @pytest.mark.e2e
