@@ -8,6 +8,9 @@ rides out a Redis outage, Redis gone or refusing for now (full, read-only, loadi
 handlers/outage.py): RQ's work loop ends when one meets a job or RQ's own bookkeeping, so `serve`
 waits with backoff until Redis takes writes and starts a fresh RQ worker; the records of the
 interrupted job come back when its lane's lease expires. No Redis error ends the process.
+
+With workspaces on Redis servers of their own (relay/redises.py) the command starts one such worker
+process per Redis and watches them (`supervise`); RELAY_WORKER_REDIS makes it the worker of one.
 """
 
 from __future__ import annotations
