@@ -27,6 +27,13 @@ class Window(Generic[R]):
         """A request whose records were taken after every request already added."""
         self.waiting.append((request, frozenset(users)))
 
+    def holds(self, users: Iterable[str]) -> bool:
+        """True if a request of these users would wait for an earlier one (in flight or waiting)."""
+        users = frozenset(users)
+        if any(user in self.busy for user in users):
+            return True
+        return any(users & others for _, others in self.waiting)
+
     def ready(self, room: int, may_go: Callable[[R], bool] | None = None) -> list[R]:
         """Up to `room` waiting requests that may go now, in order; they are in flight from here on.
 
