@@ -158,7 +158,16 @@ class Packer:
             if group is None:
                 return len(request.arrays.get("subscription_groups", [])) < V2_GROUPS_PER_REQUEST
             return True
-        return self.takes(request, {item.array: 1}, size)
+        if request.size + size > self.delivery.max_body_bytes:
+            return False
+        if request.endpoint is not Endpoint.TRACK:
+            return request.objects < self.delivery.batch_limit
+        # One object more (the common case, asked per item): `takes` without building its counts.
+        combined = self.delivery.track_combined
+        if combined is not None and request.objects >= combined:
+            return False
+        values = request.arrays.get(item.array)
+        return values is None or len(values) < self.delivery.track_per_array
 
     def takes(self, request: BrazeRequest, counts: dict[str, int], size: int) -> bool:
         """True if the request can take this many more objects per array, and bytes, within the limits."""
@@ -259,6 +268,9 @@ class Rounds(Packer):
 
     def add_group(self, group: list[Item]) -> None:
         """Put the items of users no other item touches, together in one request where they fit."""
+        if len(group) == 1:
+            self.add(group[0])
+            return
         encoded = [encode(item.obj) for item in group]
         key = key_of(group[0])
         together = (
