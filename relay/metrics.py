@@ -9,6 +9,7 @@ Field names are JSON `[metric, {label: value}]`.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import functools
 import json
@@ -195,9 +196,12 @@ ORDER_WAIT = Histogram(
 HISTOGRAMS = (DELIVERY_LAG, ORDER_WAIT)
 
 
+BUCKET_NAMES = (*(str(bound) for bound in LAG_BUCKETS), "+Inf")
+
+
 def _buckets(values: Iterable[float]) -> collections.Counter[str]:
     """How many values fall in each histogram bucket (LAG_BUCKETS' upper bounds, then "+Inf")."""
-    return collections.Counter(next((str(b) for b in LAG_BUCKETS if value <= b), "+Inf") for value in values)
+    return collections.Counter(BUCKET_NAMES[bisect.bisect_left(LAG_BUCKETS, value)] for value in values)
 
 
 MINUTES_KEPT_S = 2 * 3600  # per-minute figures live this long: the overview charts the last hour
