@@ -111,8 +111,10 @@ def test_shared_rate_limit_holds_for_several_workers_with_requests_in_flight(
         procs.start("worker")
     wait_for(lambda: sent_objects(braze) >= 1800, 60, "every event")
     assert len(track(braze)) >= 24
-    # The relay paces by when it sends; the simulator stamps arrivals a little later, unevenly.
-    assert braze.max_accepted_in_window("track", 0.9) <= 8
+    # The relay paces by when it sends; the simulator stamps arrivals a little later, unevenly (by up
+    # to a tenth of a second or more on a busy machine): a window of 0.8 s leaves that much slack and
+    # still sees twice the rate (about 13 in any 0.8 s).
+    assert braze.max_accepted_in_window("track", 0.8) <= 8
     assert all(entry["status"] == 201 for entry in track(braze))
 
 
