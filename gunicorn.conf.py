@@ -50,7 +50,7 @@ def on_starting(server: object) -> None:
         log.critical("braze-relay web: configuration error: %s", exc)
         os._exit(2)
     warn_at_start(settings, "web")
-    if not settings.redis_url:
+    if not settings.redis_external:
         return  # the embedded Redis (sandbox): the workers, which keep it running, check it
     client = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
     try:

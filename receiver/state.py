@@ -48,7 +48,7 @@ def build(settings: Settings) -> EdgeState:
         metrics=registry,
         group=GroupCommit(client, wait_s=2 * (5 + 2)),  # twice the client's timeouts
         redis_check=RedisCheck(
-            client, allow_eviction=settings.allow_eviction, enabled=bool(settings.redis_url)
+            client, allow_eviction=settings.allow_eviction, enabled=settings.redis_external
         ),
     )
 
