@@ -109,8 +109,7 @@ def report_per_record(name: str, got: dict[str, Any]) -> None:
         calls = sum(figures["calls"].values())
         top = ", ".join(f"{cmd} {count / accepted:.2f}" for cmd, count in list(figures["calls"].items())[:6])
         print(
-            f"  {name:<16} per {what} record: {calls / accepted:6.2f} commands "
-            f"({figures['commands'] / accepted:.2f} sent by clients), Redis CPU "
+            f"  {name:<16} per {what} record: {calls / accepted:6.2f} commands, Redis CPU "
             f"{1e6 * figures['cpu_s'] / accepted:6.1f} us   [{top}]"
         )
     print(f"  {name:<16} {got['accepted']:,} postbacks accepted ({got['non_2xx']} non-2xx)")
