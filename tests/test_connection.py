@@ -101,3 +101,18 @@ def test_sentinel_client_takes_user_password_database_and_tls_from_the_url() -> 
     assert sentinel_kwargs["socket_timeout"] == 5
     plain = client_for(None, tls=TLS, sentinel=TARGET)
     assert plain.connection_pool.connection_class is SentinelConnection
+
+
+def test_rq_dashboard_follows_the_primary_through_the_sentinels(config_env: pytest.MonkeyPatch) -> None:
+    """With Sentinel, rq-dashboard gets the Sentinels and the service (a redis+sentinel URL), not an
+    address that a failover would leave behind; the password travels apart."""
+    from receiver.admin.pages import dashboard_redis_url
+
+    config_env.setenv("REDIS_URL", "redis://ops:s3cret-pw@ignored:1/2")
+    config_env.setenv("REDIS_SENTINELS", "10.0.0.1:26379,10.0.0.2:26380")
+    config_env.setenv("REDIS_SENTINEL_SERVICE", "relay")
+    settings = load_settings()
+    client = client_for(settings.redis_url, tls=settings.redis_tls, sentinel=settings.redis_sentinel)
+    shown, password = dashboard_redis_url(settings, client)
+    assert shown.startswith("redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/relay/2?")
+    assert password == "s3cret-pw"
