@@ -59,7 +59,8 @@ def start_replica(procs: Processes, primary: redis.Redis) -> None:
     """A redis-server replicating the bench's primary, once it has synced."""
     port = free_port()
     primary_port = primary.connection_pool.connection_kwargs["port"]
-    options = f"--save '' --appendonly no --replicaof {HOST} {primary_port}"
+    primary.config_set("repl-diskless-sync", "yes")  # the full sync writes no file in the checkout
+    options = f"--save '' --appendonly no --dir {procs.log_dir} --replicaof {HOST} {primary_port}"
     command = f"redis-server --port {port} --bind {HOST} {options}"
     procs.start("replica", command, base_env({}))
     replica = redis.Redis(host=HOST, port=port, socket_timeout=1)
