@@ -52,7 +52,7 @@ def on_starting(server: object) -> None:
     warn_at_start(settings, "web")
     for placed in redises.servers(settings):
         # Not the embedded Redis (sandbox): the workers, which keep it running, check it.
-        if placed.url or settings.redis_url:
+        if placed.url or settings.redis_external:
             _check(settings, placed, log)
 
 

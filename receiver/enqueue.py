@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from receiver.group_commit import GroupCommit
-from relay import audit, budgets, deadletters, dedup, metrics, order, redis_health, store
+from relay import audit, budgets, deadletters, dedup, metrics, order, redis_health, replicas, store
 from relay.config import Settings, dead_letter_limit
 from relay.envelope import Envelope, dumps
 from relay.lanes import PUSH_CHUNK, Lane, new_token
@@ -160,6 +160,9 @@ def store_batch(
     first request's stored answer instead of None. With `group`, the one-script write shares its
     round trip with those of the process's other threads (receiver/group_commit.py).
 
+    With RELAY_REDIS_MIN_REPLICAS, the answer waits for that many replicas to hold the writes
+    (relay/replicas.py): NotReplicated, with everything stored and drains woken, when they do not.
+
     The route's budgets are checked first (relay/budgets.py): OverBudget, with nothing stored, when
     its records leave no room; in the one script at no extra round trip, else read just before the
     transaction (two requests read at once may both pass: the route overshoots by one request).
@@ -175,6 +178,7 @@ def store_batch(
     else:
         first, armed = _store_together(client, batch, settings, token, claim, hold=hold)
         if first is not None:
+            replicas.confirm(client, settings.durability)  # the first request's answer may not be on them yet
             return first
     for lane in armed:
         # The lane had no owner: this request woke it (and the store remembered the lane). If this
@@ -187,6 +191,7 @@ def store_batch(
                 "records stored, drain job not enqueued: the ticker wakes the lane when its lease expires",
                 extra={"lane": lane.name, "error": redis_health.code(exc)},
             )
+    replicas.confirm(client, settings.durability)
     return None
 
 

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from receiver.request_ids import request_id
 from relay import redis_health
+from relay.replicas import NotReplicated
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,21 @@ def error_response(code: int, message: str, errors: dict[str, Any] | None = None
     body = {"code": code, "status": HTTPStatus(code).phrase, "message": message, "errors": errors or {}}
     response = jsonify(body)
     response.status_code = code
+    return response
+
+
+def not_replicated_response(exc: NotReplicated) -> Response:
+    """503 for records stored on the primary but not confirmed on enough replicas: what became of them."""
+    seen = f"Redis is {exc.reason}" if exc.reason else f"{exc.confirmed} confirmed within {exc.wait_ms} ms"
+    message = (
+        f"Stored on the Redis primary, but not yet on the {exc.wanted} replica(s) this relay waits for "
+        f"({seen}). The records are kept and will be delivered unless the primary is lost first. A "
+        "retry with the same Idempotency-Key or delivery id is recognised and stores nothing again; "
+        "a retry without one may deliver them twice."
+    )
+    errors = {"redis": "short of replicas", "replicas": {"wanted": exc.wanted, "confirmed": exc.confirmed}}
+    response = error_response(503, message, errors)
+    response.headers["Retry-After"] = str(max(1, -(-exc.wait_ms // 1000)))
     return response
 
 
@@ -69,6 +85,14 @@ def register(app: Flask) -> None:
         )
         message = f"Storage unavailable: Redis is {reason}; nothing was stored. Retry later."
         return error_response(503, message, {"redis": reason})
+
+    @app.errorhandler(NotReplicated)
+    def _not_replicated(exc: NotReplicated) -> Response:
+        log.warning(
+            "records stored on the primary, not confirmed on its replicas",
+            extra={"wanted": exc.wanted, "confirmed": exc.confirmed, "request_id": request_id()},
+        )
+        return not_replicated_response(exc)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

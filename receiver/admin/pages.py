@@ -250,6 +250,8 @@ def dashboard_redis_url(settings: Settings, client: redis.Redis) -> tuple[str, s
     kwargs = client.connection_pool.connection_kwargs
     password: str | None = kwargs.get("password")
     timeouts = [("socket_timeout", "5"), ("socket_connect_timeout", "2")]  # the edge's own timeouts
+    if settings.redis_sentinel is not None:  # rq-dashboard finds the primary through Sentinel too
+        return f"{settings.redis_sentinel.url(kwargs.get('db', 0))}?{urlencode(timeouts)}", password
     if not settings.redis_url:  # the embedded Redis: a unix socket
         return f"unix://{kwargs['path']}?{urlencode([('db', str(kwargs.get('db', 0))), *timeouts])}", password
     parts = urlsplit(settings.redis_url)
@@ -259,6 +261,8 @@ def dashboard_redis_url(settings: Settings, client: redis.Redis) -> tuple[str, s
     query = [(name, value) for name, value in parse_qsl(parts.query) if name != "password"]
     names = {name for name, _ in query}
     query += [(name, value) for name, value in timeouts if name not in names]
+    if parts.scheme == "rediss":  # the CA and client certificate files, as redis-py reads them from a URL
+        query += [(name, value) for name, value in settings.redis_tls.options().items() if name not in names]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), "")), password
 
 
