@@ -54,6 +54,9 @@ from bench.common import (
 
 VARIANTS = [("MIN_REPLICAS=0", "0"), ("MIN_REPLICAS=1", "1")]
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--seconds", "1", "--connections", "4", "--workers", "1"]
+
 
 def start_replica(procs: Processes, primary: redis.Redis) -> None:
     """A redis-server replicating the bench's primary, once it has synced."""
