@@ -1,5 +1,6 @@
 """How a process reaches a Redis server: a URL (`redis://`, `rediss://` with TLS, an ACL user in it),
-or the primary that Sentinel names (and follows after a failover).
+or the primary that Sentinel names (and follows after a failover): REDIS_SENTINELS, or, for a
+workspace's own Redis, a `redis+sentinel://` URL.
 
 The one place where redis-py clients for a server are made (relay/store.py `connect` calls it), so
 the TLS files apply to every URL, and the Sentinel options to every client of the primary: web,
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.connection import SSLConnection, parse_url
@@ -18,6 +20,8 @@ from redis.sentinel import Sentinel, SentinelManagedConnection
 from relay.errors import ConfigError
 
 DEFAULT_SENTINEL_PORT = 26379
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")  # a primary found through Sentinel, as a URL
+SENTINEL_URL_FORM = "redis+sentinel://[user:password@]host:port,host:port/service[/db]"
 
 
 class SentinelConnection(SentinelManagedConnection):
@@ -83,6 +87,25 @@ def parse_sentinels(text: str, service: str) -> SentinelTarget | None:
     return SentinelTarget(tuple(found), service)
 
 
+def parse_sentinel_url(url: str) -> tuple[SentinelTarget, str]:
+    """A `redis+sentinel://` URL (`rediss+sentinel://`: TLS to the primary and the Sentinels) as the
+    Sentinels and their service, and a plain URL with what the primary needs beside its address
+    (scheme, ACL user, password, database); ConfigError naming the form, never the password."""
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    service, _, db = parts.path.strip("/").partition("/")
+    if parts.scheme not in SENTINEL_SCHEMES or not service or not (db or "0").isdigit() or parts.query:
+        raise ConfigError(f"a Sentinel URL takes the form {SENTINEL_URL_FORM}")
+    try:
+        target = parse_sentinels(hosts, service)  # no hosts: refused, since a service is named
+    except ConfigError:
+        target = None
+    if target is None:
+        raise ConfigError(f"a Sentinel URL takes the form {SENTINEL_URL_FORM}")
+    primary = parts.scheme.partition("+")[0]
+    return target, f"{primary}://{userinfo + '@' if userinfo else ''}sentinel/{db or 0}"
+
+
 def client_for(
     url: str | None, *, tls: Tls, sentinel: SentinelTarget | None = None, **kwargs: Any
 ) -> redis.Redis:
@@ -91,8 +114,10 @@ def client_for(
     With `rediss://` the TLS files are used (to the Sentinels too). With Sentinel, `url` (optional)
     gives what the primary needs beside its address: scheme, ACL user, password and database; its
     host and port are not read. Other keywords (timeouts) go to redis-py, and to the Sentinels'
-    own connections where they are `socket_*` options.
+    own connections where they are `socket_*` options. A `redis+sentinel://` URL names both.
     """
+    if sentinel is None and url is not None and url.partition("://")[0] in SENTINEL_SCHEMES:
+        sentinel, url = parse_sentinel_url(url)
     if sentinel is None:
         if url is None:
             raise ConfigError("no Redis to connect to: set REDIS_URL or REDIS_SENTINELS")

@@ -13,6 +13,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from relay.budgets import DEFAULTS, Budgets, resolve
+from relay.connection import SENTINEL_SCHEMES, SENTINEL_URL_FORM, parse_sentinel_url
 from relay.dedup import DEFAULT_WINDOW_S, Dedup, compile_dedup
 from relay.errors import ConfigError
 from relay.modes import ROUTE_MODES, TRACK_TYPE_MODES, TRACK_TYPES, Kind, Mode, mode_of
@@ -344,7 +345,7 @@ def load_routes(
     return routes, placement.apply(workspaces)
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")  # what redis-py's from_url takes
+REDIS_SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)  # redis-py's from_url's, and Sentinel's
 
 
 class _Placement:
@@ -361,8 +362,13 @@ class _Placement:
             if scheme not in REDIS_SCHEMES:
                 raise ConfigError(
                     f"{where}: key 'redis_url_env': {env} does not hold a Redis URL "
-                    "(redis://, rediss:// or unix://)"
+                    f"(redis://, rediss://, unix:// or {SENTINEL_URL_FORM})"
                 )
+            if scheme in SENTINEL_SCHEMES:
+                try:
+                    parse_sentinel_url(self.environ[env])
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: key 'redis_url_env': {env}: {exc}") from None
         first = self.named.setdefault(workspace, (env, route))
         if first[0] != env:
             said = " and ".join(

@@ -13,6 +13,7 @@ from relay.connection import (
     SentinelTarget,
     Tls,
     client_for,
+    parse_sentinel_url,
     parse_sentinels,
 )
 from relay.errors import ConfigError
@@ -101,6 +102,39 @@ def test_sentinel_client_takes_user_password_database_and_tls_from_the_url() -> 
     assert sentinel_kwargs["socket_timeout"] == 5
     plain = client_for(None, tls=TLS, sentinel=TARGET)
     assert plain.connection_pool.connection_class is SentinelConnection
+
+
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_primarys_user_and_database() -> None:
+    """`redis+sentinel://user:password@host:port,host:port/service/db` (a workspace's own Redis):
+    the Sentinels, the service and what the primary needs; `rediss+sentinel` is TLS to both."""
+    target, primary = parse_sentinel_url("redis+sentinel://ops:pw@10.0.0.1:26379,10.0.0.2:26380/relay/3")
+    assert (target, primary) == (TARGET, "redis://ops:pw@sentinel/3")
+    assert parse_sentinel_url("redis+sentinel://10.0.0.1/relay")[1] == "redis://sentinel/0"
+    client = client_for("rediss+sentinel://ops:pw@10.0.0.1:26379,10.0.0.2:26380/relay/3", tls=TLS)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "relay"
+    assert pool.connection_class is SentinelSSLConnection
+    assert (pool.connection_kwargs["username"], pool.connection_kwargs["db"]) == ("ops", 3)
+    assert [(kwargs.get("host"), kwargs.get("port")) for kwargs in (
+        sentinel.connection_pool.connection_kwargs for sentinel in pool.sentinel_manager.sentinels
+    )] == list(TARGET.sentinels)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://:secret@10.0.0.1:26379",  # no service
+        "redis+sentinel://:secret@/relay",  # no Sentinel
+        "redis+sentinel://:secret@10.0.0.1:26379/relay/x",  # no database number
+        "redis+sentinel://:secret@10.0.0.1:26379/relay?ssl_cert_reqs=none",  # options it would ignore
+    ],
+)
+def test_a_bad_sentinel_url_is_refused_without_its_password(url: str) -> None:
+    """A Sentinel URL that cannot be followed stops with its form, never its password."""
+    with pytest.raises(ConfigError) as refused:
+        parse_sentinel_url(url)
+    assert "redis+sentinel://[user:password@]host:port" in str(refused.value)
+    assert "secret" not in str(refused.value)
 
 
 def test_rq_dashboard_follows_the_primary_through_the_sentinels(config_env: pytest.MonkeyPatch) -> None:

@@ -30,6 +30,7 @@ from relay.errors import ConfigError
 from tests.helpers import ADMIN_KEY, BRAZE_KEY, WRITE_KEY, create_app_for
 from tests.processes import Processes, RedisServer, free_port, refused_start, running_stack, wait_for
 from tests.test_config import config_error
+from tests.test_failover import SERVICE, Sentinels
 from tests.test_redis_check import EVICTING, environ_for, web_command
 
 AOF = ("--appendonly", "yes", "--appendfsync", "always")  # a stopped Redis comes back with every record
@@ -120,6 +121,11 @@ def test_a_routes_file_that_splits_a_workspace_stops_the_boot(
     [
         (None, "key 'redis_url_env' names BRAND_B_REDIS_URL, which is not set"),
         ("http://127.0.0.1:1", "key 'redis_url_env': BRAND_B_REDIS_URL does not hold a Redis URL"),
+        (
+            "redis+sentinel://:pw-9f2c@10.0.0.1:26379",  # no service
+            "key 'redis_url_env': BRAND_B_REDIS_URL: a Sentinel URL takes the form redis+sentinel://",
+        ),
+        ("redis+sentinel://:pw-9f2c@10.0.0.1:x/brand-b", "a Sentinel URL takes the form"),
     ],
 )
 def test_redis_url_env_must_name_a_redis_url(
@@ -133,6 +139,7 @@ def test_redis_url_env_must_name_a_redis_url(
     routes_path.write_text(two_workspaces("https://rest.fra-01.braze.eu"))
     message = config_error()
     assert "route 'b'" in message and said in message
+    assert "pw-9f2c" not in message
 
 
 @pytest.fixture
@@ -193,6 +200,28 @@ def test_the_edge_stores_each_route_on_its_workspaces_redis(
 
     default.stop()
     assert web.get("/readyz").status_code == 503
+
+
+def test_a_workspace_finds_its_own_redis_through_sentinel(
+    own_redis: Callable[..., RedisServer], placed_env: pytest.MonkeyPatch, routes_path: Path, tmp_path: Path
+) -> None:
+    """A workspace's redis_url_env may name its primary through Sentinel (a redis+sentinel:// URL):
+    its routes' records land on the primary the Sentinels name, the default workspace's on REDIS_URL."""
+    default, brand_b = own_redis(), own_redis()
+    sentinels = Sentinels(tmp_path / "sentinels", brand_b)
+    try:
+        wait_for(lambda: sentinels.primary_port() == brand_b.port, 30, "the Sentinels naming its primary")
+        placed_env.setenv("REDIS_URL", default.url)
+        placed_env.setenv("BRAND_B_REDIS_URL", f"redis+sentinel://{sentinels.setting}/{SERVICE}/0")
+        routes_path.write_text(two_workspaces("https://rest.fra-01.braze.eu"))
+        web = create_app_for(load_settings()).test_client()
+        assert post(web, "a", 1) == 200 and post(web, "b", 1) == 200
+        b = load_settings().routes["b"].workspace
+        on_b = redis.Redis(port=brand_b.port)
+        assert sum(on_b.llen(store.keys(b).lane_list(f"track.{shard}")) for shard in (0, 1)) == 1
+        assert not redis.Redis(port=default.port).keys(f"relay:{{{b}}}:*")
+    finally:
+        sentinels.stop()
 
 
 def test_the_admin_pages_the_cli_and_metrics_show_every_redis(
