@@ -5,8 +5,8 @@ import os
 
 import redis
 
-from relay import logs, store, weblog
-from relay.config import load_settings, warn_at_start
+from relay import logs, redises, store, weblog
+from relay.config import Settings, load_settings, warn_at_start
 from relay.errors import ConfigError
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104 - a server
@@ -50,17 +50,24 @@ def on_starting(server: object) -> None:
         log.critical("braze-relay web: configuration error: %s", exc)
         os._exit(2)
     warn_at_start(settings, "web")
-    if not settings.redis_url:
-        return  # the embedded Redis (sandbox): the workers, which keep it running, check it
-    client = store.connect(settings, socket_timeout=5, socket_connect_timeout=2)
+    for placed in redises.servers(settings):
+        # Not the embedded Redis (sandbox): the workers, which keep it running, check it.
+        if placed.url or settings.redis_url:
+            _check(settings, placed, log)
+
+
+def _check(settings: Settings, server: redises.Server, log: logging.Logger) -> None:
+    """Check one Redis (a workspace's own, or REDIS_URL's): exit 2 with one line if it may drop records."""
+    client = store.connect(settings, url=server.url, socket_timeout=5, socket_connect_timeout=2)
+    named = f"{server.name}: " if server.url else ""
     try:
         notes = store.check_server(client, allow_eviction=settings.allow_eviction)
     except ConfigError as exc:
-        log.critical("braze-relay web: %s", exc)
+        log.critical("braze-relay web: %s%s", named, exc)
         os._exit(2)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         notes = [f"could not check Redis at start ({type(exc).__name__}): answering 503 until it answers"]
     finally:
         client.close()
     for note in notes:
-        log.warning(note)
+        log.warning("%s%s", named, note)

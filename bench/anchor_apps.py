@@ -123,7 +123,7 @@ def relay_variant_app() -> Flask:
         client = state.of(app).redis
         for route in conf.routes.values():
             for lane in Lane.of_route(route, conf.delivery.track_shards):
-                lane.remember(client)
+                client.sadd(lane.keys.lanes, lane.name)  # type: ignore[attr-defined]
 
         def store_batch(
             client: object, batch: object, settings: object, claim: object = None, *, group: object = None

@@ -133,6 +133,10 @@ def describe(name: str, figures: dict) -> str:
     )
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--seconds", "1", "--connections", "4", "--no-quiet-wait"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure both anchors `--repeat` times and print the medians."""
     parser = argparse.ArgumentParser(prog="python -m bench.anchors", description=__doc__.split("\n\n")[0])

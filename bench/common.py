@@ -1,5 +1,11 @@
 """What the benchmarks share: processes started from the Procfile, wrk, /proc sampling, Redis and simulator.
 
+Every runnable benchmark (`python -m bench.<name>`) declares `SMOKE`, the arguments of a tiny
+workload on the same code path, and ends through `run`: `--smoke` runs that workload in a few
+seconds (no waiting for a quiet machine). A benchmark notes what went wrong with `problem` (a
+non-2xx answer, a record not delivered); `run` then exits 1, as it does on an exception, so a
+benchmark that breaks fails the test command (tests/test_bench.py runs every `--smoke`).
+
 Everything listens on and talks to 127.0.0.1 only. Every process a benchmark starts gets a session of
 its own and is stopped (SIGTERM, then SIGKILL) by `Processes.stop_all`, which the benchmarks call from
 `finally` blocks; SIGTERM/SIGHUP to the benchmark itself are turned into an exception so those run.
@@ -109,10 +115,45 @@ class Interrupted(Exception):
     """SIGTERM or SIGHUP reached the benchmark: unwind so every started process is stopped."""
 
 
+PROBLEMS: list[str] = []  # what went wrong in this run (problem()): the run exits 1
+SMOKING: list[bool] = []  # [True] in a --smoke run: tiny workloads, no waiting for a quiet machine
+
+
+def problem(what: str) -> None:
+    """Note that something went wrong (a non-2xx answer, a record lost): the run's exit status is 1."""
+    PROBLEMS.append(what)
+    print(f"PROBLEM: {what}", file=sys.stderr, flush=True)
+
+
+def expect(ok: bool, what: str) -> None:
+    """`problem(what)` unless `ok`."""
+    if not ok:
+        problem(what)
+
+
+def smoke_argv(argv: list[str], smoke: list[str]) -> list[str]:
+    """The arguments to run with: `smoke` in place of `--smoke` (later arguments still win)."""
+    if "--smoke" not in argv:
+        return argv
+    SMOKING.append(True)
+    at = argv.index("--smoke")
+    return argv[:at] + smoke + argv[at + 1 :]
+
+
 def run(main: Callable[[], int]) -> None:
-    """Run a benchmark's main; on Ctrl-C or SIGTERM say that everything it started was stopped."""
+    """Run a benchmark's main (`--smoke`: its module's SMOKE arguments); exit 1 after a `problem`.
+
+    On Ctrl-C or SIGTERM say that everything it started was stopped.
+    """
+    smoke = getattr(sys.modules.get(main.__module__), "SMOKE", None)
+    if smoke is not None:
+        sys.argv[1:] = smoke_argv(sys.argv[1:], smoke)
     try:
-        sys.exit(main())
+        status = main()
+        if PROBLEMS:
+            print(f"{len(PROBLEMS)} problem(s): {'; '.join(PROBLEMS[:5])}", file=sys.stderr)
+            status = status or 1
+        sys.exit(status)
     except (KeyboardInterrupt, Interrupted) as stop:
         print(
             f"interrupted ({stop or 'Ctrl-C'}): every process this benchmark started was stopped",
@@ -387,6 +428,8 @@ def run_wrk(
     data = json.loads(line.removeprefix("BENCH_JSON "))
     latency = {key: value / 1000 for key, value in data["latency_us"].items()}
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    refused = data["errors"].get("status", 0)
+    expect(not refused, f"{refused} non-2xx answers to wrk at {url} ({data['by_status']})")
     return WrkResult(
         requests=data["requests"],
         duration_s=data["duration_us"] / 1e6,
@@ -460,8 +503,10 @@ def wait_quiet(threshold: float = 0.3, limit: float = 45.0) -> float:
     """Wait (at most `limit` s) until the machine uses under `threshold` cores over one second.
 
     The machine is shared: starting a load while someone's tests run skews every figure. Returns the
-    cores in use when the wait ended (above `threshold` if it timed out).
+    cores in use when the wait ended (above `threshold` if it timed out). A smoke run does not wait.
     """
+    if SMOKING:
+        return float("nan")
     deadline = time.monotonic() + limit
     while True:
         before = machine_busy_s()
@@ -644,6 +689,7 @@ class SimLog:
             ok = 200 <= entry["status"] < 300
             if not ok:
                 self.track_non_2xx += 1
+                problem(f"the simulator answered {entry['status']} to a /users/track request")
                 continue
             for event in (entry.get("body") or {}).get("events") or []:
                 props = event.get("properties") or {}

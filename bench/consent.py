@@ -35,6 +35,7 @@ from bench.common import (
     procfile_command,
     redis_client,
     relay_env,
+    run,
     start_gunicorn,
     start_simulator,
     track_waiting,
@@ -83,6 +84,10 @@ def consent_arrivals(sim_url: str, since: int) -> tuple[dict[str, float], int]:
             for external_id in group.get("external_ids", []):
                 arrivals.setdefault(external_id, entry["time"])
     return arrivals, data["next"]
+
+
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--backlog", "2000", "--rate", "10", "--seconds", "2"]
 
 
 def main() -> int:
@@ -181,4 +186,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

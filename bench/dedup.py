@@ -20,6 +20,7 @@ Redis bytes per remembered record, and workers killed mid-delivery with and with
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -41,6 +42,7 @@ from bench.common import (
     WRITE_KEY,
     Processes,
     Workdir,
+    expect,
     free_port,
     machine,
     measure_variant,
@@ -61,6 +63,7 @@ MEMORY_RECORDS = 100_000
 
 def memory_per_key(count: int = MEMORY_RECORDS) -> float:
     """INFO used_memory per record remembered by Lane.push_new (the records' own list deleted)."""
+    from relay import budgets
     from relay.config import Delivery
     from relay.dedup import compile_dedup
     from relay.lanes import Lane, new_token
@@ -74,6 +77,7 @@ def memory_per_key(count: int = MEMORY_RECORDS) -> float:
         ids = range(start, min(start + 1000, count))
         digests = [dedup.digest(f"bench-{n}") for n in ids]
         records = ["x"] * len(digests)
+        hold = budgets.Hold("bench", "bench", budgets.DEFAULTS, len(records), len(records), time.time())
         lane.push_new(
             client,
             records,
@@ -81,6 +85,7 @@ def memory_per_key(count: int = MEMORY_RECORDS) -> float:
             counter="a",
             duplicates="d",
             window_s=86400,
+            hold=hold,
             token=new_token(),
             delivery=delivery,
         )
@@ -91,9 +96,9 @@ def memory_per_key(count: int = MEMORY_RECORDS) -> float:
 
 
 def kill_run(
-    dedup_key: str | None, kills: int, procs: Processes, work: Workdir, sim_url: str
+    dedup_key: str | None, kills: int, procs: Processes, work: Workdir, sim_url: str, *, events: int
 ) -> dict[str, int]:
-    """KILL_EVENTS events delivered by workers SIGKILLed `kills` times: copies in Braze, dead letters."""
+    """`events` events delivered by workers SIGKILLed `kills` times: copies in Braze, dead letters."""
     client = redis_client()
     client.flushdb()
     requests.post(sim_url + "/_sim/reset", timeout=10).raise_for_status()
@@ -103,7 +108,7 @@ def kill_run(
     env = relay_env(
         sim_url, routes, free_port(), RELAY_INFLIGHT="8", RELAY_LEASE_S="2", RELAY_TRACK_SHARDS="1"
     )
-    store_events(env, routes)
+    store_events(env, routes, events)
     rng = random.Random(7)
     killed = 0
     while killed < kills and not lanes_empty(client):
@@ -122,18 +127,20 @@ def kill_run(
     last.wait(timeout=30)
     copies = Counter(received_ids(sim_url))
     letters = [json.loads(raw) for raw in client.hvals("relay:{default}:dead")]
+    ambiguous = sum(1 for letter in letters if letter["reason"] == "ambiguous")
+    expect(len(copies) + ambiguous >= events, f"{events - len(copies)} of {events} events not in Braze")
     return {
         "kills": killed,
-        "events": KILL_EVENTS,
+        "events": events,
         "in Braze": len(copies),
         "held twice or more": sum(1 for n in copies.values() if n > 1),
-        "ambiguous dead letters": sum(1 for letter in letters if letter["reason"] == "ambiguous"),
+        "ambiguous dead letters": ambiguous,
         "other dead letters": sum(1 for letter in letters if letter["reason"] != "ambiguous"),
     }
 
 
-def store_events(env: dict[str, str], routes: Path) -> None:
-    """KILL_EVENTS events of distinct messageIds, stored by the relay's app in this process (a TD export)."""
+def store_events(env: dict[str, str], routes: Path, events: int) -> None:
+    """`events` events of distinct messageIds, stored by the relay's app in this process (a TD export)."""
     os.environ.update(
         {key: value for key, value in env.items() if key.startswith(("RELAY_", "BRAZE_", "REDIS"))}
     )
@@ -141,7 +148,7 @@ def store_events(env: dict[str, str], routes: Path) -> None:
     from relay.config import load_settings
 
     app = create_app(load_settings())
-    rows = [[f"k{n % 2000}", "tap", f"m-{n}"] for n in range(KILL_EVENTS)]
+    rows = [[f"k{n % 2000}", "tap", f"m-{n}"] for n in range(events)]
     body = json.dumps({"column_names": ["external_id", "name", "messageId"], "data": rows}).encode()
     answer = app.test_client().put(
         "/export/events", data=body, headers={"Authorization": _basic(), "Content-Type": "application/json"}
@@ -180,15 +187,31 @@ def lanes_empty(client: Any) -> bool:
     )
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = [
+    "--seconds", "1", "--connections", "4", "--workers", "0", "--kills", "1", "--events", "600",
+    "--memory-records", "1000",
+]  # fmt: skip
+
+
+def more_options(parser: argparse.ArgumentParser) -> None:
+    """This bench's own options."""
+    parser.add_argument("--kills", type=int, default=8, help="worker kills per run (default: %(default)s)")
+    parser.add_argument(
+        "--events", type=int, default=KILL_EVENTS, help="events of the kill runs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--memory-records", type=int, default=MEMORY_RECORDS, help="records remembered (default: %(default)s)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """The edge variants (`--repeat` rounds), the memory figure, then the kills with and without dedup."""
     opts = variant_options(
         "python -m bench.dedup",
         __doc__,
         argv,
-        lambda parser: parser.add_argument(
-            "--kills", type=int, default=8, help="worker kills per run (default: %(default)s)"
-        ),
+        more_options,
     )
     kills = opts.kills
     rounds = []
@@ -203,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  {name:<18} {got['req_per_s']:8.1f} accepted/s  {got['share']:5.2f}x the route without   "
             f"web CPU {got['web_cpu_ms']:.2f} ms/request   ({got['non_2xx']:.0f} non-2xx)"
         )
-    per_key = memory_per_key()
+    per_key = memory_per_key(opts.memory_records)
     print(
-        f"Redis memory per remembered record: {per_key:.0f} bytes (INFO used_memory, {MEMORY_RECORDS:,} "
+        f"Redis memory per remembered record: {per_key:.0f} bytes (INFO used_memory, {opts.memory_records:,} "
         f"records); 100 million a day with a one-day window: {per_key * 1e8 / 2**30:.1f} GiB"
     )
     work = Workdir()
@@ -213,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sim_url = start_simulator(procs, 200)
         for label, key in (('dedup_key = "messageId"', "messageId"), ("no dedup_key", None)):
-            got = kill_run(key, kills, procs, work, sim_url)
+            got = kill_run(key, kills, procs, work, sim_url, events=opts.events)
             print(f"  {label:<24} " + ", ".join(f"{name} {value:,}" for name, value in got.items()))
     finally:
         procs.stop_all()

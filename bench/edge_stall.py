@@ -128,6 +128,10 @@ def measure(worker_class: str, threads: str, rows: int, slow: int) -> None:
         work.close()
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--classes", "gthread:8", "--rows", "2000", "--slow", "2"]
+
+
 def main() -> int:
     """Each worker class in turn."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -32,6 +32,7 @@ from bench.common import (
     redis_client,
     relay_env,
     rss_mb,
+    run,
     start_gunicorn,
     track_waiting,
 )
@@ -101,6 +102,10 @@ def run_once(body: bytes, rows: int) -> dict[str, float]:
         work.close()
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--rows", "2000", "--columns", "3", "--repeat", "1"]
+
+
 def main() -> int:
     """Build the body once, run the export `--repeat` times, print each run and the medians."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -130,4 +135,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -132,6 +132,10 @@ def load_time(schema: RecordSchema, record: dict[str, Any], repeat: int) -> floa
     return best
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--sizes", "1000", "--random", "3", "--random-size", "1000", "--repeat", "1"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure every field; print its slowest input."""
     parser = argparse.ArgumentParser(

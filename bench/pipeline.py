@@ -640,6 +640,10 @@ def one_round(opts: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--seconds", "1", "--connections", "4", "--skip-unbatched", "--lone", "1", "--no-quiet-wait"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse options, run `--repeat` rounds, print the medians."""
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n\n")[0])

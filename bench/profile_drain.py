@@ -163,6 +163,10 @@ def inclusive(stats: pstats.Stats, path: str, func: str) -> float:
     return total
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--records", "1500", "--repeat", "1"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Fill, drain, print; then fill, drain under cProfile, print the split."""
     parser = argparse.ArgumentParser(

@@ -31,6 +31,7 @@ import flask
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import common
 from bench.anchor_apps import bare_app
 from bench.common import POSTBACK_PATH, WRITE_KEY, Workdir, redis_client, relay_env
 
@@ -177,6 +178,10 @@ def app_context(relay: Any) -> Iterator[None]:
         yield
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--requests", "100"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Time and profile both views."""
     parser = argparse.ArgumentParser(
@@ -245,4 +250,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.run(main)

@@ -175,6 +175,10 @@ def report(name: str, merged: dict, worker_s: float, requests: int) -> None:
         print(f"    {func:<70} {100 * count / total:5.1f} %")
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--seconds", "1", "--connections", "4"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Profile the relay's web, then the bare view."""
     parser = argparse.ArgumentParser(prog="python -m bench.profile_web", description=__doc__.split("\n\n")[0])

@@ -131,6 +131,10 @@ def cost_per_key_and_field(client: Any) -> tuple[float, float]:
     return usage[1] - per_field, per_field
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--rows", "1000"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Day one, day two, the memory; print the figures."""
     parser = argparse.ArgumentParser(prog="python -m bench.reexport", description=__doc__.split("\n\n")[0])

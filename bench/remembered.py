@@ -326,6 +326,10 @@ def describe(after: dict[str, Any], before: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--requests", "5"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure here (and on a baseline commit) and print the table, or JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -350,4 +354,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if "--tree" in sys.argv:  # measure_in's process, run as a script in a checkout of its own
+        sys.exit(main())
+    from bench.common import run
+
+    run(main)

@@ -35,6 +35,10 @@ VARIANTS = [
 ]
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--seconds", "1", "--connections", "4", "--workers", "0"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Both variants `--repeat` times; medians, and the ratio taken within each round."""
     opts = variant_options("python -m bench.transform", __doc__, argv)

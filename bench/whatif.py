@@ -37,6 +37,10 @@ VARIANTS = [
 ]
 
 
+# `--smoke` (tests/test_bench.py): a tiny workload on the same code path, in a few seconds.
+SMOKE = ["--seconds", "1", "--connections", "4", "--workers", "0"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Every variant `--repeat` times; medians, ratios within each round."""
     opts = variant_options("python -m bench.whatif", __doc__, argv)

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--create-catalogs", action="store_true", help="make a catalog on its first item write (Braze: 404)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random fault draws")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=256,
+        help="requests answered at once: each holds a thread for its latency (default: %(default)s)",
+    )
     return parser
 
 
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     sim.faults.latency_ms = args.latency_ms
     sim.catalogs.create_missing = args.create_catalogs
     sim.on_request = lambda entry: log.info(describe(entry), extra=fields(entry))
-    sim.start(port=args.port, host=args.host)
+    sim.start(port=args.port, host=args.host, threads=args.threads)
     log.info("Braze simulator on %s (control API under /_sim/)", sim.url, extra={"url": sim.url})
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how sandbox mode ends
         threading.Event().wait()

@@ -5,7 +5,10 @@
         sim.state.profile("u1"); sim.faults.fail_next = 2; sim.max_accepted_in_window("track", 3)
 
 `Simulator(config=None, **overrides)` takes a SimConfig and/or its fields as keywords. It serves with
-werkzeug's threaded server (HTTP/1.1 keep-alive, one thread per connection) in a daemon thread.
+cheroot, a production WSGI server, in a daemon thread: HTTP/1.1 connections are kept alive between
+requests, as Braze keeps them (werkzeug's development server closes each one), and a pool of
+`threads` answers requests (an answer's latency holds its thread, so threads bound the requests
+answered at once).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from cheroot.wsgi import Server
 
 from braze_sim.app import create_sim_app
 from braze_sim.catalogs import Catalogs
@@ -24,12 +27,9 @@ from braze_sim.config import Faults, SimConfig
 from braze_sim.limits import RateLimiter, RequestLog
 from braze_sim.state import BrazeState
 
-
-class _QuietHandler(WSGIRequestHandler):
-    """Leaves per-request logging to the simulator, which knows the endpoint and item counts."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """Log nothing; `Simulator.on_request` does."""
+DEFAULT_THREADS = 64  # requests answered at once; the benchmarks' simulator takes more (--threads)
+KEPT_ALIVE = 4096  # idle connections kept open: every sender thread's pool of every worker
+LISTEN_BACKLOG = 512  # connections a burst of senders opens at once wait here, not refused
 
 
 class Simulator:
@@ -45,7 +45,7 @@ class Simulator:
         # Called with each log entry once answered; the CLI prints a line from it.
         self.on_request: Callable[[dict[str, Any]], None] | None = None
         self.app = create_sim_app(self)
-        self._server: BaseWSGIServer | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -53,7 +53,8 @@ class Simulator:
         """`http://127.0.0.1:<port>` of the running server."""
         if self._server is None:
             raise RuntimeError("the simulator is not running; call start() first")
-        return f"http://{self._server.host}:{self._server.port}"
+        host, port = self._server.bind_addr[:2]
+        return f"http://{host}:{port}"
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -86,14 +87,16 @@ class Simulator:
         self.limiter.reset()
         self.faults.clear()
 
-    def start(self, port: int = 0, host: str = "127.0.0.1") -> Simulator:
-        """Serve in a daemon thread; port 0 picks a free port. Returns self."""
+    def start(self, port: int = 0, host: str = "127.0.0.1", threads: int = DEFAULT_THREADS) -> Simulator:
+        """Serve in a daemon thread; port 0 picks a free port; `threads` answer at once. Returns self."""
         if self._server is not None:
             raise RuntimeError("the simulator is already running")
-        self._server = make_server(host, port, self.app, threaded=True, request_handler=_QuietHandler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="braze-sim", daemon=True
-        )
+        server = Server((host, port), self.app, numthreads=threads, request_queue_size=LISTEN_BACKLOG)
+        server.keep_alive_conn_limit = KEPT_ALIVE  # idle connections kept (cheroot's default: 10)
+        server.shutdown_timeout = 1  # requests still answering when stopped finish on their own
+        server.prepare()  # binds, so `url` names the port picked
+        self._server = server
+        self._thread = threading.Thread(target=server.serve, name="braze-sim", daemon=True)
         self._thread.start()
         return self
 
@@ -101,8 +104,7 @@ class Simulator:
         """Stop serving and close the socket; requests in flight finish on their own threads."""
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
         if self._thread is not None:
             self._thread.join()
         self._server = self._thread = None

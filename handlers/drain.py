@@ -3,9 +3,16 @@
 The owner keeps up to `RELAY_INFLIGHT` Braze requests in flight at once, sent by a pool of sender
 threads: it takes a *chunk* of records from the lane's head (a quarter of the window's requests), prepares
 it (translate, newest-value watermarks, skip_unchanged, packed into requests by
-handlers/packing.py `plan`) while earlier requests fly, and lets each request go as soon as a
-sender is free and none of its users is in a request in flight or waiting before it
-(handlers/window.py). The shared rate limit is taken and the lease checked before each send.
+handlers/packing.py `plan`, which puts a user's records of the chunk together) while earlier
+requests fly, and lets each request go as soon as a sender is free and none of its users is in a
+request in flight or waiting before it (handlers/window.py). The shared rate limit is taken and
+the lease checked before each send.
+
+When the lane's users repeat within the window's reach (a backfill of many events per user), most
+of a chunk's requests wait for their users' earlier requests: the requests in flight would then be
+bound by the lane's distinct users, not by `RELAY_INFLIGHT`. So the job looks further down the
+lane: its next chunks grow (up to a whole window's records), so that each user's records of that
+stretch ride in one request; chunks shrink back once their users no longer wait.
 
 Records stay at the head of the lane's Redis list until the outcome of their chunk is committed
 (trimmed from the list, put on the retry set, or dead-lettered) in one transaction that checks
@@ -52,7 +59,11 @@ log = logging.getLogger(__name__)
 # A chunk is a quarter of the window: preparing one holds the job's thread (and the GIL) for a while,
 # during which answers coming back free senders that nothing dispatches; small chunks keep that short.
 CHUNK_SHARE = 4
-CHUNKS_AHEAD = CHUNK_SHARE + 2  # chunks taken and not yet committed, at most: bounds memory and redelivery
+# Records taken and not yet committed, at most, in chunks of the smallest size: bounds memory and
+# redelivery, and leaves room for a chunk of the largest reach (a whole window) to be prepared while
+# the one before it flies.
+CHUNKS_AHEAD = 2 * CHUNK_SHARE
+WAITING_SHARE = 0.5  # a chunk with more of its requests waiting for earlier ones: users repeat, reach further
 CONFIRM_EVERY_S = 0.5  # the loop renews the lease this often (each send checks it besides)
 FRESH_CHECK_S = 0.05  # a lease check older than this (the rate limit made the send wait) is made again
 
@@ -81,6 +92,7 @@ class Drainer:
             self.batch_size = self.delivery.batch_limit
         self.width = self.delivery.inflight
         self.chunk_size = max(1, self.width // CHUNK_SHARE) * self.batch_size  # whole requests' worth
+        self.reach = 1  # chunks are this many times chunk_size: more when users repeat (see the module)
         self.linger_s = (
             self.delivery.consent_linger_s if family is LaneFamily.CONSENT else self.delivery.linger_s
         )
@@ -123,7 +135,7 @@ class Drainer:
                     stopping = True
                 else:
                     deadline = now + self.delivery.slice_s
-            if not stopping and not self.window.waiting and len(self.flights) < CHUNKS_AHEAD:
+            if not stopping and not self.window.waiting and self.room_ahead():
                 chunk = self.take()
                 if chunk is None:
                     continue  # lingering for company
@@ -149,6 +161,11 @@ class Drainer:
         )
         return {"lane": self.lane.name, "chunks": committed, "lease_lost": True}
 
+    def room_ahead(self) -> bool:
+        """True while another chunk may be taken: the records taken, uncommitted, leave room for it."""
+        taken = sum(len(flight.chunk) for flight in self.flights)
+        return taken + self.chunk_size * self.reach <= CHUNKS_AHEAD * self.chunk_size
+
     def take(self) -> Chunk | None:
         """The next chunk: due retries first, else the list after what is already taken.
 
@@ -157,13 +174,14 @@ class Drainer:
         the linger out. None: lingering (nothing in flight, a short batch, young). []: nothing.
         """
         now = time.time()
+        size = self.chunk_size * self.reach
         offset = sum(flight.from_list for flight in self.flights)
         taken = {raw for flight in self.flights for raw in flight.retried}
-        due, length, head = self.lane.look(self.client, offset, self.chunk_size + len(taken), now)
+        due, length, head = self.lane.look(self.client, offset, size + len(taken), now)
         due = [raw for raw in due if raw not in taken]
         if due:
-            return [(raw, loads(raw), True) for raw in due[: self.chunk_size]]
-        waiting = min(length - offset, self.chunk_size)
+            return [(raw, loads(raw), True) for raw in due[:size]]
+        waiting = min(length - offset, size)
         if waiting <= 0 or head is None:
             return []
         if waiting < self.batch_size:
@@ -221,13 +239,25 @@ class Drainer:
                 for item in items:
                     if id(item) in memos:
                         flight.memos.setdefault(item.envelope["id"], []).append(memos[id(item)])
+        held = 0
         for one_round in plan(items, self.delivery, self.width):
             for request in one_round:
-                self.window.add(request, request.users())
+                users = request.users()
+                held += self.window.holds(users)
+                self.window.add(request, users)
                 self.owner[request] = flight
                 self.ordering.fence(request, flight)
                 flight.open += 1
         self.flights.append(flight)
+        self.adjust_reach(held, flight.open)
+
+    def adjust_reach(self, held: int, requests: int) -> None:
+        """Reach further down the lane when most of a chunk's requests wait for earlier requests of their
+        users; back towards a quarter window when few do."""
+        if requests and held > WAITING_SHARE * requests:
+            self.reach = min(CHUNK_SHARE, self.reach * 2)
+        elif held < WAITING_SHARE * requests / 4:
+            self.reach = max(1, self.reach // 2)
 
     def dispatch(self) -> None:
         """Send every waiting request that may go now, as far as senders are free."""

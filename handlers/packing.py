@@ -3,13 +3,18 @@
 `pack` fills requests one after another (for requests sent one at a time: the halves of a batch
 Braze refused). `plan` lays a chunk out as *rounds* of at most `width` requests: no user has items
 in two requests of one round, a user's later items never go in an earlier round, and a user's items
-go together where they fit. The drain job hands the requests to its window in that order
-(handlers/window.py decides when each may go), so each user's updates reach Braze one request at a
-time, in order. Each item is encoded to JSON once, here; a request's body is those bytes joined.
+go together where they fit and where Braze keeps their order: Braze applies a /users/track
+request's attributes, then its events, then its purchases (each array in order), so a user's item
+joins their request only if its array comes no earlier in that sequence than their items already
+there (an attribute update after an event of the same user goes in a later request). The drain
+job hands the requests to its window in that order (handlers/window.py decides when each may go),
+so each user's updates reach Braze one request at a time, in order. Each item is encoded to JSON
+once, here; a request's body is those bytes joined.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +43,15 @@ PLAIN_ARRAYS = frozenset(
 )
 
 Key = tuple[str, tuple[str, ...]]  # (endpoint, group): a request holds items of one key
+# The order in which Braze applies a /users/track request's arrays; other arrays rank 0 (alone in
+# their endpoint, or, for a delete's identifiers, with no order that matters).
+ARRAY_RANK = {"attributes": 0, "events": 1, "purchases": 2}
+
+
+def in_braze_order(items: list[Item]) -> bool:
+    """True if Braze, applying arrays in its order, applies these items (of one user) in theirs."""
+    ranks = [ARRAY_RANK.get(item.array, 0) for item in items]
+    return all(a <= b for a, b in itertools.pairwise(ranks))
 
 
 def encode(obj: Any) -> bytes:
@@ -60,6 +74,7 @@ class BrazeRequest:
     size: int = 2  # bytes of JSON so far, roughly
     items: list[Item] = field(default_factory=list)  # every item in this request, once, in order
     encoded: dict[str, list[bytes]] = field(default_factory=dict)  # array -> each object's JSON
+    objects: int = 0  # objects in its arrays so far (kept as they are placed: count() is asked per item)
 
     @property
     def method(self) -> str:
@@ -77,7 +92,7 @@ class BrazeRequest:
         """Objects in the request (what Braze counts against its per-request limit)."""
         if self.endpoint == Endpoint.SUBSCRIPTION:
             return sum(len(group[group["_ids"]]) for group in self.arrays.get("subscription_groups", []))
-        return sum(len(values) for values in self.arrays.values())
+        return self.objects
 
     def body(self) -> dict[str, Any]:
         """The JSON body to send."""
@@ -143,7 +158,16 @@ class Packer:
             if group is None:
                 return len(request.arrays.get("subscription_groups", [])) < V2_GROUPS_PER_REQUEST
             return True
-        return self.takes(request, {item.array: 1}, size)
+        if request.size + size > self.delivery.max_body_bytes:
+            return False
+        if request.endpoint is not Endpoint.TRACK:
+            return request.objects < self.delivery.batch_limit
+        # One object more (the common case, asked per item): `takes` without building its counts.
+        combined = self.delivery.track_combined
+        if combined is not None and request.objects >= combined:
+            return False
+        values = request.arrays.get(item.array)
+        return values is None or len(values) < self.delivery.track_per_array
 
     def takes(self, request: BrazeRequest, counts: dict[str, int], size: int) -> bool:
         """True if the request can take this many more objects per array, and bytes, within the limits."""
@@ -195,6 +219,7 @@ class Packer:
             request.members[item.array] = []
             request.encoded[item.array] = []
         values.append(item.obj)
+        request.objects += 1
         request.members[item.array].append(item)
         request.encoded[item.array].append(encoded)
 
@@ -239,9 +264,13 @@ class Rounds(Packer):
         self.rounds: list[list[BrazeRequest]] = []
         self._open: list[dict[Key, BrazeRequest]] = []  # per round: the request still filling, per key
         self._last: dict[str, tuple[int, BrazeRequest]] = {}  # user -> (round, request) of their last item
+        self._rank: dict[str, int] = {}  # user -> the array rank of their last item (ARRAY_RANK)
 
     def add_group(self, group: list[Item]) -> None:
         """Put the items of users no other item touches, together in one request where they fit."""
+        if len(group) == 1:
+            self.add(group[0])
+            return
         encoded = [encode(item.obj) for item in group]
         key = key_of(group[0])
         together = (
@@ -249,6 +278,7 @@ class Rounds(Packer):
             and key[0] in PLAIN_ARRAYS
             and all(key_of(item) == key for item in group)
             and not any(user in self._last for item in group for user in item.users)
+            and in_braze_order(group)
         )
         if together:
             counts: dict[str, int] = {}
@@ -295,7 +325,9 @@ class Rounds(Packer):
             # Its users already have a request in that round: that one, if it can take it, else later.
             homes = {id(request): request for found, request in seen if found == index}
             home = next(iter(homes.values())) if len(homes) == 1 else None
-            if home is not None and key_of(home.items[0]) == key and self.fits(home, item, size):
+            rank = ARRAY_RANK.get(item.array, 0)
+            in_order = all(self._rank.get(user, 0) <= rank for user in users)
+            if home is not None and in_order and key_of(home.items[0]) == key and self.fits(home, item, size):
                 return self._put(index, home, item, encoded)
             index += 1
         while True:
@@ -312,9 +344,12 @@ class Rounds(Packer):
             index += 1
 
     def _put(self, index: int, request: BrazeRequest, item: Item, encoded: bytes) -> None:
+        """Place the item and note it as its users' last (round, request and array rank)."""
         self.place(request, item, encoded)
+        rank = ARRAY_RANK.get(item.array, 0)
         for user in item.users:
             self._last[user] = (index, request)
+            self._rank[user] = rank
 
 
 def by_user(items: list[Item]) -> list[list[Item]]:

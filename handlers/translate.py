@@ -30,7 +30,7 @@ DELETE_ARRAY = {
 }
 
 
-@dataclass
+@dataclass(slots=True)  # made for every record a drain job sends: slots make it cheaper to build and read
 class Item:
     """One object for one Braze request array, and what it came from."""
 

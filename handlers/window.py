@@ -27,6 +27,13 @@ class Window(Generic[R]):
         """A request whose records were taken after every request already added."""
         self.waiting.append((request, frozenset(users)))
 
+    def holds(self, users: Iterable[str]) -> bool:
+        """True if a request of these users would wait for an earlier one (in flight or waiting)."""
+        users = frozenset(users)
+        if any(user in self.busy for user in users):
+            return True
+        return any(users & others for _, others in self.waiting)
+
     def ready(self, room: int, may_go: Callable[[R], bool] | None = None) -> list[R]:
         """Up to `room` waiting requests that may go now, in order; they are in flight from here on.
 
@@ -34,15 +41,21 @@ class Window(Generic[R]):
         then blocks its users like any request that still waits.
         """
         out: list[R] = []
+        if room <= 0 or not self.waiting:
+            return out  # asked on every turn of the drain loop, mostly with no sender free
         blocked: set[str] = set()  # users of earlier requests that still wait
         kept: list[tuple[R, frozenset[str]]] = []
-        for request, users in self.waiting:
-            free = not (users & blocked) and not any(user in self.busy for user in users)
-            if len(out) < room and free and (may_go is None or may_go(request)):
+        busy = self.busy
+        for at, (request, users) in enumerate(self.waiting):
+            if len(out) == room:
+                kept += self.waiting[at:]
+                break
+            free = blocked.isdisjoint(users) and busy.keys().isdisjoint(users)
+            if free and (may_go is None or may_go(request)):
                 out.append(request)
                 self.flying[request] = users
                 for user in users:
-                    self.busy[user] = request
+                    busy[user] = request
             else:
                 kept.append((request, users))
                 blocked |= users

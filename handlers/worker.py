@@ -8,6 +8,9 @@ rides out a Redis outage, Redis gone or refusing for now (full, read-only, loadi
 handlers/outage.py): RQ's work loop ends when one meets a job or RQ's own bookkeeping, so `serve`
 waits with backoff until Redis takes writes and starts a fresh RQ worker; the records of the
 interrupted job come back when its lane's lease expires. No Redis error ends the process.
+
+With workspaces on Redis servers of their own (relay/redises.py) the command starts one such worker
+process per Redis and watches them (`supervise`); RELAY_WORKER_REDIS makes it the worker of one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -29,7 +35,7 @@ from rq.worker.base import StopRequested
 
 from handlers import context
 from handlers.outage import QuietRQ, RedisWatch
-from relay import budgets, lanes, redis_health, store
+from relay import budgets, lanes, redis_health, redises, store
 from relay.config import Delivery, Settings, load_settings, warn_at_start
 from relay.errors import ConfigError
 from relay.lanes import Lane
@@ -184,38 +190,109 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start one worker process; exit 2 with one message when the configuration cannot run."""
+    """Start the worker of each Redis; exit 2 with one message when the configuration cannot run.
+
+    With every workspace on REDIS_URL's Redis (the usual case) this process is that Redis's worker.
+    With workspaces on Redis servers of their own it starts one worker process per Redis (`supervise`),
+    unless RELAY_WORKER_REDIS names the one Redis it serves.
+    """
     args = parse_args(argv)
     configure_process_logging()  # every line JSON: RQ's own loggers propagate to it (see relay/logs.py)
+    chosen = os.environ.get("RELAY_WORKER_REDIS", "")  # redises.WORKER_REDIS
     try:
         settings = load_settings()
+        servers = [redises.named(settings, chosen)] if chosen else redises.servers(settings)
     except ConfigError as exc:
         log.critical("braze-relay worker: configuration error: %s", exc)
         return 2
+    if len(servers) > 1:
+        return supervise(servers, sys.argv[1:] if argv is None else argv)
+    return work(settings, servers[0], args)
+
+
+def work(settings: Settings, server: redises.Server, args: argparse.Namespace) -> int:
+    """Serve one Redis: the drain jobs, the ticker and the rate limits of the workspaces it holds."""
+    settings = redises.only(settings, server)
     warn_at_start(settings, "worker")
-    client = store.connect(settings)
+    client = store.connect(settings, url=server.url)
     ctx = context.Context(settings, client)
     watch = ctx.watch
     logging.getLogger("rq.worker").addFilter(QuietRQ(watch))
     try:
         checked_redis(client, settings, watch)
     except ConfigError as exc:
-        log.critical("braze-relay worker: %s", exc)
+        log.critical("braze-relay worker: %s%s", f"{server.name}: " if server.url else "", exc)
         return 2
     context.install(ctx)
     ticker = Ticker(client, settings, watch)
     ticker.start()
     queues = [store.QUEUE_CONSENT] if args.consent_only else list(store.RQ_QUEUES)
-    log.info(
-        "worker started",
-        extra={"sandbox": settings.sandbox, "routes": len(settings.routes), "queues": queues},
-    )
+    said = {
+        "sandbox": settings.sandbox,
+        "routes": len(settings.routes),
+        "queues": queues,
+        "redis": server.name,
+    }
+    log.info("worker started", extra=said)
     try:
         serve(queues, client, watch)
     finally:
         ticker.stopping.set()
-    log.info("worker stopped", extra={"queues": queues})
+    log.info("worker stopped", extra={"queues": queues, "redis": server.name})
     return 0
+
+
+def supervise(servers: list[redises.Server], argv: list[str]) -> int:
+    """One worker process per Redis, each told its Redis by RELAY_WORKER_REDIS, until a stop is asked.
+
+    Each rides out its own Redis's outages, so one Redis down stops only the delivery of the
+    workspaces it holds. A worker that exits is started again (after a pause), unless it refused its
+    configuration (status 2): then every worker is stopped and so is this process, with status 2.
+    SIGTERM and SIGINT are passed on once to every worker (each in a session of its own, so that a
+    terminal's Ctrl-C reaches them once, from here), which stop as one worker does.
+    """
+    stop = threading.Event()
+    asked: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        asked.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    children = {server.name: _spawn(server.name, argv) for server in servers}
+    log.info("worker started: one worker process per Redis", extra={"redis": list(children)})
+    status = 0
+    while not stop.wait(TICK_S):
+        for name, child in children.items():
+            code = child.poll()
+            if code == 2:
+                # Its own critical line said why; this one says that every worker stops for it.
+                log.error(
+                    "the worker of a Redis refused to start: stopping every worker", extra={"redis": name}
+                )
+                status = 2
+                stop.set()
+            elif code is not None:
+                log.error(
+                    "worker of a Redis exited; starting it again", extra={"redis": name, "status": code}
+                )
+                time.sleep(RESTART_PAUSE_S)
+                children[name] = _spawn(name, argv)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(asked[0] if asked else signal.SIGTERM)
+    for child in children.values():
+        child.wait()
+    log.info("worker stopped", extra={"redis": list(children)})
+    return status
+
+
+def _spawn(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    """This worker command, told to serve the Redis of this name."""
+    env = {**os.environ, redises.WORKER_REDIS: name}
+    command = [sys.executable, "-m", "handlers.worker", *argv]  # this very command, no shell
+    return subprocess.Popen(command, env=env, start_new_session=True)  # noqa: S603 - our own argv
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def count(workspace: str, route: str, budget: Budget) -> None:
     """Count one refusal (best effort: the answer does not wait on Redis)."""
     try:
-        metrics.BUDGET_REFUSALS.incr(current().redis, workspace, route=route, budget=budget)
+        metrics.BUDGET_REFUSALS.incr(current().redises.of(workspace), workspace, route=route, budget=budget)
     except redis.RedisError:
         log.warning("refusal not counted: redis unavailable", extra={"route": route})
 

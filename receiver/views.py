@@ -23,7 +23,7 @@ from receiver.records import transformed
 from receiver.records.schemas import ExportSchema, IngestEventsSchema, IngestSchema
 from receiver.redis_check import Unfit
 from receiver.request_ids import request_id
-from receiver.state import redis_client, settings
+from receiver.state import settings, workspace_client
 from relay import metrics, redis_health
 from relay.budgets import Budget, OverBudget
 from relay.dedup import DedupError
@@ -214,7 +214,7 @@ def load_records(
 
 def count_refused(route: Route, received: int, invalid: int) -> None:
     """Count a request refused with 422 (best effort: the answer does not wait on it)."""
-    client = redis_client()
+    client = workspace_client(route.workspace)
     try:
         with client.pipeline(transaction=False) as pipe:
             workspace, name = route.workspace, route.name
@@ -245,7 +245,7 @@ def accept(
     accepts nothing again): what a key holder makes the relay remember is bounded by what it stores.
     """
     edge = state.current()
-    client, conf = edge.redis, edge.settings
+    conf, placed = edge.settings, edge.store_of(batch.route.workspace)  # the Redis of the route's workspace
     body = request.get_data(cache=True)
     claim = idempotency.claim_for(
         batch.route,
@@ -259,12 +259,12 @@ def accept(
     if not batch.accepted:
         claim = None
     try:
-        edge.redis_check.ensure()
-        first = store_batch(client, batch, conf, claim, group=edge.group)
+        placed.redis_check.ensure()
+        first = store_batch(placed.redis, batch, conf, claim, group=placed.group)
     except Unfit:
         raise ApiError(503, UNFIT) from None
     except (redis.ConnectionError, redis.TimeoutError):
-        edge.redis_check.lost()  # it may come back as another Redis: checked again first
+        placed.redis_check.lost()  # it may come back as another Redis: checked again first
         raise
     if claim is not None and first is not None:
         answer, status = idempotency.repeat_answer(claim, first, answer)
@@ -386,23 +386,48 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     """Readiness: configuration loaded and Redis taking writes; 200 names a warning (Redis filling up).
 
-    Asked with a write: PING answers on a full or read-only Redis, which refuses every record.
+    Asked with a write: PING answers on a full or read-only Redis, which refuses every record. With
+    workspaces on Redis servers of their own, 503 only when none takes writes: one down answers 200
+    "degraded" naming it (its routes answer 503; every web process shares it, so failing readiness
+    would take the healthy workspaces' routes out of the load balancer too).
     """
     edge = state.current()
-    try:
-        edge.redis_check.ensure()
-        redis_health.take_write(edge.redis)
-        memory = redis_health.memory(edge.redis)
-    except Unfit:
-        return error_response(503, f"Not ready: {UNFIT}", {"redis": "may evict records"}), 503
-    except redis.RedisError as exc:
-        if isinstance(exc, redis_health.AWAY):
-            edge.redis_check.lost()
-        reason = redis_health.describe(exc)
-        return error_response(503, f"Not ready: Redis is {reason}.", {"redis": reason}), 503
+    probed = {name: _probe(placed) for name, placed in edge.stores.items()}
+    down = {name: reason for name, (reason, _) in probed.items() if reason is not None}
+    if len(down) == len(probed):
+        if len(down) == 1:
+            (reason,) = down.values()
+            message = f"Not ready: {UNFIT}" if reason == MAY_EVICT else f"Not ready: Redis is {reason}."
+            return error_response(503, message, {"redis": reason}), 503
+        said = "; ".join(f"{name} is {reason}" for name, reason in down.items())
+        return error_response(503, f"Not ready: no Redis takes writes ({said}).", {"redis": down}), 503
     conf = edge.settings
     body: dict[str, Any] = {"status": "ready", "routes": len(conf.routes), "sandbox": conf.sandbox}
-    warning = memory.warning(conf.redis_memory_warn) if memory is not None else None
-    if warning is not None:
-        body["warnings"] = {"redis_memory": warning}
+    if down:
+        body["status"], body["redis_down"] = "degraded", down
+    warned = {
+        name: warning
+        for name, (_, memory) in probed.items()
+        if memory is not None and (warning := memory.warning(conf.redis_memory_warn)) is not None
+    }
+    if warned:
+        alone = len(probed) == 1
+        body["warnings"] = {"redis_memory": "; ".join(w if alone else f"{n}: {w}" for n, w in warned.items())}
     return jsonify(body), 200
+
+
+MAY_EVICT = "may evict records"
+
+
+def _probe(placed: state.Store) -> tuple[str | None, redis_health.Memory | None]:
+    """Whether one Redis takes writes now: (None, its memory) if it does, else (what is wrong, None)."""
+    try:
+        placed.redis_check.ensure()
+        redis_health.take_write(placed.redis)
+        return None, redis_health.memory(placed.redis)
+    except Unfit:
+        return MAY_EVICT, None
+    except redis.RedisError as exc:
+        if isinstance(exc, redis_health.AWAY):
+            placed.redis_check.lost()
+        return redis_health.describe(exc), None

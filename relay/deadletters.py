@@ -277,6 +277,9 @@ class Page:
     total: int
 
 
+Part = tuple[redis.Redis, list[str]]  # one Redis and the workspaces whose dead letters it holds
+
+
 def page(
     client: redis.Redis,
     workspaces: Iterable[str],
@@ -291,23 +294,47 @@ def page(
 
     With several workspaces, each one's newest are read and merged by failure time.
     """
-    names = list(workspaces)
+    parts = [(client, list(workspaces))]
+    return page_across(parts, route=route, reason=reason, as_of=as_of, offset=offset, count=count)
+
+
+def page_across(
+    parts: list[Part],
+    *,
+    route: str | None = None,
+    reason: str | None = None,
+    as_of: float | None = None,
+    offset: int = 0,
+    count: int = 50,
+) -> Page:
+    """`page` over the workspaces of several Redis servers (relay/redises.py), merged by failure time."""
     top = "+inf" if as_of is None else repr(as_of)
-    with client.pipeline(transaction=False) as pipe:
-        for workspace in names:
-            index = index_of(workspace, route, reason)
-            pipe.zrevrangebyscore(index, top, "-inf", start=0, num=offset + count, withscores=True)
-            pipe.zcount(index, "-inf", top)
-        found = pipe.execute()
-    ranked = sorted(
-        (
-            (score, dead_id, workspace)
+    rows: list[tuple[float, bytes, str, int]] = []
+    total = 0
+    for number, (client, names) in enumerate(parts):
+        with client.pipeline(transaction=False) as pipe:
+            for workspace in names:
+                index = index_of(workspace, route, reason)
+                pipe.zrevrangebyscore(index, top, "-inf", start=0, num=offset + count, withscores=True)
+                pipe.zcount(index, "-inf", top)
+            found = pipe.execute()
+        rows += [
+            (score, dead_id, workspace, number)
             for workspace, ids in zip(names, found[0::2], strict=True)
             for dead_id, score in ids
-        ),
-        key=lambda row: (-row[0], row[1]),
-    )[offset : offset + count]
-    return Page(_entries(client, ranked), sum(int(total) for total in found[1::2]))
+        ]
+        total += sum(int(held) for held in found[1::2])
+    ranked = sorted(rows, key=lambda row: (-row[0], row[1]))[offset : offset + count]
+    entries: dict[tuple[int, str, bytes], dict[str, Any]] = {}
+    for number, (client, _) in enumerate(parts):
+        mine = [(workspace, dead_id) for _, dead_id, workspace, which in ranked if which == number]
+        entries.update({(number, *key): item for key, item in _entries(client, mine).items()})
+    items = [
+        entries[(number, ws, dead_id)]
+        for _, dead_id, ws, number in ranked
+        if (number, ws, dead_id) in entries
+    ]
+    return Page(items, total)
 
 
 def iter_entries(
@@ -319,30 +346,38 @@ def iter_entries(
     as_of: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Every dead letter of a route and/or reason that failed by `as_of`, newest first, in chunks."""
-    names = list(workspaces)
+    yield from iter_across([(client, list(workspaces))], route=route, reason=reason, as_of=as_of)
+
+
+def iter_across(
+    parts: list[Part], *, route: str | None = None, reason: str | None = None, as_of: float | None = None
+) -> Iterator[dict[str, Any]]:
+    """`iter_entries` over the workspaces of several Redis servers."""
     offset = 0
     while True:
-        found = page(client, names, route=route, reason=reason, as_of=as_of, offset=offset, count=CHUNK)
+        found = page_across(parts, route=route, reason=reason, as_of=as_of, offset=offset, count=CHUNK)
         yield from found.items
         if offset + CHUNK >= found.total:
             return
         offset += CHUNK
 
 
-def _entries(client: redis.Redis, ranked: list[tuple[float, bytes, str]]) -> list[dict[str, Any]]:
-    """The entries of ranked ids, in their order: one HMGET per workspace."""
-    if not ranked:
-        return []
+def _entries(client: redis.Redis, rows: list[tuple[str, bytes]]) -> dict[tuple[str, bytes], dict[str, Any]]:
+    """The entries of these (workspace, id) that are there: one HMGET per workspace."""
+    if not rows:
+        return {}
     by_workspace: dict[str, list[bytes]] = {}
-    for _, dead_id, workspace in ranked:
+    for workspace, dead_id in rows:
         by_workspace.setdefault(workspace, []).append(dead_id)
-    found: dict[tuple[str, bytes], bytes] = {}
+    found: dict[tuple[str, bytes], dict[str, Any]] = {}
     with client.pipeline(transaction=False) as pipe:
         for workspace, ids in by_workspace.items():
             pipe.hmget(store.keys(workspace).dead, ids)
         for (workspace, ids), raws in zip(by_workspace.items(), pipe.execute(), strict=True):
-            found.update({(workspace, dead_id): raw for dead_id, raw in zip(ids, raws, strict=True) if raw})
-    return [safe_loads(found[(ws, dead_id)]) for _, dead_id, ws in ranked if (ws, dead_id) in found]
+            found.update(
+                {(workspace, dead_id): safe_loads(raw) for dead_id, raw in zip(ids, raws, strict=True) if raw}
+            )
+    return found
 
 
 @dataclass(frozen=True)

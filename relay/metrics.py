@@ -9,6 +9,7 @@ Field names are JSON `[metric, {label: value}]`.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import functools
 import json
@@ -17,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -25,6 +26,9 @@ from prometheus_client.registry import Collector
 from rq import Queue, Worker
 
 from relay import budgets, lanes, redis_health, store
+
+if TYPE_CHECKING:  # relay/redises.py reads the settings, which import this module's counters
+    from relay.redises import Redises
 
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 Series = tuple[str, tuple[tuple[str, str], ...]]  # (metric, sorted labels)
@@ -192,9 +196,12 @@ ORDER_WAIT = Histogram(
 HISTOGRAMS = (DELIVERY_LAG, ORDER_WAIT)
 
 
+BUCKET_NAMES = (*(str(bound) for bound in LAG_BUCKETS), "+Inf")
+
+
 def _buckets(values: Iterable[float]) -> collections.Counter[str]:
     """How many values fall in each histogram bucket (LAG_BUCKETS' upper bounds, then "+Inf")."""
-    return collections.Counter(next((str(b) for b in LAG_BUCKETS if value <= b), "+Inf") for value in values)
+    return collections.Counter(BUCKET_NAMES[bisect.bisect_left(LAG_BUCKETS, value)] for value in values)
 
 
 MINUTES_KEPT_S = 2 * 3600  # per-minute figures live this long: the overview charts the last hour
@@ -227,27 +234,35 @@ def recent_minutes(
     client: redis.Redis, workspaces: Iterable[str], count: int = 60, now: float | None = None
 ) -> list[Minute]:
     """The last `count` minutes of these workspaces together, oldest first, the current one last."""
+    return recent_minutes_across([(client, list(workspaces))], count, now)
+
+
+def recent_minutes_across(
+    parts: list[tuple[redis.Redis, list[str]]], count: int = 60, now: float | None = None
+) -> list[Minute]:
+    """`recent_minutes` of the workspaces of several Redis servers (each with its client), together."""
     last = int((time.time() if now is None else now) // 60)
     minutes = list(range(last - count + 1, last + 1))
-    names = list(workspaces)
-    pipe = client.pipeline(transaction=False)
-    for minute in minutes:
-        for workspace in names:
-            pipe.hgetall(store.keys(workspace).minute(minute))
-    raws = pipe.execute()
+    fields: list[collections.defaultdict[str, float]] = [collections.defaultdict(float) for _ in minutes]
+    for client, names in parts:
+        pipe = client.pipeline(transaction=False)
+        for minute in minutes:
+            for workspace in names:
+                pipe.hgetall(store.keys(workspace).minute(minute))
+        raws = pipe.execute()
+        for i, added in enumerate(fields):
+            for raw in raws[i * len(names) : (i + 1) * len(names)]:
+                for key, value in raw.items():
+                    added[key.decode()] += float(value)
     found = []
-    for i, minute in enumerate(minutes):
-        fields: collections.defaultdict[str, float] = collections.defaultdict(float)
-        for raw in raws[i * len(names) : (i + 1) * len(names)]:
-            for key, value in raw.items():
-                fields[key.decode()] += float(value)
-        delivered = int(fields.get("delivered", 0))
+    for minute, added in zip(minutes, fields, strict=True):
+        delivered = int(added.get("delivered", 0))
         found.append(
             Minute(
                 start=minute * 60,
                 delivered=delivered,
-                lag_mean=fields.get("lag_sum", 0.0) / delivered if delivered else 0.0,
-                lag_p95=_quantile(fields, delivered, 0.95),
+                lag_mean=added.get("lag_sum", 0.0) / delivered if delivered else 0.0,
+                lag_p95=_quantile(added, delivered, 0.95),
             )
         )
     return found
@@ -300,20 +315,50 @@ HELD = (
 )
 
 
-class RelayCollector(Collector):
-    """Renders the Redis-held metrics of every workspace, plus live gauges, for prometheus-client."""
+@dataclass
+class _Scraped:
+    """What one Redis holds for /metrics: its workspaces' counts, lanes, dead letters, budgets, workers."""
 
-    def __init__(
-        self, client: redis.Redis, configured: Iterable[str] = (), *, memory_warn: float = 0.8
-    ) -> None:
-        self.client = client
-        self.configured = tuple(configured)  # the configured workspaces (and those Redis remembers)
+    name: str
+    values: dict[Series, float]
+    lanes: list[lanes.LaneState]
+    dead: int
+    held: dict[tuple[str, str], int]
+    workers: dict[str, int]  # RQ workers registered per queue
+    memory: redis_health.Memory | None
+
+
+class RelayCollector(Collector):
+    """Renders the Redis-held metrics of every workspace, plus live gauges, for prometheus-client.
+
+    Counts are added up over every Redis the workspaces live on (relay/redises.py); gauges of a Redis
+    itself (its memory, the workers registered on it, whether it answers) carry its name as `redis`.
+    A Redis that does not answer leaves out its workspaces' series (`relay_redis_up` 0); when none
+    answers, the scrape fails as a request meeting Redis down does.
+    """
+
+    def __init__(self, redises: Redises, *, memory_warn: float = 0.8) -> None:
+        self.redises = redises
         self.memory_warn = memory_warn  # RELAY_REDIS_MEMORY_WARN
 
     def collect(self) -> Iterator[Metric]:
-        """Read Redis once per scrape."""
-        names = store.workspaces(self.client, self.configured)
-        values = with_received(read(self.client, names))
+        """Read each Redis once per scrape."""
+        scraped: list[_Scraped] = []
+        up = GaugeMetricFamily(
+            "relay_redis_up", "1 when a Redis of the relay answered this scrape", labels=["redis"]
+        )
+        failed: redis.RedisError | None = None
+        for server, client in self.redises:
+            try:
+                scraped.append(self._scrape(server.name, client, server.workspaces))
+            except redis.RedisError as exc:
+                failed = exc
+                up.add_metric([server.name], 0.0)
+            else:
+                up.add_metric([server.name], 1.0)
+        if not scraped and failed is not None:
+            raise failed
+        values = with_received(_sum(item.values for item in scraped))
         for counter in COUNTERS:
             family = CounterMetricFamily(counter.name, counter.doc, labels=counter.labels)
             for (metric, labels), value in sorted(values.items()):
@@ -323,7 +368,27 @@ class RelayCollector(Collector):
             yield family
         for histogram in HISTOGRAMS:
             yield self._histogram(histogram, values)
-        yield from self._gauges(names)
+        yield from self._gauges(scraped)
+        yield up
+
+    @staticmethod
+    def _scrape(name: str, client: redis.Redis, configured: Iterable[str]) -> _Scraped:
+        """Everything /metrics reads from one Redis, for the workspaces it holds (and those it remembers)."""
+        names = store.workspaces(client, configured)
+        with client.pipeline(transaction=False) as pipe:
+            for workspace in names:
+                pipe.zcard(store.keys(workspace).dead_index)
+            dead = sum(pipe.execute())
+        workers = {queue: len(Worker.all(queue=Queue(queue, connection=client))) for queue in store.RQ_QUEUES}
+        return _Scraped(
+            name=name,
+            values=read(client, names),
+            lanes=lanes.states(client, lanes.Lane.in_workspaces(client, names)),
+            dead=dead,
+            held=budgets.held(client, names),
+            workers=workers,
+            memory=redis_health.memory(client),
+        )
 
     @staticmethod
     def _histogram(histogram: Histogram, values: dict[Series, float]) -> Metric:
@@ -346,44 +411,49 @@ class RelayCollector(Collector):
             family.add_metric(list(key), buckets, sums.get(key, 0.0))
         return family
 
-    def _gauges(self, names: list[str]) -> Iterator[Metric]:
+    def _gauges(self, scraped: list[_Scraped]) -> Iterator[Metric]:
         waiting = GaugeMetricFamily("relay_queue_depth", "Records waiting in a lane", labels=["lane"])
         retry = GaugeMetricFamily(
             "relay_retry_depth", "Records of a lane waiting for a retry", labels=["lane"]
         )
-        for state in lanes.states(self.client, lanes.Lane.in_workspaces(self.client, names)):
+        for state in (state for item in scraped for state in item.lanes):
             waiting.add_metric([state.lane.name], state.waiting)
             retry.add_metric([state.lane.name], state.retrying)
         yield waiting
         yield retry
-        with self.client.pipeline(transaction=False) as pipe:
-            for workspace in names:
-                pipe.zcard(store.keys(workspace).dead_index)
-            total = sum(pipe.execute())
+        total = sum(item.dead for item in scraped)
         yield GaugeMetricFamily("relay_dead_letters", "Dead letters in the store", value=total)
-        yield from self._held(names)
-        yield self._workers()
-        yield from self._memory()
+        yield from self._held(scraped)
+        yield self._workers(scraped)
+        yield from self._memory(scraped)
 
-    def _memory(self) -> Iterator[Metric]:
-        """Redis's memory against its maxmemory: a full Redis refuses every write (none without INFO)."""
-        memory = redis_health.memory(self.client)
-        if memory is None:
-            return
-        yield GaugeMetricFamily(
+    def _memory(self, scraped: list[_Scraped]) -> Iterator[Metric]:
+        """Each Redis's memory against its maxmemory: a full Redis refuses every write (none without INFO)."""
+        ratio = GaugeMetricFamily(
             "relay_redis_memory_used_ratio",
             "Memory Redis uses over its maxmemory (0: no maxmemory)",
-            value=memory.ratio or 0.0,
+            labels=["redis"],
         )
-        yield GaugeMetricFamily(
+        warning = GaugeMetricFamily(
             "relay_redis_memory_warning",
             "1 once Redis uses RELAY_REDIS_MEMORY_WARN of its maxmemory (full, it refuses every write)",
-            value=float(memory.warning(self.memory_warn) is not None),
+            labels=["redis"],
         )
+        measured = [item for item in scraped if item.memory is not None]
+        for item in measured:
+            assert item.memory is not None
+            ratio.add_metric([item.name], item.memory.ratio or 0.0)
+            warning.add_metric([item.name], float(item.memory.warning(self.memory_warn) is not None))
+        if measured:
+            yield ratio
+            yield warning
 
-    def _held(self, names: list[str]) -> Iterator[Metric]:
+    @staticmethod
+    def _held(scraped: list[_Scraped]) -> Iterator[Metric]:
         """What each route holds against its budgets (relay/budgets.py)."""
-        counts = budgets.held(self.client, names)
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        for item in scraped:
+            counts.update(item.held)
         for what, name, doc in HELD:
             family = GaugeMetricFamily(name, doc, labels=["route"])
             for (route, found), value in sorted(counts.items()):
@@ -391,14 +461,25 @@ class RelayCollector(Collector):
                     family.add_metric([route], max(value, 0))  # below 0 only until a workspace is idle
             yield family
 
-    def _workers(self) -> Metric:
+    @staticmethod
+    def _workers(scraped: list[_Scraped]) -> Metric:
         """RQ's registry of live workers per queue: 0 for a queue means its drain jobs wait for nobody."""
         workers = GaugeMetricFamily(
             "relay_workers",
-            "RQ workers registered for a queue (one killed without warning counts until its key expires)",
-            labels=["queue"],
+            "RQ workers registered for a queue of a Redis (one killed without warning counts until its "
+            "key expires)",
+            labels=["queue", "redis"],
         )
-        for name in store.RQ_QUEUES:
-            queue = Queue(name, connection=self.client)
-            workers.add_metric([name], len(Worker.all(queue=queue)))
+        for item in scraped:
+            for queue, count in item.workers.items():
+                workers.add_metric([queue, item.name], count)
         return workers
+
+
+def _sum(parts: Iterable[dict[Series, float]]) -> dict[Series, float]:
+    """Series of several Redis servers, added up."""
+    total: collections.defaultdict[Series, float] = collections.defaultdict(float)
+    for part in parts:
+        for series, value in part.items():
+            total[series] += value
+    return dict(total)

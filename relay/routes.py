@@ -6,7 +6,7 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -79,11 +79,17 @@ def user_key(ident: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Workspace:
-    """One Braze connection: REST endpoint and API key. Rate limits are kept per workspace."""
+    """One Braze connection: REST endpoint and API key. Rate limits are kept per workspace.
+
+    A workspace lives on one Redis: REDIS_URL's, or its own when its routes name `redis_url_env`
+    (then `redis_env` is that variable's name, and `redis_url` its value).
+    """
 
     id: str
     endpoint: str
     api_key: Secret
+    redis_env: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
 
 
 @dataclass(frozen=True)
@@ -192,6 +198,7 @@ class RouteSchema(Schema):
     max_body_bytes = fields.Integer(validate=validate.Range(min=1), load_default=None)
     transform_records_per_kb = fields.Integer(validate=validate.Range(min=1), load_default=None)
     dead_letters_max_bytes = fields.Integer(validate=validate.Range(min=1), load_default=None)
+    redis_url_env = fields.String(validate=ENV_NAME, load_default=None)
 
     @validates_schema
     def _mode_keys(self, data: dict[str, Any], **_: Any) -> None:
@@ -304,6 +311,7 @@ def load_routes(
     """
     routes: dict[str, Route] = {}
     workspaces = {default.id: default}
+    placement = _Placement(path, environ)
     seen_tables: dict[tuple[str, str], str] = {}
     for name, table in _route_tables(path).items():
         where = f"routes file {path!r}: route {name!r}"
@@ -317,10 +325,11 @@ def load_routes(
             data = RouteSchema().load(table)
         except ValidationError as exc:
             raise ConfigError(f"{where}: {_first_error(exc.messages)}") from None
-        for key in ("write_keys_env", "webhook_secrets_env", "braze_api_key_env"):
+        for key in ("write_keys_env", "webhook_secrets_env", "braze_api_key_env", "redis_url_env"):
             if data.get(key) and not environ.get(data[key]):
                 raise ConfigError(f"{where}: key '{key}' names {data[key]}, which is not set")
         workspace = _workspace(data, default, environ, workspaces)
+        placement.place(name, workspace, data["redis_url_env"], where)
         if data["database"]:
             pair = (data["database"], data["table"])
             if pair in seen_tables:
@@ -332,7 +341,46 @@ def load_routes(
         page, remembers = bool(route.allowed_origins), route.kind in (Kind.ATTRIBUTES, Kind.CONSENT)
         budgeted = resolve(data, budgets, page=page, remembers=remembers)
         routes[name] = replace(route, dedup=_dedup(data, route, where), budgets=budgeted)
-    return routes, workspaces
+    return routes, placement.apply(workspaces)
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")  # what redis-py's from_url takes
+
+
+class _Placement:
+    """Which Redis each workspace's routes name (redis_url_env), checked to be one per workspace."""
+
+    def __init__(self, path: str, environ: Mapping[str, str]) -> None:
+        self.path, self.environ = path, environ
+        self.named: dict[str, tuple[str | None, str]] = {}  # workspace -> (variable or None, first route)
+
+    def place(self, route: str, workspace: str, env: str | None, where: str) -> None:
+        """Note the route's Redis; ConfigError when its workspace's routes name different ones."""
+        if env is not None:
+            scheme = self.environ[env].partition("://")[0]
+            if scheme not in REDIS_SCHEMES:
+                raise ConfigError(
+                    f"{where}: key 'redis_url_env': {env} does not hold a Redis URL "
+                    "(redis://, rediss:// or unix://)"
+                )
+        first = self.named.setdefault(workspace, (env, route))
+        if first[0] != env:
+            said = " and ".join(
+                f"{name!r} ({variable or 'none'})" for variable, name in (first, (env, route))
+            )
+            raise ConfigError(
+                f"routes file {self.path!r}: routes {said} share workspace {workspace!r} but not its "
+                "Redis: give every route of a workspace the same redis_url_env, or none"
+            )
+
+    def apply(self, workspaces: dict[str, Workspace]) -> dict[str, Workspace]:
+        """The workspaces, each with the Redis its routes name."""
+        for workspace, (env, _) in self.named.items():
+            if env is not None:
+                workspaces[workspace] = replace(
+                    workspaces[workspace], redis_env=env, redis_url=self.environ[env]
+                )
+        return workspaces
 
 
 def _route_tables(path: str) -> dict[str, Any]:

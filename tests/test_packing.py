@@ -243,3 +243,29 @@ def test_plan_puts_each_users_items_together() -> None:
         for obj in request.body()["events"]:
             by_user.setdefault(obj["external_id"], []).append(obj["properties"]["n"])
         assert all(seqs == [0, 1, 2] for seqs in by_user.values())
+
+
+def one_user(*kinds: str) -> list[Item]:
+    """One user's items of these record types, in this order ('events', 'purchases', 'attributes')."""
+    made = {
+        "events": ({"external_id": "u", "name": "tap"}, "custom_events"),
+        "purchases": ({"external_id": "u", "product_id": "x", "currency": "USD", "price": 1}, "purchases"),
+        "attributes": ({"external_id": "u", "tier": "gold"}, "user_profile_attributes"),
+    }
+    return [item for kind in kinds for item in items("user_track", [made[kind][0]], made[kind][1])]
+
+
+def test_plan_a_user_rides_together_only_in_brazes_order() -> None:
+    """Braze applies attributes, then events, then purchases: a user's items in that order share one
+    request; an attribute update after their event waits for a later request, as does an event after
+    their purchase."""
+    for kinds in (["attributes", "events", "purchases"], ["events", "events", "purchases"]):
+        rounds = plan(one_user(*kinds), DELIVERY, width=8)
+        assert [len(one) for one in rounds] == [1], kinds
+    rounds = plan(one_user("events", "attributes", "events"), DELIVERY, width=8)
+    assert [[list(request.arrays) for request in one] for one in rounds] == [
+        [["events"]],
+        [["attributes", "events"]],
+    ]
+    rounds = plan(one_user("purchases", "events"), DELIVERY, width=8)
+    assert [[list(request.arrays) for request in one] for one in rounds] == [[["purchases"]], [["events"]]]

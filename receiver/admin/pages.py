@@ -24,7 +24,7 @@ from werkzeug.wrappers import Response
 
 from receiver import state
 from receiver.admin import access, charts, operations
-from receiver.state import redis_client, settings
+from receiver.state import redises, settings
 from relay import lanes, store
 from relay.config import Settings
 from relay.lanes import Lane
@@ -53,35 +53,38 @@ def _helpers() -> dict[str, Any]:
 @bp.get("/", strict_slashes=False)
 def overview() -> str:
     """Dead letters by reason and route, lane depths and retries, 429 pauses, RQ queues, skip_unchanged."""
-    client = redis_client()
-    dead = operations.dead_counts(client)
+    every = redises()
+    dead = operations.dead_counts(every)
     lane_rows = [
         {"name": row.lane.name, "waiting": row.waiting, "retrying": row.retrying, "owned": row.owned}
-        for row in lanes.states(client, Lane.in_workspaces(client, operations.workspaces(client)))
+        for client, names in operations.parts(every)
+        for row in lanes.states(client, Lane.in_workspaces(client, names))
     ]
     paused = [
         {"workspace": pause.workspace, "family": pause.family, "until": pause.until}
-        for pause in operations.pauses_now(client)
+        for pause in operations.pauses_now(every)
     ]
     queues = []
-    for name in store.RQ_QUEUES:
-        queue = Queue(name, connection=client, serializer=JSONSerializer)
-        queues.append(
-            {
-                "name": name,
-                "queued": queue.count,
-                "started": queue.started_job_registry.count,
-                "failed": queue.failed_job_registry.count,
-            }
-        )
-    minutes = operations.recent_minutes(client, 60)
+    for server, client in every:
+        for name in store.RQ_QUEUES:
+            queue = Queue(name, connection=client, serializer=JSONSerializer)
+            queues.append(
+                {
+                    # With workspaces on Redis servers of their own, each Redis has its own queues.
+                    "name": name if len(every) == 1 else f"{name} ({server.name})",
+                    "queued": queue.count,
+                    "started": queue.started_job_registry.count,
+                    "failed": queue.failed_job_registry.count,
+                }
+            )
+    minutes = operations.recent_minutes(every, 60)
     return render_template(
         "admin/overview.html",
         charts=[charts.delivered_chart(minutes), charts.lag_chart(minutes)],
         by_reason=Counter(dead.by_reason).most_common(),
         by_route=Counter(dead.by_route).most_common(),
         dead_total=dead.total,
-        unchanged=operations.unchanged_summary(client, settings()),
+        unchanged=operations.unchanged_summary(every, settings()),
         unchanged_ttl_days=settings().delivery.unchanged_ttl_s / 86400,
         lanes=lane_rows,
         pauses=paused,
@@ -97,7 +100,7 @@ def unchanged_forget() -> Response:
         return refused
     route = request.form.get("route", "")
     try:
-        when = operations.forget_route(redis_client(), settings(), route)
+        when = operations.forget_route(redises(), settings(), route)
     except LookupError as exc:
         flash(str(exc.args[0]), "error")
     else:
@@ -112,7 +115,7 @@ def dead_list() -> str:
     reason = request.args.get("reason") or None
     page = max(request.args.get("page", 1, type=int) or 1, 1)
     as_of = time.time()
-    client = redis_client()
+    client = redises()
     # Counts for the filter menus and one page of the filter, from the indexes: no other entry is read.
     counted = operations.dead_counts(client)
     found = operations.dead_page(
@@ -142,7 +145,7 @@ def dead_list() -> str:
 @bp.get("/dead/<dead_id>")
 def dead_detail(dead_id: str) -> str | tuple[str, int]:
     """One dead letter in full; its record as pretty JSON."""
-    found = operations.by_ids(redis_client(), [dead_id])
+    found = operations.by_ids(redises(), [dead_id])
     item = found.items[0] if found.items else None
     if item is None:
         message = f"No dead letter with id {dead_id}: it was replayed or purged, or never existed."
@@ -173,7 +176,7 @@ def history() -> str | Response:
                 "error",
             )
         else:
-            events = operations.user_history(redis_client(), shown["workspace"], identifier)
+            events = operations.user_history(redises(), shown["workspace"], identifier)
     return render_template(
         "admin/history.html",
         kinds=operations.IDENTIFIER_KINDS,
@@ -197,11 +200,11 @@ def selected() -> Iterator[dict[str, Any]]:
     """The dead letters a form names: ids, or every one matching its route/reason filter as of its page."""
     ids = request.form.getlist("id")
     if ids:
-        yield from operations.by_ids(redis_client(), ids).items
+        yield from operations.by_ids(redises(), ids).items
         return
     if request.form.get("scope") == "filter":
         yield from operations.matching(
-            redis_client(),
+            redises(),
             route=request.form.get("route") or None,
             reason=request.form.get("reason") or None,
             as_of=request.form.get("as_of", type=float),
@@ -220,7 +223,7 @@ def replay() -> Response:
     refused = access.check_csrf()
     if refused is not None:
         return refused
-    done = operations.replay(redis_client(), selected())
+    done = operations.replay(redises(), selected())
     message = f"replayed {plural(done.replayed, 'record')}"
     if done.still_invalid:
         message += f"; {len(done.still_invalid)} still invalid, left in place"
@@ -237,7 +240,7 @@ def purge() -> Response | str:
     if request.form.get("confirm") != "yes":
         items = list(selected())
         return render_template("admin/confirm_purge.html", items=items[:PER_PAGE], count=len(items))
-    purged = operations.purge(redis_client(), [item["id"] for item in selected()])
+    purged = operations.purge(redises(), [item["id"] for item in selected()])
     flash(f"purged {plural(purged, 'dead letter')}", "ok")
     return back()
 

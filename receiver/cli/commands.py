@@ -15,7 +15,7 @@ from receiver import state
 from receiver.admin import operations
 from receiver.cli import transform_try
 from receiver.cli.errors import Command, Group, Refusal
-from receiver.state import redis_client, settings
+from receiver.state import redises, settings, workspace_client
 from relay import store
 from relay.config import warn_at_start
 from relay.errors import ConfigError
@@ -29,13 +29,13 @@ REASON = click.Choice([reason.value for reason in DeadReason])
 def _select(ids: tuple[str, ...], route: str | None, reason: str | None, all_: bool) -> list[dict[str, Any]]:
     """The dead letters a command names: ids, or all matching --route/--reason, or --all."""
     if ids:
-        found = operations.by_ids(redis_client(), ids)
+        found = operations.by_ids(redises(), ids)
         if found.missing:
             raise click.ClickException(f"no dead letter with id {', '.join(found.missing)}")
         return found.items
     if not (route or reason or all_):
         raise click.UsageError("name dead-letter ids, or select with --route/--reason, or pass --all")
-    return list(operations.matching(redis_client(), route=route, reason=reason, as_of=time.time()))
+    return list(operations.matching(redises(), route=route, reason=reason, as_of=time.time()))
 
 
 @dead.command("list")
@@ -45,7 +45,7 @@ def _select(ids: tuple[str, ...], route: str | None, reason: str | None, all_: b
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with the record.")
 def list_command(route: str | None, reason: str | None, limit: int, as_json: bool) -> None:
     """List dead letters, newest first."""
-    items = list(itertools.islice(operations.matching(redis_client(), route=route, reason=reason), limit))
+    items = list(itertools.islice(operations.matching(redises(), route=route, reason=reason), limit))
     for item in items:
         if as_json:
             click.echo(json.dumps(item))
@@ -56,7 +56,7 @@ def list_command(route: str | None, reason: str | None, limit: int, as_json: boo
                 f"{item['id']}  {item['route']}  {item['reason']}  status={status}  "
                 f"attempts={item['attempts']}  {when}  {item['message'][:80]}"
             )
-    total = operations.dead_counts(redis_client()).total
+    total = operations.dead_counts(redises()).total
     click.echo(f"{len(items)} shown, {total} dead letter(s) in the store", err=True)
 
 
@@ -75,7 +75,7 @@ def show_command(dead_id: str) -> None:
 @click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
 def replay_command(ids: tuple[str, ...], route: str | None, reason: str | None, all_: bool) -> None:
     """Send dead letters again through the normal delivery path (invalid ones are validated again)."""
-    done = operations.replay(redis_client(), _select(ids, route, reason, all_))
+    done = operations.replay(redises(), _select(ids, route, reason, all_))
     for dead_id, messages in done.still_invalid:
         click.echo(f"{dead_id}: still invalid, left in place: {json.dumps(messages)}", err=True)
     click.echo(f"replayed {done.replayed} record(s); {len(done.still_invalid)} still invalid")
@@ -92,7 +92,7 @@ def purge_command(ids: tuple[str, ...], route: str | None, reason: str | None, a
     items = _select(ids, route, reason, all_)
     if items and not yes:
         click.confirm(f"Delete {len(items)} dead letter(s) for good?", abort=True)
-    purged = operations.purge(redis_client(), [item["id"] for item in items])
+    purged = operations.purge(redises(), [item["id"] for item in items])
     click.echo(f"purged {purged} dead letter(s)")
 
 
@@ -135,7 +135,7 @@ def history_command(
     given = user_identifiers(external_id=external_id, email=email, phone=phone, alias=alias)
     if len(given) != 1:
         raise click.UsageError("give exactly one of --external-id, --email, --phone, --alias")
-    events = operations.user_history(redis_client(), workspace, given)
+    events = operations.user_history(redises(), workspace, given)
     for event in events:
         if as_json:
             click.echo(json.dumps(event))
@@ -159,7 +159,7 @@ unchanged = Group(
 @unchanged.command("show")
 def unchanged_show_command() -> None:
     """Each skip_unchanged route: records delivered, objects not sent, values left out, last forget."""
-    rows = operations.unchanged_summary(redis_client(), settings())
+    rows = operations.unchanged_summary(redises(), settings())
     for row in rows:
         when = operations.utc(row.forgotten_at) if row.forgotten_at else "never"
         click.echo(
@@ -196,7 +196,7 @@ def unchanged_forget_command(  # noqa: PLR0917 - one parameter per click option
         raise click.UsageError("give --route, or exactly one user identifier")
     if route:
         try:
-            when = operations.forget_route(redis_client(), settings(), route)
+            when = operations.forget_route(redises(), settings(), route)
         except LookupError as exc:
             raise click.BadParameter(str(exc.args[0]), param_hint="--route") from None
         click.echo(
@@ -204,7 +204,7 @@ def unchanged_forget_command(  # noqa: PLR0917 - one parameter per click option
             "each is sent again once"
         )
         return
-    found = operations.forget_user(redis_client(), workspace, given)
+    found = operations.forget_user(redises(), workspace, given)
     click.echo("forgotten" if found else "nothing was remembered for that user")
 
 
@@ -213,15 +213,18 @@ def unchanged_forget_command(  # noqa: PLR0917 - one parameter per click option
 def check_command() -> None:
     """Check the configuration and Redis, and print the routes (no secret is printed)."""
     conf = settings()
-    try:
-        notes = store.check_server(redis_client(), allow_eviction=conf.allow_eviction)
-    except ConfigError as exc:  # a Redis that may drop records (a Redis that does not answer: Command)
-        raise Refusal(str(exc)) from None
+    every = redises()
+    notes: list[str] = []
+    for server, client in every:
+        try:
+            found = store.check_server(client, allow_eviction=conf.allow_eviction)
+        except ConfigError as exc:  # a Redis that may drop records (a Redis that does not answer: Command)
+            raise Refusal(f"{server.name}: {exc}" if len(every) > 1 else str(exc)) from None
+        notes += [f"{server.name}: {note}" if len(every) > 1 else note for note in found]
     warn_at_start(conf, "check")
     mode = "sandbox (bundled Braze simulator)" if conf.sandbox else "live Braze"
-    click.echo(
-        f"configuration OK: {len(conf.routes)} route(s) from {conf.config_path}; {mode}; Redis answers"
-    )
+    answers = "Redis answers" if len(every) == 1 else f"{len(every)} Redis servers answer"
+    click.echo(f"configuration OK: {len(conf.routes)} route(s) from {conf.config_path}; {mode}; {answers}")
     for note in notes:
         click.echo(f"  note: {note}")
     for route in conf.routes.values():
@@ -229,8 +232,10 @@ def check_command() -> None:
         workspace = conf.workspaces[route.workspace].endpoint
         lanes = ",".join(lane.name for lane in Lane.of_route(route, conf.delivery.track_shards))
         shaped = f"  transform={route.transform.label}" if route.transform else ""  # jq before the schema
+        placed = f"  redis={every.server_of(route.workspace).name}" if len(every) > 1 else ""
         click.echo(
             f"  {route.name}: {route.mode}/{route.kind}  table={table}  lane={lanes}  braze={workspace}"
+            + placed
             + shaped
         )
 
@@ -267,7 +272,7 @@ def send_test_command(route: str, fields_: tuple[str, ...], yes: bool) -> None:
         route=found, request_id=f"cli-{int(time.time() * 1000):x}", shards=conf.delivery.track_shards
     )
     batch.add(0, loaded.record, loaded.kind)
-    store_batch(redis_client(), batch, conf)
+    store_batch(workspace_client(found.workspace), batch, conf)
     click.echo(
         f"queued {json.dumps(record)} on lane {next(iter(batch.payloads))} as request {batch.request_id}"
     )

@@ -126,13 +126,22 @@ class HealthSchema(Schema):
 class ReadySchema(Schema):
     """Configuration loaded and Redis taking writes."""
 
-    status = fields.String(required=True, validate=validate.OneOf(["ready"]))
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(["ready", "degraded"]),
+        metadata={"description": "degraded: a workspace's own Redis is down (its routes answer 503)."},
+    )
     routes = fields.Integer(required=True, metadata={"description": "How many routes are configured."})
     sandbox = fields.Boolean(required=True, metadata={"description": "Deliveries go to the simulator."})
     warnings = fields.Dict(
         keys=fields.String(),
         values=fields.String(),
         metadata={"description": "What an operator should act on before it stops the relay (redis_memory)."},
+    )
+    redis_down = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={"description": "Each Redis that takes no writes now (by its variable's name), and why."},
     )
 
 
