@@ -741,8 +741,9 @@ def measure_variant(
 ) -> dict[str, float]:
     """Serve the relay (or `app`, with `routes` as its routes file) with the Procfile's gunicorn, the
     simulator (50 ms) and `opts.workers` RQ workers; load it with wrk (`opts.seconds`,
-    `opts.connections`) once the machine is quiet; stop everything. Web CPU per request, the rest of
-    the machine's cores (RQ workers, Redis, simulator, anyone else) and wrk's figures.
+    `opts.connections`) once the machine is quiet (unless `opts.quiet_wait` is off); stop everything.
+    Web CPU per request, the rest of the machine's cores (RQ workers, Redis, simulator, anyone else)
+    and wrk's figures.
     """
     client = redis_client()
     client.flushdb()
@@ -759,7 +760,8 @@ def measure_variant(
         for _ in range(opts.workers):
             procs.start("worker", procfile_command("worker"), env)
         wait_for(lambda: client.scard("rq:workers") >= opts.workers, 30, "the RQ workers to register")
-        wait_quiet()
+        if opts.quiet_wait:
+            wait_quiet()
         cpu, busy = tree_cpu_s(web_pid), machine_busy_s()
         result = run_wrk(
             url + POSTBACK_PATH, opts.seconds, opts.connections, f"v{int(time.time())}", shape=shape
@@ -820,6 +822,9 @@ def variant_options(
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="RQ workers (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds (default: %(default)s)")
+    parser.add_argument(
+        "--no-quiet-wait", dest="quiet_wait", action="store_false", help="start each load at once"
+    )
     opts = parser.parse_args(argv)
     install_signal_handlers()
     return opts

@@ -1,12 +1,14 @@
 """Where the edge's time goes, per postback: the relay's view vs the bare view, in-process, no HTTP server.
 
-    python -m bench.profile_edge [--requests 3000]
+    python -m bench.profile_edge [--requests 3000] [--relay-only]
 
 Runs the same one-record postbacks through Flask's test client (the relay's app against the bench's
 Redis database, no workers; then bench/anchor_apps.py's bare view), first timed, then under cProfile,
 and prints microseconds per request for the whole request and for the relay's own steps. Gunicorn's
 part (accept, HTTP parsing, one connection per request: sync workers do not keep connections alive)
 is the same for both apps and is not in these figures. CPU-bound figures: run it on a quiet machine.
+`--relay-only` runs the relay's postbacks alone, once (a fixed amount of work: on a shared machine,
+count the whole process's instructions, e.g. under valgrind's callgrind, with two `--requests`).
 """
 
 from __future__ import annotations
@@ -187,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--requests", type=int, default=3000, help="postbacks per app (default: %(default)s)")
     parser.add_argument("--top", type=int, default=0, help="also print cProfile's top N by own time")
+    parser.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="only the timed relay run (after 200 postbacks of warm-up): a fixed amount of the edge's "
+        "work, for a whole-process count of instructions or CPU",
+    )
     opts = parser.parse_args(argv)
     work = Workdir()
     client = redis_client()
@@ -206,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         bare = bare_app()
         payloads = bodies(opts.requests)
         run(relay, payloads[:200])  # warm-up
+        if opts.relay_only:
+            relay_s, relay_cpu = run(relay, payloads)
+            print(f"relay view: {1e6 * relay_cpu / max(opts.requests, 1):.1f} us of CPU per request")
+            return 0
         run(bare, payloads[:200])
         relay_s, relay_cpu = run(relay, payloads)
         bare_s, bare_cpu = run(bare, payloads)

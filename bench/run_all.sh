@@ -28,6 +28,9 @@ for _ in $(seq "$repeat"); do
   # Consent while 100,000 track records drain at full speed, with the Procfile's processes.
   python -m bench.consent
 done
+# The order across lanes: its cost on and off, and an alias creation, identify and delete while
+# 100,000 track records drain.
+python -m bench.order --repeat "$repeat"
 # Where a drain job's CPU goes (in-process, cProfile in every thread).
 python -m bench.profile_drain
 # A transform at the edge (a segment route against the same route bare), a TD export of 100,000
