@@ -178,7 +178,7 @@ def store_batch(
     else:
         first, armed = _store_together(client, batch, settings, token, claim, hold=hold)
         if first is not None:
-            replicas.confirm(client, settings.durability)  # the first request's answer may not be on them yet
+            _confirm(client, batch, settings)  # the first request's answer may not be on them yet
             return first
     for lane in armed:
         # The lane had no owner: this request woke it (and the store remembered the lane). If this
@@ -191,8 +191,23 @@ def store_batch(
                 "records stored, drain job not enqueued: the ticker wakes the lane when its lease expires",
                 extra={"lane": lane.name, "error": redis_health.code(exc)},
             )
-    replicas.confirm(client, settings.durability)
+    _confirm(client, batch, settings)
     return None
+
+
+def _confirm(client: redis.Redis, batch: Batch, settings: Settings) -> None:
+    """Wait for RELAY_REDIS_MIN_REPLICAS replicas (relay/replicas.py); a NotReplicated is counted for
+    the route (best effort: Redis may be why) and raised for the edge's 503."""
+    try:
+        replicas.confirm(client, settings.durability)
+    except replicas.NotReplicated:
+        try:
+            metrics.NOT_REPLICATED.incr(client, batch.route.workspace, route=batch.route.name)
+        except redis.RedisError:
+            log.warning(
+                "not-replicated answer not counted: redis unavailable", extra={"route": batch.route.name}
+            )
+        raise
 
 
 def _store_plain(

@@ -136,6 +136,12 @@ BUDGET_REFUSALS = Count(
     "Requests a route's budget refused (429 or 413; 403 for an export on a route whose key is public)",
     ("route", "budget"),
 )
+NOT_REPLICATED = Count(
+    "relay_requests_not_replicated",
+    "Requests answered 503 because fewer replicas than RELAY_REDIS_MIN_REPLICAS confirmed them in time "
+    "(their records are stored)",
+    ("route",),
+)
 COUNTERS = (
     RECEIVED,
     ACCEPTED,
@@ -159,6 +165,7 @@ COUNTERS = (
     ORDER_GAVE_UP,
     CONSENT_RESENT,
     BUDGET_REFUSALS,
+    NOT_REPLICATED,
 )
 
 

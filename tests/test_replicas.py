@@ -65,6 +65,8 @@ def test_no_replica_answers_503_that_says_the_record_is_kept(
     assert "kept and will be delivered" in body["message"]
     assert "Idempotency-Key" in body["message"]
     assert redis.Redis(port=primary.port).llen(LANE) == 1
+    metrics = waiting.get("/metrics").get_data(as_text=True)
+    assert 'relay_requests_not_replicated_total{route="events"} 1.0' in metrics
 
 
 def test_a_retry_with_the_same_key_is_recognised_and_answered_once_replicated(
