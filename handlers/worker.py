@@ -58,6 +58,23 @@ class RelayWorker(SimpleWorker):
         self.stopping = True
         super().request_stop(signum, frame)
 
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        """RQ's loop. A stop asked for while RQ starts (it registers the worker before it installs its
+        signal handlers) is remembered and ends the loop cleanly, the worker's registration removed,
+        instead of killing the process with RQ's bookkeeping half done."""
+        self.early_stops: list[int] = []
+        if threading.current_thread() is threading.main_thread():
+            for stop in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(stop, lambda signum, _frame: self.early_stops.append(signum))
+        return bool(super().work(*args, **kwargs))
+
+    def _install_signal_handlers(self) -> None:
+        """RQ's handlers; a stop that came before them ends the loop at its first turn."""
+        super()._install_signal_handlers()
+        if getattr(self, "early_stops", None):
+            self.stopping = True
+            self._stop_requested = True
+
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """RQ's report of a failed job, but a Redis outage met by its bookkeeping goes to the watch."""
         error = exc_info[1] if len(exc_info) > 1 else None

@@ -111,10 +111,13 @@ def test_shared_rate_limit_holds_for_several_workers_with_requests_in_flight(
         procs.start("worker")
     wait_for(lambda: sent_objects(braze) >= 1800, 60, "every event")
     assert len(track(braze)) >= 24
-    # The relay paces by when it sends; the simulator stamps arrivals a little later, unevenly (by up
-    # to a tenth of a second or more on a busy machine): a window of 0.8 s leaves that much slack and
-    # still sees twice the rate (about 13 in any 0.8 s).
-    assert braze.max_accepted_in_window("track", 0.8) <= 8
+    # The relay paces by when it sends; the simulator stamps arrivals later, unevenly (a request that
+    # took its turn may reach the socket after later ones): arrivals are checked with that much slack,
+    # and still tell a limiter that lets each of the three workers send 8 a second.
+    calls = track(braze)
+    span = max(entry["time"] for entry in calls) - min(entry["time"] for entry in calls)
+    assert span >= (len(calls) - 8) / 8 - 0.25, f"{len(calls)} requests in {span:.2f} s"
+    assert braze.max_accepted_in_window("track", 1.0) <= 10
     assert all(entry["status"] == 201 for entry in track(braze))
 
 
