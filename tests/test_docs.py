@@ -109,7 +109,7 @@ def test_citation_patterns_catch_each_kind() -> None:
         "https://example.com/ro" + "ot/x",
         "an issue tracker",
         "~/wo" + "rk/relay",
-        "MYSPEC.md",
+        "MYSPEC" + ".md",
     ]
     assert not any(pattern.search(line) for pattern in CITATIONS.values() for line in clean)
 
