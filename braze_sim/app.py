@@ -86,9 +86,11 @@ def _answer(sim: Simulator, path: str) -> Response:
     sim.record(entry)
     if sim.faults.hold_answer is not None and entry["counted"] and isinstance(body, dict):
         sim.faults.hold_answer(path, body)
+    # The latency is the answer time, counted from the request's arrival as a caller times Braze's:
+    # the simulator's own work on the request (reading, parsing, recording) is part of it.
     delay_ms = sim.faults.latency_ms + (sim.faults.slow_ms if slow else 0)
     if delay_ms > 0:
-        time.sleep(delay_ms / 1000)
+        time.sleep(max(0.0, arrived + delay_ms / 1000 - time.time()))
     return Response(json.dumps(answer), status, headers=quota.headers(), mimetype="application/json")
 
 

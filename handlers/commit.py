@@ -65,19 +65,16 @@ class Flight:
     waited: list[float] = field(default_factory=list)  # how long its records that had waited, waited
     gave_up: int = 0  # records that went on after waiting their longest
 
+    from_list: int = field(init=False)  # records it took from the list's head (the commit trims them)
+    retried: list[bytes] = field(init=False)  # records it took from the retry set, as stored there
+
+    def __post_init__(self) -> None:
+        self.retried = [raw for raw, _, retried in self.chunk if retried]
+        self.from_list = len(self.chunk) - len(self.retried)
+
     def pending(self) -> set[tuple[str, str]]:
         """(memory key, field) pairs this chunk may deliver."""
         return {(memo.key, name) for memos in self.memos.values() for memo in memos for name in memo.digests}
-
-    @property
-    def from_list(self) -> int:
-        """Records it took from the list's head (the commit trims them)."""
-        return sum(1 for _, _, retried in self.chunk if not retried)
-
-    @property
-    def retried(self) -> list[bytes]:
-        """Records it took from the retry set, as stored there."""
-        return [raw for raw, _, retried in self.chunk if retried]
 
 
 def commit(ctx: Context, lane: Lane, token: str, flight: Flight, lease_lock: threading.Lock) -> bool:

@@ -65,7 +65,7 @@ CHUNK_SHARE = 4
 CHUNKS_AHEAD = 2 * CHUNK_SHARE
 WAITING_SHARE = 0.5  # a chunk with more of its requests waiting for earlier ones: users repeat, reach further
 CONFIRM_EVERY_S = 0.5  # the loop renews the lease this often (each send checks it besides)
-FRESH_CHECK_S = 0.05  # a lease check older than this (the rate limit made the send wait) is made again
+FRESH_CHECK_S = 0.05  # a send relies on a lease check begun this recently (by any sender); else checks
 
 
 @dataclass
@@ -92,7 +92,10 @@ class Drainer:
             self.batch_size = self.delivery.batch_limit
         self.width = self.delivery.inflight
         self.chunk_size = max(1, self.width // CHUNK_SHARE) * self.batch_size  # whole requests' worth
-        self.reach = 1  # chunks are this many times chunk_size: more when users repeat (see the module)
+        # Chunks are this many times chunk_size: more when users repeat (see the module). The first
+        # reaches a whole window: nothing flies yet, and a backlog's users can each go with a few records.
+        self.reach = CHUNK_SHARE
+        self.left = 0  # records on the list past those taken, as the last look found them
         self.linger_s = (
             self.delivery.consent_linger_s if family is LaneFamily.CONSENT else self.delivery.linger_s
         )
@@ -102,6 +105,7 @@ class Drainer:
         self.flying: dict[Future[Sent], tuple[Flight, BrazeRequest]] = {}
         self.owner: dict[BrazeRequest, Flight] = {}
         self.lost = False
+        self.confirmed_at = -FRESH_CHECK_S  # when the last successful lease check began (monotonic)
         # Renewing the lease writes its key, which the commit's transaction watches: a sender renewing
         # between WATCH and EXEC would abort our own commit. Renewals and commits take turns.
         self.lease_lock = threading.Lock()
@@ -111,7 +115,17 @@ class Drainer:
     def confirm(self) -> bool:
         """Renew the lease and check it is still ours; False: another owner took the lane (stop at once)."""
         with self.lease_lock:
-            return self.lane.confirm(self.client, self.token, self.delivery)
+            asked = time.monotonic()
+            if not self.lane.confirm(self.client, self.token, self.delivery):
+                return False
+            self.confirmed_at = asked
+            return True
+
+    def fresh(self) -> bool:
+        """Check the lease before a send: a check begun less than FRESH_CHECK_S ago stands (it renewed the
+        lease for its whole length, and the monotonic clock runs on while the process is frozen, so a
+        thawed worker checks again); else confirm now."""
+        return time.monotonic() - self.confirmed_at < FRESH_CHECK_S or self.confirm()
 
     def run(self) -> dict[str, Any]:
         """Deliver until the lane is empty or the slice is over; then release or hand over.
@@ -135,8 +149,9 @@ class Drainer:
                     stopping = True
                 else:
                     deadline = now + self.delivery.slice_s
-            if not stopping and not self.window.waiting and self.room_ahead():
-                chunk = self.take()
+            room = 0 if stopping else self.room_ahead()
+            if room:
+                chunk = self.take(room)
                 if chunk is None:
                     continue  # lingering for company
                 if chunk:
@@ -147,6 +162,7 @@ class Drainer:
                     continue
             self.dispatch()
             self.collect(timeout=0.05 if self.flying else 0.0)
+            self.dispatch()  # the answers freed senders and users: send before the next chunk is prepared
             committed += self.commit_done()
             if stopping and not self.flights:
                 # Hand over to a fresh job at the back of the queue, so other lanes get a turn.
@@ -161,12 +177,21 @@ class Drainer:
         )
         return {"lane": self.lane.name, "chunks": committed, "lease_lost": True}
 
-    def room_ahead(self) -> bool:
-        """True while another chunk may be taken: the records taken, uncommitted, leave room for it."""
-        taken = sum(len(flight.chunk) for flight in self.flights)
-        return taken + self.chunk_size * self.reach <= CHUNKS_AHEAD * self.chunk_size
+    def room_ahead(self) -> int:
+        """How many records the next chunk may hold (0: none yet).
 
-    def take(self) -> Chunk | None:
+        A chunk of the full reach when the records taken and not yet committed leave room for it; the
+        lane's last records (as the last look found them) when they fit in the room left, so that the
+        end of a backlog does not wait for a commit to be taken.
+        """
+        taken = sum(len(flight.chunk) for flight in self.flights)
+        room = CHUNKS_AHEAD * self.chunk_size - taken
+        size = self.chunk_size * self.reach
+        if size <= room:
+            return size
+        return self.left if 0 < self.left <= room else 0
+
+    def take(self, size: int) -> Chunk | None:
         """The next chunk: due retries first, else the list after what is already taken.
 
         From the list it takes whole requests' worth (the rest waits for company, so a stream of
@@ -174,26 +199,28 @@ class Drainer:
         the linger out. None: lingering (nothing in flight, a short batch, young). []: nothing.
         """
         now = time.time()
-        size = self.chunk_size * self.reach
         offset = sum(flight.from_list for flight in self.flights)
         taken = {raw for flight in self.flights for raw in flight.retried}
         due, length, head = self.lane.look(self.client, offset, size + len(taken), now)
+        self.left = max(0, length - offset)
         due = [raw for raw in due if raw not in taken]
         if due:
             return [(raw, loads(raw), True) for raw in due[:size]]
         waiting = min(length - offset, size)
         if waiting <= 0 or head is None:
             return []
+        age = now - loads(head)["at"]
         if waiting < self.batch_size:
-            age = now - loads(head)["at"]
             if age < self.linger_s:
                 if self.flying:
                     return []  # answers come back meanwhile; look again after them
                 if not self.others_waiting():
                     time.sleep(min(self.linger_s - age, 0.02))
                     return None
-        else:
+        elif age < self.linger_s or waiting < length - offset:
+            # Young records wait for company; an old backlog's last records go with the rest.
             waiting -= waiting % self.batch_size
+        self.left -= waiting
         return [(raw, loads(raw), False) for raw in self.lane.read(self.client, offset, waiting)]
 
     def others_waiting(self) -> bool:
@@ -239,8 +266,8 @@ class Drainer:
                 for item in items:
                     if id(item) in memos:
                         flight.memos.setdefault(item.envelope["id"], []).append(memos[id(item)])
-        held = 0
-        for one_round in plan(items, self.delivery, self.width):
+        held, first = 0, not self.window
+        for one_round in plan(items, self.delivery, self.width, self.window.after):
             for request in one_round:
                 users = request.users()
                 held += self.window.holds(users)
@@ -249,7 +276,8 @@ class Drainer:
                 self.ordering.fence(request, flight)
                 flight.open += 1
         self.flights.append(flight)
-        self.adjust_reach(held, flight.open)
+        if not first:  # with nothing before it, no request of a chunk waits: that says nothing of its users
+            self.adjust_reach(held, flight.open)
 
     def adjust_reach(self, held: int, requests: int) -> None:
         """Reach further down the lane when most of a chunk's requests wait for earlier requests of their
@@ -310,23 +338,23 @@ class Drainer:
     def send_into(self, request: BrazeRequest, sent: Sent) -> None:
         """Check the lease, take a place in the shared rate limit, send; then judge the answer.
 
-        The lease is checked before each send: a worker frozen past its lease must not send records
-        that a new owner now holds (and may already have sent, with newer values after them). The
-        rate limit (and a 429's pause) is the last gate before the send, so that a pause another
-        sender has just set is seen; if waiting for the window took a while, the lease is checked
-        again, so the send still follows a fresh check.
+        The lease is checked before each send (`fresh`: a check of the last FRESH_CHECK_S stands): a
+        worker frozen past its lease must not send records that a new owner now holds (and may
+        already have sent, with newer values after them). The rate limit (and a 429's pause) is the
+        last gate before the send, so that a pause another sender has just set is seen; if waiting
+        for the window took a while, the lease is checked again, so the send still follows a fresh
+        check.
         """
         family = request.items[0].family
-        if not self.confirm():
+        if not self.fresh():
             sent.lease_lost = True
             return
-        checked = time.monotonic()
         wait_until = self.ctx.limiter.acquire(self.workspace, family)
         if wait_until is not None:
             sent.judgements.append(window_full(request.items, wait_until))
             sent.tally.waits[(family, "window")] += 1
             return
-        if time.monotonic() - checked > FRESH_CHECK_S and not self.confirm():
+        if not self.fresh():
             sent.lease_lost = True
             return
         client = self.ctx.braze(self.workspace)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -384,13 +385,20 @@ def by_user(items: list[Item]) -> list[list[Item]]:
     return list(groups.values())
 
 
-def plan(items: list[Item], delivery: Delivery, width: int) -> list[list[BrazeRequest]]:
+def plan(
+    items: list[Item], delivery: Delivery, width: int, after: Callable[[str], int] | None = None
+) -> list[list[BrazeRequest]]:
     """Rounds of at most `width` requests holding all the items: see the module's docstring.
 
     A user's items go together in one request where they fit, so that a wave of users with a few
-    items each fills a whole round rather than one request per round.
+    items each fills a whole round rather than one request per round. `after(user)` numbers the
+    earlier request a user waits for (0: none; handlers/window.py): users are packed in that order,
+    so the users of one earlier request share the next one and it waits for that request alone.
     """
     rounds = Rounds(delivery, width)
-    for group in by_user(items):
+    groups = by_user(items)
+    if after is not None:
+        groups.sort(key=lambda group: max(after(user) for item in group for user in item.users))
+    for group in groups:
         rounds.add_group(group)
     return rounds.rounds

@@ -242,3 +242,23 @@ def test_repeating_users_ride_together_and_fill_the_window(
         ]
         assert sent == list(range(20))
     assert sum(len(entry["body"]["events"]) for entry in calls) == 4000
+
+
+@pytest.mark.relay_env(RELAY_INFLIGHT="16", RELAY_LINGER_MS="0")
+def test_the_last_records_of_a_backlog_go_with_the_rest(
+    client: FlaskClient, drain: Callable[..., None], braze: Simulator
+) -> None:
+    """A backlog of 40 users x 5 events (200 records, not a whole number of requests) is taken in one
+    chunk: each user's events ride in one request, all in one answer time. Taking whole requests' worth
+    only would leave the last 50 records, whose users are in the requests in flight, to wait for them."""
+    latency = 0.3
+    braze.faults.latency_ms = latency * 1000
+    answer = client.post(
+        "/db/events", json={"records": events_for([f"b-{n}" for n in range(40)], 5)}, headers=HEADERS
+    )
+    assert answer.status_code == 200
+    drain(timeout=30)
+    calls = track(braze)
+    assert sorted(len(entry["body"]["events"]) for entry in calls) == [50, 75, 75]
+    assert max(entry["time"] for entry in calls) - min(entry["time"] for entry in calls) < latency
+    assert {len(users_in(entry)) for entry in calls} <= {10, 15}  # every user's 5 events in one request

@@ -269,3 +269,16 @@ def test_plan_a_user_rides_together_only_in_brazes_order() -> None:
     ]
     rounds = plan(one_user("purchases", "events"), DELIVERY, width=8)
     assert [[list(request.arrays) for request in one] for one in rounds] == [[["purchases"]], [["events"]]]
+
+
+def test_plan_packs_users_by_the_earlier_request_they_wait_for() -> None:
+    """Users that wait for one earlier request share their next request, so it waits for that request
+    alone: 150 users interleaved over two earlier requests (even users in request 1, odd in 2)."""
+    records = [{"external_id": f"u{i}", "name": "tap", "n": i} for i in range(150)]
+    waits_for = {f"external_id:u{i}": 1 + i % 2 for i in range(150)}
+    events = items("user_track", records, "custom_events")
+    rounds = plan(events, DELIVERY, width=4, after=waits_for.__getitem__)
+    assert [sorted({waits_for[user] for user in users_of(request)}) for request in rounds[0]] == [[1], [2]]
+    # Without it, each request would mix users of both earlier requests.
+    mixed = plan(events, DELIVERY, width=4)
+    assert [sorted({waits_for[user] for user in users_of(request)}) for request in mixed[0]] == [[1, 2]] * 2

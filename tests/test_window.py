@@ -61,3 +61,17 @@ def test_len_counts_waiting_and_flying() -> None:
     assert len(w) == 2
     w.done("a")
     assert len(w) == 1
+
+
+def test_after_numbers_the_last_request_holding_a_user_until_it_is_answered() -> None:
+    """`after(user)`: the number (order of joining) of the last request that holds the user, waiting or
+    in flight; 0 once that request is answered, or for a user no request holds."""
+    w = window(("a", {"u1", "u2"}), ("b", {"u2"}), ("c", {"u3"}))
+    assert [w.after(user) for user in ("u1", "u2", "u3", "u4")] == [1, 2, 3, 0]
+    assert w.ready(8) == ["a", "c"]
+    w.done("a")
+    assert [w.after(user) for user in ("u1", "u2")] == [0, 2]  # b still holds u2
+    assert w.ready(8) == ["b"]
+    w.done("b")
+    w.done("c")
+    assert w.latest == {} and w.numbers == {}  # nothing kept for users no request holds
