@@ -1,7 +1,7 @@
 """Where a drain job's CPU goes: one lane's backlog delivered in this process, timed and profiled.
 
     python -m bench.profile_drain [--records 30000] [--kind events|attributes] [--latency-ms 0]
-                                  [--inflight N] [--no-profile] [--repeat 3]
+                                  [--inflight N] [--no-profile] [--repeat 3] [--top 14]
 
 Starts the Braze simulator (`python -m braze_sim`, its own process, `--latency-ms`), stores
 `--records` records on one lane as the edge does (the route's real schema, the edge's envelopes,
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-unchanged", action="store_true", help="attributes: route with skip_unchanged")
     parser.add_argument("--repeat", type=int, default=3, help="timed passes (default: %(default)s)")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the cProfile pass")
+    parser.add_argument("--top", type=int, default=14, help="functions listed (default: %(default)s)")
     opts = parser.parse_args(argv)
     install_signal_handlers()
     print(f"{machine()}; {opts.records:,} {opts.kind} per pass, Braze simulated at {opts.latency_ms:g} ms")
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"({100 * seconds / total:5.1f} %)"
                     )
             print("  innermost functions (own CPU):")
-            ranked = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:14]  # type: ignore[attr-defined]
+            ranked = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[: opts.top]  # type: ignore[attr-defined]
             for (filename, line, name), value in ranked:
                 short = filename.split("site-packages/")[-1].removeprefix(f"{ROOT}/")
                 print(

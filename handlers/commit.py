@@ -146,7 +146,8 @@ class Settlement:
         """Queue one record's ending; `size` is its bytes as stored, which its route no longer holds
         once it ended (a retry holds it again, as rewritten)."""
         pipe, ttl, route = self.pipe, self.ctx.settings.audit_ttl_s, env["route"]
-        audited = kind_of(env["kind"]) in audit.AUDITED
+        kind = kind_of(env["kind"])
+        audited = kind in audit.AUDITED
         if end.outcome is Outcome.RETRY:
             assert end.later is not None
             kept = self.retry(env, end.envelope, end.later, audited)
@@ -157,7 +158,7 @@ class Settlement:
             assert end.dead is not None
             dead_letter(pipe, self.ctx, end.envelope, end.dead)
         elif end.outcome is Outcome.DELIVERED:
-            self.delivered(env, audited)
+            self.delivered(env, kind, audited)
         elif end.outcome is Outcome.UNCHANGED:
             self.ended[(metrics.UNCHANGED, route)] += 1
         else:
@@ -194,7 +195,7 @@ class Settlement:
             audit.note(self.pipe, stored, AuditEvent.RETRYING, ttl, reason=later.why, due=later.due)
         return budgets.size_of(payload)
 
-    def delivered(self, env: Envelope, audited: bool) -> None:
+    def delivered(self, env: Envelope, kind: Kind, audited: bool) -> None:
         """Braze took it: count it, its lag, what skip_unchanged learns or forgets, its audit event."""
         ttl = self.ctx.settings.audit_ttl_s
         if env.get("again"):
@@ -206,7 +207,7 @@ class Settlement:
         self.learnt += self.flight.memos.get(env["id"], ())
         if audited:
             audit.note(self.pipe, env, AuditEvent.CONFIRMED, ttl)
-        if env["ws"] in self.ctx.unchanged.remembering and kind_of(env["kind"]) in FORGETTING:
+        if kind in FORGETTING and env["ws"] in self.ctx.unchanged.remembering:
             # Braze deleted or merged the profile: what it held of it is no longer known.
             self.forget += [user for item in to_items(env) for user in item.users]
 

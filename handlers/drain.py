@@ -341,7 +341,8 @@ class Drainer:
         The lease is checked before each send (`fresh`: a check of the last FRESH_CHECK_S stands): a
         worker frozen past its lease must not send records that a new owner now holds (and may
         already have sent, with newer values after them). The rate limit (and a 429's pause) is the
-        last gate before the send, so that a pause another sender has just set is seen; if waiting
+        last gate before the send, so that a pause another sender has just set is seen (one of
+        this process at once, another worker's within PAUSE_FRESH_S); if waiting
         for the window took a while, the lease is checked again, so the send still follows a fresh
         check.
         """

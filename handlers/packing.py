@@ -132,6 +132,11 @@ class BrazeRequest:
         return {user for item in self.items for user in item.users}
 
 
+# An empty request of each plain-array endpoint, to ask whether a group of items fits in one at all.
+# (Read only: `takes` never changes the request it is given.)
+EMPTY = {endpoint: BrazeRequest(endpoint, ()) for endpoint in PLAIN_ARRAYS}
+
+
 def v2_group_of(item: Item) -> tuple[str, str, str, str]:
     """(group id, state, kind of id, "double_opt_in" or "") of a v2 subscription item."""
     gid, state, ids, double_opt_in = item.group
@@ -285,8 +290,8 @@ class Rounds(Packer):
             counts: dict[str, int] = {}
             for item in group:
                 counts[item.array] = counts.get(item.array, 0) + 1
-            size = sum(len(one) + 1 for one in encoded)
-            if self.takes(BrazeRequest(group[0].endpoint, key[1]), counts, size):
+            size = sum(map(len, encoded)) + len(encoded)
+            if self.takes(EMPTY[group[0].endpoint], counts, size):
                 self._add_together(group, encoded, key, counts, size)
                 return
         for item, one in zip(group, encoded, strict=True):

@@ -19,6 +19,9 @@ from relay.config import Delivery
 from relay.modes import RateFamily
 
 SHORT_WAIT_S = 1.0  # waits this short are slept through; longer ones hand the records to the retry set
+# A pause read from Redis this recently stands for the next sends of the process (one read fewer per
+# request); a pause this process sets is seen at once, one another worker sets within this time.
+PAUSE_FRESH_S = 0.02
 
 
 class Limiter:
@@ -39,6 +42,7 @@ class Limiter:
             RateFamily.CATALOG: parse(delivery.rate_catalog),
             RateFamily.DEFAULT: parse(delivery.rate_default),
         }
+        self.known: dict[tuple[str, RateFamily], tuple[float, float]] = {}  # -> (paused until, read at)
 
     def paused_until(self, workspace: str, family: RateFamily) -> float:
         """The time before which nothing may go to this family (0 if not paused)."""
@@ -47,13 +51,23 @@ class Limiter:
     def pause(self, workspace: str, family: RateFamily, until: float) -> None:
         """Stop every worker sending to this family until `until` (UNIX seconds)."""
         pauses.pause(self.client, workspace, family, until)
+        self.known[(workspace, family)] = (until, time.monotonic())
+
+    def recent_pause(self, workspace: str, family: RateFamily) -> float:
+        """`paused_until`, read again from Redis when the last read is older than PAUSE_FRESH_S."""
+        until, read_at = self.known.get((workspace, family), (0.0, -PAUSE_FRESH_S))
+        now = time.monotonic()
+        if now - read_at >= PAUSE_FRESH_S:
+            until = self.paused_until(workspace, family)
+            self.known[(workspace, family)] = (until, now)
+        return until
 
     def acquire(self, workspace: str, family: RateFamily) -> float | None:
         """Take one request from the family's window: None to send now, or when to try again."""
         item = self.items[family]
         while True:
             now = time.time()
-            paused = self.paused_until(workspace, family)
+            paused = self.recent_pause(workspace, family)
             if paused > now:
                 if paused - now > SHORT_WAIT_S:
                     return paused

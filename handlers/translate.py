@@ -91,7 +91,9 @@ def _uxo(env: Envelope) -> dict[str, bool]:
 def event_items(env: Envelope) -> list[Item]:
     """user_track / custom_events: one event object."""
     rec = env["rec"]
-    obj = {**rec["_id"], "name": rec["name"], "time": braze_time(rec["time"]), **_uxo(env)}
+    obj = {**rec["_id"], "name": rec["name"], "time": braze_time(rec["time"])}
+    if env.get("uxo"):
+        obj["_update_existing_only"] = True
     if rec.get("app_id"):
         obj["app_id"] = rec["app_id"]
     if rec["properties"]:

@@ -39,7 +39,7 @@ def _field(name: str, labels: tuple[tuple[str, str], ...]) -> str:
     return json.dumps([name, dict(labels)], separators=(",", ":"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per counter, hashed as itself: cheap, it is counted per record
 class Count:
     """A counter kept in Redis: its name, help text and the labels every series of it carries."""
 

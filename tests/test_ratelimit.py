@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import redis
 
-from handlers.ratelimit import SHORT_WAIT_S, Limiter
+from handlers.ratelimit import PAUSE_FRESH_S, SHORT_WAIT_S, Limiter
 from relay.config import Delivery
 from relay.modes import RateFamily
 
@@ -46,6 +46,18 @@ def test_a_pause_stops_the_family_for_everyone_until_reset(clean_redis: redis.Re
     assert other.paused_until("default", RateFamily.TRACK) == reset
     assert other.acquire("default", RateFamily.TRACK) == reset
     assert other.acquire("default", RateFamily.CONSENT) is None, "other families go on"
+
+
+def test_a_pause_another_worker_sets_is_seen_within_its_freshness(clean_redis: redis.Redis) -> None:
+    """A limiter reads the pause at most every PAUSE_FRESH_S: one that had just read "no pause" sees
+    another worker's pause once that time has passed; its own pauses it sees at once."""
+    one, other = Limiter(clean_redis, Delivery()), Limiter(clean_redis, Delivery())
+    assert other.acquire("default", RateFamily.TRACK) is None  # read: no pause
+    reset = time.time() + 30
+    one.pause("default", RateFamily.TRACK, reset)
+    assert one.acquire("default", RateFamily.TRACK) == reset
+    time.sleep(PAUSE_FRESH_S)
+    assert other.acquire("default", RateFamily.TRACK) == reset
 
 
 def test_remaining_zero_pauses_until_reset(clean_redis: redis.Redis) -> None:
