@@ -63,6 +63,7 @@ CHUNK_SHARE = 4
 # redelivery, and leaves room for a chunk of the largest reach (a whole window) to be prepared while
 # the one before it flies.
 CHUNKS_AHEAD = 2 * CHUNK_SHARE
+PACKING_SLACK = 1 / 16
 WAITING_SHARE = 0.5  # a chunk with more of its requests waiting for earlier ones: users repeat, reach further
 CONFIRM_EVERY_S = 0.5  # the loop renews the lease this often (each send checks it besides)
 FRESH_CHECK_S = 0.05  # a send relies on a lease check begun this recently (by any sender); else checks
@@ -91,7 +92,11 @@ class Drainer:
         if family is not LaneFamily.TRACK:
             self.batch_size = self.delivery.batch_limit
         self.width = self.delivery.inflight
-        self.chunk_size = max(1, self.width // CHUNK_SHARE) * self.batch_size  # whole requests' worth
+        # A quarter of the window's requests' worth of records, less PACKING_SLACK: a user's records
+        # that ride together leave requests a little short of full, and a whole window's chunk must
+        # still fit in the window at once (a request left over would wait a whole answer time).
+        whole = int(self.width * self.batch_size * (1 - PACKING_SLACK)) // CHUNK_SHARE
+        self.chunk_size = max(self.batch_size, whole)
         # Chunks are this many times chunk_size: more when users repeat (see the module). The first
         # reaches a whole window: nothing flies yet, and a backlog's users can each go with a few records.
         self.reach = CHUNK_SHARE

@@ -51,7 +51,7 @@ class Delivery:
     track_combined: int | None = 75
     batch_limit: int = 50  # alias, identify, delete, subscription
     track_shards: int = 2  # track lanes split by user, drained in parallel
-    inflight: int = 96  # Braze requests a drain job keeps in flight at once (docs/delivery.md)
+    inflight: int = 192  # Braze requests a drain job keeps in flight at once (docs/delivery.md)
     max_body_bytes: int = 3_900_000  # Braze refuses 4 MB; keep a margin for headers
     linger_s: float = 0.2
     consent_linger_s: float = 0.05  # consent is latency first: batches form while a request is in flight
