@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,4 +63,6 @@ def test_bench_smoke_run_succeeds(name: str) -> None:
         timeout=240,
         check=False,
     )
+    if done.returncode and "apt-get install -y wrk" in done.stderr and shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (scripts/test installs it where apt-get may)")
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"

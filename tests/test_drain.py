@@ -111,13 +111,15 @@ def test_shared_rate_limit_holds_for_several_workers_with_requests_in_flight(
         procs.start("worker")
     wait_for(lambda: sent_objects(braze) >= 1800, 60, "every event")
     assert len(track(braze)) >= 24
-    # The relay paces by when it sends; the simulator stamps arrivals later, unevenly (a request that
-    # took its turn may reach the socket after later ones): arrivals are checked with that much slack,
-    # and still tell a limiter that lets each of the three workers send 8 a second.
+    # The relay paces by when it takes a place in the window; the simulator stamps arrivals a little
+    # later, unevenly (a busy machine delays some more than others), so the 8 requests of one second
+    # and the 8 of the next can fall in one 1 s window of arrivals. The checks leave that slack and
+    # still tell a limiter that lets each of the three workers send 8 a second: the overall pace, and
+    # at most 8 in any half second (a burst and the next are a second apart; 24 per worker limiter).
     calls = track(braze)
     span = max(entry["time"] for entry in calls) - min(entry["time"] for entry in calls)
     assert span >= (len(calls) - 8) / 8 - 0.25, f"{len(calls)} requests in {span:.2f} s"
-    assert braze.max_accepted_in_window("track", 1.0) <= 10
+    assert braze.max_accepted_in_window("track", 0.5) <= 8
     assert all(entry["status"] == 201 for entry in track(braze))
 
 
