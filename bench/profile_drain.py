@@ -1,7 +1,7 @@
 """Where a drain job's CPU goes: one lane's backlog delivered in this process, timed and profiled.
 
     python -m bench.profile_drain [--records 30000] [--kind events|attributes] [--latency-ms 0]
-                                  [--inflight N] [--no-profile] [--repeat 3] [--top 14]
+                                  [--inflight N] [--no-profile] [--repeat 3] [--top 14] [--default-gc]
 
 Starts the Braze simulator (`python -m braze_sim`, its own process, `--latency-ms`), stores
 `--records` records on one lane as the edge does (the route's real schema, the edge's envelopes,
@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-unchanged", action="store_true", help="attributes: route with skip_unchanged")
     parser.add_argument("--repeat", type=int, default=3, help="timed passes (default: %(default)s)")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the cProfile pass")
+    parser.add_argument(
+        "--default-gc", action="store_true", help="CPython's collector thresholds (the worker's are tuned)"
+    )
     parser.add_argument("--top", type=int, default=14, help="functions listed (default: %(default)s)")
     opts = parser.parse_args(argv)
     install_signal_handlers()
@@ -210,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         from relay.config import load_settings
 
         settings = load_settings()
+        if not opts.default_gc:
+            from handlers.worker import tune_gc
+
+            tune_gc()  # as the worker process does before it serves
         ctx = context.Context(settings, client)
         context.install(ctx)
         sim = SimLog(sim_url, "bench")

@@ -29,10 +29,11 @@ handlers/watermarks.py.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,7 @@ class Drainer:
         self.flights: deque[Flight] = deque()  # taken, not yet committed, oldest first
         self.window: Window[BrazeRequest] = Window()
         self.flying: dict[Future[Sent], tuple[Flight, BrazeRequest]] = {}
+        self.answered: queue.SimpleQueue[Future[Sent]] = queue.SimpleQueue()  # flying futures, once done
         self.owner: dict[BrazeRequest, Flight] = {}
         self.lost = False
         self.confirmed_at = -FRESH_CHECK_S  # when the last successful lease check began (monotonic)
@@ -120,17 +122,23 @@ class Drainer:
     def confirm(self) -> bool:
         """Renew the lease and check it is still ours; False: another owner took the lane (stop at once)."""
         with self.lease_lock:
-            asked = time.monotonic()
-            if not self.lane.confirm(self.client, self.token, self.delivery):
-                return False
-            self.confirmed_at = asked
-            return True
+            return self._confirm()
+
+    def _confirm(self) -> bool:
+        asked = time.monotonic()
+        if not self.lane.confirm(self.client, self.token, self.delivery):
+            return False
+        self.confirmed_at = asked
+        return True
 
     def fresh(self) -> bool:
         """Check the lease before a send: a check begun less than FRESH_CHECK_S ago stands (it renewed the
         lease for its whole length, and the monotonic clock runs on while the process is frozen, so a
-        thawed worker checks again); else confirm now."""
-        return time.monotonic() - self.confirmed_at < FRESH_CHECK_S or self.confirm()
+        thawed worker checks again); else confirm now, unless a sender did while this one waited."""
+        if time.monotonic() - self.confirmed_at < FRESH_CHECK_S:
+            return True
+        with self.lease_lock:
+            return time.monotonic() - self.confirmed_at < FRESH_CHECK_S or self._confirm()
 
     def run(self) -> dict[str, Any]:
         """Deliver until the lane is empty or the slice is over; then release or hand over.
@@ -297,12 +305,22 @@ class Drainer:
         for request in self.window.ready(self.width - len(self.flying), self.ordering.may_go):
             future = self.ctx.senders.submit(self.send, request)
             self.flying[future] = (self.owner.pop(request), request)
+            future.add_done_callback(self.answered.put)
 
     def collect(self, timeout: float) -> None:
-        """Take in the answers that came back (waiting up to `timeout` for the first)."""
+        """Take in the answers that came back (waiting up to `timeout` for the first).
+
+        Each request's future puts itself on `answered` when it is done, so taking the answers in costs
+        the same however many requests fly (`concurrent.futures.wait` visits every one, every turn).
+        """
         if not self.flying:
             return
-        done, _ = wait(self.flying, timeout=timeout, return_when=FIRST_COMPLETED)
+        try:
+            done = [self.answered.get(timeout=timeout) if timeout > 0 else self.answered.get_nowait()]
+        except queue.Empty:
+            return
+        while not self.answered.empty():
+            done.append(self.answered.get_nowait())
         for future in done:
             flight, request = self.flying.pop(future)
             self.window.done(request)
