@@ -177,10 +177,12 @@ def drain(settings: Settings, clean_redis: redis.Redis) -> Callable[..., None]:
 
 @pytest.fixture
 def watched(clean_redis: redis.Redis) -> Iterator[list[str]]:
-    """Every command Redis runs while the test body runs (MONITOR), as text, from the first on."""
+    """Every command Redis runs on the tests' database while the test body runs (MONITOR), as text,
+    from the first on (other test processes use other databases of the same server)."""
     seen: list[str] = []
     started, stop = threading.Event(), threading.Event()
     monitor_client = redis.Redis.from_url(REDIS_URL)
+    database = int(monitor_client.connection_pool.connection_kwargs.get("db", 0))
 
     def watch() -> None:
         with monitor_client.monitor() as monitor:  # entered once Redis said OK to MONITOR
@@ -188,7 +190,8 @@ def watched(clean_redis: redis.Redis) -> Iterator[list[str]]:
             for command in monitor.listen():
                 if stop.is_set():
                     return
-                seen.append(command["command"])
+                if command["db"] == database:
+                    seen.append(command["command"])
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()

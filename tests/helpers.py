@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from flask import Flask
@@ -22,7 +23,22 @@ from relay.lanes import Lane
 
 KEYS = store.keys("default")  # the keys of the tests' one workspace
 WORKSPACES = ["default"]
-REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+def worker_number() -> int:
+    """The number of this test process when pytest-xdist runs several (gw0, gw1, ...); 0 alone."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
+def own_database(url: str) -> str:
+    """The URL with this test process's database: the URL's own (0 if it names none) plus the process's
+    number, so that processes running tests at once never empty one another's database."""
+    parts = urlsplit(url)
+    database = int(parts.path.strip("/") or 0) + worker_number()
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+REDIS_URL = own_database(os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9"))
 BRAZE_KEY = "test-braze-key-5f1c"
 WRITE_KEY = "test-write-key-81aa"
 OTHER_WRITE_KEY = "test-write-key-rotated-22bb"

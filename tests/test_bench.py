@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REDIS_URL
+from tests.helpers import REDIS_URL, worker_number
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_DB = 14  # the benchmarks flush their database: one the tests never use
+BENCH_DB = 14 - worker_number()  # the benchmarks flush their database: one the tests never use
 
 
 def runnable(path: Path) -> bool:
