@@ -11,8 +11,10 @@ the lease checked before each send.
 When the lane's users repeat within the window's reach (a backfill of many events per user), most
 of a chunk's requests wait for their users' earlier requests: the requests in flight would then be
 bound by the lane's distinct users, not by `RELAY_INFLIGHT`. So the job looks further down the
-lane: its next chunks grow (up to a whole window's records), so that each user's records of that
-stretch ride in one request; chunks shrink back once their users no longer wait.
+lane: its next chunks grow (up to a whole window's records; the first chunk of a job is one), so
+that each user's records of that stretch ride in one request; chunks shrink back once their users
+no longer wait. A chunk's users are packed by the earlier request they wait for, so that each new
+request waits for one request rather than many, and goes as soon as that one is answered.
 
 Records stay at the head of the lane's Redis list until the outcome of their chunk is committed
 (trimmed from the list, put on the retry set, or dead-lettered) in one transaction that checks
@@ -64,7 +66,7 @@ CHUNK_SHARE = 4
 # redelivery, and leaves room for a chunk of the largest reach (a whole window) to be prepared while
 # the one before it flies.
 CHUNKS_AHEAD = 2 * CHUNK_SHARE
-PACKING_SLACK = 1 / 16
+PACKING_SLACK = 1 / 16  # a whole window's chunk holds this much less than its requests could
 WAITING_SHARE = 0.5  # a chunk with more of its requests waiting for earlier ones: users repeat, reach further
 CONFIRM_EVERY_S = 0.5  # the loop renews the lease this often (each send checks it besides)
 FRESH_CHECK_S = 0.05  # a send relies on a lease check begun this recently (by any sender); else checks
@@ -125,6 +127,7 @@ class Drainer:
             return self._confirm()
 
     def _confirm(self) -> bool:
+        """`confirm`, the lease lock held; a success is noted with the time the check began."""
         asked = time.monotonic()
         if not self.lane.confirm(self.client, self.token, self.delivery):
             return False
@@ -364,10 +367,9 @@ class Drainer:
         The lease is checked before each send (`fresh`: a check of the last FRESH_CHECK_S stands): a
         worker frozen past its lease must not send records that a new owner now holds (and may
         already have sent, with newer values after them). The rate limit (and a 429's pause) is the
-        last gate before the send, so that a pause another sender has just set is seen (one of
-        this process at once, another worker's within PAUSE_FRESH_S); if waiting
-        for the window took a while, the lease is checked again, so the send still follows a fresh
-        check.
+        last gate before the send, so that a pause another sender has just set is seen (one of this
+        process at once, another worker's within PAUSE_FRESH_S); if waiting for the window took a
+        while, the lease is checked again, so the send still follows a fresh check.
         """
         family = request.items[0].family
         if not self.fresh():
