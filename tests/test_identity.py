@@ -106,7 +106,7 @@ def test_at_most_50_identifications_per_request_across_the_three_arrays(
     ingest(client, "identify", aliases + emails)
     drain()
     counts = [sum(len(array) for array in body.values()) for body in bodies(braze, "/users/identify")]
-    assert counts == [50, 30]
+    assert sorted(counts) == [30, 50]  # sent at once (no user in both): either may arrive first
 
 
 def test_merge_is_brazes_example(client: FlaskClient, drain: Callable[..., None], braze: Simulator) -> None:
