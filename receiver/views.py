@@ -24,8 +24,9 @@ from receiver.records.schemas import ExportSchema, IngestEventsSchema, IngestSch
 from receiver.redis_check import Unfit
 from receiver.request_ids import request_id
 from receiver.state import settings, workspace_client
-from relay import metrics, redis_health
+from relay import metrics, redis_health, replicas
 from relay.budgets import Budget, OverBudget
+from relay.config import Durability
 from relay.dedup import DedupError
 from relay.metrics import Rejection
 from relay.routes import Route
@@ -387,12 +388,14 @@ def readyz() -> tuple[Response, int]:
     """Readiness: configuration loaded and Redis taking writes; 200 names a warning (Redis filling up).
 
     Asked with a write: PING answers on a full or read-only Redis, which refuses every record. With
+    RELAY_REDIS_MIN_REPLICAS, the write must also reach that many replicas within RELAY_REDIS_WAIT_MS,
+    as every postback's must: a Redis short of replicas answers every postback 503. With
     workspaces on Redis servers of their own, 503 only when none takes writes: one down answers 200
     "degraded" naming it (its routes answer 503; every web process shares it, so failing readiness
     would take the healthy workspaces' routes out of the load balancer too).
     """
     edge = state.current()
-    probed = {name: _probe(placed) for name, placed in edge.stores.items()}
+    probed = {name: _probe(placed, edge.settings.durability) for name, placed in edge.stores.items()}
     down = {name: reason for name, (reason, _) in probed.items() if reason is not None}
     if len(down) == len(probed):
         if len(down) == 1:
@@ -419,14 +422,18 @@ def readyz() -> tuple[Response, int]:
 MAY_EVICT = "may evict records"
 
 
-def _probe(placed: state.Store) -> tuple[str | None, redis_health.Memory | None]:
-    """Whether one Redis takes writes now: (None, its memory) if it does, else (what is wrong, None)."""
+def _probe(placed: state.Store, durability: Durability) -> tuple[str | None, redis_health.Memory | None]:
+    """Whether one Redis takes writes now (and its replicas hold them, when some are asked for):
+    (None, its memory) if it does, else (what is wrong, None)."""
     try:
         placed.redis_check.ensure()
         redis_health.take_write(placed.redis)
+        replicas.confirm(placed.redis, durability)
         return None, redis_health.memory(placed.redis)
     except Unfit:
         return MAY_EVICT, None
+    except replicas.NotReplicated as exc:
+        return exc.reason or f"short of replicas ({exc.confirmed} of {exc.wanted})", None
     except redis.RedisError as exc:
         if isinstance(exc, redis_health.AWAY):
             placed.redis_check.lost()

@@ -89,3 +89,18 @@ def test_without_replicas_asked_for_no_wait_is_sent(
     client = build_client(REDIS_URL=primary.url)
     assert client.post(POSTBACK, json=EVENT, headers=TD).status_code == 200
     assert redis.Redis(port=primary.port).info("commandstats").get("cmdstat_wait") is None
+
+
+def test_readiness_fails_while_redis_is_short_of_replicas(
+    waiting: FlaskClient, primary: RedisServer, own_redis: Callable[..., RedisServer]
+) -> None:
+    """/readyz asks what every postback asks: with no replica it answers 503 saying Redis is short of
+    replicas (a load balancer stops sending postbacks that would all be refused); once a replica holds
+    the probe's write, 200."""
+    answer = waiting.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.get_json()["errors"] == {"redis": "short of replicas (0 of 1)"}
+    replica_of(own_redis, primary)
+    answer = waiting.get("/readyz")
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["status"] == "ready"

@@ -310,7 +310,8 @@ def _service_paths() -> dict[str, dict[str, Any]]:
         "/readyz": _get(
             "readyz",
             "health",
-            "Readiness: configuration loaded and Redis taking writes (200 may name a warning).",
+            "Readiness: configuration loaded and Redis taking writes, held by RELAY_REDIS_MIN_REPLICAS "
+            "replicas when set (200 may name a warning).",
             {"200": described_answer("Ready.", json_content(ref("Ready"))), "503": ref("503", "responses")},
         ),
         "/metrics": _get(
