@@ -45,6 +45,7 @@ from relay.migrate import migrate
 
 log = logging.getLogger("handlers.worker")  # by name: under `python -m` the module is __main__
 TICK_S = 1.0
+WORKER_PARENT = "RELAY_WORKER_PARENT"  # set by the worker command for the workers it starts: its pid
 RESTART_PAUSE_S = 1.0  # before a fresh RQ worker when the last one quit for another reason than Redis
 
 
@@ -259,6 +260,9 @@ def work(settings: Settings, server: redises.Server, args: argparse.Namespace) -
     context.install(ctx)
     ticker = Ticker(client, settings, watch)
     ticker.start()
+    parent = os.environ.get(WORKER_PARENT, "")
+    if parent.isdigit():
+        threading.Thread(target=_stop_when_orphaned, args=(int(parent),), daemon=True).start()
     queues = [store.QUEUE_CONSENT] if args.consent_only else list(store.RQ_QUEUES)
     said = {
         "sandbox": settings.sandbox,
@@ -274,6 +278,15 @@ def work(settings: Settings, server: redises.Server, args: argparse.Namespace) -
         ticker.stopping.set()
     log.info("worker stopped", extra={"queues": queues, "redis": server.name})
     return 0
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """Stop this worker (as SIGTERM does: the job in hand finishes) once the worker command that started
+    it is gone, even killed by SIGKILL, which it cannot pass on: the worker's parent is then another."""
+    while os.getppid() == parent:
+        time.sleep(TICK_S)
+    log.warning("the worker command that started this worker is gone: stopping")
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def supervise(servers: list[redises.Server], argv: list[str]) -> int:
@@ -323,8 +336,8 @@ def supervise(servers: list[redises.Server], argv: list[str]) -> int:
 
 
 def _spawn(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-    """This worker command, told to serve the Redis of this name."""
-    env = {**os.environ, redises.WORKER_REDIS: name}
+    """This worker command, told to serve the Redis of this name (and who started it)."""
+    env = {**os.environ, redises.WORKER_REDIS: name, WORKER_PARENT: str(os.getpid())}
     command = [sys.executable, "-m", "handlers.worker", *argv]  # this very command, no shell
     return subprocess.Popen(command, env=env, start_new_session=True)  # noqa: S603 - our own argv
 

@@ -344,6 +344,19 @@ def test_two_workspaces_on_two_redis_one_stopped(
             lambda: delivered(braze, "b", poster.sent) == poster.acknowledged["b"], 60, "brand B's records"
         )
 
+        # The worker command killed outright cannot stop its workers: they see it gone and stop.
+        pids = [line["pid"] for line in procs.logged(worker) if line["msg"] == "worker started"][-2:]
+        worker.kill()
+        wait_for(lambda: not any(map(running, pids)), 30, "the workers of a killed worker command to stop")
+
+
+def running(pid: int) -> bool:
+    """True while the process runs (not gone, not a zombie waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
 
 def workers_started(procs: Processes, worker: subprocess.Popen[bytes]) -> list[str]:
     """The Redis of each `worker started` line the worker command's processes printed, in order."""
