@@ -27,7 +27,7 @@ from relay import audit, budgets, deadletters, metrics, order
 from relay.config import dead_letter_bytes, dead_letter_limit
 from relay.envelope import Envelope, dumps
 from relay.lanes import Lane
-from relay.modes import AuditEvent, Kind, Outcome, kind_of
+from relay.modes import AuditEvent, Kind, LaneFamily, Outcome, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +239,15 @@ def settle_order(pipe: Any, ctx: Context, lane: Lane, flight: Flight, endings: l
     gates = [
         (env["seq"], own[env["id"]][1])
         for (_, env, _), end in zip(flight.chunk, endings, strict=True)
-        if env["id"] in own and end.outcome is not Outcome.RETRY
+        if own and env["id"] in own and end.outcome is not Outcome.RETRY
     ]
     order.settle(pipe, ctx.redis, workspace, gates, flight.member)
     metrics.ORDER_WAIT.observe(pipe, workspace, flight.waited, lane=lane.name)
     if flight.gave_up:
         metrics.ORDER_GAVE_UP.incr(pipe, workspace, flight.gave_up, lane=lane.name)
     woken: dict[str, Lane] = {}
+    if lane.family is not LaneFamily.CONSENT:  # consent changes travel on consent lanes (their copies not)
+        return []
     for (_, env, _), end in zip(flight.chunk, endings, strict=True):
         if end.outcome is Outcome.DELIVERED and kind_of(env["kind"]) is Kind.CONSENT and not env.get("again"):
             other = follow_up(pipe, env, ctx.settings.delivery.track_shards)

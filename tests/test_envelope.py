@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from handlers.packing import encode
-from relay.envelope import dumps, loads
+from relay.envelope import _LONG_NUMBER, dumps, loads, may_hold_long_number
 
 EDGES = [
     2**63 - 1,
@@ -36,3 +38,25 @@ def test_integers_of_any_size_come_back_exact(number: int) -> None:
 def test_braze_gets_the_same_integer(number: int) -> None:
     """handlers/packing.py encodes the object Braze gets with the integer as it was."""
     assert json.loads(encode({"properties": {"n": number}})) == {"properties": {"n": number}}
+
+
+PIECES = [b"1" * 19, b"9" * 20, b"12", b"0", b":", b",", b"[", b"-", b" ", b'"', b".", b"a", b"{"]
+
+
+@given(st.lists(st.sampled_from(PIECES), max_size=40))
+def test_the_quick_look_for_long_numbers_misses_none(pieces: list[bytes]) -> None:
+    """`may_hold_long_number` is False only for text the exact search finds no long number in."""
+    text = b"".join(pieces)
+    if not may_hold_long_number(text):
+        assert _LONG_NUMBER.search(text) is None
+
+
+@pytest.mark.parametrize("digits", [19, 20, 4000])
+def test_a_run_of_digits_inside_a_string_reads_fast_and_exact(digits: int) -> None:
+    """Digits inside a string (an id, the envelope's own `seq`) are no number: orjson reads them; a
+    number of as many digits beside them is read by the stdlib, exact."""
+    quoted = {"id": "r.0", "seq": "1" * digits, "rec": {"n": 1}}
+    assert not may_hold_long_number(dumps(quoted).encode())  # type: ignore[arg-type]
+    number = int("9" * digits)
+    both = {"id": "r.0", "seq": "1" * digits, "rec": {"n": number}}
+    assert loads(dumps(both))["rec"]["n"] == number  # type: ignore[arg-type]
