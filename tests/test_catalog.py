@@ -108,7 +108,8 @@ def test_at_most_50_items_per_request(
     """ "Each request can support up to 50 catalog items" (put_update_catalog_items): 120 make 50, 50, 20."""
     ingest(client, [{"id": f"r{n}", "Rating": n} for n in range(120)])
     drain()
-    assert [len(body["items"]) for _, _, body in calls(restaurants)] == [50, 50, 20]
+    sizes = [len(body["items"]) for _, _, body in calls(restaurants)]
+    assert sorted(sizes) == [20, 50, 50]  # sent at once (no item in two): they arrive in any order
 
 
 def test_an_items_newest_record_wins(
