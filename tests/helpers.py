@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+import requests
 from flask import Flask
 from standardwebhooks.webhooks import Webhook
 
@@ -268,3 +270,53 @@ def envelopes(
     schema = schema_for(target)
     batch = Batch(route=target, request_id="req")
     return [batch.envelope(index, schema.load(record)) for index, record in enumerate(records)]
+
+
+class PostbackLoad(threading.Thread):
+    """One-record postbacks from one client, one after the other, spread over `users` users named
+    `{prefix}-{n}`, each event carrying its `seq`; when each acknowledged one was sent and when its 2xx
+    came (monotonic), how many were refused with 503, and any other answer."""
+
+    def __init__(self, base: str, prefix: str, users: int) -> None:
+        super().__init__(daemon=True)
+        self.base, self.prefix, self.users = base, prefix, users
+        self.acknowledged: dict[int, tuple[float, float]] = {}  # seq -> (when sent, when its 2xx came)
+        self.refused = 0  # 503s while Redis was away, refusing, or without a primary
+        self.unexpected: list[int | None] = []  # any other answer (a 500 above all), or none
+        self.stopping = threading.Event()
+
+    def answered(self) -> int:
+        """How many requests got an answer so far."""
+        return len(self.acknowledged) + self.refused + len(self.unexpected)
+
+    def run(self) -> None:
+        """Post until stopped."""
+        session = requests.Session()
+        seq = 0
+        while not self.stopping.is_set():
+            body = {"external_id": f"{self.prefix}-{seq % self.users}", "name": "tick", "seq": seq}
+            sent = time.monotonic()
+            try:
+                answer = session.post(
+                    f"{self.base}/postback/v3/event/db/events",
+                    json=body,
+                    headers={"X-TD-Write-Key": WRITE_KEY},
+                    timeout=30,  # a web retrying a loading Redis answers 503 within seconds, not at once
+                )
+            except requests.RequestException:
+                answer = None
+            if answer is not None and answer.status_code == 200:
+                self.acknowledged[seq] = (sent, time.monotonic())
+            elif answer is not None and answer.status_code == 503:
+                self.refused += 1
+            else:
+                self.unexpected.append(answer.status_code if answer is not None else None)
+            seq += 1
+
+    def delivered(self, braze: Any) -> set[int]:
+        """The `seq` of every event of the load's users the simulator holds."""
+        found = set()
+        for user in range(self.users):
+            profile = braze.state.profile(f"{self.prefix}-{user}") or {}
+            found.update(event["properties"]["seq"] for event in profile.get("events", []))
+        return found

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from braze_sim.server import Simulator
-from tests.helpers import WRITE_KEY, lanes_idle
+from tests.helpers import PostbackLoad, lanes_idle
 from tests.processes import RedisServer, free_port, running_stack, wait_for
 
 SERVICE = "relay-primary"
@@ -88,56 +86,6 @@ class Sentinels:
             proc.wait(timeout=10)
 
 
-class Load(threading.Thread):
-    """One-record postbacks from one client, one after the other; when each acknowledged one was sent and
-    when its 2xx came (monotonic)."""
-
-    def __init__(self, base: str) -> None:
-        super().__init__(daemon=True)
-        self.base = base
-        self.acknowledged: dict[int, tuple[float, float]] = {}  # seq -> (when sent, when its 2xx came)
-        self.refused = 0  # 503s
-        self.unexpected: list[int | None] = []  # any other answer, or none
-        self.stopping = threading.Event()
-
-    def answered(self) -> int:
-        """How many requests got an answer so far."""
-        return len(self.acknowledged) + self.refused + len(self.unexpected)
-
-    def run(self) -> None:
-        """Post until stopped."""
-        session = requests.Session()
-        seq = 0
-        while not self.stopping.is_set():
-            body = {"external_id": f"failover-{seq % USERS}", "name": "tick", "seq": seq}
-            sent = time.monotonic()
-            try:
-                answer = session.post(
-                    f"{self.base}/postback/v3/event/db/events",
-                    json=body,
-                    headers={"X-TD-Write-Key": WRITE_KEY},
-                    timeout=30,
-                )
-            except requests.RequestException:
-                answer = None
-            if answer is not None and answer.status_code == 200:
-                self.acknowledged[seq] = (sent, time.monotonic())
-            elif answer is not None and answer.status_code == 503:
-                self.refused += 1
-            else:
-                self.unexpected.append(answer.status_code if answer is not None else None)
-            seq += 1
-
-
-def delivered(braze: Simulator) -> set[int]:
-    """The `seq` of every event the simulator holds."""
-    found = set()
-    for user in range(USERS):
-        profile = braze.state.profile(f"failover-{user}") or {}
-        found.update(event["properties"]["seq"] for event in profile.get("events", []))
-    return found
-
-
 def cut_replication(primary: RedisServer) -> None:
     """The primary's replication link cut, and its replica kept from connecting again."""
     client = redis.Redis(port=primary.port)
@@ -152,7 +100,7 @@ def fail_over(
     routes_file: Path,
     log_dir: Path,
     min_replicas: int,
-) -> tuple[Load, tuple[float, float]]:
+) -> tuple[PostbackLoad, tuple[float, float]]:
     """Run the load through a failover; return it (stopped, everything it can get delivered),
     when the replica began to lag behind the primary, and when that was killed."""
     primary = own_redis(*AOF)
@@ -178,7 +126,7 @@ def fail_over(
         }
         with running_stack(log_dir, routes_file, braze, **settings) as (procs, base):
             workers = [procs.start(role) for role in ROLES]
-            load = Load(base)
+            load = PostbackLoad(base, "failover", USERS)
             load.start()
             wait_for(lambda: len(load.acknowledged) >= 100, 30, "postbacks before the failover")
             # The replica falls behind: its link is cut and it cannot come back (its user is turned
@@ -226,7 +174,7 @@ def test_with_a_replica_asked_for_every_acknowledged_record_survives_the_failove
     """RELAY_REDIS_MIN_REPLICAS=1: the primary SIGKILLed under load, every record answered 2xx (before
     and after) is delivered."""
     load, _ = fail_over(own_redis, braze, routes_file, tmp_path, min_replicas=1)
-    missing = sorted(set(load.acknowledged) - delivered(braze))
+    missing = sorted(set(load.acknowledged) - load.delivered(braze))
     print(f"acknowledged {len(load.acknowledged)}, refused {load.refused}, lost {len(missing)}")
     assert not missing, f"{len(missing)} acknowledged records not in Braze, e.g. {missing[:10]}"
 
@@ -238,7 +186,7 @@ def test_without_replicas_asked_for_only_the_last_moment_can_be_lost(
     """RELAY_REDIS_MIN_REPLICAS=0: what the failover loses is at most the records answered 2xx while the
     replica lagged, in the last moment before the primary died (the count is printed); none from before."""
     load, (lagging, killed) = fail_over(own_redis, braze, routes_file, tmp_path, min_replicas=0)
-    missing = sorted(set(load.acknowledged) - delivered(braze))
+    missing = sorted(set(load.acknowledged) - load.delivered(braze))
     # Under way at some moment between the cut and the kill: answered after the cut, sent before the
     # kill (a 2xx that came after the kill was stored before it, on the primary that died).
     times = load.acknowledged.items()

@@ -13,67 +13,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from braze_sim.server import Simulator
-from tests.helpers import WRITE_KEY
+from tests.helpers import PostbackLoad
 from tests.processes import RedisServer, redis_version, running_stack, wait_for
 
 AOF = ("--appendonly", "yes", "--appendfsync", "always")
 USERS = 20
 ROLES = ("worker", "worker", "consent")
 FAILOVER_ERRORS = ("READONLY", "UNBLOCKED")
-
-
-class Load(threading.Thread):
-    """One-record postbacks as fast as one client sends them; remembers which got a 2xx."""
-
-    def __init__(self, base: str) -> None:
-        super().__init__(daemon=True)
-        self.base = base
-        self.acknowledged: set[int] = set()
-        self.refused = 0  # 503s while Redis was away or refusing
-        self.unexpected: list[int | None] = []  # any other answer (a 500 above all), or none
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        """Post until stopped."""
-        session = requests.Session()
-        seq = 0
-        while not self.stopping.is_set():
-            body = {"external_id": f"outage-{seq % USERS}", "name": "tick", "seq": seq}
-            try:
-                answer = session.post(
-                    f"{self.base}/postback/v3/event/db/events",
-                    json=body,
-                    headers={"X-TD-Write-Key": WRITE_KEY},
-                    timeout=30,  # a web retrying a loading Redis answers 503 within seconds, not at once
-                )
-            except requests.RequestException:
-                answer = None
-            if answer is not None and answer.status_code == 200:
-                self.acknowledged.add(seq)
-            elif answer is not None and answer.status_code == 503:
-                self.refused += 1
-            else:
-                self.unexpected.append(answer.status_code if answer is not None else None)
-            seq += 1
-
-
-def delivered(braze: Simulator) -> set[int]:
-    """The `seq` of every event the simulator holds."""
-    found = set()
-    for user in range(USERS):
-        profile = braze.state.profile(f"outage-{user}") or {}
-        found.update(event["properties"]["seq"] for event in profile.get("events", []))
-    return found
 
 
 def lines_of(log_dir: Path, role: str) -> list[dict[str, object]]:
@@ -119,7 +73,7 @@ def ride_out(
     server = own_redis(*options)
     with running_stack(log_dir, routes_file, braze, server.url) as (procs, base):
         workers = [procs.start(role) for role in ROLES]
-        load = Load(base)
+        load = PostbackLoad(base, "outage", USERS)
         load.start()
         wait_for(lambda: len(load.acknowledged) >= 300, 30, "postbacks before the trouble")
         trouble(server)
@@ -145,9 +99,13 @@ def ride_out(
         load.stopping.set()
         load.join(timeout=20)
         try:
-            wait_for(lambda: load.acknowledged <= delivered(braze), 90, "every acknowledged record in Braze")
+            wait_for(
+                lambda: load.acknowledged.keys() <= load.delivered(braze),
+                90,
+                "every acknowledged record in Braze",
+            )
         except AssertionError:
-            missing = sorted(load.acknowledged - delivered(braze))
+            missing = sorted(load.acknowledged.keys() - load.delivered(braze))
             raise AssertionError(
                 f"{len(missing)} acknowledged records not in Braze, e.g. {missing[:10]}"
             ) from None
