@@ -280,22 +280,10 @@ class Page:
 Part = tuple[redis.Redis, list[str]]  # one Redis and the workspaces whose dead letters it holds
 
 
-def page(
-    client: redis.Redis,
-    workspaces: Iterable[str],
-    *,
-    route: str | None = None,
-    reason: str | None = None,
-    as_of: float | None = None,
-    offset: int = 0,
-    count: int = 50,
-) -> Page:
-    """Dead letters of a route and/or reason that failed by `as_of`, newest first: one page of them.
-
-    With several workspaces, each one's newest are read and merged by failure time.
-    """
-    parts = [(client, list(workspaces))]
-    return page_across(parts, route=route, reason=reason, as_of=as_of, offset=offset, count=count)
+def page(client: redis.Redis, workspaces: Iterable[str], **filters: Any) -> Page:
+    """Dead letters of the workspaces on one Redis: `page_across` (its filters: route, reason, as_of,
+    offset, count), newest first, each workspace's newest merged by failure time."""
+    return page_across([(client, list(workspaces))], **filters)
 
 
 def page_across(
