@@ -135,8 +135,9 @@ def fail_over(
             # a backlog. A few answers later the primary is killed.
             for proc in workers:
                 proc.send_signal(signal.SIGSTOP)
+            lagging = time.monotonic()  # from the moment the cut begins (its checks take a while)
             cut_replication(primary)
-            lagging, answered = time.monotonic(), load.answered()
+            answered = load.answered()
             wait_for(lambda: load.answered() >= answered + 4, 30, "answers while the replica lags")
             primary.kill()
             killed = time.monotonic()
@@ -187,8 +188,8 @@ def test_without_replicas_asked_for_only_the_last_moment_can_be_lost(
     replica lagged, in the last moment before the primary died (the count is printed); none from before."""
     load, (lagging, killed) = fail_over(own_redis, braze, routes_file, tmp_path, min_replicas=0)
     missing = sorted(set(load.acknowledged) - load.delivered(braze))
-    # Under way at some moment between the cut and the kill: answered after the cut, sent before the
-    # kill (a 2xx that came after the kill was stored before it, on the primary that died).
+    # Under way at some moment between the cut and the kill: answered after the cut began, sent before
+    # the kill (a 2xx that came after the kill was stored before it, on the primary that died).
     times = load.acknowledged.items()
     last_moment = [seq for seq, (sent, came) in times if came >= lagging and sent <= killed]
     assert missing, "records answered while the replica lagged and not delivered were lost"
